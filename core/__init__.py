@@ -1,0 +1,1 @@
+"""fmu core: manifests -> faces -> shading -> model -> images -> scores."""

@@ -1,0 +1,32 @@
+"""Errors that end one row, never the run: each carries a short machine-readable kind."""
+
+
+class RowError(Exception):
+    """A problem confined to one manifest row or one image; the run goes on."""
+
+    kind = "error"
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def reason(self) -> str:
+        return f"{self.kind}: {self}"
+
+
+class ImageError(RowError):
+    kind = "bad_image"
+
+
+class NoFaceError(RowError):
+    kind = "no_face"
+
+
+class MultiFaceError(RowError):
+    kind = "multiple_faces"
+
+
+class UsageError(Exception):
+    """A problem with how fmu was called (exit code 2)."""

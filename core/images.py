@@ -1,0 +1,122 @@
+"""Reading images safely and writing them atomically.
+
+Every image fmu reads goes through `load_rgb`, so format quirks (EXIF rotation, 16-bit,
+CMYK, alpha, animation) and hostile files (decompression bombs, truncation) are handled in
+one place and surface as `ImageError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# 64 MP is far above any face photo and far below what would exhaust memory when decoded.
+MAX_PIXELS = 64_000_000
+MIN_SIDE = 16
+
+
+def _check_size(width: int, height: int, source: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{source}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
+            "(possible decompression bomb)", kind="image_too_large")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{source}: {width}x{height} is too small (min side {MIN_SIDE})",
+                         kind="image_too_small")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: rescale to 8 bit instead of clipping everything to white.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def decode_rgb(data: bytes, source: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to an (H, W, 3) uint8 RGB array, EXIF orientation applied."""
+    if not data:
+        raise ImageError(f"{source}: file is empty", kind="empty_file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_size(img.width, img.height, source)  # before any pixel is decoded
+            img.seek(0)  # animated formats: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.ascontiguousarray(np.asarray(_to_rgb(img), dtype=np.uint8))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{source}: {exc}", kind="image_too_large") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{source}: not a readable image", kind="not_an_image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{source}: corrupt or truncated image ({exc})", kind="corrupt_image") from None
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found", kind="missing_file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file", kind="not_a_file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror})", kind="unreadable_file") from None
+    return decode_rgb(data, str(path))
+
+
+def to_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to `size`: the frame every condition image and
+    generated image shares."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = Image.fromarray(image[top:top + side, left:left + side])
+    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def encode_png(image: np.ndarray | Image.Image) -> bytes:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray | Image.Image) -> None:
+    atomic_write_bytes(path, encode_png(image))
