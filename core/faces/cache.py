@@ -1,0 +1,88 @@
+"""On-disk cache of face analyses keyed by image content and backend identity.
+
+Rows that share a reference (and workers that share an output folder) analyse it once.
+A "no face" outcome is cached too, so a bad reference is not re-analysed per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MultiFaceError, NoFaceError
+from ..images import atomic_write_bytes, decode_rgb, load_rgb
+from .base import FaceAnalysis, FaceBackend
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def backend_key(backend: FaceBackend) -> str:
+    return hashlib.sha256(json.dumps(backend.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class FaceCache:
+    def __init__(self, root: Path, backend: FaceBackend):
+        self.backend = backend
+        self.root = Path(root) / "faces" / f"{backend.name}-{backend_key(backend)}"
+        self.analyses = 0  # how many analyses actually ran (not served from cache)
+
+    def _path(self, digest: str) -> Path:
+        return self.root / digest[:2] / f"{digest}.npz"
+
+    def analyse_bytes(self, data: bytes, source: str, multi_face: str = "largest") -> FaceAnalysis:
+        digest = content_hash(data)
+        path = self._path(digest)
+        if path.exists():
+            try:
+                result = _load(path)
+            except (OSError, ValueError, KeyError):
+                result = None  # a damaged cache entry is recomputed, never trusted
+        else:
+            result = None
+        if result is None:
+            self.analyses += 1
+            try:
+                result = self.backend.analyse(decode_rgb(data, source), multi_face="largest")
+            except NoFaceError:
+                atomic_write_bytes(path, _dump_no_face())
+                raise
+            atomic_write_bytes(path, _dump(result))
+        if result == "no_face":
+            raise NoFaceError("no face detected")
+        if multi_face == "error" and result.num_faces > 1:
+            raise MultiFaceError(f"{result.num_faces} faces detected and --multi-face is 'error'")
+        return result
+
+    def analyse_file(self, path: Path, multi_face: str = "largest") -> FaceAnalysis:
+        path = Path(path)
+        if not path.is_file():
+            load_rgb(path)  # raises the ImageError a missing or odd path deserves
+        return self.analyse_bytes(path.read_bytes(), str(path), multi_face)
+
+
+def _dump(a: FaceAnalysis) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, embedding=a.embedding, crop=a.crop, bbox=a.bbox, landmarks=a.landmarks,
+             num_faces=np.int64(a.num_faces), backend=np.array(a.backend))
+    return buf.getvalue()
+
+
+def _dump_no_face() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, no_face=np.int64(1))
+    return buf.getvalue()
+
+
+def _load(path: Path):
+    with np.load(path, allow_pickle=False) as z:
+        if "no_face" in z.files:
+            return "no_face"
+        return FaceAnalysis(embedding=z["embedding"], crop=z["crop"], bbox=z["bbox"],
+                            landmarks=z["landmarks"], num_faces=int(z["num_faces"]),
+                            backend=str(z["backend"]))

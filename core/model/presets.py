@@ -1,0 +1,97 @@
+"""Built-in model presets. `tiny`: every component at toy size, built from configs with a fixed
+seed, saved once and loaded back through the same `from_pretrained` path a real model uses.
+Its images are noise: it exists to run the whole product offline (demo, tests, CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+PRESETS = ("tiny",)
+TINY_VERSION = "tiny-v1"
+TINY_SIZE = 64  # output side in pixels; latents 8x8, attention maps (64/16)^2 = 4x4
+
+
+def fmu_home() -> Path:
+    return Path(os.environ.get("FMU_HOME", Path.home() / ".cache" / "fmu"))
+
+
+def preset_paths(name: str) -> tuple[Path, Path]:
+    root = fmu_home() / "presets" / TINY_VERSION
+    return root / "base", root / "adapter.safetensors"
+
+
+def ensure_preset(name: str) -> tuple[Path, Path]:
+    if name not in PRESETS:
+        from ..errors import UsageError
+
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    base, adapter = preset_paths(name)
+    if not adapter.exists():
+        root = base.parent
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
+        try:
+            build_tiny(tmp / "base", tmp / "adapter.safetensors")
+            try:
+                os.rename(tmp, root)  # atomic: concurrent builders race, one wins
+            except OSError:
+                if not adapter.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return base, adapter
+
+
+def build_tiny(base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
+                              CLIPVisionConfig, CLIPVisionModelWithProjection)
+
+    from . import adapter as A
+    from .load import new_shading_net
+    from .tiny_tokenizer import write_tiny_tokenizer_files
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 32, 64), norm_num_groups=8, cross_attention_dim=32,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=TINY_SIZE, norm_num_groups=8,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    tok_dir = base_dir.parent / "tokenizer-src"
+    vocab, merges = write_tiny_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8, projection_dim=32))
+    feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=feature_extractor, image_encoder=image_encoder,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(base_dir, safe_serialization=True)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+
+    cfg = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=32, perceiver_heads=1,
+                          lora_rank=4, shading=True)
+    shading_net = new_shading_net(unet)
+    A.install_identity_channel(unet, cfg)
+    A.add_lora(unet, cfg.lora_rank)
+    A.save_adapter(adapter_path, unet, cfg, shading_net=shading_net,
+                   extra_meta={"preset": TINY_VERSION, "seed": seed})

@@ -1,0 +1,73 @@
+"""run.json: what ran, with which versions and weights, and how long it took."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ..images import atomic_write_bytes
+
+PACKAGES = ("fmu", "torch", "diffusers", "transformers", "accelerate", "peft", "polars",
+            "insightface", "onnxruntime", "onnxruntime-gpu", "dlib-bin", "mediapipe", "numpy")
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def file_digest(path: Path | None) -> str | None:
+    if path is None or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter, backend, summary: dict,
+                   timings: dict, validation: list, command: str = "generate") -> dict:
+    info = {
+        "command": command,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "config": cfg,
+        "model": {**model_identity, "base": str(base), "adapter": str(adapter),
+                  "adapter_sha256": file_digest(Path(adapter)) if adapter else None},
+        "face_backend": backend.name,
+        "face_models": cfg.get("face_models"),
+        "face_identity": backend.identity(),
+        "versions": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "summary": summary,
+        "timings": timings,
+        "validation_problems": validation,
+    }
+    if "preset" in model_identity:
+        info["preset"] = model_identity["preset"]
+        info["note"] = "tiny preset: random toy weights, the images are noise by design"
+    info = _jsonable(info)
+    atomic_write_bytes(Path(out) / "run.json", json.dumps(info, indent=2).encode())
+    return info

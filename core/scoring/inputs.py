@@ -1,0 +1,123 @@
+"""What to score: the rows of a run folder, or a folder of images paired by a manifest.
+
+Both forms become one table with absolute paths, so every metric sees the same thing:
+`id, k, image_path, reference_path, target_path, condition_path, prompt, gen_status, gen_error`.
+Rows the generator did not produce keep their status and reason; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import UsageError
+
+ROW_SCHEMA = {
+    "id": pl.Utf8, "k": pl.Int64, "image_path": pl.Utf8, "reference_path": pl.Utf8,
+    "target_path": pl.Utf8, "condition_path": pl.Utf8, "prompt": pl.Utf8,
+    "gen_status": pl.Utf8, "gen_error": pl.Utf8,
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _abs(base: Path, value) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else (base / path))
+
+
+def read_run_json(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def rows_from_run(run_dir: Path) -> pl.DataFrame:
+    """Rows of `RUN_DIR/results.parquet`, image/condition paths made absolute."""
+    run_dir = Path(run_dir)
+    results = run_dir / "results.parquet"
+    if not results.is_file():
+        raise UsageError(f"{run_dir}: no results.parquet (is this a folder written by `fmu generate`?)")
+    df = pl.read_parquet(results)
+    missing = {"id", "image", "reference"} - set(df.columns)
+    if missing:
+        raise UsageError(f"{results}: missing column(s) {', '.join(sorted(missing))}")
+    rows = []
+    for r in df.iter_rows(named=True):
+        rows.append({
+            "id": str(r["id"]),
+            "k": int(r.get("k") or 0),
+            "image_path": _abs(run_dir, r.get("image")),
+            "reference_path": _abs(run_dir, r.get("reference")),
+            "target_path": _abs(run_dir, r.get("target")),
+            "condition_path": _abs(run_dir, r.get("condition")),
+            "prompt": r.get("prompt") or "",
+            "gen_status": r.get("status") or "ok",
+            "gen_error": r.get("error"),
+        })
+    return pl.DataFrame(rows, schema=ROW_SCHEMA)
+
+
+def read_manifest(path: Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"manifest {path} not found")
+    if path.suffix.lower() == ".parquet":
+        df = pl.read_parquet(path)
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        df = pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",",
+                         infer_schema_length=0)
+    else:
+        raise UsageError(f"manifest {path}: use .csv, .tsv or .parquet")
+    missing = {"id", "reference"} - set(df.columns)
+    if missing:
+        raise UsageError(f"manifest {path}: missing column(s) {', '.join(sorted(missing))}")
+    return df
+
+
+_K_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<k>\d+)$")
+
+
+def rows_from_images(images_dir: Path, manifest: Path) -> pl.DataFrame:
+    """Pair `<id>_<k>.png` / `<id>.png` files with manifest rows (references relative to the
+    manifest's folder). Unpaired images and manifest ids with no image are reported rows."""
+    images_dir, manifest = Path(images_dir), Path(manifest)
+    if not images_dir.is_dir():
+        raise UsageError(f"--images {images_dir} is not a folder")
+    table = read_manifest(manifest)
+    base = manifest.parent
+    by_id = {str(r["id"]): r for r in table.iter_rows(named=True)}
+    rows, seen = [], set()
+    for path in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        stem, k = path.stem, 0
+        if stem not in by_id and (m := _K_SUFFIX.match(stem)) and m["id"] in by_id:
+            stem, k = m["id"], int(m["k"])
+        entry = by_id.get(stem)
+        seen.add(stem)
+        rows.append({
+            "id": stem, "k": k, "image_path": str(path.resolve()),
+            "reference_path": _abs(base, entry["reference"]) if entry else None,
+            "target_path": _abs(base, entry.get("target")) if entry else None,
+            "condition_path": None,
+            "prompt": (entry.get("prompt") or "") if entry else "",
+            "gen_status": "ok" if entry else "failed",
+            "gen_error": None if entry else f"no manifest row for image {path.name}",
+        })
+    for ident, entry in by_id.items():
+        if ident not in seen:
+            rows.append({
+                "id": ident, "k": 0, "image_path": None,
+                "reference_path": _abs(base, entry["reference"]),
+                "target_path": _abs(base, entry.get("target")), "condition_path": None,
+                "prompt": entry.get("prompt") or "", "gen_status": "failed",
+                "gen_error": f"no image named {ident}.png or {ident}_<k>.png in {images_dir}",
+            })
+    return pl.DataFrame(rows, schema=ROW_SCHEMA)

@@ -1,0 +1,195 @@
+"""report.html: one self-contained page a person reads to judge a run.
+
+Images are embedded as JPEG data URIs (thumbnails), plots are inline SVG generated here, no
+script or stylesheet is fetched. Groups (one per reference id) show reference | condition |
+outputs with their scores; the worst groups come first (failures, then no face, then the
+lowest identity similarity). A small inline script marks images that failed to decode.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from ..errors import ImageError
+from ..images import load_rgb
+from .summary_table import metric_lines
+
+THUMB = 224
+SCORE_COLUMNS = (("facesim_arcface", "FaceSim ArcFace", 3), ("facesim_dlib", "FaceSim dlib", 3),
+                 ("clip_t", "CLIP-T", 1), ("clip_i", "CLIP-I", 3), ("dino", "DINO", 3),
+                 ("lpips", "LPIPS", 3), ("pose_error_deg", "pose err °", 1), ("light_error", "light err", 3))
+
+
+def thumbnail_uri(image: np.ndarray, size: int = THUMB) -> str:
+    img = Image.fromarray(np.asarray(image))
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def histogram_counts(values: list[float], lo: float, hi: float, bins: int) -> list[int]:
+    """Counts per equal-width bin over [lo, hi]; values outside are clamped into the end bins."""
+    counts = [0] * bins
+    for v in values:
+        j = int((v - lo) / (hi - lo) * bins) if hi > lo else 0
+        counts[min(bins - 1, max(0, j))] += 1
+    return counts
+
+
+def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
+                  bins: int = 20, extra: tuple[str, int] | None = None) -> str:
+    """An inline SVG bar chart; `extra` adds one separate red bar (e.g. ("no face", 3))."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    lo = min(vals, default=0.0) if lo is None else lo
+    hi = max(vals, default=1.0) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1.0
+    counts = histogram_counts(vals, lo, hi, bins)
+    w, h, pad, gap = 420, 160, 28, 36
+    extra_n = extra[1] if extra else 0
+    top = max(counts + [extra_n, 1])
+    bw = (w - 2 * pad - (gap if extra else 0)) / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}" role="img">',
+             f'<title>{html.escape(title)}</title>',
+             f'<text x="{pad}" y="14" font-size="13">{html.escape(title)} (n={len(vals)})</text>']
+    for j, c in enumerate(counts):
+        bh = (h - 30) * c / top
+        parts.append(f'<rect x="{pad + j * bw:.1f}" y="{h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
+                     f'height="{bh:.1f}" fill="#3b7dd8"><title>{c}</title></rect>')
+    if extra:
+        bh = (h - 30) * extra_n / top
+        x = w - pad - gap + 8
+        parts.append(f'<rect x="{x}" y="{h - bh:.1f}" width="{gap - 10}" height="{bh:.1f}" fill="#d33">'
+                     f'<title>{extra_n}</title></rect>')
+        parts.append(f'<text x="{x}" y="{h + 28}" font-size="10">{html.escape(extra[0])}: {extra_n}</text>')
+    parts.append(f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" stroke="#333"/>')
+    parts.append(f'<text x="{pad}" y="{h + 14}" font-size="10">{lo:.3g}</text>')
+    parts.append(f'<text x="{w - pad - (gap if extra else 0)}" y="{h + 14}" font-size="10" '
+                 f'text-anchor="end">{hi:.3g}</text></svg>')
+    return "".join(parts)
+
+
+def _primary_facesim(scores: pl.DataFrame) -> str | None:
+    for col in ("facesim_arcface", "facesim_dlib"):
+        if col in scores.columns:
+            return col
+    return None
+
+
+def _severity(row: dict, primary: str | None) -> tuple:
+    rank = {"failed": 0, "skipped": 0, "no_face": 1}.get(row["status"], 2)
+    value = row.get(primary) if primary else None
+    return (rank, -math.inf if value is None else value)
+
+
+def _figure(uri: str | None, caption: str, cls: str = "") -> str:
+    body = (f'<img src="{uri}" alt="{html.escape(caption)}">' if uri
+            else '<div class="missing">no image</div>')
+    return f'<figure class="{cls}">{body}<figcaption>{caption}</figcaption></figure>'
+
+
+def _scores_caption(row: dict) -> str:
+    bits = [f"<b>{html.escape(str(row['id']))}_{row['k']}</b> <span class='st {row['status']}'>"
+            f"{html.escape(row['status'])}</span>"]
+    for col, label, digits in SCORE_COLUMNS:
+        if row.get(col) is not None:
+            bits.append(f"{label} {row[col]:.{digits}f}")
+    if row.get("error"):
+        bits.append(f"<span class='err'>{html.escape(row['error'])}</span>")
+    return "<br>".join(bits)
+
+
+def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
+    """The whole page as a string. `decoded` maps image paths to arrays (or errors) already read."""
+    primary = _primary_facesim(scores)
+    cache: dict[str, str | None] = {}
+
+    def uri(path: str | None) -> str | None:
+        if not path:
+            return None
+        if path not in cache:
+            img = decoded.get(path)
+            if img is None:
+                try:
+                    img = load_rgb(path)
+                except ImageError:
+                    img = None
+            cache[path] = thumbnail_uri(img) if isinstance(img, np.ndarray) else None
+        return cache[path]
+
+    rows = scores.to_dicts()
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r["id"]), []).append(r)
+    for g in groups.values():
+        g.sort(key=lambda r: _severity(r, primary))
+    ordered = sorted(groups.values(), key=lambda g: _severity(g[0], primary))
+
+    plots = []
+    for col in ("facesim_arcface", "facesim_dlib"):
+        if col in scores.columns:
+            m = summary["metrics"].get(col, {})
+            lo, hi = (-1.0, 1.0) if col == "facesim_arcface" else (-0.2, 1.0)
+            plots.append(svg_histogram(scores[col].to_list(), f"{col} (detected faces)", lo, hi,
+                                       extra=("no face", m.get("n_no_face", 0))))
+    for col, title in (("pose_error_deg", "pose error (deg)"), ("light_error", "lighting error")):
+        if col in scores.columns:
+            plots.append(svg_histogram(scores[col].to_list(), title, lo=0.0))
+    if not plots:
+        plots.append("<p>No per-image identity or consistency scores to plot.</p>")
+
+    table = "".join(f"<tr class='{'na' if v == 'unavailable' else ''}'><td>{html.escape(a)}</td>"
+                    f"<td>{html.escape(v)}</td><td>{html.escape(n)}</td><td>{html.escape(note)}</td></tr>"
+                    for a, v, n, note in metric_lines(summary))
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["status_counts"].items()))
+
+    sections = []
+    for g in ordered:
+        first = g[0]
+        cells = [_figure(uri(first["reference"]), "reference", "ref"),
+                 _figure(uri(first.get("condition")), "condition", "cond")]
+        cells += [_figure(uri(r["image"]), _scores_caption(r), f"out {r['status']}") for r in g]
+        prompt = html.escape(first.get("prompt") or "")
+        sections.append(f"<section><h3>{html.escape(str(first['id']))}</h3><p class='prompt'>{prompt}</p>"
+                        f"<div class='row'>{''.join(cells)}</div></section>")
+
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fmu score report</title>
+<style>
+body{{font-family:sans-serif;margin:20px;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} tr.na td{{color:#a60}}
+.plots{{display:flex;flex-wrap:wrap;gap:16px}} .row{{display:flex;flex-wrap:wrap;gap:10px}}
+figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}px;display:block}}
+figure.ref img{{outline:3px solid #3b7dd8}} .missing{{width:{THUMB}px;height:80px;background:#eee;
+display:flex;align-items:center;justify-content:center;color:#888}}
+.st.failed,.st.skipped{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
+section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
+#img-check{{font-size:12px;color:#666}}
+</style></head><body>
+<h1>fmu score</h1>
+<p>{summary['n_ok']}/{summary['n_requested']} rows fully scored; rows by status: {html.escape(counts)}.
+An output with no detected face counts as 0 in the strict FaceSim mean.</p>
+<table><tr><th>metric</th><th>value</th><th>n</th><th>note</th></tr>{table}</table>
+<h2>Distributions</h2><div class="plots">{''.join(plots)}</div>
+<h2>Rows, worst first</h2>
+{''.join(sections)}
+<p id="img-check">checking images…</p>
+<script>
+window.addEventListener('load', function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
+  var el = document.getElementById('img-check');
+  el.setAttribute('data-loaded', ok); el.setAttribute('data-total', imgs.length);
+  el.textContent = ok + ' of ' + imgs.length + ' images loaded';
+}});
+</script>
+</body></html>
+"""

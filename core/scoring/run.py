@@ -1,0 +1,407 @@
+"""`fmu score`: every metric over a run's rows, written as scores.parquet, summary.json and
+report.html in the run folder.
+
+Flow: rows (inputs) -> decode every output and reference once, in a thread pool ->
+per-row status (unreadable output / missing reference are reported, the rest goes on) ->
+each metric whose weights are here (FaceSim per face backend, CLIP-T/I, DINO, LPIPS,
+Pose/Light) -> FID over the sets -> outputs. A metric that cannot run is reported
+unavailable with its reason; nothing crashes the run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..errors import ImageError, UsageError
+from ..images import atomic_write_bytes, load_rgb
+from . import facesim
+from .face_batch import largest_face_embeddings
+from .inputs import read_run_json, rows_from_images, rows_from_run
+from .weights import MetricUnavailable
+
+METRICS = ("facesim", "clip", "dino", "lpips", "fid", "consistency")
+
+
+@dataclass
+class ScoreOptions:
+    face_backends: list[str] = field(default_factory=lambda: ["dlib"])
+    id_model: Path | None = None          # insightface models folder / pack
+    det_size: int = 640                   # the paper's detector size
+    clip_model: str | None = None
+    dino_model: str | None = None
+    lpips_weights: Path | None = None
+    fid_weights: Path | None = None
+    metrics: tuple[str, ...] = METRICS
+    device: str = "cpu"
+    workers: int = 2
+    batch_size: int = 16
+    report: bool = True
+
+
+@dataclass
+class ScoreResult:
+    scores: pl.DataFrame
+    summary: dict
+    out_dir: Path
+
+    @property
+    def all_ok(self) -> bool:
+        return self.summary["n_ok"] == self.summary["n_requested"]
+
+
+def _decode_all(paths: list[str], workers: int) -> dict[str, np.ndarray | ImageError]:
+    def one(p):
+        try:
+            return load_rgb(p)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(zip(paths, pool.map(one, paths)))
+
+
+class _Rows:
+    """Per-row state the metrics fill in: status, reason and metric values."""
+
+    def __init__(self, df: pl.DataFrame, decoded: dict):
+        self.df = df
+        self.n = df.height
+        self.status = list(df["gen_status"])
+        self.errors: list[list[str]] = [[e] if e else [] for e in df["gen_error"]]
+        self.values: dict[str, list] = {}
+        self.out: list[np.ndarray | None] = [None] * self.n
+        self.ref: list[np.ndarray | None] = [None] * self.n
+        for i, r in enumerate(df.iter_rows(named=True)):
+            if self.status[i] != "ok":
+                if not self.errors[i]:
+                    self.errors[i].append(f"generation {self.status[i]}")
+                continue
+            img = decoded.get(r["image_path"]) if r["image_path"] else None
+            if r["image_path"] is None:
+                self.fail(i, "output: no image path")
+            elif isinstance(img, ImageError):
+                self.fail(i, f"output: {img.reason}")
+            else:
+                self.out[i] = img
+            ref = decoded.get(r["reference_path"]) if r["reference_path"] else None
+            if r["reference_path"] is None:
+                self.fail(i, "reference: no reference path")
+            elif isinstance(ref, ImageError):
+                self.fail(i, f"reference: {ref.reason}")
+            else:
+                self.ref[i] = ref
+
+    def fail(self, i: int, reason: str, status: str = "failed"):
+        if status == "failed" or self.status[i] == "ok":
+            self.status[i] = status
+        self.errors[i].append(reason)
+
+    def column(self, name: str) -> list:
+        return self.values.setdefault(name, [None] * self.n)
+
+    def with_output(self) -> list[int]:
+        return [i for i in range(self.n) if self.out[i] is not None]
+
+    def with_pair(self) -> list[int]:
+        return [i for i in range(self.n) if self.out[i] is not None and self.ref[i] is not None]
+
+
+def _unique_refs(rows: _Rows, idx: list[int]) -> tuple[list[str], dict[str, np.ndarray]]:
+    keys, images = [], {}
+    for i in idx:
+        key = rows.df["reference_path"][i]
+        if key not in images:
+            keys.append(key)
+            images[key] = rows.ref[i]
+    return keys, images
+
+
+def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress) -> dict:
+    from ..faces import get_backend
+
+    col = facesim.column_for(backend_name)
+    try:
+        backend = get_backend(backend_name, device=opts.device, models_dir=opts.id_model, det_size=opts.det_size)
+    except Exception as exc:  # missing pack, missing onnx files, ...: the metric is unavailable
+        raise MetricUnavailable(f"face backend {backend_name!r}: {exc}") from None
+    idx = rows.with_pair()
+    keys, ref_images = _unique_refs(rows, idx)
+    task = progress(f"FaceSim ({backend_name})", len(keys) + len(idx))
+    ref_faces = dict(zip(keys, largest_face_embeddings(
+        backend, [ref_images[k] for k in keys], opts.batch_size, opts.workers, task)))
+    out_faces = largest_face_embeddings(backend, [rows.out[i] for i in idx], opts.batch_size, opts.workers, task)
+    values, matches, nfaces = rows.column(col), rows.column(f"{col}_match"), rows.column(f"faces_{backend_name}")
+    strict_values, found = [], []
+    for i, out in zip(idx, out_faces):
+        ref = ref_faces[rows.df["reference_path"][i]]
+        nfaces[i] = out.num_faces
+        if not ref.found:
+            rows.fail(i, f"reference: no_face ({backend_name})")
+            continue
+        if not out.found:
+            rows.fail(i, f"output: no_face ({backend_name})", status="no_face")
+            matches[i] = False
+            strict_values.append(None)
+            found.append(False)
+            continue
+        values[i] = float(backend.similarity(ref.embedding, out.embedding))
+        matches[i] = bool(backend.is_match(ref.embedding, out.embedding))
+        strict_values.append(values[i])
+        found.append(True)
+    stats = facesim.facesim_summary(strict_values, found)
+    n_match = sum(1 for i in idx if matches[i])
+    stats.update(scale=facesim.SCALE.get(backend_name, backend_name), model=backend.identity(),
+                 match_rate_strict=(n_match / stats["n"]) if stats["n"] else None)
+    return stats
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _score_clip(rows: _Rows, opts: ScoreOptions, progress) -> dict:
+    from .clip_score import ClipScorer, clip_i, clip_t
+
+    scorer = ClipScorer(opts.clip_model, opts.device, opts.batch_size)
+    idx = rows.with_output()
+    pair = [i for i in idx if rows.ref[i] is not None]
+    keys, ref_images = _unique_refs(rows, pair)
+    task = progress("CLIP", len(idx) + len(keys))
+    out_emb = scorer.image_embeddings([rows.out[i] for i in idx])
+    txt_emb = scorer.text_embeddings([rows.df["prompt"][i] or "" for i in idx])
+    task(len(idx))
+    ref_emb = dict(zip(keys, scorer.image_embeddings([ref_images[k] for k in keys])))
+    task(len(keys))
+    ct, ci = rows.column("clip_t"), rows.column("clip_i")
+    for j, i in enumerate(idx):
+        ct[i] = float(clip_t(txt_emb[j], out_emb[j]))
+        if rows.ref[i] is not None:
+            ci[i] = float(clip_i(ref_emb[rows.df["reference_path"][i]], out_emb[j]))
+    return {"clip_t": {"model": scorer.source, "mean": _mean(ct), "n": sum(v is not None for v in ct),
+                       "scale": "100 x cosine(prompt, output)"},
+            "clip_i": {"model": scorer.source, "mean": _mean(ci), "n": sum(v is not None for v in ci),
+                       "scale": "cosine(reference, output)"}}
+
+
+def _score_dino(rows: _Rows, opts: ScoreOptions, progress) -> dict:
+    from .dino import DinoScorer, dino_similarity
+
+    scorer = DinoScorer(opts.dino_model, opts.device, opts.batch_size)
+    idx = rows.with_pair()
+    keys, ref_images = _unique_refs(rows, idx)
+    task = progress("DINO", len(idx) + len(keys))
+    out_emb = scorer.embeddings([rows.out[i] for i in idx])
+    ref_emb = dict(zip(keys, scorer.embeddings([ref_images[k] for k in keys])))
+    task(len(idx) + len(keys))
+    col = rows.column("dino")
+    for j, i in enumerate(idx):
+        col[i] = float(dino_similarity(ref_emb[rows.df["reference_path"][i]], out_emb[j]))
+    return {"model": scorer.source, "mean": _mean(col), "n": len(idx), "scale": "cosine of CLS features"}
+
+
+def _score_lpips(rows: _Rows, opts: ScoreOptions, progress) -> dict:
+    from .lpips import LpipsScorer
+
+    scorer = LpipsScorer(opts.lpips_weights, opts.device, max(1, opts.batch_size // 2))
+    idx = rows.with_pair()
+    task = progress("LPIPS", len(idx))
+    vals = scorer.distances([rows.ref[i] for i in idx], [rows.out[i] for i in idx])
+    task(len(idx))
+    col = rows.column("lpips")
+    for j, i in enumerate(idx):
+        col[i] = float(vals[j])
+    return {"model": scorer.source, "mean": _mean(col), "n": len(idx),
+            "scale": "LPIPS v0.1 AlexNet, reference vs output at 256 px (lower is closer)"}
+
+
+def _score_fid(rows: _Rows, opts: ScoreOptions, progress) -> dict:
+    from .fid import FidScorer
+
+    scorer = FidScorer(opts.fid_weights, opts.device, max(1, opts.batch_size // 2))
+    idx = rows.with_output()
+    keys, ref_images = _unique_refs(rows, [i for i in range(rows.n) if rows.ref[i] is not None])
+    task = progress("FID", len(idx) + len(keys))
+    value = scorer.fid([rows.out[i] for i in idx], [ref_images[k] for k in keys])
+    task(len(idx) + len(keys))
+    return {"model": scorer.source, "value": value, "n_outputs": len(idx), "n_references": len(keys),
+            "note": "biased upward below 2048 images per set; compare runs of equal sizes"}
+
+
+def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
+    from .consistency import ConsistencyScorer
+
+    scorer = ConsistencyScorer()
+    idx = rows.with_pair()
+    decoded_targets = _decode_all(sorted({t for t in rows.df["target_path"] if t}), opts.workers)
+    task = progress("Pose/Light", len(idx))
+    pose, light = rows.column("pose_error_deg"), rows.column("light_error")
+    for i in idx:
+        target = rows.df["target_path"][i]
+        source = decoded_targets.get(target) if target else rows.ref[i]
+        if isinstance(source, ImageError):
+            rows.errors[i].append(f"target: {source.reason}")
+            task(1)
+            continue
+        try:
+            pose[i], light[i] = scorer.errors(rows.out[i], source)
+        except Exception as exc:  # a fit that fails on one image is that row's note, not the run's end
+            rows.errors[i].append(f"pose/light: {exc}")
+        task(1)
+    rmse = lambda vals: (float(np.sqrt(np.mean(np.square([v for v in vals if v is not None]))))  # noqa: E731
+                         if any(v is not None for v in vals) else None)
+    return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light),
+            "n": sum(v is not None for v in pose)}
+
+
+def _null_progress(label, total):
+    return lambda n=1: None
+
+
+def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None = None,
+               console=None) -> ScoreResult:
+    """Score prepared rows (see `inputs`) and write scores.parquet, summary.json, report.html."""
+    opts = opts or ScoreOptions()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    progress_ctx, progress = _make_progress(console)
+    with progress_ctx:
+        t = time.perf_counter()
+        paths = sorted({p for col in ("image_path", "reference_path") for p in rows_df[col] if p})
+        decode_task = progress("decode", 1)
+        decoded = _decode_all(paths, opts.workers)
+        decode_task(1)
+        timings["decode_s"] = time.perf_counter() - t
+        rows = _Rows(rows_df, decoded)
+        metrics: dict[str, dict] = {}
+
+        def attempt(name: str, fn, *args):
+            t0 = time.perf_counter()
+            try:
+                result = fn(rows, *args, opts, progress)
+            except MetricUnavailable as exc:
+                return {"available": False, "reason": str(exc)}
+            except Exception as exc:  # a broken model file is this metric's problem, not the run's
+                return {"available": False, "reason": f"failed: {type(exc).__name__}: {exc}"[:300]}
+            finally:
+                timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+            return {"available": True, **result}
+
+        if "facesim" in opts.metrics:
+            for name in opts.face_backends:
+                metrics[facesim.column_for(name)] = attempt(f"facesim_{name}", _score_facesim, name)
+        if "clip" in opts.metrics:
+            res = attempt("clip", _score_clip)
+            if res["available"]:
+                metrics["clip_t"] = {"available": True, **res["clip_t"]}
+                metrics["clip_i"] = {"available": True, **res["clip_i"]}
+            else:
+                metrics["clip_t"] = metrics["clip_i"] = res
+        for name, fn in (("dino", _score_dino), ("lpips", _score_lpips), ("fid", _score_fid),
+                         ("consistency", _score_consistency)):
+            if name in opts.metrics:
+                metrics["pose_light" if name == "consistency" else name] = attempt(name, fn)
+
+    scores = _scores_frame(rows)
+    summary = _summary(rows, metrics, timings, time.perf_counter() - started)
+    _write_outputs(out_dir, scores, summary, rows, decoded, opts)
+    if console is not None:
+        from .summary_table import print_summary
+
+        print_summary(console, summary)
+    return ScoreResult(scores, summary, out_dir)
+
+
+def _make_progress(console):
+    if console is None:
+        import contextlib
+
+        return contextlib.nullcontext(), _null_progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+    def new_task(label, total):
+        task_id = prog.add_task(label, total=total)
+        return lambda n=1: prog.advance(task_id, n)
+
+    return prog, new_task
+
+
+def _scores_frame(rows: _Rows) -> pl.DataFrame:
+    df = rows.df
+    data = {
+        "id": df["id"], "k": df["k"],
+        "status": pl.Series(rows.status, dtype=pl.Utf8),
+        "error": pl.Series(["; ".join(e) if e else None for e in rows.errors], dtype=pl.Utf8),
+        "image": df["image_path"], "reference": df["reference_path"],
+        "condition": df["condition_path"], "prompt": df["prompt"],
+    }
+    for name, vals in rows.values.items():
+        dtype = pl.Boolean if name.endswith("_match") else pl.Int64 if name.startswith("faces_") else pl.Float64
+        data[name] = pl.Series(vals, dtype=dtype)
+    return pl.DataFrame(data)
+
+
+def _summary(rows: _Rows, metrics: dict, timings: dict, total_s: float) -> dict:
+    counts: dict[str, int] = {}
+    for s in rows.status:
+        counts[s] = counts.get(s, 0) + 1
+    failures = [{"id": rows.df["id"][i], "k": int(rows.df["k"][i]), "status": rows.status[i],
+                 "error": "; ".join(rows.errors[i])} for i in range(rows.n) if rows.status[i] != "ok"]
+    return {
+        "n_requested": rows.n,
+        "n_ok": counts.get("ok", 0),
+        "n_scored_outputs": len(rows.with_output()),
+        "status_counts": counts,
+        "metrics": metrics,
+        "failures": failures,
+        "timings": {**timings, "total_s": round(total_s, 3),
+                    "images_per_s": round(rows.n / total_s, 3) if total_s > 0 else None},
+    }
+
+
+def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Rows, decoded: dict,
+                   opts: ScoreOptions) -> None:
+    buf = io.BytesIO()
+    scores.write_parquet(buf)
+    atomic_write_bytes(out_dir / "scores.parquet", buf.getvalue())
+    atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    if opts.report:
+        from .report import render_report
+
+        atomic_write_bytes(out_dir / "report.html", render_report(scores, summary, decoded).encode())
+
+
+def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
+              backend_from_run: bool = True) -> ScoreResult:
+    """Score `RUN_DIR/results.parquet`. Without explicit backends, the run's own face backend
+    (run.json) is used, so a run generated with ArcFace is scored with ArcFace."""
+    opts = opts or ScoreOptions()
+    info = read_run_json(run_dir)
+    if backend_from_run and info.get("face_backend"):
+        opts.face_backends = [info["face_backend"]]
+        if opts.id_model is None and info.get("face_models"):
+            opts.id_model = Path(info["face_models"])
+    return score_rows(rows_from_run(run_dir), Path(run_dir), opts, console)
+
+
+def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
+                 opts: ScoreOptions | None = None, console=None) -> ScoreResult:
+    """Score a folder of `<id>_<k>.png` / `<id>.png` images paired by a manifest; outputs go to
+    `out_dir` (default: the images folder)."""
+    if out_dir is None:
+        out_dir = Path(images_dir)
+    if not Path(images_dir).is_dir():
+        raise UsageError(f"--images {images_dir} is not a folder")
+    return score_rows(rows_from_images(images_dir, manifest), Path(out_dir), opts, console)

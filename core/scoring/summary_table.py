@@ -1,0 +1,47 @@
+"""The terminal view of summary.json: one rich table, unavailable metrics with their reasons."""
+
+from __future__ import annotations
+
+
+def _fmt(x, digits=4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, value, n, note) per metric: shared by the terminal table and the HTML report."""
+    lines = []
+    for name, m in summary["metrics"].items():
+        if not m.get("available"):
+            lines.append((name, "unavailable", "-", m.get("reason", "")))
+        elif name.startswith("facesim"):
+            lines.append((name, f"{_fmt(m['mean_strict'])} strict / {_fmt(m['mean_detected'])} detected-only",
+                          f"{m['n']} ({m['n_no_face']} no face)",
+                          f"match rate {_fmt(m.get('match_rate_strict'), 3)}; {m.get('scale', '')}"))
+        elif name == "fid":
+            lines.append((name, _fmt(m["value"], 2), f"{m['n_outputs']} vs {m['n_references']}", m["note"]))
+        elif name == "pose_light":
+            lines.append(("pose_rmse_deg", _fmt(m["pose_rmse_deg"], 2), str(m["n"]), ""))
+            lines.append(("light_rmse", _fmt(m["light_rmse"]), str(m["n"]), ""))
+        else:
+            lines.append((name, _fmt(m["mean"], 2 if name == "clip_t" else 4), str(m["n"]), m.get("scale", "")))
+    return lines
+
+
+def print_summary(console, summary: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"fmu score: {summary['n_ok']}/{summary['n_requested']} rows fully scored")
+    for col in ("metric", "value", "n", "note"):
+        table.add_column(col, overflow="fold")
+    for line in metric_lines(summary):
+        style = "yellow" if line[1] == "unavailable" else None
+        table.add_row(*line, style=style)
+    console.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["status_counts"].items()))
+    console.print(f"rows by status: {counts}")
+    for f in summary["failures"][:20]:
+        console.print(f"  [red]{f['status']}[/red] {escape(str(f['id']))}_{f['k']}: {escape(f['error'])}",
+                      highlight=False)
+    if len(summary["failures"]) > 20:
+        console.print(f"  ... {len(summary['failures']) - 20} more in summary.json")

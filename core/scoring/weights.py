@@ -1,0 +1,56 @@
+"""Finding a metric's weights on this machine, or saying clearly why it cannot run.
+
+Scoring never downloads: hub models come from a local folder or the Hugging Face cache
+(`local_files_only=True`), plain state dicts from a path option or the torch hub cache where
+the original packages (lpips, pytorch-fid) would have saved them. A metric whose weights are
+absent is reported as unavailable with the reason; the other metrics still run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class MetricUnavailable(Exception):
+    """A metric cannot run here; the message is the one-line reason shown to the user."""
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torch.hub (and so torchvision, lpips, pytorch-fid) caches downloaded weights."""
+    hub = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(hub) / "hub" / "checkpoints"
+
+
+def first_existing(candidates: list[Path | None]) -> Path | None:
+    for path in candidates:
+        if path is not None and Path(path).is_file():
+            return Path(path)
+    return None
+
+
+def load_state_dict(path: Path) -> dict:
+    """safetensors or a pickled state dict, read with weights_only=True (no code execution)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def from_pretrained_local(cls, name_or_path: str, what: str, **kwargs):
+    """`cls.from_pretrained` restricted to local files; MetricUnavailable when not present."""
+    try:
+        return cls.from_pretrained(str(name_or_path), local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MetricUnavailable(
+            f"{what} weights {name_or_path!r} not found locally (folder or Hugging Face cache; "
+            f"no download is attempted): {first[:160]}") from None

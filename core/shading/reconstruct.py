@@ -1,0 +1,150 @@
+"""Face reconstruction: RGB image -> `FaceMesh`, behind a registry of named backends.
+
+Default backend "mediapipe": the legacy FaceMesh solution of mediapipe 0.10.21 (478 3D
+landmarks with refined irises), which runs offline from weights inside the wheel. Its
+points are a weak-perspective reconstruction: x, y are image positions, z a depth on the
+same scale as x. Triangles come from `topology.mediapipe_triangles`.
+
+Plug-ins: `register_reconstructor(name, factory)`; `factory()` returns an object with
+`name` and `__call__(image_rgb) -> FaceMesh`. "deca" (see `deca.py`) is registered here and
+needs the licensed FLAME/DECA files.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..errors import NoFaceError
+from .pose import euler_from_rotation, expression_descriptor, head_rotation
+
+
+@dataclass
+class FaceMesh:
+    """One reconstructed face in the frame of the image it came from.
+
+    vertices:   (N, 3) float32. x right, y down in image pixels (pixel centres at i + 0.5);
+                z = depth in pixels, positive AWAY from the camera, origin near the head
+                centre (so the nose tip has the smallest z).
+    triangles:  (T, 3) int32 vertex indices, consistently wound (sign fixed at render time).
+    rotation:   (3, 3) head rotation, columns = head's right/down/back axes (pose.py).
+    pose:       (3,) float32 yaw, pitch, roll in degrees (conventions in pose.py).
+    expression: (K,) float32 pose-free descriptor (backend-specific, see the backend).
+    frame_size: (height, width) of the image the coordinates refer to.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    rotation: np.ndarray
+    pose: np.ndarray
+    expression: np.ndarray
+    frame_size: tuple[int, int]
+    backend: str = "mediapipe"
+
+    @property
+    def yaw(self) -> float:
+        return float(self.pose[0])
+
+    @property
+    def pitch(self) -> float:
+        return float(self.pose[1])
+
+    @property
+    def roll(self) -> float:
+        return float(self.pose[2])
+
+
+class Reconstructor(Protocol):
+    name: str
+
+    def __call__(self, image_rgb: np.ndarray) -> FaceMesh: ...
+
+
+class MediapipeReconstructor:
+    """mediapipe legacy FaceMesh; the largest face wins when several are found.
+
+    The graph is slow to build and not thread-safe, so one instance per process is shared
+    (see `get_reconstructor`) and calls are serialised with a lock.
+    """
+
+    name = "mediapipe"
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
+        from mediapipe.python.solutions.face_mesh import FaceMesh as _MPFaceMesh
+
+        self._mesh = _MPFaceMesh(static_image_mode=True, refine_landmarks=True,
+                                 max_num_faces=max_faces, min_detection_confidence=min_confidence)
+        self._lock = threading.Lock()
+
+    def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
+        """(478, 3) float64 points in pixels (module conventions) of the largest face."""
+        image = np.ascontiguousarray(image_rgb, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        with self._lock:
+            result = self._mesh.process(image)
+        faces = result.multi_face_landmarks or []
+        if not faces:
+            raise NoFaceError("no face found by the mediapipe face mesh")
+        h, w = image.shape[:2]
+        # mediapipe normalises x by width, y by height and z "roughly like x": scale z by width.
+        scale = np.array([w, h, w], dtype=np.float64)
+        all_points = [np.array([[p.x, p.y, p.z] for p in f.landmark]) * scale for f in faces]
+        return max(all_points, key=lambda pts: np.ptp(pts[:, 0]) * np.ptp(pts[:, 1]))
+
+    def __call__(self, image_rgb: np.ndarray) -> FaceMesh:
+        from .topology import mediapipe_triangles
+
+        points = self.landmarks(image_rgb)
+        rotation = head_rotation(points)
+        return FaceMesh(
+            vertices=points.astype(np.float32),
+            triangles=np.asarray(mediapipe_triangles(), dtype=np.int32),
+            rotation=rotation.astype(np.float32),
+            pose=euler_from_rotation(rotation).astype(np.float32),
+            expression=expression_descriptor(points, rotation),
+            frame_size=(int(image_rgb.shape[0]), int(image_rgb.shape[1])),
+            backend=self.name,
+        )
+
+
+_FACTORIES: dict[str, Callable[[], Reconstructor]] = {}
+_INSTANCES: dict[str, Reconstructor] = {}
+_INSTANCES_LOCK = threading.Lock()
+
+
+def register_reconstructor(name: str, factory: Callable[[], Reconstructor]) -> None:
+    """Make `reconstruct(..., backend=name)` use `factory()` (built once per process)."""
+    _FACTORIES[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def available_reconstructors() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def get_reconstructor(name: str = "mediapipe") -> Reconstructor:
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown face reconstructor {name!r}; known: {', '.join(available_reconstructors())}")
+    with _INSTANCES_LOCK:
+        if name not in _INSTANCES:
+            _INSTANCES[name] = _FACTORIES[name]()
+        return _INSTANCES[name]
+
+
+def reconstruct(image_rgb: np.ndarray, backend: str = "mediapipe") -> FaceMesh:
+    """Reconstruct the (largest) face of an RGB uint8 image; NoFaceError when there is none."""
+    return get_reconstructor(backend)(image_rgb)
+
+
+def _deca_factory() -> Reconstructor:
+    from .deca import DecaReconstructor
+
+    return DecaReconstructor()
+
+
+register_reconstructor("mediapipe", MediapipeReconstructor)
+register_reconstructor("deca", _deca_factory)

@@ -1,0 +1,30 @@
+"""The `fmu` command: one Typer app, one module per command family."""
+
+from __future__ import annotations
+
+import typer
+
+from .console import quiet_libraries
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Face-MakeUpV2 batch processor: generate, score, train, finetune.")
+
+
+def _register() -> None:
+    from . import demo_cmd, generate_cmd
+
+    app.command("generate")(generate_cmd.generate)
+    app.command("validate")(generate_cmd.validate_manifest)
+    app.command("demo-inputs")(demo_cmd.demo_inputs)
+
+
+_register()
+
+
+def main() -> None:
+    quiet_libraries()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""`fmu demo-inputs`: write the offline demo's photos and manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .console import console
+
+
+def demo_inputs(folder: Path = typer.Argument(Path("runs/demo-inputs"), help="Where to write them.")) -> None:
+    """Copy the real photos that ship with insightface and scikit-image, and write a manifest.
+
+    Example:  fmu demo-inputs runs/demo-inputs && fmu generate runs/demo-inputs/manifest.csv --out runs/demo
+    """
+    from manifests.demo import write_demo_inputs
+
+    console.print(f"wrote {write_demo_inputs(folder)}")

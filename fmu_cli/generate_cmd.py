@@ -1,0 +1,128 @@
+"""`fmu generate` and `fmu validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .console import console, err
+
+
+def generate(
+    manifest: Path = typer.Argument(..., help="CSV or Parquet manifest (see manifests/README.md)."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Output folder."),
+    preset: Optional[str] = typer.Option("tiny", help="Built-in model preset (offline toy models)."),
+    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder or hub id (overrides --preset)."),
+    adapter: Optional[Path] = typer.Option(None, help="fmu adapter checkpoint (.safetensors)."),
+    image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
+    face_backend: Optional[str] = typer.Option(None, help="dlib | insightface (default: dlib for the tiny preset, else insightface)."),
+    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    multi_face: str = typer.Option("largest", help="largest | error: what to do with several faces."),
+    devices: str = typer.Option("cpu", "--devices", help="cpu | cuda | cuda:N"),
+    batch_size: int = typer.Option(4, min=1, help="Images denoised together."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default 50; manifest may override)."),
+    seed: int = typer.Option(0, help="Base seed for rows without one (row seed = base + row number)."),
+    guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance."),
+    id_scale: float = typer.Option(0.5, help="Identity-channel strength (0 turns it off)."),
+    s_scale: float = typer.Option(0.7, help="FaceID-PlusV2 shortcut weight."),
+    shading_scale: float = typer.Option(0.5, help="ShadingNet (3D channel) conditioning scale."),
+    no_shading: bool = typer.Option(False, "--no-shading", help="Run the identity channel alone."),
+    save_conditions: bool = typer.Option(False, help="Write each shading condition image."),
+    renderer: str = typer.Option("auto", help="Shading renderer: auto | cpu | pytorch3d."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Face/shading cache (default OUT/.cache)."),
+) -> None:
+    """Turn a manifest of reference photos and prompts into images and results.parquet.
+
+    Example:  fmu generate manifests/examples/basic.csv --out runs/a --steps 30
+    Re-running the same command skips finished images and retries failed ones.
+    Exit code: 0 all rows ok, 1 some rows failed, 2 usage error.
+    """
+    from core.errors import UsageError
+    from core.runner.generate import GenerateConfig, run_generate
+
+    device = devices.strip()
+    if "," in device:
+        err.print("[red]error:[/] several devices need the scale-out runner (not built yet); give one device")
+        raise typer.Exit(2)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            err.print(f"[red]error:[/] --devices {device} asked for CUDA but torch sees no CUDA device")
+            raise typer.Exit(2)
+    cfg = GenerateConfig(
+        manifest=manifest, out=out, preset=preset, base_model=base_model, adapter=adapter,
+        image_encoder=image_encoder, face_backend=face_backend, face_models=face_models,
+        multi_face=multi_face, device=device, batch_size=batch_size, seed=seed, steps=steps,
+        guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale, shading_scale=shading_scale,
+        shading=not no_shading, save_conditions=save_conditions, renderer=renderer, cache_dir=cache_dir)
+    if multi_face not in ("largest", "error"):
+        err.print("[red]error:[/] --multi-face must be 'largest' or 'error'")
+        raise typer.Exit(2)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            summary = run_generate(cfg, progress=progress)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    console.print(f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
+                  f"({summary.analyses} face analyses, {summary.seconds:.1f}s) -> {out}/results.parquet")
+    if summary.failed:
+        import polars as pl
+
+        failed = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "failed")
+        table = Table("id", "k", "reason", title="failed rows")
+        for rid, k, reason in failed.select("id", "k", "error").head(20).iter_rows():
+            table.add_row(rid, str(k), reason or "")
+        console.print(table)
+    raise typer.Exit(summary.exit_code)
+
+
+def validate_manifest(
+    manifest: Path = typer.Argument(..., help="CSV or Parquet manifest."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer folder for the prompt-length check "
+                                            "(default: the tiny preset's)."),
+) -> None:
+    """List every problem of every row; exit 1 when any row is unusable.
+
+    Example:  fmu validate manifests/examples/basic.csv
+    """
+    from core.errors import UsageError
+    from core.manifest import ERROR, read_manifest, validate
+
+    try:
+        df = read_manifest(manifest)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    tok = _tokenizer(tokenizer)
+    result = validate(df, manifest.parent, count_tokens=lambda s: len(tok(s).input_ids),
+                      token_limit=tok.model_max_length)
+    if result.problems:
+        table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
+        for p in result.problems:
+            style = "red" if p.level == ERROR else "yellow"
+            table.add_row(str(p.row), p.id, p.column, f"[{style}]{p.level}[/]", p.reason)
+        console.print(table)
+    bad = len(result.errors_by_row())
+    console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "
+                  f"{sum(p.level != ERROR for p in result.problems)} warnings")
+    raise typer.Exit(1 if bad else 0)
+
+
+def _tokenizer(path: Optional[str]):
+    from transformers import CLIPTokenizer
+
+    if path is None:
+        from core.model.presets import ensure_preset
+
+        base, _ = ensure_preset("tiny")
+        return CLIPTokenizer.from_pretrained(base / "tokenizer")
+    p = Path(path)
+    sub = {"subfolder": "tokenizer"} if (p / "tokenizer").is_dir() else {}
+    return CLIPTokenizer.from_pretrained(path, local_files_only=True, **sub)

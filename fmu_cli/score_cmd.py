@@ -1,0 +1,80 @@
+"""`fmu score`: the paper's metrics over a run folder (or images + manifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .console import console, err
+
+
+def score(
+    run_dir: Optional[Path] = typer.Argument(None, help="Run folder written by `fmu generate`."),
+    images: Optional[Path] = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
+    out: Optional[Path] = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
+    id_model: Optional[Path] = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
+    face_backend: Optional[str] = typer.Option(
+        None, help="dlib | insightface | dlib,insightface (default: the run's backend, else dlib)."),
+    det_size: int = typer.Option(640, min=32, help="insightface detector input size (paper: 640)."),
+    clip_model: Optional[str] = typer.Option(None, help="CLIP folder or cached hub id (default openai/clip-vit-large-patch14)."),
+    dino_model: Optional[str] = typer.Option(None, help="DINO ViT folder or cached hub id (default facebook/dino-vits16)."),
+    lpips_weights: Optional[Path] = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
+    fid_weights: Optional[Path] = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
+    metrics: str = typer.Option("all", help="Comma list of facesim,clip,dino,lpips,fid,consistency or 'all'."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces."),
+    batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+) -> None:
+    """Score generated images: FaceSim, CLIP-T/I, DINO, LPIPS, FID, Pose/Light-RMSE.
+
+    Example:  fmu score runs/a --face-backend dlib
+              fmu score --images out/ --manifest refs.csv --clip-model ~/models/clip-vit-large-patch14
+
+    Writes scores.parquet, summary.json and report.html. A metric whose weights are not on this
+    machine is reported unavailable with the reason. An output with no detected face counts as
+    a failure (0 in the strict FaceSim mean). Exit code: 0 all rows scored, 1 some rows failed
+    (unreadable, missing reference, no face), 2 usage error.
+    """
+    from core.errors import UsageError
+    from core.scoring import METRICS, ScoreOptions, score_images, score_run
+
+    if (run_dir is None) == (images is None):
+        err.print("[red]error:[/] give either RUN_DIR or --images DIR --manifest FILE")
+        raise typer.Exit(2)
+    if images is not None and manifest is None:
+        err.print("[red]error:[/] --images needs --manifest")
+        raise typer.Exit(2)
+    chosen = METRICS if metrics.strip() == "all" else tuple(m.strip() for m in metrics.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown:
+        err.print(f"[red]error:[/] unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        raise typer.Exit(2)
+    backends = [b.strip() for b in face_backend.split(",") if b.strip()] if face_backend else ["dlib"]
+    for b in backends:
+        if b not in ("dlib", "insightface"):
+            err.print(f"[red]error:[/] unknown face backend {b!r}; choose dlib or insightface")
+            raise typer.Exit(2)
+    opts = ScoreOptions(face_backends=backends, id_model=id_model, det_size=det_size, clip_model=clip_model,
+                        dino_model=dino_model, lpips_weights=lpips_weights, fid_weights=fid_weights,
+                        metrics=chosen, device=device, workers=workers, batch_size=batch_size,
+                        report=not no_report)
+    try:
+        if run_dir is not None:
+            if not run_dir.is_dir():
+                raise UsageError(f"{run_dir} is not a folder")
+            result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None)
+            if out is not None:
+                err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
+        else:
+            result = score_images(images, manifest, out, opts, console=console)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
+                  + (", report.html" if not no_report else ""))
+    if not result.all_ok:
+        raise typer.Exit(1)

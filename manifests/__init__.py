@@ -1,0 +1,1 @@
+"""Manifest schemas, documentation and example manifests (see README.md here)."""
