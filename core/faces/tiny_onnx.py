@@ -235,15 +235,10 @@ def write_tiny_scrfd(path: Path, faces: Sequence[tuple[np.ndarray, np.ndarray]] 
         first_anchor = g.op("Reshape", g.op("Add", zeros, g.const([1.0] + [0.0] * (NUM_ANCHORS - 1))),
                             g.const([-1, 1], np.int64))                          # (K,1)
         # The anchor nearest each face centre, clamped onto the grid: (F,2) in pixels.
-        last = g.op("Mul", g.op("Sub", g.op("Cast", g.op("Concat",
-                                                         g.op("Unsqueeze", w_cells, g.const([0], np.int64)),
-                                                         g.op("Unsqueeze", h_cells, g.const([0], np.int64)),
-                                                         axis=0), to=TensorProto.FLOAT),
-                                        g.const(1.0)), g.const(float(stride)))
-        centre_px = g.op("Mul", g.const(centers), wh)
-        target = g.op("Min", g.op("Mul", g.op("Floor", g.op("Add", g.op("Div", centre_px, g.const(float(stride))),
-                                                             g.const(0.5))),
-                                  g.const(float(stride))), last)
+        last = g.op("ReduceMax", points, axes=[0], keepdims=1)                     # (1,2)
+        cells = g.op("Div", g.op("Mul", g.const(centers), wh), g.const(float(stride)))
+        nearest = g.op("Mul", g.op("Floor", g.op("Add", cells, g.const(0.5))), g.const(float(stride)))
+        target = g.op("Min", nearest, last)
         hit = g.op("Cast", g.op("Equal", g.op("Unsqueeze", points, g.const([1], np.int64)),
                                 g.op("Unsqueeze", target, g.const([0], np.int64))),
                    to=TensorProto.FLOAT)                                           # (K,F,2)
