@@ -2,7 +2,7 @@
 
 `backend.detect` embeds every face of one image at a time. Scoring needs one face per
 image (the largest, as `FaceBackend.analyse` picks), so this module detects per image (in a
-thread pool: the detectors release the GIL for part of their work), cuts the aligned crop
+thread pool where the backend is thread-safe), cuts the aligned crop
 the recognition network takes, and embeds the crops in batches. Each adapter reproduces its
 backend's own embedding exactly (tests compare against `backend.detect`); a backend without
 an adapter falls back to `backend.detect`, same numbers, no batching.
@@ -10,6 +10,7 @@ an adapter falls back to `backend.detect`, same numbers, no batching.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,7 +31,12 @@ class LargestFace:
 
 class _DlibBatch:
     """dlib: HOG boxes from the backend, 5-point shape, 150 px chip (padding 0.25: exactly what
-    `compute_face_descriptor(image, shape)` cuts internally), batched ResNet."""
+    `compute_face_descriptor(image, shape)` cuts internally), batched ResNet.
+
+    The backend's dlib objects are shared and NOT thread-safe (two threads in one HOG detector
+    return garbage boxes), so detection is serialised; only decoding runs in parallel."""
+
+    _lock = threading.Lock()
 
     def __init__(self, backend):
         from ..faces import dlib_backend
@@ -39,6 +45,14 @@ class _DlibBatch:
         _, self.predictor, self.encoder = dlib_backend._models()
 
     def locate(self, image: np.ndarray):
+        with self._lock:
+            return self._locate(image)
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self.encoder.compute_face_descriptor(crops), dtype=np.float32)
+
+    def _locate(self, image: np.ndarray):
         import dlib
 
         image = np.ascontiguousarray(image)
@@ -48,9 +62,6 @@ class _DlibBatch:
         rect = max((r for r, _ in boxes), key=lambda r: max(0, r.width() - 1) * max(0, r.height() - 1))
         shape = self.predictor(image, rect)
         return len(boxes), dlib.get_face_chip(image, shape, size=150, padding=0.25)
-
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        return np.asarray(self.encoder.compute_face_descriptor(crops), dtype=np.float32)
 
 
 class _InsightFaceBatch:
@@ -103,7 +114,8 @@ def largest_face_embeddings(backend: FaceBackend, images: list[np.ndarray], batc
     results: list[LargestFace | None] = [None] * len(images)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if adapter is None:
-            for i, res in enumerate(pool.map(lambda im: _largest_by_detect(backend, im), images)):
+            # An unknown backend may share non-thread-safe state (dlib does): one image at a time.
+            for i, res in enumerate(map(lambda im: _largest_by_detect(backend, im), images)):
                 results[i] = res
                 if progress:
                     progress(1)
