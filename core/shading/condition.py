@@ -1,0 +1,80 @@
+"""RGB image (and optional target) -> the ShadingNet condition, cacheable as a small .npz.
+
+Choice for the `target` column: the target image is reconstructed in its own square frame
+and THAT mesh is rendered with the target's own fitted lighting. So the condition carries the
+target's pose, expression and lighting (and, since mediapipe does not separate identity from
+expression, the target's face shape too; identity reaches the model through the ID tokens).
+`pose`, `sh` and `expression` in the result are always those of the rendered face, i.e. the
+ones a generated image should match (Pose-/Light-RMSE compare against them).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..images import atomic_write_bytes, to_square
+from .lighting import fit_sh
+from .reconstruct import FaceMesh, reconstruct
+from .render import render
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ShadingResult:
+    condition: np.ndarray      # (size, size) uint8 grey render, background 0
+    pose: np.ndarray           # (3,) yaw, pitch, roll in degrees of the rendered face
+    sh: np.ndarray             # (9,) luminance SH coefficients of the rendered face (lighting.py)
+    expression: np.ndarray     # (K,) expression descriptor of the rendered face
+    mesh: FaceMesh             # the rendered mesh, in the size x size frame
+    from_target: bool = False  # True when pose/expression/lighting come from a target image
+
+
+def _analyse(image_rgb: np.ndarray, size: int, reconstructor: str) -> tuple[FaceMesh, np.ndarray]:
+    frame = to_square(np.asarray(image_rgb, dtype=np.uint8), size)
+    mesh = reconstruct(frame, backend=reconstructor)
+    # The fit only needs normals, not speed: the pure cpu path keeps fits identical across machines.
+    return mesh, fit_sh(frame, mesh, backend="cpu")
+
+
+def make_condition(image_rgb: np.ndarray, target_rgb: Optional[np.ndarray] = None, size: int = 512,
+                   renderer: str = "auto", reconstructor: str = "mediapipe") -> ShadingResult:
+    """Condition image for a reference, or for its target when one is given (then the
+    reference is not reconstructed at all: nothing of its geometry is drawn; its face is
+    checked by the face-analysis stage). Raises NoFaceError when the image rendered has no face."""
+    from_target = target_rgb is not None
+    mesh, sh = _analyse(target_rgb if from_target else image_rgb, size, reconstructor)
+    condition = render(mesh, sh, size=size, backend=renderer)
+    return ShadingResult(condition=condition, pose=np.asarray(mesh.pose, dtype=np.float32),
+                         sh=np.asarray(sh, dtype=np.float32), expression=mesh.expression,
+                         mesh=mesh, from_target=from_target)
+
+
+def save_shading(path: str | os.PathLike, result: ShadingResult) -> None:
+    """Write `result` as a compressed .npz (no pickle; ~30-60 kB at 512), atomically."""
+    m = result.mesh
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, format_version=np.int32(FORMAT_VERSION), condition=result.condition, pose=result.pose,
+        sh=result.sh, expression=result.expression, from_target=np.bool_(result.from_target),
+        vertices=m.vertices, triangles=m.triangles, rotation=m.rotation, mesh_pose=m.pose,
+        mesh_expression=m.expression, frame_size=np.asarray(m.frame_size, dtype=np.int64),
+        backend=np.str_(m.backend))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_shading(path: str | os.PathLike) -> ShadingResult:
+    with np.load(path, allow_pickle=False) as z:
+        version = int(z["format_version"])
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: shading cache format {version}, expected {FORMAT_VERSION}")
+        mesh = FaceMesh(vertices=z["vertices"], triangles=z["triangles"], rotation=z["rotation"],
+                        pose=z["mesh_pose"], expression=z["mesh_expression"],
+                        frame_size=tuple(int(v) for v in z["frame_size"]), backend=str(z["backend"]))
+        return ShadingResult(condition=z["condition"], pose=z["pose"], sh=z["sh"],
+                             expression=z["expression"], mesh=mesh, from_target=bool(z["from_target"]))
