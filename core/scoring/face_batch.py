@@ -1,11 +1,16 @@
 """Detect then embed many images with the recognition network run on batches of faces.
 
 `backend.detect` embeds every face of one image at a time. Scoring needs one face per
-image (the largest, as `FaceBackend.analyse` picks), so this module detects per image (in a
+image, so this module detects per image (in a
 thread pool where the backend is thread-safe), cuts the aligned crop
 the recognition network takes, and embeds the crops in batches. Each adapter reproduces its
 backend's own embedding exactly (tests compare against `backend.detect`); a backend without
 an adapter falls back to `backend.detect`, same numbers, no batching.
+
+Which face: the detector's most confident one. This is the FaceSim convention of the
+insightface-based evaluations (`app.get(img)[0]`, SCRFD sorts by score), and it is robust
+to dlib's HOG, whose threshold-0 false positives can be larger than the real face (a JPEG
+re-encode of skimage's astronaut grows one on her suit that is bigger than her face).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..faces.base import FaceBackend
 
 
 @dataclass
-class LargestFace:
+class BestFace:
     embedding: np.ndarray | None    # None when no face was found
     num_faces: int
 
@@ -59,7 +64,7 @@ class _DlibBatch:
         boxes = self.backend._detect_boxes(image)
         if not boxes:
             return 0, None
-        rect = max((r for r, _ in boxes), key=lambda r: max(0, r.width() - 1) * max(0, r.height() - 1))
+        rect = max(boxes, key=lambda b: b[1])[0]
         shape = self.predictor(image, rect)
         return len(boxes), dlib.get_face_chip(image, shape, size=150, padding=0.25)
 
@@ -78,13 +83,24 @@ class _InsightFaceBatch:
         bboxes, kpss = self.det.detect(bgr, max_num=0, metric="default")
         if bboxes is None or len(bboxes) == 0:
             return 0, None
-        areas = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
-        i = int(np.argmax(areas))
-        return len(bboxes), face_align.norm_crop(bgr, landmark=kpss[i], image_size=self.rec.input_size[0])
+        i = int(np.argmax(bboxes[:, 4]))
+        with _quiet_face_align():
+            return len(bboxes), face_align.norm_crop(bgr, landmark=kpss[i], image_size=self.rec.input_size[0])
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         feats = np.asarray(self.rec.get_feat(crops), dtype=np.float32).reshape(len(crops), -1)
         return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def _quiet_face_align():
+    try:
+        from ..faces.insightface_backend import _quiet_face_align as quiet
+
+        return quiet()
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 def batch_adapter(backend: FaceBackend):
@@ -99,23 +115,23 @@ def batch_adapter(backend: FaceBackend):
     return None
 
 
-def _largest_by_detect(backend: FaceBackend, image: np.ndarray) -> LargestFace:
+def _best_by_detect(backend: FaceBackend, image: np.ndarray) -> BestFace:
     faces = backend.detect(image)
     if not faces:
-        return LargestFace(None, 0)
-    face = max(faces, key=lambda f: f.area)
-    return LargestFace(np.asarray(face.embedding, dtype=np.float32), len(faces))
+        return BestFace(None, 0)
+    face = max(faces, key=lambda f: f.score)
+    return BestFace(np.asarray(face.embedding, dtype=np.float32), len(faces))
 
 
-def largest_face_embeddings(backend: FaceBackend, images: list[np.ndarray], batch_size: int = 32,
-                            workers: int = 2, progress=None) -> list[LargestFace]:
-    """One `LargestFace` per image, in order. `progress(n)` is called as images finish."""
+def face_embeddings(backend: FaceBackend, images: list[np.ndarray], batch_size: int = 32,
+                            workers: int = 2, progress=None) -> list[BestFace]:
+    """One `BestFace` per image, in order. `progress(n)` is called as images finish."""
     adapter = batch_adapter(backend)
-    results: list[LargestFace | None] = [None] * len(images)
+    results: list[BestFace | None] = [None] * len(images)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if adapter is None:
             # An unknown backend may share non-thread-safe state (dlib does): one image at a time.
-            for i, res in enumerate(map(lambda im: _largest_by_detect(backend, im), images)):
+            for i, res in enumerate(map(lambda im: _best_by_detect(backend, im), images)):
                 results[i] = res
                 if progress:
                     progress(1)
@@ -126,14 +142,14 @@ def largest_face_embeddings(backend: FaceBackend, images: list[np.ndarray], batc
             if pending:
                 embs = adapter.embed([crop for _, _, crop in pending])
                 for (i, n, _), emb in zip(pending, embs):
-                    results[i] = LargestFace(emb, n)
+                    results[i] = BestFace(emb, n)
                 if progress:
                     progress(len(pending))
                 pending.clear()
 
         for i, (n, crop) in enumerate(pool.map(adapter.locate, images)):
             if crop is None:
-                results[i] = LargestFace(None, 0)
+                results[i] = BestFace(None, 0)
                 if progress:
                     progress(1)
                 continue

