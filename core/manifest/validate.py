@@ -103,8 +103,10 @@ def _check_image_file(path: Path) -> tuple[str, str] | None:
             img.size  # noqa: B018  (parses the header)
     except UnidentifiedImageError:
         return "not_an_image", f"not a readable image: {path}"
-    except (OSError, ValueError) as exc:
-        return "unreadable_file", f"cannot read {path}: {exc}"
+    except PermissionError:
+        return "unreadable_file", f"permission denied: {path}"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return "corrupt_image", f"corrupt image {path}: {exc}"
     return None
 
 

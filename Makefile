@@ -1,0 +1,38 @@
+# Two entry points: `make demo` and `make test`. Both create the environment when needed.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMU    := $(VENV)/bin/fmu
+STAMP  := $(VENV)/.fmu-installed
+# torch first and pinned: it is the CPU build on this machine's disk; letting pip resolve
+# torch freely would download a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test env system-deps clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[cpu,test]"
+	touch $(STAMP)
+
+# Debian's Chromium renders report.html in the report test; installed when missing and we can.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium"; \
+	  else echo "note: chromium not installed (needed by the report test)"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(FMU) demo-inputs runs/demo-inputs
+	$(FMU) generate runs/demo-inputs/manifest.csv --out runs/demo --steps 20 --save-conditions
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

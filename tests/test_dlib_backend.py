@@ -1,0 +1,85 @@
+"""The offline dlib backend on real shipped photos."""
+
+import io
+
+import dlib
+import face_recognition_models as frm
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import MultiFaceError, NoFaceError
+from core.faces import get_backend
+from core.faces.cache import FaceCache
+from core.images import load_rgb
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("dlib")
+
+
+def _jpeg(image, quality=70):
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _rotate(image, degrees):
+    return np.asarray(Image.fromarray(image).rotate(degrees, resample=Image.Resampling.BICUBIC))
+
+
+def test_same_person_closer_than_different_people(backend, astronaut, photos):
+    ref = backend.analyse(astronaut).embedding
+    variants = {"flip": astronaut[:, ::-1].copy(), "rotate": _rotate(astronaut, 8), "jpeg": _jpeg(astronaut)}
+    same = {name: backend.distance(ref, backend.analyse(img).embedding) for name, img in variants.items()}
+    hanks = backend.analyse(load_rgb(photos["tom_hanks.png"])).embedding
+    others = [backend.distance(ref, f.embedding) for f in backend.detect(load_rgb(photos["t1.jpg"]))]
+    others.append(backend.distance(ref, hanks))
+    assert max(same.values()) < 0.6 < min(others), (same, others)
+    assert max(same.values()) < min(others)
+    assert all(backend.is_match(ref, backend.analyse(img).embedding) for img in variants.values())
+    assert not backend.is_match(ref, hanks)
+
+
+def test_embedding_equals_direct_dlib(backend, astronaut):
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+    encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    (rect,) = detector(astronaut, 0)
+    direct = np.array(encoder.compute_face_descriptor(astronaut, predictor(astronaut, rect)))
+    (face,) = backend.detect(astronaut)
+    np.testing.assert_allclose(face.embedding, direct, atol=1e-6)
+    assert face.bbox.tolist() == [rect.left(), rect.top(), rect.right(), rect.bottom()]
+    assert backend.similarity(face.embedding, direct) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_multi_face_policies_and_no_face(backend, photos):
+    group = load_rgb(photos["t1.jpg"])
+    faces = backend.detect(group)
+    assert len(faces) == 6
+    chosen = backend.analyse(group, "largest")
+    assert chosen.num_faces == 6
+    assert np.allclose(chosen.bbox, max(faces, key=lambda f: f.area).bbox)
+    assert chosen.crop.shape == (224, 224, 3)
+    with pytest.raises(MultiFaceError):
+        backend.analyse(group, "error")
+    with pytest.raises(NoFaceError):
+        backend.analyse(load_rgb(photos["chelsea.png"]))
+
+
+def test_cache_analyses_each_distinct_image_once(backend, photos, tmp_path):
+    cache = FaceCache(tmp_path, backend)
+    first = cache.analyse_file(photos["astronaut.png"])
+    again = cache.analyse_file(photos["astronaut.png"])
+    assert cache.analyses == 1
+    np.testing.assert_array_equal(first.embedding, again.embedding)
+    with pytest.raises(NoFaceError):
+        cache.analyse_file(photos["chelsea.png"])
+    with pytest.raises(NoFaceError):
+        cache.analyse_file(photos["chelsea.png"])
+    assert cache.analyses == 2
+    with pytest.raises(MultiFaceError):
+        cache.analyse_file(photos["t1.jpg"], "error")
+    cache.analyse_file(photos["t1.jpg"], "largest")
+    assert cache.analyses == 3
