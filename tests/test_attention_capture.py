@@ -239,3 +239,20 @@ def test_plain_unet_without_ip_adapter_is_captured_too():
 def test_a_map_size_no_layer_has_is_refused(unet):
     with pytest.raises(ValueError):
         install_attention_capture(unet, map_size=3)
+
+
+def test_sd15_block_layout_captures_down_blocks_1_and_up_blocks_2():
+    # SD1.5's four-block layout with tiny widths: latent 64 (512 px) → 32×32 maps.
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, layers_per_block=2, block_out_channels=(8, 8, 16, 16), norm_num_groups=4,
+        attention_head_dim=2, cross_attention_dim=8,
+    ).eval()
+    store = install_attention_capture(unet, map_size=32)
+    with torch.no_grad():
+        unet(torch.randn(1, 4, 64, 64), 5, torch.randn(1, 3, 8))
+    remove_attention_capture(unet)
+    expected = [f"down_blocks.1.attentions.{i}.transformer_blocks.0.attn2" for i in range(2)] + [
+        f"up_blocks.2.attentions.{i}.transformer_blocks.0.attn2" for i in range(3)]
+    assert store.layers == expected
+    assert [tuple(m.shape) for m in store.values()] == [(2, 32 * 32, 3)] * 5
