@@ -3,11 +3,15 @@
 mediapipe ships the 468-point tesselation only as edges (`FACEMESH_TESSELATION`). Every
 triangle of the mesh is a 3-clique of that edge graph, but not every 3-clique is a
 triangle: a 3-cycle that encloses other vertices ("separating triangle") is a loop drawn
-around a small fan, not a face. In a planar mesh the true faces are exactly the
-non-separating 3-cycles, so we drop every clique whose three vertices, once removed,
-disconnect the graph. On mediapipe 0.10.21 that removes 2 of 854 cliques, leaving 852
-faces with every edge in 1 (border) or 2 (interior) triangles and Euler characteristic
--2: a disk with three holes (two eyes, mouth).
+around a fan, not a face. In a manifold mesh an edge borders at most two faces, so each
+edge of a separating 3-cycle (interior edges, with a real face on each side) is claimed
+by at least three cliques, while a true face next to it shares only one such edge. We
+therefore drop the cliques whose three edges are ALL claimed three or more times, recount,
+and repeat until nothing changes. (Removing-the-vertices-disconnects is not a usable test:
+it also fires on a true face next to a boundary vertex of degree 2.) On mediapipe 0.10.21
+this removes 2 of 854 cliques, (49, 64, 129) and (279, 294, 358), leaving 852 faces with
+every edge in 1 (border) or 2 (interior) triangles and Euler characteristic -2: a disk
+with three holes (two eyes, mouth).
 
 The eye holes are then closed with a fan around the iris centre (refined landmarks 468 and
 473), so the render reads as one surface like a FLAME head; the mouth stays open because
@@ -37,18 +41,6 @@ def _adjacency(edges: np.ndarray) -> dict[int, set[int]]:
     return adj
 
 
-def _connected_without(adj: dict[int, set[int]], removed: set[int]) -> bool:
-    start = next(v for v in adj if v not in removed)
-    seen, stack = {start}, [start]
-    while stack:
-        v = stack.pop()
-        for w in adj[v]:
-            if w not in removed and w not in seen:
-                seen.add(w)
-                stack.append(w)
-    return len(seen) == len(adj) - len(removed)
-
-
 def triangles_from_edges(edges: np.ndarray) -> np.ndarray:
     """Faces of a planar triangle mesh given as an undirected edge list (either direction,
     duplicates allowed). Returns (T, 3) int64 sorted rows, orientation NOT yet consistent."""
@@ -56,7 +48,14 @@ def triangles_from_edges(edges: np.ndarray) -> np.ndarray:
     cliques = sorted({tuple(sorted((a, b, c)))
                       for a in adj for b in adj[a] if b > a
                       for c in adj[a] & adj[b] if c > b})
-    faces = [t for t in cliques if _connected_without(adj, set(t))]
+    faces = list(cliques)
+    while True:
+        count = edge_face_counts(faces)
+        kept = [t for t in faces
+                if min(count[e] for e in itertools.combinations(t, 2)) < 3]
+        if len(kept) == len(faces):
+            break
+        faces = kept
     return np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 

@@ -1,0 +1,57 @@
+"""`fmu shade` through Typer's CliRunner on a throwaway app."""
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from core.images import load_rgb
+from fmu_cli.shade_cmd import shade
+
+
+@pytest.fixture(scope="module")
+def app():
+    a = typer.Typer()
+    a.command()(shade)
+    a.command("noop")(lambda: None)  # two commands: `shade` stays a named subcommand as in fmu
+    return a
+
+
+def test_shade_writes_the_condition_and_prints_pose(app, tmp_path, astronaut):
+    src = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(src)
+    out = tmp_path / "out" / "cond.png"
+    result = CliRunner().invoke(app, ["shade", str(src), "--out", str(out), "--size", "128", "--renderer", "cpu"])
+    assert result.exit_code == 0, result.output
+    cond = load_rgb(out)
+    assert cond.shape == (128, 128, 3) and (cond[..., 0] > 0).sum() > 200
+    assert "yaw" in result.output and "sh[8]" in result.output
+
+
+def test_target_option(app, tmp_path, astronaut):
+    src, tgt = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(astronaut).save(src)
+    Image.fromarray(np.ascontiguousarray(astronaut[:, ::-1])).save(tgt)
+    out = tmp_path / "cond.png"
+    result = CliRunner().invoke(app, ["shade", str(src), "--out", str(out), "--target", str(tgt), "--size", "128"])
+    assert result.exit_code == 0, result.output
+    assert "target" in result.output
+
+
+@pytest.mark.parametrize("kind", ["not_image", "no_face", "missing", "bad_renderer"])
+def test_bad_input_is_one_line_and_exit_1(app, tmp_path, photos, kind):
+    out = tmp_path / "cond.png"
+    src = {"not_image": tmp_path / "x.jpg", "no_face": photos["chelsea.png"],
+           "missing": tmp_path / "nope.jpg", "bad_renderer": tmp_path / "ok.png"}[kind]
+    if kind == "not_image":
+        src.write_text("hello")
+    if kind == "bad_renderer":
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    args = ["shade", str(src), "--out", str(out)] + (["--renderer", "opengl"] if kind == "bad_renderer" else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert not out.exists()
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
