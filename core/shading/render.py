@@ -82,14 +82,16 @@ def normal_map(mesh, height: int, width: int, backend: str = "auto") -> tuple[np
     if backend == "pytorch3d":
         from .render_pytorch3d import interpolate_normals
         normals, mask = interpolate_normals(verts, tris, vn, height, width)
+        n = normals[mask]
     else:
         from .render_cpu import rasterize
         face, bary, _ = rasterize(verts[:, :2], verts[:, 2], tris, height, width)
         mask = face >= 0
-        normals = np.zeros((height, width, 3))
-        normals[mask] = np.einsum("pk,pkc->pc", bary[mask], vn[tris[face[mask]]])
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    normals = np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
+        n = np.einsum("pk,pkc->pc", bary[mask], vn[tris[face[mask]]])
+    # Renormalise only the face pixels: interpolated unit vectors are shorter than 1.
+    norm = np.sqrt(np.einsum("pc,pc->p", n, n))[:, None]
+    normals = np.zeros((height, width, 3))
+    normals[mask] = np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
     return normals, mask
 
 
