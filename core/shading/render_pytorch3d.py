@@ -34,7 +34,8 @@ def interpolate_normals(vertices: np.ndarray, triangles: np.ndarray, vertex_norm
     verts = torch.tensor(ndc, dtype=torch.float32)
     faces = torch.tensor(np.asarray(triangles, dtype=np.int64))
     meshes = Meshes(verts=[verts], faces=[faces])
-    settings = RasterizationSettings(image_size=(height, width), blur_radius=0.0, faces_per_pixel=1,
+    # bin_size=0: naive rasterisation, exact and fast enough for ~900 faces (no bin overflow).
+    settings = RasterizationSettings(image_size=(height, width), blur_radius=0.0, faces_per_pixel=1, bin_size=0,
                                      perspective_correct=False, cull_backfaces=False)
     rasterizer = MeshRasterizer(cameras=OrthographicCameras(in_ndc=True), raster_settings=settings)
     fragments = rasterizer(meshes)
