@@ -11,10 +11,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _register() -> None:
-    from . import demo_cmd, generate_cmd
+    from . import demo_cmd, generate_cmd, shade_cmd
 
     app.command("generate")(generate_cmd.generate)
     app.command("validate")(generate_cmd.validate_manifest)
+    app.command("shade")(shade_cmd.shade)
     app.command("demo-inputs")(demo_cmd.demo_inputs)
 
 

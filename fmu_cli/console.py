@@ -15,6 +15,8 @@ err = Console(stderr=True, highlight=False)
 def quiet_libraries() -> None:
     """Library progress bars and deprecation chatter would drown fmu's own progress."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("GLOG_minloglevel", "2")       # mediapipe / TFLite C++ logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -10,6 +10,9 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+ANALYSIS_SIZE = 512
 
 
 class ConditionProvider:
@@ -31,7 +34,20 @@ class ConditionProvider:
         h.update(f"{size}:{self.renderer}".encode())
         return h.hexdigest()
 
-    def get(self, reference: Path, target: Path | None, size: int):
+    def get(self, reference: Path, target: Path | None, width: int, height: int):
+        """The condition in the output's frame: the square render, centre-cropped to the
+        output's aspect ratio (the same crop `to_square` would give the reference) and resized."""
+        result = self._square(reference, target, max(width, height))
+        if result is None or (width, height) == result.condition.shape[::-1]:
+            return result
+        side = result.condition.shape[0]
+        cw, ch = (side, round(side * height / width)) if width >= height else (round(side * width / height), side)
+        top, left = (side - ch) // 2, (side - cw) // 2
+        crop = Image.fromarray(result.condition[top:top + ch, left:left + cw])
+        result.condition = np.asarray(crop.resize((width, height), Image.Resampling.BOX))
+        return result
+
+    def _square(self, reference: Path, target: Path | None, size: int):
         if not self.enabled:
             return None
         from ..images import load_rgb
@@ -45,7 +61,12 @@ class ConditionProvider:
                 pass  # damaged entry: recompute
         image = load_rgb(reference)
         target_image = load_rgb(target) if target else None
-        result = self._shading.make_condition(image, target_image, size=size, renderer=self.renderer)
+        # reconstruct at >= 512 px (the face mesh needs detail), then fit the render to the output
+        result = self._shading.make_condition(image, target_image, size=max(size, ANALYSIS_SIZE),
+                                              renderer=self.renderer)
+        if result.condition.shape[0] != size:
+            small = Image.fromarray(result.condition).resize((size, size), Image.Resampling.BOX)
+            result.condition = np.asarray(small)
         self.computed += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         self._shading.save_shading(path, result)

@@ -131,7 +131,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
             n = 1
         rid = validation.ids[row_index]
         for k in range(n):
-            failures.append({"id": rid, "k": k, "status": "failed", "error": reason,
+            failures.append({"id": rid, "k": k, "row": row_index, "status": "failed", "error": reason,
                              "prompt": df["prompt"][row_index] if "prompt" in df.columns else None,
                              "finished_at": time.time()})
     store.append(failures)
@@ -145,7 +145,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
         if progress:
             progress.advance(task, len(batch))
 
-    merged = store.merge(order=order + [(r["id"], r["k"]) for r in failures])
+    merged = store.merge(order=order + [(r["id"], r["k"], r["row"]) for r in failures])
     counts = {s: merged.filter(merged["status"] == s).height for s in ("ok", "failed", "skipped")}
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
                          skipped=counts["skipped"], analyses=cache.analyses,
@@ -161,7 +161,7 @@ def _run_batch(batch: list[Job], model, backend, cache: FaceCache, conditions: C
     t0 = time.perf_counter()
     records, requests, live = [], [], []
     for job in batch:
-        base_record = {"id": job.row.id, "k": job.k, "seed": job.seed, "prompt": job.row.prompt,
+        base_record = {"id": job.row.id, "k": job.k, "row": job.row.index, "seed": job.seed, "prompt": job.row.prompt,
                        "reference": str(job.row.reference),
                        "target": str(job.row.target) if job.row.target else None,
                        "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
@@ -169,15 +169,22 @@ def _run_batch(batch: list[Job], model, backend, cache: FaceCache, conditions: C
                        "height": job.settings.height}
         try:
             analysis = cache.analyse_file(job.row.reference, cfg.multi_face)
-            condition = conditions.get(job.row.reference, job.row.target, job.settings.width)
         except RowError as exc:
-            records.append({**base_record, "status": "failed", "error": exc.reason,
+            records.append({**base_record, "status": "failed", "error": f"reference {exc.reason}",
+                            "finished_at": time.time()})
+            continue
+        try:
+            condition = conditions.get(job.row.reference, job.row.target, job.settings.width,
+                                       job.settings.height)
+        except RowError as exc:
+            where = "target" if job.row.target else "reference"
+            records.append({**base_record, "status": "failed", "error": f"{where} shading {exc.reason}",
                             "finished_at": time.time()})
             continue
         prompt = f"{cfg.prefix}, {job.row.prompt}" if cfg.prefix else job.row.prompt
         requests.append(Request(prompt=prompt, id_embedding=analysis.embedding, face_crop=analysis.crop,
                                 seed=job.seed, negative_prompt=job.row.negative_prompt,
-                                condition=condition.image if condition is not None else None))
+                                condition=condition.condition if condition is not None else None))
         live.append((job, base_record, analysis, condition))
     analysis_seconds = time.perf_counter() - t0
     if not requests:
@@ -200,7 +207,7 @@ def _run_batch(batch: list[Job], model, backend, cache: FaceCache, conditions: C
                   "finished_at": time.time()}
         if condition is not None and cfg.save_conditions:
             cond_name = f"conditions/{job.row.id}.png"
-            save_png(out / cond_name, condition.image)
+            save_png(out / cond_name, condition.condition)
             record["condition"] = cond_name
         sim, reason = _id_similarity(backend, analysis.embedding, image)
         record["id_similarity"], record["id_similarity_reason"] = sim, reason

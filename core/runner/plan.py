@@ -21,8 +21,8 @@ class Job:
     settings: Settings
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.row.id, self.k)
+    def key(self) -> tuple[str, int, int]:
+        return (self.row.id, self.k, self.row.index)
 
     @property
     def image_name(self) -> str:

@@ -14,8 +14,9 @@ import polars as pl
 
 from ..images import atomic_write_bytes
 
+KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
 SCHEMA = {
-    "id": pl.String, "k": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
+    "id": pl.String, "k": pl.Int64, "row": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
     "prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
     "condition": pl.String, "id_similarity": pl.Float64, "id_similarity_reason": pl.String,
     "pose_error_deg": pl.Float64, "light_error": pl.Float64, "consistency_reason": pl.String,
@@ -58,24 +59,24 @@ class ResultStore:
     def latest(self) -> pl.DataFrame:
         df = self._all()
         return (df.with_row_index("_order").sort("_order")
-                  .unique(subset=["id", "k"], keep="last", maintain_order=True).drop("_order"))
+                  .unique(subset=KEY, keep="last", maintain_order=True).drop("_order"))
 
-    def done_keys(self) -> set[tuple[str, int]]:
-        """(id, k) whose image is ok and still on disk: resume skips exactly these."""
+    def done_keys(self) -> set[tuple[str, int, int]]:
+        """(id, k, row) whose image is ok and still on disk: resume skips exactly these."""
         df = self.latest().filter(pl.col("status") == "ok")
         done = set()
-        for rid, k, image in df.select("id", "k", "image").iter_rows():
+        for rid, k, row, image in df.select("id", "k", "row", "image").iter_rows():
             if image and (self.out_dir / image).is_file():
-                done.add((rid, k))
+                done.add((rid, k, row))
         return done
 
-    def merge(self, order: list[tuple[str, int]] | None = None) -> pl.DataFrame:
-        df = self.latest()
-        if order is not None:
-            rank = pl.DataFrame({"id": [o[0] for o in order], "k": [o[1] for o in order],
-                                 "_rank": list(range(len(order)))}, schema={"id": pl.String, "k": pl.Int64,
-                                                                             "_rank": pl.Int64})
-            df = df.join(rank, on=["id", "k"], how="left").sort("_rank", nulls_last=True).drop("_rank")
+    def merge(self, order: list[tuple[str, int, int]]) -> pl.DataFrame:
+        """Keep exactly the records of this run's plan (in plan order): stale ones from an
+        edited manifest do not linger."""
+        rank = pl.DataFrame({"id": [o[0] for o in order], "k": [o[1] for o in order],
+                             "row": [o[2] for o in order], "_rank": list(range(len(order)))},
+                            schema={"id": pl.String, "k": pl.Int64, "row": pl.Int64, "_rank": pl.Int64})
+        df = self.latest().join(rank, on=KEY, how="inner").sort("_rank").drop("_rank")
         _write_parquet(self.final, df)
         for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
             p.unlink(missing_ok=True)

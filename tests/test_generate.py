@@ -1,0 +1,132 @@
+"""`fmu generate` end to end on the tiny preset and the shipped photos."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fmu_cli.app import app
+from manifests.demo import DEMO_ROWS, write_demo_inputs
+
+FAST = ["--steps", "2", "--batch-size", "2"]
+
+
+def run(args):
+    result = CliRunner().invoke(app, ["generate", *map(str, args)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, fmu_home):
+    folder = tmp_path_factory.mktemp("demo")
+    manifest = write_demo_inputs(folder / "inputs")
+    out = folder / "run1"
+    result = run([manifest, "--out", out, *FAST, "--save-conditions"])
+    return manifest, out, result
+
+
+def test_demo_writes_images_results_and_run_json(demo):
+    manifest, out, result = demo
+    assert result.exit_code == 0, result.output
+    df = pl.read_parquet(out / "results.parquet")
+    expected = [(rid, k) for rid, _, _, n in DEMO_ROWS for k in range(n)]
+    assert sorted(zip(df["id"], df["k"])) == sorted(expected)
+    assert df["status"].to_list() == ["ok"] * len(expected)
+    assert len(list((out / "images").glob("*.png"))) == len(expected) >= 3
+    for image in df["image"]:
+        assert Image.open(out / image).size == (64, 64)
+    # the tiny preset draws noise: no face in the outputs, said per row instead of a number
+    assert df["id_similarity"].null_count() == len(expected)
+    assert set(df["id_similarity_reason"]) == {"no face detected in output"}
+    info = json.loads((out / "run.json").read_text())
+    assert info["preset"] == "tiny-v1" and info["face_backend"] == "dlib"
+    assert info["summary"]["ok"] == len(expected) and info["summary"]["analyses"] == 3
+    assert {"torch", "diffusers"} <= set(info["versions"])
+    assert len(list((out / "conditions").glob("*.png"))) == 3
+
+
+def test_same_manifest_and_seeds_give_bit_identical_images(demo, tmp_path):
+    manifest, out, _ = demo
+    again = tmp_path / "run2"
+    assert run([manifest, "--out", again, *FAST]).exit_code == 0
+    for image in sorted((out / "images").glob("*.png")):
+        a = np.asarray(Image.open(image))
+        b = np.asarray(Image.open(again / "images" / image.name))
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rerun_skips_finished_images(demo):
+    manifest, out, _ = demo
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    result = run([manifest, "--out", out, *FAST])
+    assert result.exit_code == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    assert before == after
+    assert pl.read_parquet(out / "results.parquet").height == len(before)
+
+
+def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path, photos, fmu_home):
+    shutil.copy(photos["astronaut.png"], tmp_path / "a.png")
+    n = 6
+    pl.DataFrame({"id": [f"r{i}" for i in range(n)], "reference": ["a.png"] * n,
+                  "prompt": [f"a photo number {i}" for i in range(n)]}).write_csv(tmp_path / "m.csv")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fmu_cli.app", "generate", str(tmp_path / "m.csv"), "--out", str(out),
+           "--steps", "8", "--batch-size", "1", "--no-shading"]
+    env = {**os.environ, "FMU_HOME": str(fmu_home)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".shards").glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(list((out / ".shards").glob("*.parquet")))
+    assert 2 <= partial < n, "the run should have been killed half-way"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    df = pl.read_parquet(out / "results.parquet")
+    assert sorted(df["id"]) == [f"r{i}" for i in range(n)]
+    assert df.select("id", "k").is_unique().all() and set(df["status"]) == {"ok"}
+    assert sorted(p.name for p in (out / "images").glob("*")) == [f"r{i}_0.png" for i in range(n)]
+    assert not list(out.glob("images/.*.tmp"))
+
+
+def test_bad_rows_fail_with_reasons_and_the_rest_completes(tmp_path, photos):
+    for name in ("astronaut.png", "chelsea.png", "tom_hanks.png"):
+        shutil.copy(photos[name], tmp_path / name)
+    (tmp_path / "corrupt.jpg").write_bytes(Path(photos["t1.jpg"]).read_bytes()[:3000])
+    rows = [("good1", "astronaut.png", "a photo", ""), ("missing", "nope.png", "a photo", ""),
+            ("corrupt", "corrupt.jpg", "a photo", ""), ("cat", "chelsea.png", "a photo", ""),
+            ("good1", "tom_hanks.png", "duplicate id", ""), ("empty", "tom_hanks.png", "  ", ""),
+            ("good2", "tom_hanks.png", "a photo", ""), ("notarget", "astronaut.png", "a photo", "chelsea.png")]
+    pl.DataFrame({"id": [r[0] for r in rows], "reference": [r[1] for r in rows],
+                  "prompt": [r[2] for r in rows], "target": [r[3] for r in rows]}).write_csv(tmp_path / "m.csv")
+    out = tmp_path / "out"
+    result = run([tmp_path / "m.csv", "--out", out, *FAST])
+    assert result.exit_code == 1, result.output
+    df = pl.read_parquet(out / "results.parquet")
+    status = {}
+    for rid, st, err in df.select("id", "status", "error").iter_rows():
+        status.setdefault(rid, []).append((st, err))
+    assert status["good2"] == [("ok", None)]
+    assert ("ok", None) in status["good1"]
+    reasons = {rid: [e for s, e in v if s == "failed"] for rid, v in status.items()}
+    assert reasons["missing"][0].startswith("missing_file:")
+    assert reasons["corrupt"][0].startswith("reference corrupt_image:")
+    assert reasons["cat"] == ["reference no_face: no face detected"]
+    assert reasons["good1"][0].startswith("duplicate_id:")
+    assert reasons["empty"][0].startswith("empty_prompt:")
+    assert reasons["notarget"][0].startswith("target shading no_face:")
+    assert all("\n" not in r for v in reasons.values() for r in v)
+    assert sorted(p.name for p in (out / "images").glob("*.png")) == ["good1_0.png", "good2_0.png"]
