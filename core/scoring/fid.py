@@ -1,8 +1,8 @@
 """FID: Fréchet distance between Inception pool3 statistics of the outputs and of the references.
 
-FID = |mu_o - mu_r|^2 + Tr(S_o + S_r - 2 (S_o S_r)^(1/2)), as in pytorch-fid (same
-eps-regularised retry when the product is singular). Features come from `inception_fid`
-with pytorch-fid's published weights `pt_inception-2015-12-05-6726825d.pth` (found with
+FID = |mu_o - mu_r|^2 + Tr(S_o + S_r - 2 (S_o S_r)^(1/2)), as in pytorch-fid (unbiased
+covariances, np.cov); the matrix square root's trace is computed exactly without `sqrtm`.
+Features come from `inception_fid` with pytorch-fid's published weights `pt_inception-2015-12-05-6726825d.pth` (found with
 --fid-weights or in the torch hub cache). It is a set metric: one number per run, with
 the two set sizes; with fewer than 2048 images per set it is biased upward and only
 comparable between runs of equal sizes (reported next to it).
@@ -20,19 +20,32 @@ from .weights import MetricUnavailable, first_existing, load_state_dict, torch_h
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """|mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)) for Gaussian statistics.
+
+    Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)): the inner matrix is symmetric PSD,
+    so two symmetric eigendecompositions replace pytorch-fid's general `sqrtm` (same value,
+    ~10x faster at 2048 dims and no complex round-off to clean up)."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    w, u = linalg.eigh(sigma1)
+    root1 = (u * np.sqrt(np.clip(w, 0, None))) @ u.T
+    inner = root1 @ sigma2 @ root1
+    ev = linalg.eigvalsh((inner + inner.T) / 2)
+    tr_covmean = float(np.sum(np.sqrt(np.clip(ev, 0, None))))
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in sqrtm")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
+    """FID of two feature sets without forming 2048x2048 matrices: the non-zero eigenvalues of
+    S1 S2 are the squared singular values of Xc Yc^T / sqrt((n1-1)(n2-1)) (Xc, Yc centred)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    n1, n2 = len(x) - 1, len(y) - 1
+    tr_covmean = float(np.sum(linalg.svdvals(xc @ yc.T)) / np.sqrt(n1 * n2))
+    diff = x.mean(0) - y.mean(0)
+    return float(diff.dot(diff) + np.sum(xc * xc) / n1 + np.sum(yc * yc) / n2 - 2 * tr_covmean)
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +82,7 @@ class FidScorer:
         if len(outputs) < 2 or len(references) < 2:
             raise MetricUnavailable(f"FID needs at least 2 images per set (outputs {len(outputs)}, "
                                     f"references {len(references)})")
-        return frechet_distance(*feature_stats(self.features(outputs)), *feature_stats(self.features(references)))
+        return fid_from_features(self.features(outputs), self.features(references))
 
 
 def _same_size_groups(images):
