@@ -92,6 +92,40 @@ class FaceMakeUp:
         self.timings.calls += 1
         return out
 
+    def identity_inputs(self, id_embeddings: torch.Tensor, clip_embeds: torch.Tensor,
+                        s_scale: float) -> dict:
+        """UNet `added_cond_kwargs` for a batch: ID embeddings (B, D) and the face crops'
+        penultimate CLIP states (B, seq, hidden). The projection reads the CLIP states from an
+        attribute (diffusers' FaceID-Plus design), so they are set here."""
+        proj = image_projection(self.unet)
+        proj.clip_embeds = clip_embeds.unsqueeze(1)  # (B, 1, seq, hidden): one face image per sample
+        proj.shortcut = True                         # PlusV2: ID-embedding shortcut
+        proj.shortcut_scale = s_scale
+        return {"image_embeds": [id_embeddings.unsqueeze(1)]}
+
+    def id_tokens(self, added: dict) -> torch.Tensor:
+        """The 4 ID tokens per sample, (B, 4, C): the ShadingNet's only cross-attention input."""
+        tokens = self.unet.encoder_hid_proj(added["image_embeds"])[0]
+        return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
+
+    def predict_noise(self, latents: torch.Tensor, t, text: torch.Tensor, added: dict | None,
+                      control: torch.Tensor | None = None, shading_scale: float = 0.0,
+                      id_tokens: torch.Tensor | None = None, lora_scale: float | None = None):
+        """One ε prediction: ShadingNet residuals (when a condition is given) into the UNet."""
+        down = mid = None
+        if control is not None and self.shading_net is not None and shading_scale > 0:
+            if id_tokens is None:
+                id_tokens = self.id_tokens(added)
+            down, mid = self._timed(
+                self.shading_net, latents, t, encoder_hidden_states=id_tokens, controlnet_cond=control,
+                conditioning_scale=shading_scale, return_dict=False)
+        has_lora = bool(getattr(self.unet, "peft_config", None))
+        cross_kwargs = {"scale": lora_scale} if has_lora and lora_scale is not None else None
+        return self._timed(
+            self.unet, latents, t, encoder_hidden_states=text, added_cond_kwargs=added,
+            cross_attention_kwargs=cross_kwargs, down_block_additional_residuals=down,
+            mid_block_additional_residual=mid, return_dict=False)[0]
+
     @torch.no_grad()
     def generate(self, requests: list[Request], settings: Settings, callback=None) -> list[np.ndarray]:
         """Denoise one batch of requests that share `settings`; returns (H, W, 3) uint8 images."""
@@ -110,23 +144,15 @@ class FaceMakeUp:
         text = torch.cat([negative_embeds, prompt_embeds]) if do_cfg else prompt_embeds
 
         added = None
-        # LoRA belongs to the identity channel: trained with the ID tokens, off with them.
-        has_lora = bool(getattr(unet, "peft_config", None))
-        cross_kwargs = {"scale": settings.lora_scale if identity_on else 0.0} if has_lora else None
         if getattr(unet, "encoder_hid_proj", None) is not None:
             self.set_id_scale(settings.id_scale if identity_on else 0.0)
             ids = torch.from_numpy(np.stack([r.id_embedding for r in requests])).to(self.device, self.dtype)
             clip_cond, clip_uncond = self.clip_face_features([r.face_crop for r in requests])
             if do_cfg:
-                ids = torch.cat([torch.zeros_like(ids), ids])
-                clip = torch.cat([clip_uncond, clip_cond])
+                ids, clip = torch.cat([torch.zeros_like(ids), ids]), torch.cat([clip_uncond, clip_cond])
             else:
                 clip = clip_cond
-            proj = image_projection(unet)
-            proj.clip_embeds = clip.unsqueeze(1)      # (B, 1, seq, hidden): one face image per sample
-            proj.shortcut = True                      # PlusV2: ID-embedding shortcut
-            proj.shortcut_scale = settings.s_scale
-            added = {"image_embeds": [ids.unsqueeze(1)]}
+            added = self.identity_inputs(ids, clip, settings.s_scale)
 
         pipe.scheduler.set_timesteps(settings.steps, device=self.device)
         generators = [torch.Generator("cpu").manual_seed(int(r.seed)) for r in requests]
@@ -134,26 +160,20 @@ class FaceMakeUp:
                                        self.dtype, self.device, generators)
         extra_step = pipe.prepare_extra_step_kwargs(generators, 0.0)
 
-        control = None
+        control = id_tokens = None
         if shading_on:
             cond = np.stack([np.repeat(r.condition[..., None], 3, axis=2) for r in requests])
             cond = torch.from_numpy(cond).permute(0, 3, 1, 2).to(self.device, self.dtype) / 255.0
             control = torch.cat([cond, cond]) if do_cfg else cond
-            id_tokens = unet.encoder_hid_proj(added["image_embeds"])[0]
-            id_tokens = id_tokens.reshape(id_tokens.shape[0], -1, id_tokens.shape[-1])
+            id_tokens = self.id_tokens(added)  # constant over the steps: computed once
 
+        # LoRA belongs to the identity channel: trained with the ID tokens, off with them.
+        lora_scale = settings.lora_scale if identity_on else 0.0
         for i, t in enumerate(pipe.scheduler.timesteps):
             model_in = torch.cat([latents] * 2) if do_cfg else latents
             model_in = pipe.scheduler.scale_model_input(model_in, t)
-            down = mid = None
-            if control is not None:
-                down, mid = self._timed(
-                    self.shading_net, model_in, t, encoder_hidden_states=id_tokens, controlnet_cond=control,
-                    conditioning_scale=settings.shading_scale, return_dict=False)
-            noise = self._timed(
-                unet, model_in, t, encoder_hidden_states=text, added_cond_kwargs=added,
-                cross_attention_kwargs=cross_kwargs, down_block_additional_residuals=down,
-                mid_block_additional_residual=mid, return_dict=False)[0]
+            noise = self.predict_noise(model_in, t, text, added, control, settings.shading_scale,
+                                       id_tokens, lora_scale)
             if do_cfg:
                 uncond, cond_pred = noise.chunk(2)
                 noise = uncond + settings.guidance_scale * (cond_pred - uncond)
