@@ -237,29 +237,43 @@ def _score_fid(rows: _Rows, opts: ScoreOptions, progress) -> dict:
 
 
 def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from .consistency import ConsistencyScorer
+    from ..errors import RowError
+    from .consistency import ConsistencyScorer, rmse
 
     scorer = ConsistencyScorer()
     idx = rows.with_pair()
-    decoded_targets = _decode_all(sorted({t for t in rows.df["target_path"] if t}), opts.workers)
+    targets = _decode_all(sorted({rows.df["target_path"][i] for i in idx if rows.df["target_path"][i]}),
+                          opts.workers)
     task = progress("Pose/Light", len(idx))
+    source_fits: dict[str, object] = {}     # references are shared by rows: fit each once
+
+    def fit(key, image):
+        if key not in source_fits:
+            try:
+                source_fits[key] = scorer.fit(image)
+            except RowError as exc:
+                source_fits[key] = exc
+        return source_fits[key]
+
     pose, light = rows.column("pose_error_deg"), rows.column("light_error")
+    n_no_fit = 0
     for i in idx:
-        target = rows.df["target_path"][i]
-        source = decoded_targets.get(target) if target else rows.ref[i]
-        if isinstance(source, ImageError):
-            rows.errors[i].append(f"target: {source.reason}")
-            task(1)
-            continue
-        try:
-            pose[i], light[i] = scorer.errors(rows.out[i], source)
-        except Exception as exc:  # a fit that fails on one image is that row's note, not the run's end
-            rows.errors[i].append(f"pose/light: {exc}")
         task(1)
-    rmse = lambda vals: (float(np.sqrt(np.mean(np.square([v for v in vals if v is not None]))))  # noqa: E731
-                         if any(v is not None for v in vals) else None)
-    return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light),
-            "n": sum(v is not None for v in pose)}
+        key = rows.df["target_path"][i] or rows.df["reference_path"][i]
+        image = targets.get(key) if rows.df["target_path"][i] else rows.ref[i]
+        if isinstance(image, ImageError):
+            rows.fail(i, f"target: {image.reason}")
+            continue
+        src = fit(("source", key), image)
+        out = fit(("output", i), rows.out[i])
+        bad = [(who, f) for who, f in (("source", src), ("output", out)) if isinstance(f, RowError)]
+        if bad:
+            n_no_fit += 1
+            rows.errors[i].append("; ".join(f"pose/light {who}: {f.reason}" for who, f in bad))
+            continue
+        pose[i], light[i] = scorer.errors(out, src)
+    return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light), "n": sum(v is not None for v in pose),
+            "n_no_fit": n_no_fit, "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
 
 
 def _null_progress(label, total):

@@ -20,8 +20,9 @@ def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
         elif name == "fid":
             lines.append((name, _fmt(m["value"], 2), f"{m['n_outputs']} vs {m['n_references']}", m["note"]))
         elif name == "pose_light":
-            lines.append(("pose_rmse_deg", _fmt(m["pose_rmse_deg"], 2), str(m["n"]), ""))
-            lines.append(("light_rmse", _fmt(m["light_rmse"]), str(m["n"]), ""))
+            note = f"{m['n_no_fit']} rows without a 3D fit"
+            lines.append(("pose_rmse_deg", _fmt(m["pose_rmse_deg"], 2), str(m["n"]), note))
+            lines.append(("light_rmse", _fmt(m["light_rmse"]), str(m["n"]), "RMSE of norm-normalised SH; " + note))
         else:
             lines.append((name, _fmt(m["mean"], 2 if name == "clip_t" else 4), str(m["n"]), m.get("scale", "")))
     return lines
