@@ -118,3 +118,13 @@ def test_no_face_is_reported_and_counted_as_zero_in_strict_mean(backend, astrona
     stats = facesim_summary([0.9, None, 0.6], [True, False, True])
     assert stats == {"n": 3, "n_detected": 2, "n_no_face": 1,
                      "mean_strict": pytest.approx(1.5 / 3), "mean_detected": pytest.approx(0.75)}
+
+
+def test_worker_process_embeddings_equal_in_process(backend, astronaut, variants):
+    from core.scoring.face_batch import POOL_MIN_IMAGES
+
+    images = ([astronaut, *variants.values()] * POOL_MIN_IMAGES)[:POOL_MIN_IMAGES]
+    pooled = face_embeddings(backend, images, workers=2)       # spawned dlib workers
+    inline = face_embeddings(backend, images[:4], workers=1)
+    for j, f in enumerate(pooled):
+        np.testing.assert_allclose(f.embedding, inline[j % 4].embedding, atol=1e-6)

@@ -123,38 +123,66 @@ def _best_by_detect(backend: FaceBackend, image: np.ndarray) -> BestFace:
     return BestFace(np.asarray(face.embedding, dtype=np.float32), len(faces))
 
 
+# Below this many faces, starting worker processes costs more than it saves.
+POOL_MIN_IMAGES = 12
+
+
 def face_embeddings(backend: FaceBackend, images: list[np.ndarray], batch_size: int = 32,
-                            workers: int = 2, progress=None) -> list[BestFace]:
-    """One `BestFace` per image, in order. `progress(n)` is called as images finish."""
+                    workers: int = 2, progress=None) -> list[BestFace]:
+    """One `BestFace` per image, in order. `progress(n)` is called as images finish.
+
+    dlib with `workers > 1` and enough images: detection in this process, embedding of the
+    face chips in `workers` spawned processes, overlapping (see dlib_pool)."""
     adapter = batch_adapter(backend)
     results: list[BestFace | None] = [None] * len(images)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        if adapter is None:
-            # An unknown backend may share non-thread-safe state (dlib does): one image at a time.
-            for i, res in enumerate(map(lambda im: _best_by_detect(backend, im), images)):
-                results[i] = res
-                if progress:
-                    progress(1)
-            return results  # type: ignore[return-value]
-        pending: list[tuple[int, int, np.ndarray]] = []
+    if adapter is None:
+        # An unknown backend may share non-thread-safe state (dlib does): one image at a time.
+        for i, image in enumerate(images):
+            results[i] = _best_by_detect(backend, image)
+            if progress:
+                progress(1)
+        return results  # type: ignore[return-value]
 
-        def flush():
-            if pending:
-                embs = adapter.embed([crop for _, _, crop in pending])
-                for (i, n, _), emb in zip(pending, embs):
-                    results[i] = BestFace(emb, n)
-                if progress:
-                    progress(len(pending))
-                pending.clear()
+    pool = None
+    if isinstance(adapter, _DlibBatch) and workers > 1 and len(images) >= POOL_MIN_IMAGES:
+        from .dlib_pool import DlibEmbedPool
 
-        for i, (n, crop) in enumerate(pool.map(adapter.locate, images)):
-            if crop is None:
-                results[i] = BestFace(None, 0)
-                if progress:
-                    progress(1)
-                continue
-            pending.append((i, n, crop))
-            if len(pending) >= batch_size:
-                flush()
-        flush()
+        pool = DlibEmbedPool(workers)
+        # small chunks keep every worker busy while detection goes on here
+        batch_size = max(2, min(batch_size, len(images) // (2 * workers)))
+    pending: list[tuple[int, int, np.ndarray]] = []
+    futures = []
+
+    def store(batch, embs):
+        for (i, n, _), emb in zip(batch, embs):
+            results[i] = BestFace(emb, n)
+        if progress:
+            progress(len(batch))
+
+    def flush():
+        if pending:
+            batch = list(pending)
+            pending.clear()
+            if pool is not None:
+                futures.append((batch, pool.submit([crop for _, _, crop in batch])))
+            else:
+                store(batch, adapter.embed([crop for _, _, crop in batch]))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as threads:
+            for i, (n, crop) in enumerate(threads.map(adapter.locate, images)):
+                if crop is None:
+                    results[i] = BestFace(None, 0)
+                    if progress:
+                        progress(1)
+                    continue
+                pending.append((i, n, crop))
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
+        for batch, future in futures:
+            store(batch, future.result())
+    finally:
+        if pool is not None:
+            pool.close()
     return results  # type: ignore[return-value]

@@ -135,9 +135,10 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
     task = progress(f"FaceSim ({backend_name})", len(keys) + len(idx))
-    ref_faces = dict(zip(keys, face_embeddings(
-        backend, [ref_images[k] for k in keys], opts.batch_size, opts.workers, task)))
-    out_faces = face_embeddings(backend, [rows.out[i] for i in idx], opts.batch_size, opts.workers, task)
+    # references and outputs in one call: one batch pipeline (and one worker pool) for both
+    found = face_embeddings(backend, [ref_images[k] for k in keys] + [rows.out[i] for i in idx],
+                            opts.batch_size, opts.workers, task)
+    ref_faces, out_faces = dict(zip(keys, found[:len(keys)])), found[len(keys):]
     values, matches, nfaces = rows.column(col), rows.column(f"{col}_match"), rows.column(f"faces_{backend_name}")
     strict_values, found = [], []
     for i, out in zip(idx, out_faces):
