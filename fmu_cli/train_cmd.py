@@ -1,0 +1,159 @@
+"""`fmu prepare`, `fmu train`, `fmu finetune` (plain functions, registered as Typer commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .console import console, err
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def prepare(
+    source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
+                                  "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, prepare_report.parquet, cache/."),
+    face_backend: str = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) | insightface (ArcFace 512-d)."),
+    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
+    renderer: str = typer.Option("auto", help="Shading renderer: auto | cpu | pytorch3d."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models)."),
+) -> None:
+    """Analyse faces and render shading for every image; write DATA/train.parquet.
+
+    Example:  fmu prepare my_photos/ --out data/ --resolution 64
+    Rows without a usable face (or unreadable images) are listed in DATA/prepare_report.parquet
+    and left out. Re-running resumes: analyses are cached by image content.
+    Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
+    """
+    from core.errors import UsageError
+    from training.prepare import PrepareConfig, run_prepare
+
+    cfg = PrepareConfig(source=source, out=out, face_backend=face_backend, face_models=face_models,
+                        resolution=resolution, renderer=renderer, workers=workers)
+    try:
+        with _progress() as progress:
+            summary = run_prepare(cfg, progress=progress)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
+    if summary.failed:
+        import polars as pl
+
+        failed = pl.read_parquet(summary.report).filter(pl.col("status") != "ok")
+        table = Table("id", "image", "reason", title="excluded images")
+        for rid, image, reason in failed.select("id", "image", "reason").head(30).iter_rows():
+            table.add_row(rid, image, reason or "")
+        console.print(table)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def _run(overrides: dict, config: Optional[Path]) -> None:
+    from core.errors import UsageError
+    from training.config import load_config
+    from training.trainer import run_training
+
+    try:
+        cfg = load_config(config, overrides)
+        with _progress() as progress:
+            summary = run_training(cfg, progress=progress, log=console.print)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    if summary.weights is not None:
+        last = summary.losses[-1] if summary.losses else {}
+        console.print(f"{summary.steps} steps on {summary.world_size} process(es) in {summary.seconds:.1f}s, "
+                      f"last loss {last.get('loss', float('nan')):.4f} -> {summary.weights}")
+
+
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
+    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    init_adapter: Optional[Path] = typer.Option(None, help="Start from this fmu adapter (default: the "
+                                                "preset's; with --base-model: a fresh one)."),
+    image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
+    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
+    resolution: Optional[int] = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per process per micro-batch (default 8)."),
+    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation micro-batches."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default 1e-2)."),
+    lr_schedule: Optional[str] = typer.Option(None, help="constant | linear | cosine | constant_with_warmup ..."),
+    warmup_steps: Optional[int] = typer.Option(None),
+    mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 | fp16 (default bf16 on GPU, no on CPU)."),
+    lambda_map: Optional[float] = typer.Option(None, help="L_map weight (default 1e-3)."),
+    lambda_id: Optional[float] = typer.Option(None, help="L_id weight (default 1.0; 0 turns it off)."),
+    id_t_min: Optional[int] = typer.Option(None, help="L_id applies for timesteps >= this."),
+    id_t_max: Optional[int] = typer.Option(None, help="... and <= this (default 500)."),
+    image_drop: Optional[float] = typer.Option(None, help="CLIP image drop rate (default 0.5)."),
+    caption_drop: Optional[float] = typer.Option(None, help="Caption drop rate (default 0.05)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
+    keep_checkpoints: Optional[int] = typer.Option(None, help="Keep the last K checkpoints."),
+    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
+    validate_every: Optional[int] = typer.Option(None, help="Validation images every N steps (0: off)."),
+    seed: Optional[int] = typer.Option(None),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+) -> None:
+    """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
+
+    Example:  fmu train --data data/ --out runs/t --preset tiny --max-steps 30 --batch-size 2
+    Several processes:  torchrun --nproc_per_node 2 -m fmu_cli.train_entry train --data data/ --out runs/t
+    Continue a run:  the same command with --resume latest.
+    Writes OUT/adapter.safetensors (use with `fmu generate --adapter`).
+    """
+    overrides = {k: v for k, v in locals().items() if k != "config"}
+    _run(overrides, config)
+
+
+def finetune(
+    from_: Path = typer.Option(..., "--from", help="fmu adapter checkpoint to start from."),
+    data: Path = typer.Option(..., "--data", help="A small folder of images (prepared automatically) "
+                              "or a prepared manifest / data folder."),
+    out: Path = typer.Option(Path("runs/finetune"), "--out", "-o", help="Run folder; writes OUT/lora.safetensors."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny)."),
+    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    rank: int = typer.Option(16, help="Rank of the new LoRA."),
+    face_backend: str = typer.Option("dlib", help="For automatic preparation: dlib | insightface."),
+    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 500)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per micro-batch (default 2)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-4)."),
+    lambda_id: Optional[float] = typer.Option(None, help="L_id weight."),
+    checkpoint_every: Optional[int] = typer.Option(None),
+    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
+    seed: Optional[int] = typer.Option(None),
+) -> None:
+    """Finetune a NEW LoRA on top of an fmu adapter (everything else frozen).
+
+    Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
+    Writes OUT/lora.safetensors (use with `fmu generate --lora`).
+    """
+    from core.errors import UsageError
+    from training.finetune import prepared_manifest
+
+    try:
+        manifest = prepared_manifest(data, out, face_backend)
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
+                 "base_model": base_model, "lora_rank": rank, "id_model": id_model,
+                 "max_steps": max_steps if max_steps is not None else (None if config else 500),
+                 "batch_size": batch_size if batch_size is not None else (None if config else 2),
+                 "lr": lr, "lambda_id": lambda_id, "checkpoint_every": checkpoint_every,
+                 "resume": resume, "seed": seed}
+    _run(overrides, config)

@@ -1,0 +1,28 @@
+"""Module entry point for launchers that start one process per device:
+
+    torchrun --nproc_per_node 2 -m fmu_cli.train_entry train --data data/ --out runs/t
+    accelerate launch --multi_gpu --num_processes 2 -m fmu_cli.train_entry train ...
+
+(`accelerate launch --cpu --num_processes 2` starts one process only.)
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .console import quiet_libraries
+from .train_cmd import finetune, prepare, train
+
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+app.command("train")(train)
+app.command("finetune")(finetune)
+app.command("prepare")(prepare)
+
+
+def main() -> None:
+    quiet_libraries()
+    app()
+
+
+if __name__ == "__main__":
+    main()

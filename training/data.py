@@ -1,0 +1,267 @@
+"""Training data: the prepared manifest, phrase -> token indices, the dataset, batches, order.
+
+A prepared manifest (`DATA/train.parquet`, written by `fmu prepare`) has one row per usable
+image; see manifests/training.md. Face analysis and shading condition live in content-hash
+cache files the row names (`face_file`, `shading_file`), so loading a sample never re-runs a
+detector. Captions and masks stay tokenizer-independent: each mask names a *phrase* of the
+caption and the dataset maps it to the training tokenizer's token positions here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from PIL import Image
+
+from core.errors import UsageError
+from core.images import load_rgb, to_square
+
+MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,
+                                "token_indices": pl.List(pl.Int64)}))
+
+
+# ----------------------------------------------------------------------------- phrases -> tokens
+
+def phrase_spans(caption: str, phrase: str) -> list[tuple[int, int]]:
+    """Character spans (start, end) of every whole-word, case-insensitive occurrence of phrase
+    ("man" does not match inside "woman")."""
+    phrase = phrase.strip()
+    if not phrase:
+        return []
+    pattern = r"(?<!\w)" + re.escape(phrase) + r"(?!\w)"
+    return [(m.start(), m.end()) for m in re.finditer(pattern, caption, flags=re.IGNORECASE)]
+
+
+def _token_ranges_by_offsets(tokenizer, caption: str, spans, max_length: int) -> list[int]:
+    enc = tokenizer(caption, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    found = []
+    for index, (s, e) in enumerate(enc["offset_mapping"]):
+        if e > s and any(s < end and e > start for start, end in spans):
+            found.append(index)
+    return found
+
+
+def _token_ranges_by_prefix(tokenizer, caption: str, spans, max_length: int) -> list[int]:
+    """Fallback for tokenizers without offsets: count the tokens of the caption's prefixes.
+    Exact for word-level pre-tokenisers (CLIP BPE) because a span starts and ends on word edges."""
+    def count(text: str) -> int:  # content tokens of text (no BOS/EOS)
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    found = []
+    for start, end in spans:
+        first, last = count(caption[:start]), count(caption[:end])
+        found.extend(1 + i for i in range(first, last))  # +1: BOS at position 0
+    return sorted(i for i in set(found) if i < max_length - 1)
+
+
+def phrase_token_indices(tokenizer, caption: str, phrase: str, occurrence: int | None = None,
+                         method: str = "auto") -> list[int]:
+    """Positions (in the padded `input_ids`, BOS = 0) of the tokens that spell `phrase` in
+    `caption`. A phrase found several times maps to all its occurrences unless `occurrence`
+    (0-based) picks one. Tokens cut off by truncation are dropped; an absent phrase raises."""
+    spans = phrase_spans(caption, phrase)
+    if not spans:
+        raise ValueError(f"phrase {phrase!r} does not occur in caption {caption!r}")
+    if occurrence is not None:
+        if not 0 <= occurrence < len(spans):
+            raise ValueError(f"phrase {phrase!r} occurs {len(spans)} time(s); occurrence {occurrence} "
+                             "does not exist")
+        spans = [spans[occurrence]]
+    max_length = tokenizer.model_max_length
+    if method in ("auto", "offsets"):
+        try:
+            return _token_ranges_by_offsets(tokenizer, caption, spans, max_length)
+        except (NotImplementedError, KeyError, TypeError):
+            if method == "offsets":
+                raise
+    return _token_ranges_by_prefix(tokenizer, caption, spans, max_length)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+def parse_masks(value) -> list[dict]:
+    """A manifest's `masks` cell: a list of {mask, phrase[, occurrence][, token_indices]}
+    (Parquet list-of-struct) or the same as a JSON string (CSV); empty/None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return []
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"masks is not valid JSON ({exc.msg})") from None
+    if isinstance(value, pl.Series):
+        value = value.to_list()
+    if not isinstance(value, list):
+        raise ValueError("masks must be a list of {mask, phrase} objects")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not item.get("mask"):
+            raise ValueError("each mask needs a 'mask' image path")
+        if not item.get("phrase") and not item.get("token_indices"):
+            raise ValueError(f"mask {item.get('mask')}: give a 'phrase' (or explicit 'token_indices')")
+        out.append({"mask": str(item["mask"]), "phrase": item.get("phrase"),
+                    "occurrence": None if item.get("occurrence") is None else int(item["occurrence"]),
+                    "token_indices": None if item.get("token_indices") is None
+                    else [int(i) for i in item["token_indices"]]})
+    return out
+
+
+def read_training_manifest(path: Path) -> pl.DataFrame:
+    """`image`, `caption` (optional), `masks` (optional) from CSV or Parquet; masks normalised
+    to the list-of-struct column whatever the input format."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"training manifest not found: {path}")
+    try:
+        df = pl.read_parquet(path) if path.suffix.lower() == ".parquet" else \
+            pl.read_csv(path, infer_schema=False)
+    except Exception as exc:  # polars raises several types for malformed files
+        raise UsageError(f"cannot read training manifest {path}: {exc}".splitlines()[0]) from None
+    if "image" not in df.columns:
+        raise UsageError(f"training manifest {path.name} needs an 'image' column (has {df.columns})")
+    return df
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+@dataclass
+class Sample:
+    index: int
+    id: str
+    pixels: torch.Tensor          # (3, S, S) in [-1, 1]
+    input_ids: torch.Tensor       # (L,)
+    id_embedding: torch.Tensor    # (D,)
+    face_crop: np.ndarray         # (s, s, 3) uint8, for the CLIP image encoder
+    face_box: torch.Tensor        # (4,) x1 y1 x2 y2 in the S x S training frame
+    condition: torch.Tensor       # (3, S, S) in [0, 1]
+    masks: list                   # [(1, S, S) float]
+    token_indices: list           # [[int]]
+
+
+def square_box(bbox: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """A box in image pixels -> the same box in `to_square(image, size)`'s frame."""
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    scale = size / side
+    x1, y1, x2, y2 = [float(v) for v in bbox]
+    box = np.array([(x1 - left) * scale, (y1 - top) * scale, (x2 - left) * scale, (y2 - top) * scale])
+    return np.clip(box, 0, size).astype(np.float32)
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Samples of a prepared manifest at `size` px in the shared square frame."""
+
+    def __init__(self, manifest: Path, tokenizer, size: int):
+        from core.faces.cache import _load as load_face
+        from core.shading import load_shading
+
+        self.manifest = Path(manifest)
+        self.root = self.manifest.parent
+        self.df = read_training_manifest(self.manifest)
+        for column in ("face_file", "shading_file"):
+            if column not in self.df.columns:
+                raise UsageError(f"{self.manifest} is not prepared (no {column!r}); run `fmu prepare` first")
+        self.rows = self.df.to_dicts()
+        self.tokenizer, self.size = tokenizer, size
+        self._load_face, self._load_shading = load_face, load_shading
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.root / p
+
+    def tokenize(self, caption: str) -> torch.Tensor:
+        return self.tokenizer(caption, padding="max_length", truncation=True,
+                              max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids[0]
+
+    def token_indices(self, caption: str, mask: dict) -> list[int]:
+        if mask.get("token_indices") is not None:
+            return [int(i) for i in mask["token_indices"]]
+        return phrase_token_indices(self.tokenizer, caption, mask["phrase"], mask.get("occurrence"))
+
+    def __getitem__(self, index: int) -> Sample:
+        row, size = self.rows[index], self.size
+        image = load_rgb(self._path(row["image"]))
+        square = to_square(image, size)
+        face = self._load_face(self._path(row["face_file"]))
+        shading = self._load_shading(self._path(row["shading_file"]))
+        cond = shading.condition
+        if cond.shape[0] != size:
+            cond = np.asarray(Image.fromarray(cond).resize((size, size), Image.Resampling.BOX))
+        caption = row.get("caption") or ""
+        masks, tokens = [], []
+        for m in parse_masks(row.get("masks")):
+            grey = np.asarray(Image.open(self._path(m["mask"])).convert("L"))
+            masks.append(torch.from_numpy(to_square(grey, size).astype(np.float32) / 255.0)[None])
+            tokens.append(self.token_indices(caption, m))
+        return Sample(
+            index=index, id=str(row.get("id") or index),
+            pixels=torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1.0,
+            input_ids=self.tokenize(caption),
+            id_embedding=torch.from_numpy(np.asarray(face.embedding, dtype=np.float32)),
+            face_crop=face.crop,
+            face_box=torch.from_numpy(square_box(face.bbox, image.shape[0], image.shape[1], size)),
+            condition=torch.from_numpy(np.repeat(cond[None], 3, 0).astype(np.float32) / 255.0),
+            masks=masks, token_indices=tokens)
+
+
+def collate(samples: list[Sample]) -> dict:
+    return {
+        "index": [s.index for s in samples], "id": [s.id for s in samples],
+        "pixels": torch.stack([s.pixels for s in samples]),
+        "input_ids": torch.stack([s.input_ids for s in samples]),
+        "id_embedding": torch.stack([s.id_embedding for s in samples]),
+        "face_crop": [s.face_crop for s in samples],
+        "face_box": torch.stack([s.face_box for s in samples]),
+        "condition": torch.stack([s.condition for s in samples]),
+        "masks": [s.masks for s in samples], "token_indices": [s.token_indices for s in samples],
+    }
+
+
+# ----------------------------------------------------------------------------- data order
+
+@dataclass
+class DataOrder:
+    """Which samples each rank sees, as a pure function of (seed, epoch): resumable exactly.
+
+    Each epoch is a seeded permutation, padded by wrapping around (like DistributedSampler) to a
+    multiple of world × batch; rank r takes every world-th sample from r, in batches."""
+
+    num_samples: int
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_samples / (self.world * self.batch_size))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(self.num_samples, generator=g).tolist()
+        total = self.batches_per_epoch * self.world * self.batch_size
+        order = (order * math.ceil(total / len(order)))[:total]
+        mine = order[self.rank::self.world]
+        return [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+
+    def batches_from(self, position: int):
+        """Yield (position, batch) forever, starting at micro-batch number `position`."""
+        epoch, offset = divmod(position, self.batches_per_epoch)
+        while True:
+            for batch in self.epoch_batches(epoch)[offset:]:
+                yield position, batch
+                position += 1
+            epoch, offset = epoch + 1, 0

@@ -1,0 +1,33 @@
+"""`fmu finetune`: a new LoRA on top of an fmu adapter, trained on a small set of faces.
+
+The loop, losses and checkpoints are `trainer.run_training` with `mode="lora"`: the adapter's
+projection, IP attention, identity LoRA and ShadingNet stay frozen; only a NEW peft LoRA
+(`fmu_ft`, rank configurable) trains, and the result is a LoRA file that `apply_lora` (and
+`fmu generate --lora`) puts back on top of the same adapter. A plain image folder is prepared
+automatically into OUT/data (captions from sidecar .txt files, no masks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import UsageError
+
+
+def prepared_manifest(data: Path, out: Path, face_backend: str = "dlib", resolution: int = 512) -> Path:
+    """The prepared manifest for `data`: itself, DATA/train.parquet, or a fresh preparation of
+    an image folder into OUT/data (cached, so re-running does not analyse again)."""
+    from .prepare import PrepareConfig, run_prepare
+
+    data = Path(data)
+    if data.is_file():
+        return data
+    if (data / "train.parquet").is_file():
+        return data / "train.parquet"
+    if not data.is_dir():
+        raise UsageError(f"--data {data}: neither a folder nor a manifest")
+    summary = run_prepare(PrepareConfig(source=data, out=Path(out) / "data", face_backend=face_backend,
+                                        resolution=resolution))
+    if summary.ok == 0:
+        raise UsageError(f"no usable face in {data} (see {summary.report})")
+    return summary.manifest

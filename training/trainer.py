@@ -1,0 +1,420 @@
+"""`fmu train` / `fmu finetune`: the training loop.
+
+    loss = MSE(ε̂, ε) + λ_map · L_map + L_id          (L_id's weights carry λ_id and the t range)
+
+The model is Face-MakeUpV2's: the UNet with the FaceID-PlusV2 identity channel (projection,
+IP attention, LoRA) and the ShadingNet (a ControlNet fed the shading render, cross-attending to
+the 4 ID tokens). accelerate carries devices, processes (torchrun / accelerate launch), gradient
+accumulation, mixed precision and checkpoint state; the data order is our own (`DataOrder`) so
+that a resume continues with exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import UsageError
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import DataOrder, TrainingSet, collate
+from .losses import attention_map_loss, identity_loss, identity_loss_weights, predict_x0, total_attention_map_loss
+
+
+# ----------------------------------------------------------------------------- the model
+
+class Denoiser(torch.nn.Module):
+    """The trainable forward pass as one module (what DDP wraps): identity channel + ShadingNet
+    + UNet -> ε̂. Holds the UNet and ShadingNet as children; the FaceMakeUp only by reference."""
+
+    def __init__(self, model, cfg: TrainConfig):
+        super().__init__()
+        self.unet, self.shading_net = model.unet, model.shading_net
+        self.__dict__["model"] = model
+        self.s_scale, self.shading_scale = cfg.s_scale, cfg.shading_scale
+
+    def forward(self, noisy, timesteps, text, id_embeddings, clip_embeds, condition):
+        model = self.model
+        added = model.identity_inputs(id_embeddings, clip_embeds, self.s_scale)
+        tokens = model.id_tokens(added)
+        return model.predict_noise(noisy, timesteps, text, added, condition, self.shading_scale, tokens)
+
+
+def build_model(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype):
+    """FaceMakeUp to train: from an adapter checkpoint (the preset's by default) or fresh."""
+    from core.model import adapter as A
+    from core.model.load import load_base, load_model, new_shading_net
+    from core.model.pipeline import FaceMakeUp
+    from core.model.presets import ensure_preset
+
+    if cfg.base_model:
+        base, init = cfg.base_model, cfg.init_adapter
+    elif cfg.preset:
+        base, preset_adapter = ensure_preset(cfg.preset)
+        init = cfg.init_adapter or preset_adapter
+    else:
+        raise UsageError("give --preset or --base-model")
+    if init is not None:
+        model = load_model(base, init, device=str(device), dtype=torch.float32,
+                           image_encoder=cfg.image_encoder)
+        if model.shading_net is None:
+            model.shading_net = new_shading_net(_plain_unet_copy(base)).to(device)
+    else:
+        pipe = load_base(base, device, torch.float32, image_encoder=cfg.image_encoder)
+        shading_net = new_shading_net(pipe.unet)  # from the plain UNet, before the identity channel
+        acfg = A.AdapterConfig(id_embed_dim=cfg.id_embed_dim, clip_hidden_dim=pipe.image_encoder.config.hidden_size,
+                               embed_dims=pipe.unet.config.cross_attention_dim,
+                               perceiver_heads=max(1, pipe.unet.config.cross_attention_dim // 64),
+                               lora_rank=cfg.lora_rank, shading=True)
+        A.install_identity_channel(pipe.unet, acfg)
+        A.add_lora(pipe.unet, acfg.lora_rank)
+        model = FaceMakeUp(pipe=pipe, cfg=acfg, shading_net=shading_net.to(device), device=device)
+    # frozen parts may run in bf16 (mixed precision); trainable ones stay fp32 for the optimizer
+    for frozen in (model.pipe.vae, model.pipe.text_encoder, model.pipe.image_encoder):
+        frozen.requires_grad_(False).to(device, weight_dtype)
+    model.unet.train()
+    model.shading_net.train()
+    return model
+
+
+def _plain_unet_copy(base):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(str(base), subfolder="unet")
+
+
+def select_trainable(model, mode: str) -> list[torch.nn.Parameter]:
+    """full: projection, IP attention (to_k_ip/to_v_ip), LoRA, ShadingNet. lora: the new LoRA only.
+    (peft's add_adapter leaves only LoRA trainable, so the rest is switched on by hand.)"""
+    from .lora_apply import ADAPTER_NAME
+
+    unet, shading = model.unet, model.shading_net
+    unet.requires_grad_(False)
+    shading.requires_grad_(False)
+    if mode == "full":
+        unet.encoder_hid_proj.requires_grad_(True)
+        for proc in unet.attn_processors.values():
+            if hasattr(proc, "to_k_ip"):
+                proc.to_k_ip.requires_grad_(True)
+                proc.to_v_ip.requires_grad_(True)
+        for name, p in unet.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
+        shading.requires_grad_(True)
+    else:
+        for name, p in unet.named_parameters():
+            if "lora_" in name and f".{ADAPTER_NAME}." in name:
+                p.requires_grad_(True)
+    params = [p for p in list(unet.parameters()) + list(shading.parameters()) if p.requires_grad]
+    if not params:
+        raise RuntimeError(f"nothing to train in mode {mode!r}")
+    return params
+
+
+def save_trained_weights(model, mode: str, path: Path, meta: dict) -> None:
+    """full: an fmu adapter (loads in `fmu generate --adapter`); lora: a LoRA file (`--lora`)."""
+    from core.model.adapter import save_adapter
+
+    from .lora_apply import save_lora
+
+    if mode == "full":
+        save_adapter(path, model.unet, model.cfg, shading_net=model.shading_net, extra_meta=meta)
+    else:
+        save_lora(path, model.unet, extra_meta=meta)
+
+
+def load_trained_weights(model, mode: str, path: Path) -> None:
+    from core.model import adapter as A
+
+    from .lora_apply import load_lora_weights, read_lora
+
+    if mode == "full":
+        tensors, _ = A.read_adapter(path)
+        A.image_projection(model.unet).load_state_dict(A.split(tensors, "image_proj"), strict=True)
+        A.load_ip_attention_state(model.unet, A.split(tensors, "ip_attn"))
+        A.load_lora_state(model.unet, A.split(tensors, "lora"))
+        model.shading_net.load_state_dict(A.split(tensors, "shading"), strict=True)
+    else:
+        load_lora_weights(model.unet, read_lora(path)[0])
+
+
+def weights_name(mode: str) -> str:
+    return "adapter.safetensors" if mode == "full" else "lora.safetensors"
+
+
+# ----------------------------------------------------------------------------- the losses
+
+@dataclass
+class Frozen:
+    """Frozen helpers the loss needs besides the trained modules."""
+
+    model: object            # FaceMakeUp (VAE, text encoder, image encoder, tokenizer)
+    noise_scheduler: object  # DDPMScheduler with the base model's betas
+    id_encoder: object | None
+    store: object            # AttentionStore of the text cross-attention maps
+    empty_ids: torch.Tensor  # the tokens of "" (caption drop)
+
+
+def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator,
+                   device: torch.device, weight_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    model, sched = frozen.model, frozen.noise_scheduler
+    vae, n = model.pipe.vae, batch["pixels"].shape[0]
+    pixels = batch["pixels"].to(device, weight_dtype)
+
+    def rand(*shape):  # every random draw comes from this rank's generator (exact resume)
+        return torch.rand(*shape, generator=generator).to(device)
+
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample(generator=generator) * vae.config.scaling_factor
+        # caption drop (5 %): the empty caption, and no L_map pairs for that sample
+        keep_caption = rand(n) >= cfg.caption_drop
+        ids = torch.where(keep_caption[:, None], batch["input_ids"].to(device), frozen.empty_ids.to(device))
+        text = model.pipe.text_encoder(ids)[0]
+        # image drop (50 %): the CLIP image input zeroed, as the authors do
+        clip_cond, clip_blank = model.clip_face_features(batch["face_crop"])
+        keep_image = (rand(n) >= cfg.image_drop)[:, None, None]
+        clip = torch.where(keep_image, clip_cond, clip_blank).float()
+    noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+    timesteps = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator).to(device)
+    noisy = sched.add_noise(latents, noise, timesteps).float()
+
+    eps = denoiser(noisy, timesteps, text.float(), batch["id_embedding"].to(device),
+                   clip, batch["condition"].to(device))
+    mse = F.mse_loss(eps.float(), noise.float())
+
+    tokens = [t if keep else [[] for _ in t] for t, keep in zip(batch["token_indices"], keep_caption.tolist())]
+    l_map = total_attention_map_loss([attention_map_loss(m, batch["masks"], tokens) for m in frozen.store.values()])
+
+    weights = identity_loss_weights(timesteps, cfg.id_t_min, cfg.id_t_max, cfg.lambda_id)
+    l_id = torch.zeros((), device=device)
+    if frozen.id_encoder is not None and bool((weights > 0).any()):
+        x0 = predict_x0(eps, noisy, timesteps, sched)
+        decoded = vae.decode((x0 / vae.config.scaling_factor).to(weight_dtype)).sample
+        generated = (decoded.float() / 2 + 0.5).clamp(0, 1)
+        boxes = batch["face_box"].to(device)
+        with torch.no_grad():
+            reference = frozen.id_encoder((batch["pixels"].to(device) / 2 + 0.5).clamp(0, 1), boxes)
+        l_id = identity_loss(reference, frozen.id_encoder(generated, boxes), weights)
+
+    total = mse + cfg.lambda_map * l_map + l_id
+    return {"loss": total, "mse": mse.detach(), "map": l_map.detach(), "id": l_id.detach()}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class TrainSummary:
+    steps: int
+    world_size: int
+    seconds: float
+    weights: Path | None
+    losses: list
+
+
+class _Batches:
+    """DataLoader batch sampler over `DataOrder` from a position on (endless)."""
+
+    def __init__(self, order: DataOrder, start: int):
+        self.order, self.start = order, start
+
+    def __iter__(self):
+        for _, batch in self.order.batches_from(self.start):
+            yield batch
+
+
+def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
+    from .id_encoder import IdEncoder
+
+    if cfg.lambda_id <= 0:
+        return None
+    path = cfg.id_model
+    if path is None:
+        if not cfg.preset or cfg.base_model:
+            raise UsageError("L_id needs a face-recognition ONNX: give --id-model (e.g. w600k_r50.onnx) "
+                             "or --lambda-id 0")
+        from core.faces.tiny_onnx import write_tiny_arcface
+
+        path = out / "tiny_arcface.onnx"   # the tiny preset's toy ArcFace (offline runs only)
+        if not path.exists():
+            write_tiny_arcface(path, seed=0, dim=dim)
+    return IdEncoder.from_onnx(path)
+
+
+def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+
+    from core.model.presets import TINY_SIZE
+
+    from .attention_capture import install_attention_capture
+    from .lora_apply import add_finetune_lora
+
+    start_time = time.perf_counter()
+    out = Path(cfg.out)
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.resolved_mixed_precision(cuda),
+        log_with="tensorboard", cpu=not cuda,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    set_seed(cfg.seed + rank)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
+    model = build_model(cfg, device, weight_dtype)
+    if cfg.mode == "lora":
+        add_finetune_lora(model.unet, cfg.lora_rank)
+    params = select_trainable(model, cfg.mode)
+    size = cfg.resolution or (TINY_SIZE if cfg.preset and not cfg.base_model else 512)
+    store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
+    model.set_id_scale(1.0)
+    denoiser = Denoiser(model, cfg)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                 num_training_steps=cfg.max_steps)
+    denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
+    accelerator.register_for_checkpointing(lr_scheduler)  # stepped by us once per optimizer step
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            save_trained_weights(model, cfg.mode, Path(output_dir) / weights_name(cfg.mode), {"mode": cfg.mode})
+        weights.clear()  # the trainable weights are in our file; no whole-UNet copy
+
+    def load_hook(models, input_dir):
+        load_trained_weights(model, cfg.mode, Path(input_dir) / weights_name(cfg.mode))
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+    # data
+    manifest = Path(cfg.data) if cfg.data else None
+    if manifest is not None and manifest.is_dir():
+        manifest = manifest / "train.parquet"
+    if manifest is None or not manifest.is_file():
+        raise UsageError(f"no prepared training manifest at {cfg.data} (run `fmu prepare` first)")
+    dataset = TrainingSet(manifest, model.pipe.tokenizer, size)
+    if len(dataset) == 0:
+        raise UsageError(f"{manifest} has no usable rows")
+    first = dataset[0]
+    if first.id_embedding.shape[0] != model.cfg.id_embed_dim:
+        raise UsageError(f"the data's face embeddings are {first.id_embedding.shape[0]}-d but the adapter "
+                         f"expects {model.cfg.id_embed_dim}-d: prepare with the matching --face-backend")
+    order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    id_encoder = _id_encoder(cfg, out, dim=128)
+    frozen = Frozen(model=model, noise_scheduler=DDPMScheduler.from_config(model.pipe.scheduler.config),
+                    id_encoder=id_encoder.to(device) if id_encoder is not None else None, store=store,
+                    empty_ids=dataset.tokenize(""))
+
+    # resume
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    step, position = 0, 0
+    resume_from = ckpt.resolve_resume(out, cfg.resume)
+    if resume_from is not None:
+        step, position = ckpt.load_checkpoint(accelerator, resume_from, generator)
+        log(f"resumed from {resume_from} at step {step}")
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
+                                                   if isinstance(v, (int, float, str, bool))})
+        _write_json(out / "train_run.json", {"config": cfg.to_dict(), "world_size": world,
+                                             "mixed_precision": accelerator.mixed_precision,
+                                             "trainable_parameters": sum(p.numel() for p in params)})
+    seen_log = out / "samples" / f"rank{rank}.jsonl"
+    seen_log.parent.mkdir(parents=True, exist_ok=True)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, position),
+                                         collate_fn=collate, num_workers=cfg.workers)
+    task = progress.add_task("training", total=cfg.max_steps, completed=step) \
+        if progress is not None and accelerator.is_main_process else None
+    history, sums, micro = [], {}, 0
+    batches = iter(loader)
+    while step < cfg.max_steps:
+        batch = next(batches)
+        with accelerator.accumulate(denoiser):
+            terms = compute_losses(denoiser, frozen, batch, cfg, generator, device, weight_dtype)
+            if micro == 0 and not store.values():
+                raise RuntimeError("no attention maps were captured: L_map would silently be 0")
+            accelerator.backward(terms["loss"])
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        store.clear()
+        position, micro = position + 1, micro + 1
+        with open(seen_log, "a") as fh:
+            fh.write(json.dumps({"position": position - 1, "ids": batch["id"]}) + "\n")
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if not accelerator.sync_gradients:
+            continue
+        lr_scheduler.step()
+        step += 1
+        means = {k: v / cfg.grad_accum for k, v in sums.items()}
+        means = {k: float(accelerator.reduce(torch.tensor(v, device=device), "mean")) for k, v in means.items()}
+        sums = {}
+        history.append({"step": step, **means})
+        if accelerator.is_main_process and step % cfg.log_every == 0:
+            accelerator.log({f"loss/{k}": v for k, v in means.items()} | {"lr": lr_scheduler.get_last_lr()[0]},
+                            step=step)
+            with open(out / "losses.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, **means}) + "\n")
+        if task is not None:
+            progress.update(task, completed=step, description=f"training loss {means['loss']:.4f}")
+        if cfg.validate_every and step % cfg.validate_every == 0 and accelerator.is_main_process:
+            validate(model, dataset, cfg, out / "validation" / f"step-{step:08d}", size)
+            store.clear()
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints)
+
+    accelerator.wait_for_everyone()
+    final = None
+    if accelerator.is_main_process:
+        from .attention_capture import remove_attention_capture
+
+        remove_attention_capture(model.unet)
+        final = out / weights_name(cfg.mode)
+        save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
+    accelerator.end_training()
+    return TrainSummary(steps=step, world_size=world, seconds=time.perf_counter() - start_time,
+                        weights=final, losses=history)
+
+
+@torch.no_grad()
+def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: int) -> list[Path]:
+    """Images of the first few training faces through the sampling path (`FaceMakeUp.generate`)."""
+    from core.images import save_png
+    from core.model.pipeline import Request, Settings
+
+    rows = [dataset.rows[i] for i in range(min(cfg.validation_samples, len(dataset)))]
+    samples = [dataset[i] for i in range(len(rows))]
+    requests = [Request(prompt=r.get("caption") or "", id_embedding=s.id_embedding.numpy(),
+                        face_crop=s.face_crop, seed=cfg.seed + i,
+                        condition=(s.condition[0].numpy() * 255).round().astype(np.uint8))
+                for i, (r, s) in enumerate(zip(rows, samples))]
+    settings = Settings(steps=cfg.validation_steps, width=size, height=size)
+    was_training = model.unet.training
+    model.unet.eval()
+    images = model.generate(requests, settings)
+    model.set_id_scale(1.0)   # generate set the inference id_scale; training uses 1.0
+    model.unet.train(was_training)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(folder / f"{i:02d}.png")
+        save_png(paths[-1], image)
+    return paths
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from core.images import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
