@@ -1,0 +1,96 @@
+"""Reading weight files without running anything that is in them.
+
+Two ways in, nothing else: safetensors (plain tensors by construction) and pickles read with
+`torch.load(weights_only=True)`, whose unpickler only rebuilds tensors and plain containers and
+refuses every other global *before* calling it — so a file carrying a code payload is rejected
+and the payload never runs. Every failure is a `UsageError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from ..errors import UsageError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
+
+
+def looks_like_safetensors(path: Path) -> bool:
+    """safetensors = 8-byte little-endian header length, then a JSON header starting with '{'."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + n <= size
+
+
+def read_state(path: str | Path) -> dict:
+    """The file's contents: a flat {name: tensor} dict (safetensors) or whatever tensor-only
+    structure the pickle holds (usually nested dicts of tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
+        return _read_safetensors(path)
+    return _read_pickle(path)
+
+
+def read_safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except Exception as exc:  # SafetensorError is not exported under a stable name
+        raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
+                         f"{_first_line(exc)}") from None
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
+                         f"{_first_line(exc)}") from None
+
+
+def _read_pickle(path: Path):
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise UsageError(
+                f"{path} refused: besides tensors it holds Python objects or code "
+                f"({_unsafe_detail(exc)}); fmu loads pickles only with torch.load(weights_only=True) "
+                "and nothing in the file was executed. If you trust its origin, re-save its tensors "
+                "as safetensors.") from None
+        raise UsageError(f"{path} is not a readable weights file (corrupted, truncated or not a "
+                         f"PyTorch/safetensors file): {_first_line(exc)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not a readable weights file (corrupted, truncated or not a "
+                         f"PyTorch/safetensors file): {_first_line(exc)}") from None
+
+
+def _unsafe_detail(exc: Exception) -> str:
+    for line in str(exc).splitlines():
+        if "unsupported global" in line.lower() or "unsupported operand" in line.lower():
+            return line.strip().removeprefix("WeightsUnpickler error: ")
+    return _first_line(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
