@@ -1,0 +1,174 @@
+"""fmu prepare and the training manifest: phrase -> tokens, masks in CSV and Parquet, bad rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_preset):
+    from transformers import CLIPTokenizer
+
+    base, _ = tiny_preset
+    return CLIPTokenizer.from_pretrained(base / "tokenizer")
+
+
+def _spelled(tokenizer, caption, indices):
+    ids = tokenizer(caption).input_ids
+    return "".join(tokenizer.convert_ids_to_tokens([ids[i] for i in indices])).replace("</w>", " ").strip()
+
+
+def test_phrase_tokens_with_tiny_tokenizer_and_repeated_phrase(tokenizer):
+    from training.data import phrase_token_indices
+
+    caption = "a man and a woman in a garden, the man wears a red hat"
+    ids = tokenizer(caption).input_ids
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    every = phrase_token_indices(tokenizer, caption, "man")
+    first = phrase_token_indices(tokenizer, caption, "man", occurrence=0)
+    second = phrase_token_indices(tokenizer, caption, "man", occurrence=1)
+    # independent: walk the token strings, rebuilding words at "</w>" ends
+    words, current = [], []
+    for pos, tok in enumerate(tokens[1:-1], start=1):
+        current.append(pos)
+        if tok.endswith("</w>"):
+            words.append(("".join(tokens[p] for p in current).replace("</w>", ""), current))
+            current = []
+    man_positions = [pos for word, pos in words if word == "man"]
+    assert len(man_positions) == 2
+    assert first == man_positions[0] and second == man_positions[1]
+    assert every == first + second
+    woman = [pos for word, pos in words if word == "woman"][0]
+    assert not set(woman) & set(every)            # "man" inside "woman" is not a match
+    assert phrase_token_indices(tokenizer, caption, "red hat") == \
+        [p for word, pos in words if word in ("red", "hat") for p in pos]
+    assert _spelled(tokenizer, caption, phrase_token_indices(tokenizer, caption, "The Man", 0)) == "the man"
+    # the offsets path and the prefix-tokenisation fallback agree
+    for phrase in ("man", "a woman", "garden", "red hat"):
+        assert phrase_token_indices(tokenizer, caption, phrase, method="prefix") == \
+            phrase_token_indices(tokenizer, caption, phrase, method="offsets")
+    with pytest.raises(ValueError, match="does not occur"):
+        phrase_token_indices(tokenizer, caption, "dog")
+    with pytest.raises(ValueError, match="occurrence 2"):
+        phrase_token_indices(tokenizer, caption, "man", occurrence=2)
+
+
+def test_phrase_tokens_past_the_token_limit_are_dropped(tokenizer):
+    from training.data import phrase_token_indices
+
+    caption = " ".join(["photo"] * 80) + " face"
+    assert phrase_token_indices(tokenizer, caption, "face") == []
+    assert phrase_token_indices(tokenizer, caption, "face", method="prefix") == []
+
+
+def test_masks_cell_formats():
+    from training.data import parse_masks
+
+    cell = [{"mask": "m.png", "phrase": "face"}, {"mask": "n.png", "token_indices": [3, 4]}]
+    parsed = parse_masks(json.dumps(cell))
+    assert parsed == parse_masks(cell)
+    assert parsed[1]["token_indices"] == [3, 4] and parsed[0]["occurrence"] is None
+    assert parse_masks(None) == [] and parse_masks("") == []
+    with pytest.raises(ValueError):
+        parse_masks("[{not json")
+    with pytest.raises(ValueError):
+        parse_masks([{"phrase": "face"}])
+
+
+def _face_mask(path, image_path):
+    from core.faces import get_backend
+
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    face = max(get_backend("dlib").detect(image), key=lambda f: f.area)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    x1, y1, x2, y2 = [int(round(v)) for v in face.bbox]
+    mask[max(y1, 0):y2, max(x1, 0):x2] = 255
+    Image.fromarray(mask).save(path)
+    return mask
+
+
+def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos, tokenizer):
+    from core.faces.cache import content_hash
+    from training.data import TrainingSet, square_box
+    from training.prepare import DEFAULT_CAPTION, PrepareConfig, run_prepare
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photos["astronaut.png"], folder / "astronaut.png")
+    shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
+    (folder / "hanks.txt").write_text("a portrait of a man, face close up\n")
+    shutil.copy(photos["chelsea.png"], folder / "cat.png")                       # no face
+    (folder / "broken.jpg").write_bytes(photos["t1.jpg"].read_bytes()[:2000])   # truncated
+    summary = run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", resolution=64))
+    assert (summary.total, summary.ok, summary.failed) == (4, 2, 2)
+    report = pl.read_parquet(summary.report).sort("id")
+    status = dict(zip(report["id"], report["status"]))
+    reasons = dict(zip(report["id"], report["reason"]))
+    assert status == {"astronaut": "ok", "broken": "failed", "cat": "failed", "hanks": "ok"}
+    assert reasons["cat"].startswith("no_face") and reasons["broken"].startswith("corrupt_image")
+    train = pl.read_parquet(summary.manifest).sort("id")
+    assert train["id"].to_list() == ["astronaut", "hanks"]
+    assert train["caption"].to_list() == [DEFAULT_CAPTION, "a portrait of a man, face close up"]
+    assert train["image_sha256"][1] == content_hash((folder / "hanks.png").read_bytes())
+    assert all((tmp_path / "data" / f).is_file() for f in train["face_file"].to_list() + train["shading_file"].to_list())
+
+    # the same images as a manifest with masks, once as CSV (JSON cell) and once as Parquet
+    mask = _face_mask(folder / "hanks_mask.png", folder / "hanks.png")
+    caption = "a portrait of a man, face close up, the face smiling"
+    masks = [{"mask": "hanks_mask.png", "phrase": "face", "occurrence": None, "token_indices": None},
+             {"mask": "hanks_mask.png", "phrase": None, "occurrence": None, "token_indices": [1, 2]}]
+    rows = {"id": ["hanks", "nope"], "image": ["hanks.png", "hanks.png"], "caption": [caption, caption]}
+    pl.DataFrame({**rows, "masks": [json.dumps(masks),
+                                    json.dumps([{"mask": "hanks_mask.png", "phrase": "dog"}])]}).write_csv(folder / "t.csv")
+    pl.DataFrame({**rows, "masks": [masks, [{"mask": "hanks_mask.png", "phrase": "dog", "occurrence": None,
+                                            "token_indices": None}]]}).write_parquet(folder / "t.parquet")
+    out_csv = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "csv", resolution=64))
+    out_pq = run_prepare(PrepareConfig(source=folder / "t.parquet", out=tmp_path / "pq", resolution=64))
+    assert out_csv.ok == out_pq.ok == 1
+    bad = pl.read_parquet(out_csv.report).filter(pl.col("id") == "nope")["reason"][0]
+    assert bad.startswith("phrase_not_in_caption")
+    a, b = TrainingSet(out_csv.manifest, tokenizer, 64)[0], TrainingSet(out_pq.manifest, tokenizer, 64)[0]
+    assert a.token_indices == b.token_indices
+    ids = tokenizer(caption).input_ids
+    assert [tokenizer.convert_ids_to_tokens(ids[i]) for i in a.token_indices[0]] == ["face</w>", "face</w>"]
+    assert a.token_indices[1] == [1, 2]
+    assert torch.equal(a.masks[0], b.masks[0]) and a.masks[0].shape == (1, 64, 64)
+    # the mask lands in the training frame: the 112 px crop resized to 64 (square already)
+    expected = np.asarray(Image.fromarray(mask).resize((64, 64), Image.Resampling.BICUBIC)) / 255.0
+    assert np.allclose(a.masks[0][0].numpy(), expected, atol=1 / 255)
+    assert torch.equal(a.pixels, b.pixels) and a.pixels.shape == (3, 64, 64)
+    assert a.id_embedding.shape == (128,) and a.condition.shape == (3, 64, 64)
+    box = square_box(np.array([7.0, 27.0, 94.0, 113.0]), 112, 112, 64)
+    assert np.allclose(box, [4.0, 15.428572, 53.714287, 64.0])
+
+
+def test_prepare_cli_exit_code_and_resume(tmp_path, photos):
+    from typer.testing import CliRunner
+
+    import typer
+
+    from fmu_cli.train_cmd import prepare
+
+    app = typer.Typer()
+    app.command()(prepare)
+    app.command("noop")(lambda: None)
+    folder = tmp_path / "img"
+    folder.mkdir()
+    shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
+    shutil.copy(photos["chelsea.png"], folder / "cat.png")
+    runner = CliRunner()
+    first = runner.invoke(app, ["prepare", str(folder), "--out", str(tmp_path / "d"), "--resolution", "64"])
+    assert first.exit_code == 1, first.output
+    assert "1 usable, 1 excluded" in first.output and "no_face" in first.output
+    cached = sorted(p.stat().st_mtime_ns for p in (tmp_path / "d" / "cache").rglob("*.npz"))
+    second = runner.invoke(app, ["prepare", str(folder), "--out", str(tmp_path / "d"), "--resolution", "64"])
+    assert second.exit_code == 1
+    # resumed from the content-hash caches: no analysis file was rewritten
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "d" / "cache").rglob("*.npz")) == cached
