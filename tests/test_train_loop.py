@@ -1,0 +1,216 @@
+"""fmu train / finetune on the tiny preset (CPU, 64 px, batch 2): loss, logs, resume, 2 processes,
+final adapter and LoRA file through the generation path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _face_mask(image: np.ndarray) -> np.ndarray:
+    from core.faces import get_backend
+
+    face = max(get_backend("dlib").detect(image), key=lambda f: f.area)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    x1, y1, x2, y2 = [int(round(v)) for v in face.bbox]
+    mask[max(y1, 0):y2, max(x1, 0):x2] = 255
+    return mask
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, photos, tiny_preset):
+    """Shipped photos + flips/crops (7 faces) with face masks for the phrase "face", plus a
+    corrupt image and a face-less one that prepare must exclude."""
+    from training.prepare import PrepareConfig, run_prepare
+
+    root = tmp_path_factory.mktemp("train_src")
+    rows = []
+    for name in ("astronaut.png", "tom_hanks.png", "t1.jpg"):
+        image = Image.open(photos[name]).convert("RGB")
+        variants = {"": image, "_flip": image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)}
+        if name == "astronaut.png":
+            variants["_crop"] = image.crop((100, 0, 400, 300))
+        for suffix, variant in variants.items():
+            stem = Path(name).stem + suffix
+            variant.save(root / f"{stem}.png")
+            Image.fromarray(_face_mask(np.asarray(variant))).save(root / f"{stem}_mask.png")
+            rows.append({"image": f"{stem}.png", "caption": "a photo of a person, face close up",
+                         "masks": json.dumps([{"mask": f"{stem}_mask.png", "phrase": "face"}])})
+    shutil.copy(photos["chelsea.png"], root / "cat.png")
+    (root / "corrupt.png").write_bytes((root / "astronaut.png").read_bytes()[:3000])
+    for bad in ("cat.png", "corrupt.png"):
+        rows.append({"image": bad, "caption": "a photo of a person", "masks": ""})
+    pl.DataFrame(rows).write_csv(root / "train.csv")
+    summary = run_prepare(PrepareConfig(source=root / "train.csv", out=root / "data", resolution=64))
+    return summary
+
+
+def _cfg(data, out, **kw):
+    from training.config import load_config
+
+    base = dict(data=data, out=out, max_steps=30, batch_size=2, lr=1e-3, seed=3, checkpoint_every=10,
+                keep_checkpoints=2, validate_every=15, validation_steps=3)
+    base.update(kw)
+    return load_config(None, base)
+
+
+@pytest.fixture(scope="module")
+def run30(prepared, tmp_path_factory):
+    from training.trainer import run_training
+
+    out = tmp_path_factory.mktemp("run30")
+    return out, run_training(_cfg(prepared.manifest, out))
+
+
+def test_bad_rows_excluded(prepared):
+    report = pl.read_parquet(prepared.report)
+    status = dict(zip(report["id"], report["status"]))
+    reason = dict(zip(report["id"], report["reason"]))
+    assert prepared.ok == 7 and prepared.failed == 2
+    assert status["cat"] == "failed" and reason["cat"].startswith("no_face")
+    assert status["corrupt"] == "failed" and reason["corrupt"].startswith("corrupt_image")
+    assert sorted(pl.read_parquet(prepared.manifest)["id"]) == sorted(k for k, v in status.items() if v == "ok")
+
+
+def test_loss_goes_down_and_every_term_is_logged(run30):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, summary = run30
+    assert summary.steps == 30 and summary.world_size == 1
+    losses = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses] == list(range(1, 31))
+    first, last = np.mean([r["loss"] for r in losses[:5]]), np.mean([r["loss"] for r in losses[-5:]])
+    assert last < first, (first, last)
+    for r in losses:  # loss = mse + λ_map·map + id   (λ_id inside the id term)
+        assert r["loss"] == pytest.approx(r["mse"] + 1e-3 * r["map"] + r["id"], rel=1e-5, abs=1e-6)
+    assert any(r["map"] > 0 for r in losses) and any(r["id"] > 0 for r in losses)
+    events = EventAccumulator(str(out / "logs" / "train"))
+    events.Reload()
+    for term in ("loss", "mse", "map", "id"):
+        scalars = events.Scalars(f"loss/{term}")
+        assert [s.step for s in scalars] == list(range(1, 31))
+        assert np.allclose([s.value for s in scalars], [r[term] for r in losses], rtol=1e-6)
+    # checkpoints every 10 steps, the last 2 kept; validation images at step 15 and 30
+    from training.checkpoint import list_checkpoints
+
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-00000020", "checkpoint-00000030"]
+    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-00000015", "step-00000030"]
+    image = np.asarray(Image.open(out / "validation" / "step-00000030" / "00.png"))
+    assert image.shape == (64, 64, 3)
+
+
+def test_final_adapter_loads_and_generates(run30, tiny_preset, prepared):
+    from core.model.adapter import read_adapter
+    from core.model.load import load_model
+    from core.model.pipeline import Request, Settings
+    from training.data import TrainingSet
+
+    out, summary = run30
+    base, preset_adapter = tiny_preset
+    trained, _ = read_adapter(summary.weights)
+    initial, _ = read_adapter(preset_adapter)
+    assert trained.keys() == initial.keys()
+    for group in ("image_proj.", "ip_attn.", "lora.", "shading."):  # every trainable part moved
+        assert any(not torch.equal(trained[k], initial[k]) for k in trained if k.startswith(group)), group
+    model = load_model(base, summary.weights)
+    sample = TrainingSet(prepared.manifest, model.pipe.tokenizer, 64)[0]
+    req = Request(prompt="a photo", id_embedding=sample.id_embedding.numpy(), face_crop=sample.face_crop, seed=1,
+                  condition=(sample.condition[0].numpy() * 255).astype(np.uint8))
+    images = model.generate([req], Settings(steps=2, width=64, height=64))
+    assert images[0].shape == (64, 64, 3)
+    # the same weights as the last checkpoint's copy
+    ck, _ = read_adapter(out / "checkpoints" / "checkpoint-00000030" / "adapter.safetensors")
+    assert all(torch.equal(ck[k], trained[k]) for k in trained)
+
+
+def test_resume_latest_continues_exactly(run30, prepared, tmp_path):
+    from training.trainer import run_training
+
+    ref_out, _ = run30
+    reference = [json.loads(line) for line in (ref_out / "losses.jsonl").read_text().splitlines()]
+    out = tmp_path / "interrupted"
+    # stop at 12: two steps past the checkpoint at 10, which the resume must redo identically
+    run_training(_cfg(prepared.manifest, out, max_steps=12, validate_every=0))
+    resumed = run_training(_cfg(prepared.manifest, out, max_steps=16, resume="latest", validate_every=0))
+    assert [h["step"] for h in resumed.losses] == [11, 12, 13, 14, 15, 16]
+    for got, want in zip(resumed.losses, reference[10:16]):
+        for term in ("loss", "mse", "map", "id"):
+            assert abs(got[term] - want[term]) <= 1e-6, (got, want)
+
+
+def test_two_processes_over_gloo(prepared, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fmu_cli.train_entry", "train", "--data", str(prepared.manifest), "--out", str(out),
+           "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2", "--lambda-id", "0"]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "train_run.json").read_text())["world_size"] == 2
+    seen = {r: [json.loads(line) for line in (out / "samples" / f"rank{r}.jsonl").read_text().splitlines()]
+            for r in (0, 1)}
+    assert [s["position"] for s in seen[0]] == [s["position"] for s in seen[1]] == [0, 1, 2]
+    # epoch 0 (positions 0, 1): 7 samples padded to 8, dealt out disjointly except the pad
+    epoch0 = {r: [i for s in seen[r][:2] for i in s["ids"]] for r in (0, 1)}
+    assert set(epoch0[0]) | set(epoch0[1]) == set(pl.read_parquet(prepared.manifest)["id"])
+    assert seen[0][0]["ids"] != seen[1][0]["ids"]
+    assert len(set(epoch0[0]) & set(epoch0[1])) <= 1
+    ck = out / "checkpoints" / "checkpoint-00000002"
+    assert (ck / "COMPLETE").exists() and (ck / "adapter.safetensors").exists()
+    assert (ck / "trainer_state_0.pt").exists() and (ck / "trainer_state_1.pt").exists()
+    assert (out / "adapter.safetensors").exists()
+
+
+def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos, tmp_path):
+    from core.model.adapter import lora_state
+    from core.model.load import load_model
+    from core.model.pipeline import Request, Settings
+    from training.config import load_config
+    from training.finetune import prepared_manifest
+    from training.lora_apply import apply_lora, read_lora
+    from training.trainer import run_training
+
+    _, summary = run30
+    base, _ = tiny_preset
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    shutil.copy(photos["tom_hanks.png"], faces / "hanks.png")
+    Image.open(photos["tom_hanks.png"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(faces / "hanks_flip.png")
+    out = tmp_path / "ft"
+    manifest = prepared_manifest(faces, out, "dlib", resolution=64)
+    assert manifest == out / "data" / "train.parquet"
+    cfg = load_config(None, dict(data=manifest, out=out, mode="lora", init_adapter=summary.weights, lora_rank=2,
+                                 max_steps=3, batch_size=2, lr=1e-2, checkpoint_every=0, seed=1))
+    result = run_training(cfg)
+    losses = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    assert all(r["map"] == 0.0 for r in losses)          # a plain folder has no masks
+    tensors, meta = read_lora(result.weights)
+    assert meta["rank"] == "2" and tensors and all("lora_" in k for k in tensors)
+    assert any(v.abs().sum() > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at 0: it trained
+
+    model = load_model(base, summary.weights)
+    before = {k: v.clone() for k, v in lora_state(model.unet).items()}
+    crop = np.zeros((224, 224, 3), np.uint8)
+    req = Request(prompt="a photo", id_embedding=np.ones(128, np.float32) / np.sqrt(128), face_crop=crop, seed=2)
+    settings = Settings(steps=2, width=64, height=64)
+    plain = model.generate([req], settings)[0]
+    apply_lora(model, result.weights, scale=1.0)
+    from peft.utils import get_peft_model_state_dict
+
+    applied = get_peft_model_state_dict(model.unet, adapter_name="fmu_ft")
+    assert applied.keys() == tensors.keys() and all(torch.equal(applied[k], tensors[k]) for k in tensors)
+    assert all(torch.equal(v, before[k]) for k, v in lora_state(model.unet).items())  # identity LoRA intact
+    with_lora = model.generate([req], settings)[0]
+    assert not np.array_equal(plain, with_lora)
