@@ -25,9 +25,13 @@ def add_finetune_lora(unet, rank: int, alpha: float | None = None, name: str = A
 
     from core.model.adapter import LORA_TARGETS
 
+    import warnings
+
     existing = list(getattr(unet, "peft_config", {}) or {})
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGETS), adapter_name=name)
+    with warnings.catch_warnings():  # several adapters on one model is the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                    target_modules=LORA_TARGETS), adapter_name=name)
     unet.set_adapters(existing + [name], weights=[1.0] * len(existing) + [weight])
 
 
