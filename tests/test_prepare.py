@@ -172,3 +172,35 @@ def test_prepare_cli_exit_code_and_resume(tmp_path, photos):
     assert second.exit_code == 1
     # resumed from the content-hash caches: no analysis file was rewritten
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "d" / "cache").rglob("*.npz")) == cached
+
+
+def test_shipped_example_manifest_parses(tokenizer):
+    from pathlib import Path
+
+    from training.data import parse_masks, phrase_token_indices, read_training_manifest
+
+    df = read_training_manifest(Path(__file__).resolve().parents[1] / "manifests/examples/train_example.csv")
+    assert df.columns == ["id", "image", "caption", "masks"]
+    masks = [parse_masks(m) for m in df["masks"]]
+    assert [len(m) for m in masks] == [2, 1, 0]
+    caption = df["caption"][1]
+    (hanks,) = masks[1]
+    assert hanks["occurrence"] == 1
+    assert phrase_token_indices(tokenizer, caption, hanks["phrase"], hanks["occurrence"]) == \
+        phrase_token_indices(tokenizer, caption, "the man")[-len(phrase_token_indices(tokenizer, caption, "man", 1)):]
+
+
+def test_train_commands_are_typer_commands():
+    import typer
+    from typer.testing import CliRunner
+
+    from fmu_cli.train_cmd import finetune, train
+
+    app = typer.Typer()
+    app.command("train")(train)
+    app.command("finetune")(finetune)
+    runner = CliRunner()
+    assert "--resume" in runner.invoke(app, ["train", "--help"]).output
+    assert "--from" in runner.invoke(app, ["finetune", "--help"]).output
+    bad = runner.invoke(app, ["train", "--data", "/nonexistent", "--max-steps", "1"])
+    assert bad.exit_code == 2 and "no prepared training manifest" in bad.output
