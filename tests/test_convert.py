@@ -221,3 +221,24 @@ def test_lora_given_twice_is_refused(authors, tiny_preset, tmp_path):
     save_file(_kohya_lora(_plain_unet(base), seed=1), tmp_path / "l.safetensors")
     with pytest.raises(UsageError, match="LoRA given twice"):
         convert_file(path, tmp_path / "o", base=base, lora=tmp_path / "l.safetensors")
+
+
+def test_fmu_convert_cli_writes_an_adapter_and_refuses_bad_input(authors, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from fmu_cli import convert_cmd
+
+    base, path, _, _ = authors
+    app = typer.Typer()
+    app.command("convert")(convert_cmd.convert)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(path), "--out", str(tmp_path / "a"), "--base", str(base)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "adapter.safetensors").is_file() and "lora_rank" in result.output
+    (tmp_path / "junk.bin").write_bytes(b"\x80\x02junk")
+    bad = runner.invoke(app, ["convert", str(tmp_path / "junk.bin"), "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "not a readable weights file" in bad.output
+    assert not (tmp_path / "b").exists()

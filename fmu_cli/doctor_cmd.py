@@ -1,0 +1,47 @@
+"""`fmu doctor`: a table of what is usable here and why not (thin wrapper over core.doctor)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .console import console
+
+
+def doctor(
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Check this base: diffusers folder, hub id or single file."),
+    base_config: Optional[str] = typer.Option(None, "--base-config", help="Config folder for a single-file base."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Check this adapter (fmu, authors' model.bin, h94 file)."),
+    lora: Optional[str] = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint."),
+    face_backend: Optional[str] = typer.Option(None, "--face-backend", help="dlib | insightface: require it."),
+    face_models: Optional[str] = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / antelopev2 layout)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
+) -> None:
+    """Report which weights, devices, providers and backends are usable here, and why not.
+
+    Nothing is downloaded. Exit code 1 when something you asked for (--base-model, --adapter,
+    --face-backend, --devices) cannot run, or when onnxruntime flavours clash.
+
+    Example:  fmu doctor --face-backend insightface --face-models ~/models --devices cuda
+    """
+    from core.doctor import diagnose
+
+    report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
+                      face_backend=face_backend, face_models=face_models,
+                      devices=devices.split(",") if devices else None)
+    table = Table(title="fmu doctor", show_lines=False)
+    for column in ("area", "item", "status", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        status = {True: "[green]usable[/]", False: "[red]not usable[/]", None: "[dim]info[/]"}[check.ok]
+        if check.required and check.ok is False:
+            status = "[bold red]NOT USABLE (required)[/]"
+        table.add_row(check.area, escape(check.name), status, escape(check.detail))
+    console.print(table)
+    if report.failures:
+        console.print(f"[bold red]{len(report.failures)} requested item(s) cannot run:[/] "
+                      + escape(", ".join(c.name for c in report.failures)), soft_wrap=True)
+    raise typer.Exit(report.exit_code)
