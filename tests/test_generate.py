@@ -49,7 +49,7 @@ def test_demo_writes_images_results_and_run_json(demo):
         assert Image.open(out / image).size == (64, 64)
     # the tiny preset draws noise: no face in the outputs, said per row instead of a number
     assert df["id_similarity"].null_count() == len(expected)
-    assert set(df["id_similarity_reason"]) == {"no face detected in output"}
+    assert set(df["id_similarity_reason"]) == {"no_face: no face detected in the output"}
     info = json.loads((out / "run.json").read_text())
     assert info["preset"] == "tiny-v1" and info["face_backend"] == "dlib"
     assert info["summary"]["ok"] == len(expected) and info["summary"]["analyses"] == 3

@@ -9,6 +9,7 @@ therefore `1 - distance`: higher is more alike, and a match is `similarity > 0.4
 from __future__ import annotations
 
 import hashlib
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,8 @@ MATCH_DISTANCE = 0.6
 # HOG finds faces down to ~80 px; upscale small images, downscale huge ones for speed.
 DETECT_MIN_SIDE = 400
 DETECT_MAX_SIDE = 1600
+# dlib's detector and predictors are not safe to call from two threads at once.
+DLIB_LOCK = threading.RLock()
 
 
 @lru_cache(maxsize=1)
@@ -71,6 +74,10 @@ class DlibBackend(FaceBackend):
         return out
 
     def detect(self, image: np.ndarray) -> list[Face]:
+        with DLIB_LOCK:
+            return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
         _, predictor, encoder = _models()
         image = np.ascontiguousarray(image)
         faces = []
@@ -88,9 +95,10 @@ class DlibBackend(FaceBackend):
 
         _, predictor, _ = _models()
         x1, y1, x2, y2 = (int(v) for v in face.bbox)
-        shape = predictor(np.ascontiguousarray(image), dlib.rectangle(x1, y1, x2, y2))
-        return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=self.crop_size,
-                                             padding=0.25))
+        with DLIB_LOCK:
+            shape = predictor(np.ascontiguousarray(image), dlib.rectangle(x1, y1, x2, y2))
+            return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=self.crop_size,
+                                                 padding=0.25))
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> float:

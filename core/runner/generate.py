@@ -10,16 +10,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import RowError, UsageError
+from ..errors import UsageError
 from ..faces import get_backend
-from ..faces.cache import FaceCache
-from ..images import save_png
 from ..manifest import read_manifest, validate
-from ..model.pipeline import Request, Settings
-from .conditions import ConditionProvider
-from .plan import Job, plan_batches, plan_jobs
+from ..model.pipeline import Settings
+from .plan import plan_batches, plan_jobs
 from .results import ResultStore
 from .runinfo import write_run_json
 
@@ -48,6 +43,7 @@ class GenerateConfig:
     renderer: str = "auto"
     cache_dir: Path | None = None
     prefix: str = "best quality"
+    threads: int | None = None            # torch intra-op threads per worker (None: torch's default)
     extra: dict = field(default_factory=dict)
 
 
@@ -78,50 +74,39 @@ def _resolve_model(cfg: GenerateConfig):
     return base, cfg.adapter or adapter, TINY_SIZE, {"preset": TINY_VERSION}
 
 
-def _id_similarity(backend, ref_embedding: np.ndarray, image: np.ndarray):
-    faces = backend.detect(image)
-    if not faces:
-        return None, "no face detected in output"
-    face = max(faces, key=lambda f: f.area)
-    return backend.similarity(ref_embedding, face.embedding), None
+def _load_tokenizer(base):
+    from transformers import CLIPTokenizer
+
+    path = Path(str(base))
+    if (path / "tokenizer").is_dir():
+        return CLIPTokenizer.from_pretrained(path / "tokenizer")
+    return CLIPTokenizer.from_pretrained(str(base), subfolder="tokenizer", local_files_only=True)
 
 
-def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
+def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
+    from .worker import Worker
+
+    return Worker(cfg, device, model_spec)
+
+
+def parse_devices(spec: str) -> list[str]:
     import torch
 
-    start = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = Path(cfg.manifest)
-    df = read_manifest(manifest_path)
+    if spec == "auto":
+        n = torch.cuda.device_count()
+        return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
+    devices = [d.strip() for d in spec.split(",") if d.strip()]
+    for d in devices:
+        if d.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--devices {spec}: CUDA requested but torch sees no CUDA device")
+        if d != "cpu" and not d.startswith("cuda"):
+            raise UsageError(f"--devices: unknown device {d!r} (use auto, cpu, cuda, cuda:N or a list)")
+    return devices or ["cpu"]
 
-    base, adapter_path, default_size, model_identity = _resolve_model(cfg)
-    face_backend_name = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
-    backend = get_backend(face_backend_name, device=cfg.device, models_dir=cfg.face_models)
-    from ..model.load import load_model
 
-    model = load_model(base, adapter_path, device=cfg.device,
-                       dtype=torch.float16 if cfg.device.startswith("cuda") else torch.float32,
-                       shading=cfg.shading, image_encoder=cfg.image_encoder)
-    tokenizer = model.pipe.tokenizer
-    validation = validate(df, manifest_path.parent,
-                          count_tokens=lambda s: len(tokenizer(s).input_ids),
-                          token_limit=tokenizer.model_max_length)
-
-    defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
-                        s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
-                        width=default_size, height=default_size)
-    jobs = plan_jobs(validation.rows, defaults, cfg.seed)
-    store = ResultStore(out)
-    done = store.done_keys()
-    todo = [j for j in jobs if j.key not in done]
-
-    cache = FaceCache(cfg.cache_dir or out / ".cache", backend)
-    conditions = ConditionProvider(cfg.cache_dir or out / ".cache", cfg.renderer,
-                                   enabled=cfg.shading and model.shading_net is not None)
-
-    # invalid rows: one failed record per requested image (or one when num_images is unusable)
-    failures = []
+def _failure_records(df, validation) -> list[dict]:
+    """Invalid rows: one failed record per requested image (one when num_images is unusable)."""
+    records = []
     for row_index, problems in validation.errors_by_row().items():
         reason = "; ".join(p.reason for p in problems)
         n = df["num_images"][row_index] if "num_images" in df.columns else 1
@@ -129,88 +114,78 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
             n = max(1, min(int(n), 64))
         except (TypeError, ValueError):
             n = 1
-        rid = validation.ids[row_index]
         for k in range(n):
-            failures.append({"id": rid, "k": k, "row": row_index, "status": "failed", "error": reason,
-                             "prompt": df["prompt"][row_index] if "prompt" in df.columns else None,
-                             "finished_at": time.time()})
-    store.append(failures)
+            records.append({"id": validation.ids[row_index], "k": k, "row": row_index, "status": "failed",
+                            "error": reason, "finished_at": time.time(),
+                            "prompt": df["prompt"][row_index] if "prompt" in df.columns else None})
+    return records
 
-    order = [j.key for j in jobs]
-    batches = plan_batches(todo, cfg.batch_size)
-    task = progress.add_task("generating", total=len(todo)) if progress else None
-    for batch in batches:
-        records = _run_batch(batch, model, backend, cache, conditions, cfg, out)
-        store.append(records)
+
+def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
+    from functools import partial
+
+    from .distribute import inline_distributor, multiprocess_distributor, rank_shard
+    from .ranks import Ranks
+
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = Path(cfg.manifest)
+    df = read_manifest(manifest_path)
+    ranks = Ranks.from_env()
+    devices = ranks.local_devices(cfg.device, parse_devices(cfg.device))
+
+    model_spec = _resolve_model(cfg)
+    base, adapter_path, default_size, model_identity = model_spec
+    if cfg.face_backend is None:
+        cfg.face_backend = "dlib" if cfg.preset and not cfg.base_model else "insightface"
+    tokenizer = _load_tokenizer(base)
+    validation = validate(df, manifest_path.parent, count_tokens=lambda s: len(tokenizer(s).input_ids),
+                          token_limit=tokenizer.model_max_length)
+    defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
+                        s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
+                        width=default_size, height=default_size)
+    jobs = plan_jobs(validation.rows, defaults, cfg.seed)
+    store = ResultStore(out)
+    done = store.done_keys()
+    # batches are planned over ALL jobs, so a unit has the same members on every run and every
+    # rank (batch composition can change float results); finished jobs are then dropped
+    units = [[j for j in unit if j.key not in done] for unit in plan_batches(jobs, cfg.batch_size)]
+    units = rank_shard([u for u in units if u], ranks.rank, ranks.world)
+    failures = _failure_records(df, validation)
+    if ranks.is_main:
+        store.append(failures)
+
+    task = progress.add_task("generating", total=sum(len(u) for u in units)) if progress else None
+
+    def on_done(uid: int, error: str | None) -> None:
+        if error is not None:  # the unit never ran: its rows fail with the reason
+            store.append([{"id": j.row.id, "k": j.k, "row": j.row.index, "seed": j.seed, "status": "failed",
+                           "error": error, "prompt": j.row.prompt, "finished_at": time.time()}
+                          for j in units[uid]])
         if progress:
-            progress.advance(task, len(batch))
+            progress.advance(task, len(units[uid]))
 
-    merged = store.merge(order=order + [(r["id"], r["k"], r["row"]) for r in failures])
+    distributor = multiprocess_distributor if len(devices) > 1 else inline_distributor
+    stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
+    if units:
+        stats = distributor(units, partial(_make_worker, cfg, model_spec), devices, on_done)
+    ranks.write_stats(out, stats)
+    ranks.wait_for_everyone()
+    if not ranks.is_main:
+        return RunSummary(total=0, ok=0, failed=0, skipped=0, analyses=stats["analyses"],
+                          seconds=time.perf_counter() - start)
+
+    merged = store.merge(order=[j.key for j in jobs] + [(r["id"], r["k"], r["row"]) for r in failures])
     counts = {s: merged.filter(merged["status"] == s).height for s in ("ok", "failed", "skipped")}
+    all_stats = ranks.read_stats(out)
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
-                         skipped=counts["skipped"], analyses=cache.analyses,
+                         skipped=counts["skipped"], analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start)
+    backend = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models)
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
-                   backend=backend, summary=asdict(summary), timings=asdict(model.timings),
+                   backend=backend, summary=asdict(summary),
+                   timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
+                            "world_size": ranks.world},
                    validation=[asdict(p) for p in validation.problems])
     return summary
-
-
-def _run_batch(batch: list[Job], model, backend, cache: FaceCache, conditions: ConditionProvider,
-               cfg: GenerateConfig, out: Path) -> list[dict]:
-    t0 = time.perf_counter()
-    records, requests, live = [], [], []
-    for job in batch:
-        base_record = {"id": job.row.id, "k": job.k, "row": job.row.index, "seed": job.seed, "prompt": job.row.prompt,
-                       "reference": str(job.row.reference),
-                       "target": str(job.row.target) if job.row.target else None,
-                       "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
-                       "id_scale": job.settings.id_scale, "width": job.settings.width,
-                       "height": job.settings.height}
-        try:
-            analysis = cache.analyse_file(job.row.reference, cfg.multi_face)
-        except RowError as exc:
-            records.append({**base_record, "status": "failed", "error": f"reference {exc.reason}",
-                            "finished_at": time.time()})
-            continue
-        try:
-            condition = conditions.get(job.row.reference, job.row.target, job.settings.width,
-                                       job.settings.height)
-        except RowError as exc:
-            where = "target" if job.row.target else "reference"
-            records.append({**base_record, "status": "failed", "error": f"{where} shading {exc.reason}",
-                            "finished_at": time.time()})
-            continue
-        prompt = f"{cfg.prefix}, {job.row.prompt}" if cfg.prefix else job.row.prompt
-        requests.append(Request(prompt=prompt, id_embedding=analysis.embedding, face_crop=analysis.crop,
-                                seed=job.seed, negative_prompt=job.row.negative_prompt,
-                                condition=condition.condition if condition is not None else None))
-        live.append((job, base_record, analysis, condition))
-    analysis_seconds = time.perf_counter() - t0
-    if not requests:
-        return records
-    t1 = time.perf_counter()
-    try:
-        images = model.generate(requests, batch[0].settings)
-    except Exception as exc:  # a failed batch fails its rows, never the run
-        for job, base_record, _, _ in live:
-            records.append({**base_record, "status": "failed",
-                            "error": f"generation_failed: {type(exc).__name__}: {exc}".splitlines()[0],
-                            "finished_at": time.time()})
-        return records
-    batch_seconds = time.perf_counter() - t1
-    for (job, base_record, analysis, condition), image in zip(live, images):
-        path = out / job.image_name
-        save_png(path, image)
-        record = {**base_record, "status": "ok", "image": job.image_name,
-                  "batch_seconds": batch_seconds, "analysis_seconds": analysis_seconds,
-                  "finished_at": time.time()}
-        if condition is not None and cfg.save_conditions:
-            cond_name = f"conditions/{job.row.id}.png"
-            save_png(out / cond_name, condition.condition)
-            record["condition"] = cond_name
-        sim, reason = _id_similarity(backend, analysis.embedding, image)
-        record["id_similarity"], record["id_similarity_reason"] = sim, reason
-        record.update(conditions.consistency(condition, image))
-        records.append(record)
-    return records

@@ -22,7 +22,7 @@ SCHEMA = {
     "pose_error_deg": pl.Float64, "light_error": pl.Float64, "consistency_reason": pl.String,
     "steps": pl.Int64, "guidance_scale": pl.Float64, "id_scale": pl.Float64, "width": pl.Int64,
     "height": pl.Int64, "batch_seconds": pl.Float64, "analysis_seconds": pl.Float64,
-    "finished_at": pl.Float64,
+    "finished_at": pl.Float64, "worker": pl.String,
 }
 
 

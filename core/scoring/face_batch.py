@@ -41,12 +41,11 @@ class _DlibBatch:
     The backend's dlib objects are shared and NOT thread-safe (two threads in one HOG detector
     return garbage boxes), so detection is serialised; only decoding runs in parallel."""
 
-    _lock = threading.Lock()
-
     def __init__(self, backend):
         from ..faces import dlib_backend
 
         self.backend = backend
+        self._lock = dlib_backend.DLIB_LOCK  # one lock for every dlib call in the process
         _, self.predictor, self.encoder = dlib_backend._models()
 
     def locate(self, image: np.ndarray):

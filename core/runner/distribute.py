@@ -1,0 +1,111 @@
+"""How work units reach devices: plain functions with one signature (img2dataset style).
+
+`inline_distributor` runs units in this process; `multiprocess_distributor` starts one worker
+process per device, all pulling from one queue (a slower device simply takes fewer units) and
+re-queues the unit of a worker that dies. Multi-node runs use an existing launcher
+(`accelerate launch` / torchrun): `rank_shard` gives each rank a deterministic share.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from collections.abc import Callable
+
+MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
+
+
+def rank_shard(units: list, rank: int, world: int) -> list:
+    return units[rank::world]
+
+
+def inline_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
+    """`on_done(unit_id, error)`: error is None when the unit's shard is written, else why the unit
+    could not run (the caller records its rows as failed)."""
+    worker = make_worker(devices[0])
+    worker.run(list(enumerate(units)), on_done=lambda uid, recs: on_done(uid, None))
+    return {"analyses": worker.cache.analyses, "model_seconds": worker.model.timings.model_seconds,
+            "workers": 1, "requeued": 0}
+
+
+def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
+    try:
+        worker = make_worker(device)
+    except BaseException as exc:  # report, then die: the parent sees the process end
+        results.put(("error", wid, None, f"{type(exc).__name__}: {exc}"))
+        raise
+
+    def pull():
+        while True:
+            uid = tasks.get()
+            if uid is None:
+                return
+            results.put(("start", wid, uid, None))
+            yield uid, units[uid]
+
+    worker.run(pull(), on_done=lambda uid, recs: results.put(("done", wid, uid, len(recs))))
+    results.put(("stats", wid, None, {"analyses": worker.cache.analyses,
+                                      "model_seconds": worker.model.timings.model_seconds}))
+
+
+def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
+    ctx = mp.get_context("spawn")  # CUDA and forked torch do not mix
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for uid in range(len(units)):
+        tasks.put(uid)
+    procs = {}
+    for wid, device in enumerate(devices):
+        p = ctx.Process(target=_worker_main, args=(wid, device, make_worker, units, tasks, results),
+                        name=f"fmu-worker-{wid}", daemon=True)
+        p.start()
+        procs[wid] = p
+    attempts = [0] * len(units)
+    started: dict[int, int] = {}     # unit -> worker that is on it
+    settled: set[int] = set()        # done, or given up
+    stats = {"analyses": 0, "model_seconds": 0.0, "workers": len(devices), "requeued": 0,
+             "gave_up": [], "errors": []}
+    stopping = False
+    while True:
+        try:
+            kind, wid, uid, payload = results.get(timeout=0.2)
+        except queue.Empty:
+            kind = None
+        if kind == "start":
+            attempts[uid] += 1
+            started[uid] = wid
+        elif kind == "done":
+            started.pop(uid, None)
+            settled.add(uid)
+            on_done(uid, None)
+        elif kind == "stats":
+            stats["analyses"] += payload["analyses"]
+            stats["model_seconds"] += payload["model_seconds"]
+        elif kind == "error":
+            stats["errors"].append(payload)
+        if kind is not None:
+            continue  # drain messages before judging who is alive
+        for wid, p in list(procs.items()):
+            if not p.is_alive():
+                procs.pop(wid)
+                for lost in [u for u, w in started.items() if w == wid]:
+                    started.pop(lost)
+                    if attempts[lost] >= MAX_ATTEMPTS:
+                        settled.add(lost)
+                        stats["gave_up"].append(lost)
+                        on_done(lost, f"worker_died: a worker died {attempts[lost]} times on this unit")
+                    else:
+                        tasks.put(lost)
+                        stats["requeued"] += 1
+        if len(settled) >= len(units) and not stopping:
+            for _ in procs:
+                tasks.put(None)
+            stopping = True
+        if not procs:
+            for uid in range(len(units)):
+                if uid not in settled:
+                    settled.add(uid)
+                    stats["gave_up"].append(uid)
+                    on_done(uid, "worker_died: no worker left to run this unit "
+                                 + (stats["errors"][-1].splitlines()[-1] if stats["errors"] else ""))
+            break
+    return stats
