@@ -11,12 +11,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def _register() -> None:
-    from . import convert_cmd, demo_cmd, doctor_cmd, generate_cmd, score_cmd, shade_cmd
+    from . import convert_cmd, demo_cmd, doctor_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd
 
     app.command("generate")(generate_cmd.generate)
     app.command("validate")(generate_cmd.validate_manifest)
     app.command("shade")(shade_cmd.shade)
     app.command("score")(score_cmd.score)
+    app.command("prepare")(train_cmd.prepare)
+    app.command("train")(train_cmd.train)
+    app.command("finetune")(train_cmd.finetune)
     app.command("convert")(convert_cmd.convert)
     app.command("doctor")(doctor_cmd.doctor)
     app.command("demo-inputs")(demo_cmd.demo_inputs)

@@ -37,6 +37,17 @@ def generate(
     cache_dir: Optional[Path] = typer.Option(None, help="Face/shading cache (default OUT/.cache)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads per worker; pin it for "
                                           "bit-identical images across 1 or N processes."),
+    lora: Optional[Path] = typer.Option(None, help="LoRA written by `fmu finetune`, applied on top."),
+    lora_scale: float = typer.Option(1.0, help="Weight of --lora."),
+    adapter_lora: Optional[Path] = typer.Option(None, help="Separate LoRA file of an h94 FaceID-PlusV2 --adapter."),
+    vae: Optional[str] = typer.Option(None, help="VAE override, e.g. a sd-vae-ft-mse folder."),
+    scheduler: str = typer.Option("ddim", help="ddim | dpm++ | euler"),
+    base_config: Optional[str] = typer.Option(None, help="Diffusers folder/hub id giving the configs of a single-file --base-model."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16"),
+    vae_slicing: bool = typer.Option(False, help="Decode the batch one image at a time (less memory)."),
+    vae_tiling: bool = typer.Option(False, help="Decode in tiles (large images)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet and ShadingNet."),
+    offload: bool = typer.Option(False, "--offload", help="diffusers model CPU offload (CUDA only)."),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -54,7 +65,9 @@ def generate(
         multi_face=multi_face, device=device, batch_size=batch_size, seed=seed, steps=steps,
         guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale, shading_scale=shading_scale,
         shading=not no_shading, save_conditions=save_conditions, renderer=renderer, cache_dir=cache_dir,
-        threads=threads)
+        threads=threads, lora=lora, lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae,
+        scheduler=scheduler, base_config=base_config, precision=precision, vae_slicing=vae_slicing,
+        vae_tiling=vae_tiling, compile=compile, offload=offload)
     if multi_face not in ("largest", "error"):
         err.print("[red]error:[/] --multi-face must be 'largest' or 'error'")
         raise typer.Exit(2)

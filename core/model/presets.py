@@ -11,9 +11,16 @@ from pathlib import Path
 
 import torch
 
-PRESETS = ("tiny",)
 TINY_VERSION = "tiny-v1"
 TINY_SIZE = 64  # output side in pixels; latents 8x8, attention maps (64/16)^2 = 4x4
+
+# name -> (version, output size, UNet widths, layers per block, cross-attention width)
+# `bench`: mid-size, so that denoising dominates a CPU run and speed ratios mean something.
+SPECS = {
+    "tiny": (TINY_VERSION, TINY_SIZE, (32, 32, 64), 1, 32),
+    "bench": ("bench-v1", 128, (64, 128, 128), 2, 64),
+}
+PRESETS = tuple(SPECS)
 
 
 def fmu_home() -> Path:
@@ -21,8 +28,12 @@ def fmu_home() -> Path:
 
 
 def preset_paths(name: str) -> tuple[Path, Path]:
-    root = fmu_home() / "presets" / TINY_VERSION
+    root = fmu_home() / "presets" / SPECS[name][0]
     return root / "base", root / "adapter.safetensors"
+
+
+def preset_size(name: str) -> int:
+    return SPECS[name][1]
 
 
 def ensure_preset(name: str) -> tuple[Path, Path]:
@@ -36,7 +47,7 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
         try:
-            build_tiny(tmp / "base", tmp / "adapter.safetensors")
+            build_preset(name, tmp / "base", tmp / "adapter.safetensors")
             try:
                 os.rename(tmp, root)  # atomic: concurrent builders race, one wins
             except OSError:
@@ -48,6 +59,10 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
 
 
 def build_tiny(base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
+    build_preset("tiny", base_dir, adapter_path, seed)
+
+
+def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
                               CLIPVisionConfig, CLIPVisionModelWithProjection)
@@ -56,23 +71,24 @@ def build_tiny(base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
     from .load import new_shading_net
     from .tiny_tokenizer import write_tiny_tokenizer_files
 
+    version, size, widths, layers, cross_dim = SPECS[name]
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=TINY_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 32, 64), norm_num_groups=8, cross_attention_dim=32,
+        sample_size=size // 8, in_channels=4, out_channels=4, layers_per_block=layers,
+        block_out_channels=widths, norm_num_groups=8, cross_attention_dim=cross_dim,
         attention_head_dim=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=TINY_SIZE, norm_num_groups=8,
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=size, norm_num_groups=8,
         block_out_channels=(8, 16, 16, 16), layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     tok_dir = base_dir.parent / "tokenizer-src"
     vocab, merges = write_tiny_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        vocab_size=len(tokenizer), hidden_size=cross_dim, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=cross_dim,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
@@ -88,10 +104,10 @@ def build_tiny(base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
     pipe.save_pretrained(base_dir, safe_serialization=True)
     shutil.rmtree(tok_dir, ignore_errors=True)
 
-    cfg = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=32, perceiver_heads=1,
+    cfg = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=cross_dim, perceiver_heads=1,
                           lora_rank=4, shading=True)
     shading_net = new_shading_net(unet)
     A.install_identity_channel(unet, cfg)
     A.add_lora(unet, cfg.lora_rank)
     A.save_adapter(adapter_path, unet, cfg, shading_net=shading_net,
-                   extra_meta={"preset": TINY_VERSION, "seed": seed})
+                   extra_meta={"preset": version, "seed": seed})

@@ -44,6 +44,17 @@ class GenerateConfig:
     cache_dir: Path | None = None
     prefix: str = "best quality"
     threads: int | None = None            # torch intra-op threads per worker (None: torch's default)
+    lora: Path | None = None              # an fmu finetune LoRA (fmu-lora/1), applied on top
+    lora_scale: float = 1.0
+    adapter_lora: Path | None = None      # h94-style separate LoRA file that belongs to --adapter
+    vae: str | None = None                # VAE override (the authors used sd-vae-ft-mse)
+    scheduler: str = "ddim"               # ddim | dpm++ | euler
+    base_config: str | None = None        # diffusers folder / hub id for single-file bases
+    precision: str = "auto"               # auto: fp16 on CUDA, fp32 on CPU
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    compile: bool = False
+    offload: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -62,7 +73,7 @@ class RunSummary:
 
 
 def _resolve_model(cfg: GenerateConfig):
-    from ..model.presets import TINY_SIZE, TINY_VERSION, ensure_preset
+    from ..model.presets import SPECS, ensure_preset
 
     if cfg.base_model:
         if cfg.adapter is None:
@@ -71,7 +82,8 @@ def _resolve_model(cfg: GenerateConfig):
     if cfg.preset is None:
         raise UsageError("give --preset or --base-model with --adapter")
     base, adapter = ensure_preset(cfg.preset)
-    return base, cfg.adapter or adapter, TINY_SIZE, {"preset": TINY_VERSION}
+    version, size = SPECS[cfg.preset][:2]
+    return base, cfg.adapter or adapter, size, {"preset": version}
 
 
 def _load_tokenizer(base):
@@ -139,7 +151,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     base, adapter_path, default_size, model_identity = model_spec
     if cfg.face_backend is None:
         cfg.face_backend = "dlib" if cfg.preset and not cfg.base_model else "insightface"
-    tokenizer = _load_tokenizer(base)
+    tokenizer = _load_tokenizer(cfg.base_config or base)
     validation = validate(df, manifest_path.parent, count_tokens=lambda s: len(tokenizer(s).input_ids),
                           token_limit=tokenizer.model_max_length)
     defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,

@@ -37,7 +37,7 @@ class Worker:
     def __init__(self, cfg, device: str, model_spec: tuple):
         import torch
 
-        from ..model.load import load_model
+        from ..model.load import load_model, resolve_dtype
 
         base, adapter, _, _ = model_spec
         if cfg.threads:
@@ -52,9 +52,15 @@ class Worker:
         self.backend = get_backend(cfg.face_backend, device=device, models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
         self.cache = FaceCache(cache_root, self.backend)
-        self.model = load_model(base, adapter, device=device,
-                                dtype=torch.float16 if device.startswith("cuda") else torch.float32,
-                                shading=cfg.shading, image_encoder=cfg.image_encoder)
+        self.model = load_model(
+            base, adapter, device=device, dtype=resolve_dtype(cfg.precision, device), shading=cfg.shading,
+            image_encoder=cfg.image_encoder, lora=cfg.adapter_lora, vae=cfg.vae, scheduler=cfg.scheduler,
+            base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
+            compile=cfg.compile, offload=cfg.offload)
+        if cfg.lora is not None:
+            from training.lora_apply import apply_lora
+
+            apply_lora(self.model, cfg.lora, scale=cfg.lora_scale)
         self.conditions = ConditionProvider(cache_root, cfg.renderer,
                                             enabled=cfg.shading and self.model.shading_net is not None)
 
