@@ -1,13 +1,13 @@
 """Validate a manifest row by row: every problem is listed, no problem stops the others.
 
-Checks run as polars expressions over whole columns (fast on large manifests); file checks run
-once per distinct path.
+Checks are polars expressions over whole columns and file checks run once per distinct path,
+so a million-row manifest validates in seconds; Python objects are made only for problems.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +32,7 @@ class Problem:
         return f"{self.kind}: {self.message}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     index: int
     id: str
@@ -42,15 +42,28 @@ class Row:
     seed: int | None = None
     num_images: int = 1
     target: Path | None = None
-    overrides: dict = field(default_factory=dict)
+    overrides: dict | None = None
+
+
+# the usable-rows table: one row per usable manifest row, typed, paths resolved
+TABLE_COLUMNS = ["row", "id", "reference", "target", "prompt", "negative_prompt", "seed", "num_images",
+                 *OVERRIDES]
 
 
 @dataclass
 class Validation:
-    rows: list[Row]                  # usable rows (warnings allowed)
+    table: pl.DataFrame              # usable rows (warnings allowed), see TABLE_COLUMNS
     problems: list[Problem]
     total: int
-    ids: list[str] = field(default_factory=list)   # id of every manifest row, in order
+    id_series: pl.Series             # id of every manifest row, in order
+
+    @property
+    def ids(self) -> list[str]:
+        return self.id_series.to_list()
+
+    @property
+    def rows(self) -> list[Row]:
+        return rows_from_table(self.table)
 
     def errors_by_row(self) -> dict[int, list[Problem]]:
         out: dict[int, list[Problem]] = {}
@@ -64,24 +77,33 @@ class Validation:
         return not any(p.level == ERROR for p in self.problems)
 
 
+def rows_from_table(table: pl.DataFrame) -> list[Row]:
+    rows = []
+    for r in table.iter_rows(named=True):
+        rows.append(Row(index=r["row"], id=r["id"], reference=Path(r["reference"]), prompt=r["prompt"],
+                        negative_prompt=r["negative_prompt"], seed=r["seed"], num_images=r["num_images"],
+                        target=Path(r["target"]) if r["target"] else None,
+                        overrides={k: r[k] for k in OVERRIDES if r[k] is not None}))
+    return rows
+
+
 def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     """(typed values, mask of cells present but not convertible)."""
     dtype = COLUMNS[name][0]
     if name not in df.columns:
-        return pl.Series(name, [None] * df.height, dtype=dtype), pl.Series([False] * df.height)
+        return pl.Series(name, [None] * df.height, dtype=dtype), pl.Series(name, [False] * df.height)
     raw = df[name]
     if raw.dtype == pl.String:
-        raw = raw.str.strip_chars()
-        raw = raw.replace("", None)
-    typed = raw.cast(dtype, strict=False)
-    if dtype in (pl.Float64, pl.Int64) and raw.dtype.is_float():
-        bad_float = raw.is_nan() | raw.is_infinite()
+        raw = raw.str.strip_chars().replace("", None)
+    if dtype in (pl.Float64, pl.Int64) and (raw.dtype.is_float() or raw.dtype == pl.String):
+        as_float = raw.cast(pl.Float64, strict=False)
+        bad_float = as_float.is_nan() | as_float.is_infinite()
         if dtype == pl.Int64:
-            bad_float = bad_float | (raw != raw.round(0))
-        typed = pl.Series(name, [None if b else v for v, b in zip(typed, bad_float.fill_null(False))],
-                          dtype=dtype)
-    elif dtype == pl.Float64 and raw.dtype == pl.String:
-        typed = typed.set(typed.is_nan() | typed.is_infinite(), None)
+            bad_float = bad_float | (as_float != as_float.round(0))
+        typed = pl.select(pl.when(bad_float.fill_null(False)).then(None)
+                          .otherwise(raw.cast(dtype, strict=False))).to_series()
+    else:
+        typed = raw.cast(dtype, strict=False)
     bad = raw.is_not_null() & typed.is_null()
     return typed.alias(name), bad
 
@@ -114,47 +136,47 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
              token_limit: int = 77, check_files: bool = True) -> Validation:
     n = df.height
     problems: list[Problem] = []
+    index = pl.Series("row", range(n), dtype=pl.Int64)
     typed = {}
+    bad_cells = {}
     for name in COLUMNS:
-        values, bad = _cast_column(df, name)
-        typed[name] = values
-        for i in bad.arg_true().to_list():
-            raw = df[name][i]
-            problems.append(Problem(i, "", name, ERROR, "wrong_type",
-                                    f"{name}={raw!r} is not a valid {COLUMNS[name][0]}"))
+        typed[name], bad_cells[name] = _cast_column(df, name)
 
     ids = typed["id"]
-    default_ids = pl.Series([f"row{i:06d}" for i in range(n)])
-    ids = ids.fill_null(default_ids) if ids.null_count() else ids
-    id_list = ids.to_list()
-    for p in problems:
-        p.id = id_list[p.row]
+    if ids.null_count():
+        ids = pl.select(pl.when(ids.is_null()).then(pl.format("row{}", index.cast(pl.String).str.zfill(6)))
+                        .otherwise(ids)).to_series()
+    ids = ids.alias("id")
 
     def add(mask: pl.Series, column: str, kind: str, message: Callable[[int], str],
             level: str = ERROR) -> None:
         for i in mask.fill_null(False).arg_true().to_list():
-            problems.append(Problem(i, id_list[i], column, level, kind, message(i)))
+            problems.append(Problem(i, ids[i], column, level, kind, message(i)))
 
+    for name, bad in bad_cells.items():
+        if name in df.columns:
+            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={df[name][i]!r} is not a valid "
+                                                              f"{COLUMNS[name][0]}")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
-        lambda i: f"id {id_list[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
+        lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
                   "(no path separators or '..')")
-    first_seen: dict[str, int] = {}
-    for i, value in enumerate(id_list):
-        if value in first_seen:
-            problems.append(Problem(i, value, "id", ERROR, "duplicate_id",
-                                    f"id {value!r} already used by row {first_seen[value]}"))
-        else:
-            first_seen[value] = i
+    dup = ~ids.is_first_distinct()
+    if dup.any():
+        first = dict(pl.DataFrame({"id": ids, "row": index}).group_by("id").agg(pl.col("row").min()).iter_rows())
+        add(dup, "id", "duplicate_id", lambda i: f"id {ids[i]!r} already used by row {first[ids[i]]}")
 
     prompts = typed["prompt"]
     add(prompts.is_null() | (prompts.str.strip_chars() == ""), "prompt", "empty_prompt",
         lambda i: "prompt is empty")
     if count_tokens is not None:
-        for i, text in enumerate(prompts.to_list()):
-            if text and count_tokens(text) > token_limit:
-                problems.append(Problem(i, id_list[i], "prompt", WARNING, "prompt_truncated",
-                                        f"prompt has {count_tokens(text)} tokens; the text encoder "
-                                        f"keeps the first {token_limit} (the rest is truncated)"))
+        # a CLIP token covers >= 1 character: only prompts longer than the limit can exceed it
+        long_mask = prompts.str.len_chars() > token_limit - 2
+        if long_mask.any():
+            counts = {p: count_tokens(p) for p in prompts.filter(long_mask).unique().to_list()}
+            add(long_mask & prompts.replace_strict(counts, default=0, return_dtype=pl.Int64).gt(token_limit),
+                "prompt", "prompt_truncated",
+                lambda i: f"prompt has {counts[prompts[i]]} tokens; the text encoder keeps the first "
+                          f"{token_limit} (the rest is truncated)", level=WARNING)
 
     for name, (lo, hi) in BOUNDS.items():
         col = typed[name]
@@ -164,45 +186,32 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         add(typed[name] % 8 != 0, name, "out_of_range",
             lambda i, name=name: f"{name}={typed[name][i]} must be a multiple of 8")
 
-    refs, targets = typed["reference"], typed["target"]
-    add(refs.is_null(), "reference", "missing_reference", lambda i: "reference is empty")
-    file_cache: dict[Path, tuple[str, str] | None] = {}
-
-    def resolve(column: str, values: pl.Series) -> list[Path | None]:
-        paths: list[Path | None] = []
-        for i, value in enumerate(values.to_list()):
-            if value is None:
-                paths.append(None)
-                continue
+    add(typed["reference"].is_null(), "reference", "missing_reference", lambda i: "reference is empty")
+    resolved = {}
+    for column in ("reference", "target"):
+        values = typed[column]
+        mapping: dict[str, str] = {}
+        failing: dict[str, tuple[str, str]] = {}
+        for value in values.drop_nulls().unique().to_list():
             if _is_url(value):
-                problems.append(Problem(i, id_list[i], column, ERROR, "url_not_supported",
-                                        f"{column} {value!r} is a URL; download it and give a path"))
-                paths.append(None)
+                failing[value] = ("url_not_supported", f"{column} {value!r} is a URL; download it and give a path")
                 continue
-            path = (base_dir / value) if not Path(value).is_absolute() else Path(value)
-            paths.append(path)
-            if check_files:
-                if path not in file_cache:
-                    file_cache[path] = _check_image_file(path)
-                found = file_cache[path]
-                if found:
-                    problems.append(Problem(i, id_list[i], column, ERROR, found[0],
-                                            f"{column}: {found[1]}"))
-        return paths
+            path = Path(value) if Path(value).is_absolute() else base_dir / value
+            mapping[value] = str(path)
+            found = _check_image_file(path) if check_files else None
+            if found:
+                failing[value] = (found[0], f"{column}: {found[1]}")
+        resolved[column] = values.replace_strict(mapping, default=None, return_dtype=pl.String)
+        if failing:
+            for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
+                problems.append(Problem(i, ids[i], column, ERROR, *failing[values[i]]))
 
-    ref_paths = resolve("reference", refs)
-    target_paths = resolve("target", targets)
-
-    bad_rows = {p.row for p in problems if p.level == ERROR}
-    rows = []
-    columns = {name: typed[name].to_list() for name in COLUMNS}
-    for i in range(n):
-        if i in bad_rows:
-            continue
-        overrides = {k: columns[k][i] for k in OVERRIDES if columns[k][i] is not None}
-        rows.append(Row(index=i, id=id_list[i], reference=ref_paths[i], prompt=columns["prompt"][i],
-                        negative_prompt=columns["negative_prompt"][i], seed=columns["seed"][i],
-                        num_images=columns["num_images"][i] or 1, target=target_paths[i],
-                        overrides=overrides))
+    error_rows = sorted({p.row for p in problems if p.level == ERROR})
+    usable = ~index.is_in(error_rows)
+    table = pl.DataFrame({
+        "row": index, "id": ids, "reference": resolved["reference"], "target": resolved["target"],
+        "prompt": prompts, "negative_prompt": typed["negative_prompt"], "seed": typed["seed"],
+        "num_images": typed["num_images"].fill_null(1), **{k: typed[k] for k in OVERRIDES},
+    }).filter(usable)
     problems.sort(key=lambda p: (p.row, p.level != ERROR))
-    return Validation(rows=rows, problems=problems, total=n, ids=id_list)
+    return Validation(table=table, problems=problems, total=n, id_series=ids)

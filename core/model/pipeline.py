@@ -16,26 +16,11 @@ import numpy as np
 import torch
 
 from .adapter import AdapterConfig, image_projection
+from .settings import Settings  # noqa: F401  (re-exported: callers import it from here)
 
 DEFAULT_NEGATIVE = ("monochrome, lowres, bad anatomy, worst quality, low quality, blurry, "
                     "deformed, disfigured, watermark, text")
 PROMPT_PREFIX = "best quality"
-
-
-@dataclass
-class Settings:
-    steps: int = 50
-    guidance_scale: float = 7.5
-    id_scale: float = 0.5
-    s_scale: float = 0.7
-    shading_scale: float = 0.5
-    lora_scale: float = 1.0
-    width: int = 512
-    height: int = 512
-
-    def key(self) -> tuple:
-        return (self.steps, self.guidance_scale, self.id_scale, self.s_scale, self.shading_scale,
-                self.lora_scale, self.width, self.height)
 
 
 @dataclass

@@ -15,15 +15,17 @@ from collections.abc import Callable
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
 
 
-def rank_shard(units: list, rank: int, world: int) -> list:
-    return units[rank::world]
+def rank_shard(indices, rank: int, world: int) -> list:
+    """This rank's share of the unit indices: every world-th, starting at its rank."""
+    return list(indices)[rank::world]
 
 
 def inline_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
     """`on_done(unit_id, error)`: error is None when the unit's shard is written, else why the unit
     could not run (the caller records its rows as failed)."""
     worker = make_worker(devices[0])
-    worker.run(list(enumerate(units)), on_done=lambda uid, recs: on_done(uid, None))
+    work = ((uid, units[uid]) for uid in range(len(units)))
+    worker.run(work, on_done=lambda uid, recs: on_done(uid, None))
     return {"analyses": worker.cache.analyses, "model_seconds": worker.model.timings.model_seconds,
             "workers": 1, "requeued": 0}
 

@@ -10,11 +10,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import polars as pl
+
 from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
-from ..model.pipeline import Settings
-from .plan import plan_batches, plan_jobs
+from ..model.settings import Settings
+from .plan import KEY, Units, plan_table
 from .results import ResultStore
 from .runinfo import write_run_json
 
@@ -127,7 +129,7 @@ def _failure_records(df, validation) -> list[dict]:
         except (TypeError, ValueError):
             n = 1
         for k in range(n):
-            records.append({"id": validation.ids[row_index], "k": k, "row": row_index, "status": "failed",
+            records.append({"id": validation.id_series[row_index], "k": k, "row": row_index, "status": "failed",
                             "error": reason, "finished_at": time.time(),
                             "prompt": df["prompt"][row_index] if "prompt" in df.columns else None})
     return records
@@ -157,18 +159,17 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
                         width=default_size, height=default_size)
-    jobs = plan_jobs(validation.rows, defaults, cfg.seed)
+    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size)
     store = ResultStore(out)
-    done = store.done_keys()
-    # batches are planned over ALL jobs, so a unit has the same members on every run and every
-    # rank (batch composition can change float results); finished jobs are then dropped
-    units = [[j for j in unit if j.key not in done] for unit in plan_batches(jobs, cfg.batch_size)]
-    units = rank_shard([u for u in units if u], ranks.rank, ranks.world)
+    # finished jobs drop out of their unit; a unit keeps the members it was planned with
+    todo = plan.join(store.done(), on=KEY, how="anti", maintain_order="left")
+    units = Units(todo, defaults)
+    units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)
     if ranks.is_main:
         store.append(failures)
 
-    task = progress.add_task("generating", total=sum(len(u) for u in units)) if progress else None
+    task = progress.add_task("generating", total=units.total) if progress else None
 
     def on_done(uid: int, error: str | None) -> None:
         if error is not None:  # the unit never ran: its rows fail with the reason
@@ -176,11 +177,11 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                            "error": error, "prompt": j.row.prompt, "finished_at": time.time()}
                           for j in units[uid]])
         if progress:
-            progress.advance(task, len(units[uid]))
+            progress.advance(task, units.size(uid))
 
     distributor = multiprocess_distributor if len(devices) > 1 else inline_distributor
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
-    if units:
+    if len(units):
         stats = distributor(units, partial(_make_worker, cfg, model_spec), devices, on_done)
     ranks.write_stats(out, stats)
     ranks.wait_for_everyone()
@@ -188,7 +189,9 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
         return RunSummary(total=0, ok=0, failed=0, skipped=0, analyses=stats["analyses"],
                           seconds=time.perf_counter() - start)
 
-    merged = store.merge(order=[j.key for j in jobs] + [(r["id"], r["k"], r["row"]) for r in failures])
+    failed_keys = pl.DataFrame([{c: r[c] for c in KEY} for r in failures],
+                               schema={"id": pl.String, "k": pl.Int64, "row": pl.Int64})
+    merged = store.merge(pl.concat([plan.select(KEY), failed_keys]))
     counts = {s: merged.filter(merged["status"] == s).height for s in ("ok", "failed", "skipped")}
     all_stats = ranks.read_stats(out)
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],

@@ -7,6 +7,7 @@ batch in flight; the merge keeps the newest record per (id, k). Resume = read wh
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from pathlib import Path
 
@@ -61,21 +62,19 @@ class ResultStore:
         return (df.with_row_index("_order").sort("_order")
                   .unique(subset=KEY, keep="last", maintain_order=True).drop("_order"))
 
-    def done_keys(self) -> set[tuple[str, int, int]]:
-        """(id, k, row) whose image is ok and still on disk: resume skips exactly these."""
-        df = self.latest().filter(pl.col("status") == "ok")
-        done = set()
-        for rid, k, row, image in df.select("id", "k", "row", "image").iter_rows():
-            if image and (self.out_dir / image).is_file():
-                done.add((rid, k, row))
-        return done
+    def done(self) -> pl.DataFrame:
+        """(id, k, row) whose image is ok and still on disk: resume skips exactly these.
+        Columnar: one directory listing, no per-row Python objects."""
+        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, "image")
+        images = self.out_dir / "images"
+        present = pl.Series("image", [f"images/{n}" for n in os.listdir(images)] if images.is_dir() else [],
+                            dtype=pl.String)
+        return ok.join(present.to_frame(), on="image", how="semi").select(KEY)
 
-    def merge(self, order: list[tuple[str, int, int]]) -> pl.DataFrame:
-        """Keep exactly the records of this run's plan (in plan order): stale ones from an
-        edited manifest do not linger."""
-        rank = pl.DataFrame({"id": [o[0] for o in order], "k": [o[1] for o in order],
-                             "row": [o[2] for o in order], "_rank": list(range(len(order)))},
-                            schema={"id": pl.String, "k": pl.Int64, "row": pl.Int64, "_rank": pl.Int64})
+    def merge(self, order: pl.DataFrame) -> pl.DataFrame:
+        """Keep exactly the records of this run's plan, in plan order (`order`: id, k, row):
+        stale ones from an edited manifest do not linger."""
+        rank = order.select(KEY).with_row_index("_rank")
         df = self.latest().join(rank, on=KEY, how="inner").sort("_rank").drop("_rank")
         _write_parquet(self.final, df)
         for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
