@@ -51,14 +51,9 @@ def save_lora(path: Path, unet, name: str = ADAPTER_NAME, extra_meta: dict | Non
 
 
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from core.model.adapter import read_fmu_file
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an fmu LoRA file (format={meta.get('format')!r})")
-    return load_file(str(path)), meta
+    return read_fmu_file(path, FORMAT, "LoRA file")
 
 
 def load_lora_weights(unet, tensors: dict, name: str = ADAPTER_NAME) -> None:

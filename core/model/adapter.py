@@ -164,15 +164,20 @@ def save_adapter(path: Path, unet, cfg: AdapterConfig, shading_net=None, extra_m
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an fmu adapter (format={meta.get('format')!r})")
+    if meta.get("format") != expected_format:
+        raise ValueError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
     return load_file(str(path)), meta
+
+
+def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return read_fmu_file(path, FORMAT, "adapter")
 
 
 def split(tensors: dict, prefix: str) -> dict:

@@ -22,6 +22,7 @@ class ConditionProvider:
         self.root = Path(cache_root) / "shading"
         self.computed = 0
         self._shading = None
+        self._scorer = None
         if enabled:
             from .. import shading  # imported only when the 3D channel is on
 
@@ -73,15 +74,18 @@ class ConditionProvider:
         return result
 
     def consistency(self, condition, output: np.ndarray) -> dict:
-        """Pose and lighting of the output against the condition's (reference's or target's)."""
+        """Pose and lighting of the output against the condition's (reference's or target's),
+        through the same scorer `fmu score` uses."""
         if condition is None or self._shading is None:
             return {}
         from ..errors import RowError
+        from ..scoring.consistency import ConsistencyScorer
 
+        if self._scorer is None:
+            self._scorer = ConsistencyScorer()
         try:
-            mesh = self._shading.reconstruct(output)
+            fit = self._scorer.fit(output)
         except RowError as exc:
             return {"consistency_reason": exc.reason + " (output)"}
-        sh = self._shading.fit_sh(output, mesh)
-        return {"pose_error_deg": self._shading.pose_error_deg(mesh.pose, condition.pose),
-                "light_error": self._shading.light_error(sh, condition.sh)}
+        pose, light = self._scorer.errors(fit, (condition.pose, condition.sh))
+        return {"pose_error_deg": pose, "light_error": light}
