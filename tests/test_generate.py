@@ -130,3 +130,29 @@ def test_bad_rows_fail_with_reasons_and_the_rest_completes(tmp_path, photos):
     assert reasons["notarget"][0].startswith("target shading no_face:")
     assert all("\n" not in r for v in reasons.values() for r in v)
     assert sorted(p.name for p in (out / "images").glob("*.png")) == ["good1_0.png", "good2_0.png"]
+
+
+def test_generate_applies_a_finetune_lora(demo, tmp_path, tiny_preset):
+    """`fmu generate --lora` applies what `fmu finetune` writes: other images, same rows."""
+    import torch
+
+    from core.model.load import load_model
+    from training.lora_apply import add_finetune_lora, save_lora
+
+    base, adapter = tiny_preset
+    model = load_model(base, adapter)
+    add_finetune_lora(model.unet, rank=2)
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if "lora_B.fmu_ft" in name:
+                p.normal_(0, 0.2)
+    save_lora(tmp_path / "lora.safetensors", model.unet)
+    manifest, out, _ = demo
+    with_lora = tmp_path / "with_lora"
+    result = run([manifest, "--out", with_lora, *FAST, "--lora", tmp_path / "lora.safetensors"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (out / "images").glob("*.png"))
+    assert names == sorted(p.name for p in (with_lora / "images").glob("*.png"))
+    differs = [not np.array_equal(np.asarray(Image.open(out / "images" / n)),
+                                  np.asarray(Image.open(with_lora / "images" / n))) for n in names]
+    assert all(differs)
