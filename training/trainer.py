@@ -331,6 +331,10 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
                                              "trainable_parameters": sum(p.numel() for p in params)})
     seen_log = out / "samples" / f"rank{rank}.jsonl"
     seen_log.parent.mkdir(parents=True, exist_ok=True)
+    # a run killed after its last checkpoint logged steps that resuming will redo: drop them
+    _truncate_jsonl(seen_log, "position", position - 1)
+    if accelerator.is_main_process:
+        _truncate_jsonl(out / "losses.jsonl", "step", step)
 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, position),
                                          collate_fn=collate, num_workers=cfg.workers)
@@ -412,6 +416,22 @@ def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: 
         paths.append(folder / f"{i:02d}.png")
         save_png(paths[-1], image)
     return paths
+
+
+def _truncate_jsonl(path: Path, field: str, last: int) -> None:
+    """Keep the lines whose `field` is <= `last` (and drop a torn last line), atomically."""
+    from core.images import atomic_write_bytes
+
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)[field] <= last:
+                kept.append(line)
+        except (ValueError, KeyError):
+            continue
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def _write_json(path: Path, data: dict) -> None:
