@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -23,7 +23,8 @@ MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
 
 
-def _check_size(width: int, height: int, source: str) -> None:
+def check_size(width: int, height: int, source: str) -> None:
+    """Raise ImageError when an image of this size must not be decoded (bomb) or is unusable."""
     if width * height > MAX_PIXELS:
         raise ImageError(
             f"{source}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
@@ -35,10 +36,12 @@ def _check_size(width: int, height: int, source: str) -> None:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: rescale to 8 bit instead of clipping everything to white.
+        # 16/32-bit grey: map the 16-bit range onto 8 bits instead of clipping everything to white.
+        # Scale by the format's range, not the image's maximum: a dark photo must stay dark.
         arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8))
+        sixteen = img.mode != "I" or (arr.size and arr.max() > 255)
+        hi = 65535.0 if sixteen else 255.0
+        img = Image.fromarray(np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -54,7 +57,7 @@ def decode_rgb(data: bytes, source: str = "image") -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            _check_size(img.width, img.height, source)  # before any pixel is decoded
+            check_size(img.width, img.height, source)  # before any pixel is decoded
             img.seek(0)  # animated formats: the first frame
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -96,7 +99,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # not tempfile.mkstemp: its 0600 mode would survive the rename; os.open honours the umask
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -106,8 +111,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # never let the clean-up hide the error that matters
         raise
 
 

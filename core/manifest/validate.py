@@ -6,12 +6,16 @@ so a million-row manifest validates in seconds; Python objects are made only for
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageError
+from ..images import check_size
 
 from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES
 
@@ -121,8 +125,15 @@ def _check_image_file(path: Path) -> tuple[str, str] | None:
     try:
         if path.stat().st_size == 0:
             return "empty_file", f"file is empty: {path}"
-        with Image.open(path) as img:
-            img.size  # noqa: B018  (parses the header)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_size
+            with Image.open(path) as img:
+                width, height = img.size  # parses the header only
+        check_size(width, height, str(path))
+    except ImageError as exc:
+        return exc.kind, str(exc)
+    except Image.DecompressionBombError as exc:  # not an OSError: PIL refuses > 2x its own limit
+        return "image_too_large", f"{path}: {exc} (possible decompression bomb)"
     except UnidentifiedImageError:
         return "not_an_image", f"not a readable image: {path}"
     except PermissionError:

@@ -7,9 +7,12 @@ encoded, written and scored on a background thread.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +66,8 @@ class Worker:
             apply_lora(self.model, cfg.lora, scale=cfg.lora_scale)
         self.conditions = ConditionProvider(cache_root, cfg.renderer,
                                             enabled=cfg.shading and self.model.shading_net is not None)
+        self._unsaved: list[tuple[object, list[dict]]] = []  # (unit_id, records) whose shard failed
+        _exit_with_parent()
 
     # -- stages -------------------------------------------------------------------------
     def prepare(self, jobs: list[Job]) -> Prepared:
@@ -77,15 +82,15 @@ class Worker:
                            "height": job.settings.height}
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
-            except RowError as exc:
-                records.append(_failed(base_record, f"reference {exc.reason}"))
+            except Exception as exc:  # noqa: BLE001  one bad reference (or cache write) fails its row only
+                records.append(_failed(base_record, f"reference {_reason(exc, 'analysis_failed')}"))
                 continue
             try:
                 condition = self.conditions.get(job.row.reference, job.row.target, job.settings.width,
                                                 job.settings.height)
-            except RowError as exc:
+            except Exception as exc:  # noqa: BLE001
                 where = "target" if job.row.target else "reference"
-                records.append(_failed(base_record, f"{where} shading {exc.reason}"))
+                records.append(_failed(base_record, f"{where} shading {_reason(exc, 'shading_failed')}"))
                 continue
             prompt = f"{self.cfg.prefix}, {job.row.prompt}" if self.cfg.prefix else job.row.prompt
             requests.append(Request(prompt=prompt, id_embedding=analysis.embedding, face_crop=analysis.crop,
@@ -102,28 +107,57 @@ class Worker:
         return images, time.perf_counter() - t0
 
     def finish(self, prep: Prepared, images, seconds: float, error: str | None = None) -> list[dict]:
-        """Write images, score them and append the unit's result shard (atomically)."""
+        """Write the unit's images (atomically) and score them; `save` appends the result shard.
+        A failed image write (disk full, permission denied) fails that row with the reason."""
         records = [{**r, "worker": self.name} for r in prep.records]
         for i, (job, base_record, analysis, condition) in enumerate(prep.live):
             if error is not None:
                 records.append({**_failed(base_record, error), "worker": self.name})
                 continue
             image = images[i]
-            save_png(self.out / job.image_name, image)
             record = {**base_record, "status": "ok", "worker": self.name, "image": job.image_name,
                       "batch_seconds": seconds,
                       "analysis_seconds": prep.seconds, "finished_at": time.time()}
-            if condition is not None and self.cfg.save_conditions:
-                name = f"conditions/{job.row.id}.png"
-                if not (self.out / name).exists():
-                    save_png(self.out / name, condition.condition)
-                record["condition"] = name
+            target = self.out / job.image_name
+            try:  # disk full / permission denied: this row fails with the reason, the run goes on
+                save_png(target, image)
+                if condition is not None and self.cfg.save_conditions:
+                    name = f"conditions/{job.row.id}.png"
+                    target = self.out / name
+                    if not target.exists():
+                        save_png(target, condition.condition)
+                    record["condition"] = name
+            except OSError as exc:
+                records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
+                continue
             record["id_similarity"], record["id_similarity_reason"] = id_similarity(
                 self.backend, analysis.embedding, image)
             record.update(self.conditions.consistency(condition, image))
             records.append(record)
-        self.store.append(records)
         return records
+
+    def save(self, unit_id, records: list[dict], on_done=None, strict: bool = False) -> None:
+        """Append the unit's shard together with any earlier one that could not be written, then
+        report those units done. On OSError the records wait for the next try and the unit is NOT
+        reported done (a multi-process parent must not count it finished); `strict` raises instead."""
+        if unit_id is not None:
+            self._unsaved.append((unit_id, records))
+        if not self._unsaved:
+            return
+        try:
+            self.store.append([r for _, recs in self._unsaved for r in recs])
+        except OSError as exc:
+            if not strict:
+                return
+            n = sum(len(recs) for _, recs in self._unsaved)
+            raise OSError(exc.errno, f"cannot write results to {self.store.shards}: {exc.strerror or exc}; "
+                                     f"{n} finished record(s) of {len(self._unsaved)} unit(s) not saved. "
+                                     "Free space (or fix permissions) and re-run the same command: it "
+                                     "resumes") from None
+        saved, self._unsaved = self._unsaved, []
+        for uid, recs in saved:
+            if on_done is not None:
+                on_done(uid, recs)
 
     # -- the pipelined loop ---------------------------------------------------------------
     def run(self, units, on_done=None) -> None:
@@ -140,7 +174,19 @@ class Worker:
         with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as writer:
             pending_write: Future | None = None
             upcoming = prefetch.submit(fetch_and_prepare)
-            while (item := upcoming.result()) is not None:
+            def next_unit():
+                # while waiting for work (a shared queue may block), records whose shard could not
+                # be written get one more try; still failing -> raise: never wait forever with them
+                while True:
+                    try:
+                        return upcoming.result(timeout=2.0)
+                    except FutureTimeout:
+                        if self._unsaved and (pending_write is None or pending_write.done()):
+                            if pending_write is not None:
+                                pending_write.result()
+                            self.save(None, [], on_done, strict=True)
+
+            while (item := next_unit()) is not None:
                 unit_id, prep = item
                 upcoming = prefetch.submit(fetch_and_prepare)
                 try:
@@ -155,12 +201,39 @@ class Worker:
                                               on_done)
             if pending_write is not None:
                 pending_write.result()
+        self.save(None, [], on_done, strict=True)  # never end quietly with finished rows unrecorded
 
     def _finish_and_report(self, unit_id, prep, images, seconds, error, on_done):
-        records = self.finish(prep, images, seconds, error)
-        if on_done is not None:
-            on_done(unit_id, records)
+        self.save(unit_id, self.finish(prep, images, seconds, error), on_done)
 
 
 def _failed(base_record: dict, reason: str) -> dict:
     return {**base_record, "status": "failed", "error": reason, "finished_at": time.time()}
+
+
+def _reason(exc: Exception, kind: str) -> str:
+    """`kind: message` on one line: a RowError's own, `io_error` for OSError, else `kind`."""
+    if isinstance(exc, RowError):
+        return exc.reason
+    if isinstance(exc, OSError):
+        return f"io_error: {exc}".splitlines()[0]
+    return f"{kind}: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _write_failed(exc: OSError, path: Path) -> str:
+    return f"write_failed: cannot write {path}: {exc.strerror or exc}".splitlines()[0]
+
+
+def _exit_with_parent() -> None:
+    """In a worker process started by `multiprocess_distributor`: exit when the parent dies
+    (kill -9 included). Otherwise an orphan keeps denoising and writing into the output folder
+    under a re-run, then blocks forever on the dead parent's queue holding a model in memory."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()  # returns when the parent's sentinel closes, i.e. it is gone
+        os._exit(70)
+
+    threading.Thread(target=watch, name="fmu-parent-watch", daemon=True).start()

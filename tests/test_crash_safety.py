@@ -1,0 +1,275 @@
+"""kill -9 in the middle of generate (one and two devices), prepare, score and train, then the
+same command again: nothing lost, nothing duplicated, no half-written image or table.
+
+Right after each kill, every visible file must be complete (temp files of the atomic writer are
+hidden dot-files ending in .tmp and never match the names readers look for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fmu(*args) -> list[str]:
+    return [sys.executable, "-m", "fmu_cli.app", *map(str, args)]
+
+
+def env(fmu_home) -> dict:
+    return {**os.environ, "FMU_HOME": str(fmu_home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def kill_when(cmd, environ, ready, timeout=240.0) -> subprocess.Popen:
+    """Start `cmd`, SIGKILL it as soon as `ready(proc)` is true (asserting it got there alive)."""
+    proc = subprocess.Popen(cmd, env=environ, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while not ready(proc):
+        assert proc.poll() is None, f"finished before the kill point: {proc.stderr.read()[-2000:]!r}"
+        assert time.time() < deadline, "no progress visible on disk"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc
+
+
+def rerun(cmd, environ, codes=(0,)) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, env=environ, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode in codes, done.stderr[-3000:]
+    return done
+
+
+def assert_only_complete_files(root: Path) -> None:
+    """Every file a reader could pick up is whole: images decode, tables and arrays load."""
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        if p.name.endswith(".tmp"):
+            assert p.name.startswith("."), f"temp file visible as a final name: {p}"
+            continue
+        if p.suffix == ".png":
+            with Image.open(p) as img:
+                img.load()
+        elif p.suffix == ".parquet":
+            pl.read_parquet(p)
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                [z[k] for k in z.files]
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            load_file(p)
+
+
+def count(folder: Path, pattern: str) -> int:
+    return len(list(folder.glob(pattern))) if folder.exists() else 0
+
+
+# -- generate -------------------------------------------------------------------------------------
+
+ROWS = 5
+
+
+@pytest.fixture(scope="module")
+def gen_inputs(tmp_path_factory, photos, tiny_preset):
+    root = tmp_path_factory.mktemp("crash_gen")
+    shutil.copyfile(photos["tom_hanks.png"], root / "hanks.png")
+    pl.DataFrame({"id": [f"r{i}" for i in range(ROWS)], "reference": ["hanks.png"] * ROWS,
+                  "prompt": [f"a photo number {i}" for i in range(ROWS)]}).write_csv(root / "m.csv")
+    return root / "m.csv"
+
+
+def _assert_generated(out: Path) -> None:
+    df = pl.read_parquet(out / "results.parquet")
+    assert sorted(df["id"]) == [f"r{i}" for i in range(ROWS)]
+    assert df.select("id", "k").is_unique().all() and set(df["status"]) == {"ok"}
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"r{i}_0.png" for i in range(ROWS)]
+    assert not list((out / ".shards").glob("*.parquet"))  # merged away
+    assert_only_complete_files(out)
+
+
+@pytest.fixture(scope="module")
+def generated(gen_inputs, fmu_home, tmp_path_factory):
+    """A generate run killed after two finished units, state checked, then resumed."""
+    out = tmp_path_factory.mktemp("crash_gen_out") / "out"
+    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading")
+    kill_when(cmd, env(fmu_home), lambda p: count(out / ".shards", "*.parquet") >= 2)
+    assert_only_complete_files(out)
+    shards = pl.concat([pl.read_parquet(p) for p in (out / ".shards").glob("*.parquet")])
+    assert 2 <= shards.height < ROWS and set(shards["status"]) == {"ok"}
+    recorded = {Path(i).name: (out / i).stat().st_mtime_ns for i in shards["image"]}
+    assert not (out / "results.parquet").exists()
+    rerun(cmd, env(fmu_home))
+    return out, recorded
+
+
+def test_generate_killed_resumes_without_loss_or_duplicates(generated):
+    out, recorded = generated
+    _assert_generated(out)
+    # the units finished before the kill were not redone
+    assert {n: (out / "images" / n).stat().st_mtime_ns for n in recorded} == recorded
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_two_device_run_killed_leaves_no_orphan_workers(gen_inputs, fmu_home, tmp_path):
+    """kill -9 of the parent: its worker processes exit too (an orphan would keep writing into
+    --out under the re-run, then wait forever on the dead parent's queue holding a model)."""
+    out = tmp_path / "out"
+    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading",
+              "--devices", "cpu,cpu")
+    workers: list[int] = []
+
+    def ready(proc):
+        workers[:] = _children(proc.pid)
+        return count(out / ".shards", "*.parquet") >= 1
+
+    kill_when(cmd, env(fmu_home), ready)
+    assert len(workers) >= 2, workers  # two workers (+ multiprocessing's resource tracker)
+    deadline = time.time() + 15
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    lingering = [w for w in workers if _alive(w)]
+    for w in lingering:  # clean up our own orphans before failing
+        os.kill(w, signal.SIGKILL)
+    assert not lingering, "worker processes outlived the killed parent"
+    assert_only_complete_files(out)
+    rerun(fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading"),
+          env(fmu_home))
+    _assert_generated(out)
+
+
+# -- score ----------------------------------------------------------------------------------------
+
+SCORE_KILL_AFTER = 6.0  # seconds: mid-way through a ~10 s score (it writes nothing until the end)
+
+
+def test_score_killed_then_rerun_writes_whole_tables(generated, fmu_home):
+    out, _ = generated
+    cmd = fmu("score", out, "--metrics", "facesim,consistency", "--no-report")
+    start = time.time()
+    kill_when(cmd, env(fmu_home), lambda p: time.time() - start > SCORE_KILL_AFTER)
+    assert_only_complete_files(out)
+    # score writes its tables once, atomically: after a kill they are absent or whole
+    rerun(cmd, env(fmu_home), codes=(0, 1))  # 1: the tiny preset's noise images have no face
+    scores = pl.read_parquet(out / "scores.parquet")
+    results = pl.read_parquet(out / "results.parquet")
+    assert scores.height == results.height and scores.select("id", "k").is_unique().all()
+    assert sorted(scores["id"]) == sorted(results["id"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_requested"] == ROWS
+    assert_only_complete_files(out)
+
+
+# -- prepare and train ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def train_images(tmp_path_factory, photos):
+    src = tmp_path_factory.mktemp("crash_src")
+    for name in ("astronaut.png", "tom_hanks.png"):
+        image = Image.open(photos[name]).convert("RGB")
+        stem = Path(name).stem
+        image.save(src / f"{stem}.png")
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(src / f"{stem}_flip.png")
+        image.rotate(5).save(src / f"{stem}_tilt.png")
+    return src
+
+
+def _cache_files(data: Path) -> dict[str, int]:
+    return {str(p.relative_to(data)): p.stat().st_mtime_ns for p in (data / "cache").rglob("*.npz")}
+
+
+@pytest.fixture(scope="module")
+def prepared(train_images, fmu_home, tmp_path_factory):
+    data = tmp_path_factory.mktemp("crash_data") / "data"
+    cmd = fmu("prepare", train_images, "--out", data, "--resolution", "64")
+    kill_when(cmd, env(fmu_home), lambda p: count(data / "cache" / "faces", "*/*/*.npz") >= 2)
+    assert_only_complete_files(data)
+    assert not (data / "train.parquet").exists()
+    cached = _cache_files(data)
+    rerun(cmd, env(fmu_home))
+    return data, cached
+
+
+def test_prepare_killed_resumes_from_its_cache(prepared, train_images):
+    data, cached = prepared
+    stems = sorted(p.stem for p in train_images.glob("*.png"))
+    train = pl.read_parquet(data / "train.parquet")
+    assert sorted(train["id"]) == stems and train["id"].is_unique().all()
+    report = pl.read_parquet(data / "prepare_report.parquet")
+    assert report.height == len(stems) and set(report["status"]) == {"ok"}
+    # exactly one face analysis and one shading condition per image; the ones cached before the
+    # kill were reused as they were
+    after = _cache_files(data)
+    assert sum("faces" in k for k in after) == len(stems)
+    assert sum("shading" in k for k in after) == len(stems)
+    assert {k: after[k] for k in cached} == cached
+    assert_only_complete_files(data)
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, fmu_home, tmp_path_factory):
+    """Killed once step 3 is logged (so checkpoint 2 is complete and step 3 is past it), resumed."""
+    data, _ = prepared
+    run = tmp_path_factory.mktemp("crash_train") / "run"
+    cmd = fmu("train", "--data", data, "--out", run, "--max-steps", "6", "--batch-size", "2",
+              "--checkpoint-every", "2", "--lambda-id", "0", "--seed", "1")
+    losses = run / "losses.jsonl"
+    kill_when(cmd, env(fmu_home), lambda p: losses.exists() and len(losses.read_text().splitlines()) >= 3)
+    assert_only_complete_files(run)
+    assert (run / "checkpoints" / "checkpoint-00000002" / "COMPLETE").exists()
+    assert not (run / "adapter.safetensors").exists()
+    rerun([*cmd, "--resume", "latest"], env(fmu_home))
+    return run
+
+
+def test_train_killed_after_a_checkpoint_resumes_to_the_end(trained):
+    from core.model.adapter import read_adapter
+    from training.checkpoint import list_checkpoints
+
+    tensors, _ = read_adapter(trained / "adapter.safetensors")
+    assert tensors and all(bool(v.float().isfinite().all()) for v in tensors.values())
+    assert [p.name for p in list_checkpoints(trained)] == [f"checkpoint-0000000{s}" for s in (2, 4, 6)]
+    assert_only_complete_files(trained)
+    steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
+    assert set(steps) == set(range(1, 7))  # every step logged 
+
+
+def test_train_resume_does_not_duplicate_log_lines(trained):
+    """Steps 3.. logged by the killed run are past checkpoint 2: the resume drops and redoes them."""
+    steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    positions = [json.loads(line)["position"] for line in (trained / "samples" / "rank0.jsonl").read_text().splitlines()]
+    assert positions == list(range(6))
