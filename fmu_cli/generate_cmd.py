@@ -78,6 +78,10 @@ def generate(
     except UsageError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2)
+    except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
+        err.print(f"[red]error:[/] {exc}; finished images and results are kept: re-run the same command "
+                  "to resume")
+        raise typer.Exit(1)
     console.print(f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
                   f"({summary.analyses} face analyses, {summary.seconds:.1f}s) -> {out}/results.parquet")
     if summary.failed:

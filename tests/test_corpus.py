@@ -283,9 +283,6 @@ def test_header_only_manifest_is_an_empty_successful_run(tmp_path, tiny_preset):
     assert pl.read_parquet(tmp_path / "out" / "results.parquet").height == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core/runner/generate.py _failure_records clamps an out-of-range "
-                   "num_images to 64 and writes 64 failed records; its docstring says one when "
-                   "num_images is unusable (lead's file: fix described in the hardening report)")
 def test_absurd_num_images_fails_once(tmp_path, photos, tiny_preset):
     _one_row_inputs(tmp_path, photos)
     pl.DataFrame({"reference": ["hanks.png"], "prompt": ["a photo"], "num_images": [10_000]}).write_csv(

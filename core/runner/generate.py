@@ -123,11 +123,9 @@ def _failure_records(df, validation) -> list[dict]:
     records = []
     for row_index, problems in validation.errors_by_row().items():
         reason = "; ".join(p.reason for p in problems)
-        n = df["num_images"][row_index] if "num_images" in df.columns else 1
-        try:
-            n = max(1, min(int(n), 64))
-        except (TypeError, ValueError):
-            n = 1
+        n = 1
+        if "num_images" in df.columns and not any(p.column == "num_images" for p in problems):
+            n = int(df["num_images"].cast(pl.Int64, strict=False)[row_index] or 1)
         for k in range(n):
             records.append({"id": validation.id_series[row_index], "k": k, "row": row_index, "status": "failed",
                             "error": reason, "finished_at": time.time(),
