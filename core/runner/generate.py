@@ -141,9 +141,9 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
 
     start = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     manifest_path = Path(cfg.manifest)
-    df = read_manifest(manifest_path)
+    df = read_manifest(manifest_path)  # a usage error here leaves no empty --out behind
+    out.mkdir(parents=True, exist_ok=True)
     ranks = Ranks.from_env()
     devices = ranks.local_devices(cfg.device, parse_devices(cfg.device))
 
