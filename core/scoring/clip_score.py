@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .features import image_features, normalise
 from .weights import from_pretrained_local
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -33,10 +34,6 @@ def _pooled(out):
     return out if hasattr(out, "shape") else out.pooler_output
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(min=1e-12)
-
-
 class ClipScorer:
     def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16):
         from transformers import CLIPModel, CLIPTokenizer
@@ -48,14 +45,8 @@ class ClipScorer:
         self.device, self.batch_size = device, batch_size
 
     def image_embeddings(self, images: list[np.ndarray]) -> np.ndarray:
-        import torch
-
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt")["pixel_values"]
-            with torch.inference_mode():
-                out.append(_pooled(self.model.get_image_features(pixel_values=px.to(self.device))).float().cpu().numpy())
-        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+        return image_features(self.processor, lambda px: _pooled(self.model.get_image_features(pixel_values=px)),
+                              images, self.batch_size, self.device, self.model.config.projection_dim)
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -69,7 +60,7 @@ class ClipScorer:
                 feats = self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
                                                      attention_mask=tok["attention_mask"].to(self.device))
             out.append(_pooled(feats).float().cpu().numpy())
-        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+        return normalise(np.concatenate(out)) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
 
 
 def clip_t(text_emb: np.ndarray, image_emb: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .features import image_features
 from .weights import from_pretrained_local
 
 DEFAULT_DINO = "facebook/dino-vits16"
@@ -36,18 +37,9 @@ class DinoScorer:
         self.device, self.batch_size = device, batch_size
 
     def embeddings(self, images: list[np.ndarray]) -> np.ndarray:
-        import torch
-
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            px = self.processor(images=list(images[i:i + self.batch_size]), return_tensors="pt")["pixel_values"]
-            with torch.inference_mode():
-                cls = self.model(pixel_values=px.to(self.device)).last_hidden_state[:, 0]
-            out.append(cls.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.model.config.hidden_size), np.float32)
-        feats = np.concatenate(out)
-        return feats / np.linalg.norm(feats, axis=-1, keepdims=True).clip(min=1e-12)
+        """CLS token of the last layer, L2-normalised."""
+        return image_features(self.processor, lambda px: self.model(pixel_values=px).last_hidden_state[:, 0],
+                              images, self.batch_size, self.device, self.model.config.hidden_size)
 
 
 def dino_similarity(ref_emb: np.ndarray, out_emb: np.ndarray) -> np.ndarray:
