@@ -84,20 +84,19 @@ class _Rows:
                 if not self.errors[i]:
                     self.errors[i].append(f"generation {self.status[i]}")
                 continue
-            img = decoded.get(r["image_path"]) if r["image_path"] else None
-            if r["image_path"] is None:
-                self.fail(i, "output: no image path")
-            elif isinstance(img, ImageError):
-                self.fail(i, f"output: {img.reason}")
-            else:
-                self.out[i] = img
-            ref = decoded.get(r["reference_path"]) if r["reference_path"] else None
-            if r["reference_path"] is None:
-                self.fail(i, "reference: no reference path")
-            elif isinstance(ref, ImageError):
-                self.fail(i, f"reference: {ref.reason}")
-            else:
-                self.ref[i] = ref
+            self.out[i] = self._image(i, decoded, r["image_path"], "output", "image")
+            self.ref[i] = self._image(i, decoded, r["reference_path"], "reference", "reference")
+
+    def _image(self, i: int, decoded: dict, path: str | None, label: str, what: str):
+        """The decoded image at `path`, or None after failing row i with the reason."""
+        if path is None:
+            self.fail(i, f"{label}: no {what} path")
+            return None
+        image = decoded.get(path)
+        if isinstance(image, ImageError):
+            self.fail(i, f"{label}: {image.reason}")
+            return None
+        return image
 
     def fail(self, i: int, reason: str, status: str = "failed"):
         if status == "failed" or self.status[i] == "ok":
