@@ -173,23 +173,32 @@ def test_two_device_run_killed_leaves_no_orphan_workers(gen_inputs, fmu_home, tm
 
 # -- score ----------------------------------------------------------------------------------------
 
-SCORE_KILL_AFTER = 6.0  # seconds: mid-way through a ~10 s score (it writes nothing until the end)
+def _score_table(folder: Path) -> pl.DataFrame:
+    return pl.read_parquet(folder / "scores.parquet").drop("image", "reference", "condition").sort("id", "k")
 
 
-def test_score_killed_then_rerun_writes_whole_tables(generated, fmu_home):
+def test_score_killed_then_rerun_resumes_and_matches_an_uninterrupted_score(generated, fmu_home, tmp_path):
     out, _ = generated
-    cmd = fmu("score", out, "--metrics", "facesim,consistency", "--no-report")
-    start = time.time()
-    kill_when(cmd, env(fmu_home), lambda p: time.time() - start > SCORE_KILL_AFTER)
+    whole = tmp_path / "whole"  # the same run scored without interruption, for comparison
+    shutil.copytree(out, whole)
+    args = ("--metrics", "facesim,consistency", "--no-report")
+    rerun(fmu("score", whole, *args), env(fmu_home), codes=(0, 1))
+
+    cmd = fmu("score", out, *args)
+    state = out / ".score_state.json"
+    # the kill point: FaceSim finished and saved, Pose/Light (a second or more) under way
+    kill_when(cmd, env(fmu_home), lambda p: state.exists())
     assert_only_complete_files(out)
-    # score writes its tables once, atomically: after a kill they are absent or whole
+    assert json.loads(state.read_text())["done"] == ["facesim_dlib"]
+    assert not (out / "scores.parquet").exists()  # the final tables are written once, at the end
     rerun(cmd, env(fmu_home), codes=(0, 1))  # 1: the tiny preset's noise images have no face
-    scores = pl.read_parquet(out / "scores.parquet")
-    results = pl.read_parquet(out / "results.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_metrics"] == ["facesim_dlib"] and summary["n_requested"] == ROWS
+    assert not state.exists()
+    scores, results = _score_table(out), pl.read_parquet(out / "results.parquet")
     assert scores.height == results.height and scores.select("id", "k").is_unique().all()
     assert sorted(scores["id"]) == sorted(results["id"])
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_requested"] == ROWS
+    assert scores.equals(_score_table(whole), null_equal=True)
     assert_only_complete_files(out)
 
 

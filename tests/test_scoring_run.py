@@ -131,3 +131,51 @@ def test_cli_exit_codes(run_dir, tmp_path, astronaut):
     assert runner.invoke(app, ["--images", str(good)]).exit_code == 2
     assert runner.invoke(app, [str(tmp_path / "no_such_run")]).exit_code == 2
     assert runner.invoke(app, [str(good), "--face-backend", "vgg"]).exit_code == 2
+
+
+def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir, monkeypatch):
+    """A score stopped after FaceSim keeps that metric's rows; the re-run computes only the rest,
+    unless an image it read has changed since, which starts afresh."""
+    import os
+
+    import core.scoring.run as run_mod
+
+    opts = lambda: ScoreOptions(metrics=("facesim", "consistency"), report=False)  # noqa: E731
+    calls: list[str] = []
+    real_facesim = run_mod._score_facesim
+
+    def counting_facesim(*args):
+        calls.append("facesim")
+        return real_facesim(*args)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt  # what Ctrl-C in the middle of Pose/Light looks like
+
+    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
+    monkeypatch.setattr(run_mod, "_score_consistency", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score_run(run_dir, opts())
+    state = json.loads((run_dir / ".score_state.json").read_text())
+    assert state["done"] == ["facesim_dlib"] and calls == ["facesim"]
+    monkeypatch.undo()
+    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
+
+    resumed = score_run(run_dir, opts())
+    assert calls == ["facesim"] and resumed.summary["resumed_metrics"] == ["facesim_dlib"]
+    assert not (run_dir / ".score_state.json").exists()
+    fresh = score_run(run_dir, opts())  # nothing saved any more: everything computed
+    assert calls == ["facesim", "facesim"] and fresh.summary["resumed_metrics"] == []
+    assert resumed.scores.equals(fresh.scores, null_equal=True)
+    assert resumed.summary["metrics"] == fresh.summary["metrics"]
+
+    # a stale state: an output changed after it was saved
+    monkeypatch.setattr(run_mod, "_score_consistency", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score_run(run_dir, opts())
+    monkeypatch.undo()
+    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
+    image = run_dir / "images" / "astro_0.png"
+    st = image.stat()
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = score_run(run_dir, opts())
+    assert calls == ["facesim"] * 4 and again.summary["resumed_metrics"] == []

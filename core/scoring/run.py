@@ -25,6 +25,7 @@ from ..images import atomic_write_bytes, load_rgb
 from . import facesim
 from .face_batch import face_embeddings
 from .inputs import read_run_json, rows_from_images, rows_from_run
+from .resume import ScoreState, fingerprint
 from .weights import MetricUnavailable
 
 METRICS = ("facesim", "clip", "dino", "lpips", "fid", "consistency")
@@ -296,7 +297,11 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
         decode_task(1)
         timings["decode_s"] = time.perf_counter() - t
         rows = _Rows(rows_df, decoded)
-        metrics: dict[str, dict] = {}
+        # a score killed part-way resumes after its last finished metric
+        state = ScoreState.load(out_dir, fingerprint(rows_df, opts))
+        state.restore(rows)
+        metrics: dict[str, dict] = dict(state.metrics)
+        timings.update({k: v for k, v in state.timings.items() if k != "decode_s"})
 
         def attempt(name: str, fn, *args):
             t0 = time.perf_counter()
@@ -310,24 +315,40 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
                 timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
             return {"available": True, **result}
 
-        if "facesim" in opts.metrics:
-            for name in opts.face_backends:
-                metrics[facesim.column_for(name)] = attempt(f"facesim_{name}", _score_facesim, name)
-        if "clip" in opts.metrics:
+        def run_clip():
             res = attempt("clip", _score_clip)
             if res["available"]:
                 metrics["clip_t"] = {"available": True, **res["clip_t"]}
                 metrics["clip_i"] = {"available": True, **res["clip_i"]}
             else:
                 metrics["clip_t"] = metrics["clip_i"] = res
+
+        def run_one(key: str, step: str, fn, *args):
+            def go():
+                metrics[key] = attempt(step, fn, *args)
+            return go
+
+        steps: list[tuple[str, object]] = []
+        if "facesim" in opts.metrics:
+            steps += [(f"facesim_{b}", run_one(facesim.column_for(b), f"facesim_{b}", _score_facesim, b))
+                      for b in opts.face_backends]
+        if "clip" in opts.metrics:
+            steps.append(("clip", run_clip))
         for name, fn in (("dino", _score_dino), ("lpips", _score_lpips), ("fid", _score_fid),
                          ("consistency", _score_consistency)):
             if name in opts.metrics:
-                metrics["pose_light" if name == "consistency" else name] = attempt(name, fn)
+                steps.append((name, run_one("pose_light" if name == "consistency" else name, name, fn)))
+        resumed = [step for step, _ in steps if step in state.done]
+        for step, run in steps:
+            if step not in state.done:
+                run()
+                state.save(step, metrics, timings, rows)
 
     scores = _scores_frame(rows)
     summary = _summary(rows, metrics, timings, time.perf_counter() - started)
+    summary["resumed_metrics"] = resumed
     _write_outputs(out_dir, scores, summary, rows, decoded, opts)
+    state.clear()
     if console is not None:
         from .summary_table import print_summary
 
