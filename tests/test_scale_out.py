@@ -101,8 +101,9 @@ def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
             shards = list((out / ".shards").glob("*.parquet")) if (out / ".shards").exists() else []
+            # workers, not multiprocessing's resource tracker (whose command line also says so)
             kids = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                    if "multiprocessing" in " ".join(c.cmdline())]
+                    if "--multiprocessing-fork" in c.cmdline()]
             if len(shards) >= 2 and kids:
                 kids[0].send_signal(signal.SIGKILL)
                 killed.append(kids[0].pid)
@@ -118,3 +119,7 @@ def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
     assert sorted(df["id"]) == [f"r{i:02d}" for i in range(12)]
     assert set(df["status"]) == {"ok"} and df.select("id", "k").is_unique().all()
     assert len(list((out / "images").glob("*.png"))) == 12
+    import json
+
+    ranks = json.loads((out / "run.json").read_text())["timings"]["ranks"]
+    assert ranks[0]["requeued"] >= 1 and not ranks[0]["gave_up"]  # the dead worker's unit ran elsewhere
