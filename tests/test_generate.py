@@ -156,3 +156,33 @@ def test_generate_applies_a_finetune_lora(demo, tmp_path, tiny_preset):
     differs = [not np.array_equal(np.asarray(Image.open(out / "images" / n)),
                                   np.asarray(Image.open(with_lora / "images" / n))) for n in names]
     assert all(differs)
+
+
+def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
+    for name in ("astronaut.png", "tom_hanks.png"):
+        shutil.copy(photos[name], tmp_path / name)
+    rows = {"id": ["a", "b", "c"], "reference": ["astronaut.png"] * 3,
+            "prompt": ["a photo", "a painting", "a drawing"], "seed": [1, 2, 3]}
+    manifest = tmp_path / "m.csv"
+    pl.DataFrame(rows).write_csv(manifest)
+    out = tmp_path / "out"
+    assert run([manifest, "--out", out, *FAST, "--no-shading"]).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    pixels_b = np.asarray(Image.open(out / "images" / "b_0.png"))
+
+    # b: new seed; c: new reference; a: unchanged
+    pl.DataFrame({**rows, "seed": [1, 7, 3], "reference": ["astronaut.png", "astronaut.png", "tom_hanks.png"]}
+                 ).write_csv(manifest)
+    assert run([manifest, "--out", out, *FAST, "--no-shading"]).exit_code == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    assert after["a_0.png"] == before["a_0.png"]
+    assert after["b_0.png"] != before["b_0.png"] and after["c_0.png"] != before["c_0.png"]
+    assert not np.array_equal(np.asarray(Image.open(out / "images" / "b_0.png")), pixels_b)
+    df = pl.read_parquet(out / "results.parquet").sort("id")
+    assert df["seed"].to_list() == [1, 7, 3] and df.height == 3
+    assert [Path(r).name for r in df["reference"]] == ["astronaut.png", "astronaut.png", "tom_hanks.png"]
+
+    # a global default changes every row's effective settings: all redone
+    assert run([manifest, "--out", out, "--steps", "3", "--batch-size", "2", "--no-shading"]).exit_code == 0
+    df = pl.read_parquet(out / "results.parquet")
+    assert set(df["steps"]) == {3} and df.height == 3

@@ -160,7 +160,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size)
     store = ResultStore(out)
     # finished jobs drop out of their unit; a unit keeps the members it was planned with
-    todo = plan.join(store.done(), on=KEY, how="anti", maintain_order="left")
+    todo = store.todo(plan, store.done())
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)

@@ -16,9 +16,13 @@ import polars as pl
 from ..images import atomic_write_bytes
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
+# what an image was made from: a finished image counts as done only while these still match the
+# plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
+INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
+          "width", "height"]
 SCHEMA = {
     "id": pl.String, "k": pl.Int64, "row": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
-    "prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
+    "prompt": pl.String, "negative_prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
     "condition": pl.String, "id_similarity": pl.Float64, "id_similarity_reason": pl.String,
     "pose_error_deg": pl.Float64, "light_error": pl.Float64, "consistency_reason": pl.String,
     "steps": pl.Int64, "guidance_scale": pl.Float64, "id_scale": pl.Float64, "width": pl.Int64,
@@ -49,10 +53,14 @@ class ResultStore:
 
     def _all(self) -> pl.DataFrame:
         frames = []
-        if self.final.exists():
-            frames.append(pl.read_parquet(self.final).select(list(SCHEMA)).cast(SCHEMA))
+        paths = [self.final] if self.final.exists() else []
         if self.shards.exists():
-            frames.extend(pl.read_parquet(p).cast(SCHEMA) for p in sorted(self.shards.glob("*.parquet")))
+            paths += sorted(self.shards.glob("*.parquet"))
+        for path in paths:
+            df = pl.read_parquet(path)
+            # tables from an older fmu lack newer columns: null, so their rows are simply redone
+            missing = [pl.lit(None, dtype).alias(c) for c, dtype in SCHEMA.items() if c not in df.columns]
+            frames.append(df.with_columns(missing).select(list(SCHEMA)).cast(SCHEMA))
         if not frames:
             return _frame([])
         return pl.concat(frames, how="vertical")
@@ -63,13 +71,21 @@ class ResultStore:
                   .unique(subset=KEY, keep="last", maintain_order=True).drop("_order"))
 
     def done(self) -> pl.DataFrame:
-        """(id, k, row) whose image is ok and still on disk: resume skips exactly these.
-        Columnar: one directory listing, no per-row Python objects."""
-        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, "image")
+        """(id, k, row) + INPUTS of the images that are ok and still on disk: resume skips the plan
+        rows matching one of these exactly. Columnar: one directory listing, no per-row objects."""
+        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, *INPUTS, "image")
         images = self.out_dir / "images"
         present = pl.Series("image", [f"images/{n}" for n in os.listdir(images)] if images.is_dir() else [],
                             dtype=pl.String)
-        return ok.join(present.to_frame(), on="image", how="semi").select(KEY)
+        return ok.join(present.to_frame(), on="image", how="semi").select(*KEY, *INPUTS)
+
+    @staticmethod
+    def todo(plan: pl.DataFrame, done: pl.DataFrame) -> pl.DataFrame:
+        """The plan rows still to generate."""
+        cast = [pl.col(c).cast(SCHEMA[c]) for c in INPUTS]
+        return (plan.with_row_index("_plan").with_columns(cast)
+                .join(done, on=[*KEY, *INPUTS], how="anti", nulls_equal=True)
+                .sort("_plan").drop("_plan"))
 
     def merge(self, order: pl.DataFrame) -> pl.DataFrame:
         """Keep exactly the records of this run's plan, in plan order (`order`: id, k, row):

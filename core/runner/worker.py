@@ -75,7 +75,8 @@ class Worker:
         records, live, requests = [], [], []
         for job in jobs:
             base_record = {"id": job.row.id, "k": job.k, "row": job.row.index, "seed": job.seed,
-                           "prompt": job.row.prompt, "reference": str(job.row.reference),
+                           "prompt": job.row.prompt, "negative_prompt": job.row.negative_prompt,
+                           "reference": str(job.row.reference),
                            "target": str(job.row.target) if job.row.target else None,
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
