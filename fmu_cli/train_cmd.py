@@ -20,7 +20,7 @@ def _progress() -> Progress:
 def prepare(
     source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
                                   "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, prepare_report.parquet, cache/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/."),
     face_backend: str = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) | insightface (ArcFace 512-d)."),
     face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
@@ -30,7 +30,7 @@ def prepare(
     """Analyse faces and render shading for every image; write DATA/train.parquet.
 
     Example:  fmu prepare my_photos/ --out data/ --resolution 64
-    Rows without a usable face (or unreadable images) are listed in DATA/prepare_report.parquet
+    Rows without a usable face (or unreadable images) are listed in DATA/results.parquet
     and left out. Re-running resumes: analyses are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
     """

@@ -108,8 +108,12 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
     (folder / "broken.jpg").write_bytes(photos["t1.jpg"].read_bytes()[:2000])   # truncated
     summary = run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", resolution=64))
     assert (summary.total, summary.ok, summary.failed) == (4, 2, 2)
+    assert summary.report == tmp_path / "data" / "results.parquet"
     report = pl.read_parquet(summary.report).sort("id")
     status = dict(zip(report["id"], report["status"]))
+    info = json.loads((tmp_path / "data" / "run.json").read_text())
+    assert info["command"] == "prepare" and info["summary"]["status_counts"] == {"failed": 2, "ok": 2}
+    assert info["config"]["resolution"] == 64 and "torch" in info["versions"]
     reasons = dict(zip(report["id"], report["reason"]))
     assert status == {"astronaut": "ok", "broken": "failed", "cat": "failed", "hanks": "ok"}
     assert reasons["cat"].startswith("no_face") and reasons["broken"].startswith("corrupt_image")

@@ -96,6 +96,11 @@ def test_loss_goes_down_and_every_term_is_logged(run30):
     for r in losses:  # loss = mse + λ_map·map + id   (λ_id inside the id term)
         assert r["loss"] == pytest.approx(r["mse"] + 1e-3 * r["map"] + r["id"], rel=1e-5, abs=1e-6)
     assert any(r["map"] > 0 for r in losses) and any(r["id"] > 0 for r in losses)
+    results = pl.read_parquet(out / "results.parquet")  # the same log as a table, every term a column
+    assert results["step"].to_list() == list(range(1, 31))
+    np.testing.assert_allclose(results["loss"].to_numpy(), [r["loss"] for r in losses], rtol=0, atol=0)
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"] == "train" and info["summary"]["steps"] == 30 and info["summary"]["status"] == "finished"
     events = EventAccumulator(str(out / "logs" / "train"))
     events.Reload()
     for term in ("loss", "mse", "map", "id"):
@@ -158,7 +163,8 @@ def test_two_processes_over_gloo(prepared, tmp_path):
            "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2", "--lambda-id", "0"]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((out / "train_run.json").read_text())["world_size"] == 2
+    info = json.loads((out / "run.json").read_text())
+    assert info["world_size"] == 2 and info["command"] == "train" and info["summary"]["status"] == "finished"
     seen = {r: [json.loads(line) for line in (out / "samples" / f"rank{r}.jsonl").read_text().splitlines()]
             for r in (0, 1)}
     assert [s["position"] for s in seen[0]] == [s["position"] for s in seen[1]] == [0, 1, 2]
@@ -196,6 +202,9 @@ def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos,
     result = run_training(cfg)
     losses = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
     assert all(r["map"] == 0.0 for r in losses)          # a plain folder has no masks
+    assert json.loads((out / "run.json").read_text())["command"] == "finetune"
+    assert json.loads((out / "data" / "run.json").read_text())["command"] == "prepare"
+    assert pl.read_parquet(out / "results.parquet")["step"].to_list() == [r["step"] for r in losses]
     tensors, meta = read_lora(result.weights)
     assert meta["rank"] == "2" and tensors and all("lora_" in k for k in tensors)
     assert any(v.abs().sum() > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at 0: it trained

@@ -4,7 +4,8 @@ Every image is decoded, its largest face analysed (embedding, crop, box) and its
 condition rendered; both land in `DATA/cache` under the image's content hash, so re-running
 the same command recomputes nothing (resume) and `fmu train` reads them without a detector.
 Rows that fail (corrupt image, no face, missing mask, phrase not in the caption) get a status
-and a reason in `DATA/prepare_report.parquet` and are left out of `DATA/train.parquet`.
+and a reason in `DATA/results.parquet` and are left out of `DATA/train.parquet`; `DATA/run.json`
+records the command, its configuration, versions and counts.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import io
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
 
 from core.errors import ImageError, RowError, UsageError
 from core.images import atomic_write_bytes, load_rgb
+from core.runner.runinfo import write_run_record
 
 from .data import MASK_DTYPE, parse_masks, phrase_spans, read_training_manifest
 
@@ -174,9 +176,15 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],
                          schema=TRAIN_SCHEMA)
-    _write_parquet(out / "prepare_report.parquet", report)
+    _write_parquet(out / "results.parquet", report)
     _write_parquet(out / "train.parquet", train)
     ok = train.height
-    return PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
-                          seconds=time.perf_counter() - start, manifest=out / "train.parquet",
-                          report=out / "prepare_report.parquet")
+    summary = PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
+                             seconds=time.perf_counter() - start, manifest=out / "train.parquet",
+                             report=out / "results.parquet")
+    counts = report.group_by("status").len().sort("status")
+    write_run_record(out, "prepare", config=asdict(cfg),
+                     summary={"total": summary.total, "ok": ok, "failed": summary.failed,
+                              "status_counts": dict(zip(counts["status"], counts["len"]))},
+                     timings={"wall_seconds": summary.seconds, "workers": cfg.workers})
+    return summary

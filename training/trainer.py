@@ -326,9 +326,9 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     if accelerator.is_main_process:
         accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
                                                    if isinstance(v, (int, float, str, bool))})
-        _write_json(out / "train_run.json", {"config": cfg.to_dict(), "world_size": world,
-                                             "mixed_precision": accelerator.mixed_precision,
-                                             "trainable_parameters": sum(p.numel() for p in params)})
+        run_facts = {"world_size": world, "mixed_precision": accelerator.mixed_precision,
+                     "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from}
+        _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts)
     seen_log = out / "samples" / f"rank{rank}.jsonl"
     seen_log.parent.mkdir(parents=True, exist_ok=True)
     # a run killed after its last checkpoint logged steps that resuming will redo: drop them
@@ -379,6 +379,8 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
             store.clear()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints)
+            if accelerator.is_main_process:
+                _write_results(out)
 
     accelerator.wait_for_everyone()
     final = None
@@ -388,9 +390,15 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
         remove_attention_capture(model.unet)
         final = out / weights_name(cfg.mode)
         save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
+        _write_results(out)
     accelerator.end_training()
-    return TrainSummary(steps=step, world_size=world, seconds=time.perf_counter() - start_time,
-                        weights=final, losses=history)
+    summary = TrainSummary(steps=step, world_size=world, seconds=time.perf_counter() - start_time,
+                           weights=final, losses=history)
+    if accelerator.is_main_process:
+        last = history[-1] if history else {}
+        _write_run_json(out, cfg, {"status": "finished", "steps": step, "weights": final, "last_losses": last},
+                        {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts)
+    return summary
 
 
 @torch.no_grad()
@@ -434,7 +442,29 @@ def _truncate_jsonl(path: Path, field: str, last: int) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, facts: dict) -> None:
+    from core.runner.runinfo import write_run_record
+
+    write_run_record(out, "finetune" if cfg.mode == "lora" else "train", config=cfg.to_dict(),
+                     summary=summary, timings=timings, **facts)
+
+
+def _write_results(out: Path) -> None:
+    """results.parquet: one row per logged step with each loss term (from losses.jsonl, which
+    resuming keeps exact), rewritten atomically at every checkpoint and at the end."""
+    import io
+
+    import polars as pl
+
     from core.images import atomic_write_bytes
 
-    atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
+    log = out / "losses.jsonl"
+    rows = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line torn by a kill: resuming redoes that step
+    buf = io.BytesIO()
+    pl.DataFrame(rows, infer_schema_length=None).write_parquet(buf)
+    atomic_write_bytes(out / "results.parquet", buf.getvalue())

@@ -46,28 +46,37 @@ def _jsonable(value):
     return str(value)
 
 
-def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter, backend, summary: dict,
-                   timings: dict, validation: list, command: str = "generate") -> dict:
+def write_run_record(out: Path, command: str, *, config: dict, summary: dict, timings: dict,
+                     **extra) -> dict:
+    """run.json of any command: what ran (argv, config), on which versions, how it ended."""
     info = {
         "command": command,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
-        "config": cfg,
-        "model": {**model_identity, "base": str(base), "adapter": str(adapter),
-                  "adapter_sha256": file_digest(Path(adapter)) if adapter else None},
-        "face_backend": backend.name,
-        "face_models": cfg.get("face_models"),
-        "face_identity": backend.identity(),
+        "config": config,
+        **extra,
         "versions": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "summary": summary,
         "timings": timings,
-        "validation_problems": validation,
     }
-    if "preset" in model_identity:
-        info["preset"] = model_identity["preset"]
-        info["note"] = "tiny preset: random toy weights, the images are noise by design"
     info = _jsonable(info)
     atomic_write_bytes(Path(out) / "run.json", json.dumps(info, indent=2).encode())
     return info
+
+
+def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter, backend, summary: dict,
+                   timings: dict, validation: list, command: str = "generate") -> dict:
+    extra = {
+        "model": {**model_identity, "base": str(base), "adapter": str(adapter),
+                  "adapter_sha256": file_digest(Path(adapter)) if adapter else None},
+        "face_backend": backend.name,
+        "face_models": cfg.get("face_models"),
+        "face_identity": backend.identity(),
+        "validation_problems": validation,
+    }
+    if "preset" in model_identity:
+        extra["preset"] = model_identity["preset"]
+        extra["note"] = "tiny preset: random toy weights, the images are noise by design"
+    return write_run_record(out, command, config=cfg, summary=summary, timings=timings, **extra)
