@@ -83,3 +83,36 @@ def test_cache_analyses_each_distinct_image_once(backend, photos, tmp_path):
         cache.analyse_file(photos["t1.jpg"], "error")
     cache.analyse_file(photos["t1.jpg"], "largest")
     assert cache.analyses == 3
+
+
+def test_cache_follows_a_file_replaced_under_the_same_name(backend, photos, tmp_path, monkeypatch):
+    """The file digest is remembered per file version: a cached reference is not read again,
+    and a new picture saved under the same path is analysed afresh."""
+    import hashlib
+    import os
+    import shutil
+    from pathlib import Path
+
+    from PIL import Image
+
+    from core.digests import file_digest
+
+    ref = tmp_path / "ref.png"
+    shutil.copy(photos["astronaut.png"], ref)
+    assert file_digest(ref) == hashlib.sha256(ref.read_bytes()).hexdigest()
+    cache = FaceCache(tmp_path / "cache", backend)
+    astro = cache.analyse_file(ref)
+    reads = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
+    np.testing.assert_array_equal(cache.analyse_file(ref).embedding, astro.embedding)
+    assert "ref.png" not in reads and cache.analyses == 1
+
+    shutil.copy(photos["tom_hanks.png"], ref)
+    st = ref.stat()
+    os.utime(ref, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert file_digest(ref) == hashlib.sha256(real_read(ref)).hexdigest()
+    hanks = cache.analyse_file(ref)
+    assert cache.analyses == 2
+    direct = backend.analyse(np.asarray(Image.open(ref).convert("RGB")))
+    np.testing.assert_allclose(hanks.embedding, direct.embedding, atol=1e-6)

@@ -52,6 +52,7 @@ def test_demo_writes_images_results_and_run_json(demo):
     assert set(df["id_similarity_reason"]) == {"no_face: no face detected in the output"}
     info = json.loads((out / "run.json").read_text())
     assert info["preset"] == "tiny-v1" and info["face_backend"] == "dlib"
+    assert info["face_identity"]["recognition"] and all("face_identity" not in r for r in info["timings"]["ranks"])
     assert info["summary"]["ok"] == len(expected) and info["summary"]["analyses"] == 3
     assert {"torch", "diffusers"} <= set(info["versions"])
     assert len(list((out / "conditions").glob("*.png"))) == 3
@@ -75,6 +76,9 @@ def test_rerun_skips_finished_images(demo):
     after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
     assert before == after
     assert pl.read_parquet(out / "results.parquet").height == len(before)
+    # nothing ran, yet run.json still names the face models (loaded here, not in a worker)
+    identity = json.loads((out / "run.json").read_text())["face_identity"]
+    assert identity["backend"] == "dlib" and len(identity["recognition"]) == 16
 
 
 def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path, photos, fmu_home):

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..digests import bytes_digest, file_digest
 from ..errors import MultiFaceError, NoFaceError
 from ..images import atomic_write_bytes, decode_rgb, load_rgb
 from .base import FaceAnalysis, FaceBackend
 
 
 def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return bytes_digest(data)
 
 
 def backend_key(backend: FaceBackend) -> str:
@@ -35,35 +36,54 @@ class FaceCache:
     def _path(self, digest: str) -> Path:
         return self.root / digest[:2] / f"{digest}.npz"
 
-    def analyse_bytes(self, data: bytes, source: str, multi_face: str = "largest") -> FaceAnalysis:
-        digest = content_hash(data)
+    def _cached(self, digest: str):
+        """The stored outcome for this content (an analysis or "no_face"), or None."""
         path = self._path(digest)
-        if path.exists():
-            try:
-                result = _load(path)
-            except (OSError, ValueError, KeyError):
-                result = None  # a damaged cache entry is recomputed, never trusted
-        else:
-            result = None
-        if result is None:
-            self.analyses += 1
-            try:
-                result = self.backend.analyse(decode_rgb(data, source), multi_face="largest")
-            except NoFaceError:
-                atomic_write_bytes(path, _dump_no_face())
-                raise
-            atomic_write_bytes(path, _dump(result))
+        if not path.exists():
+            return None
+        try:
+            return _load(path)
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged cache entry is recomputed, never trusted
+
+    def _analyse(self, digest: str, data: bytes, source: str):
+        self.analyses += 1
+        path = self._path(digest)
+        try:
+            result = self.backend.analyse(decode_rgb(data, source), multi_face="largest")
+        except NoFaceError:
+            atomic_write_bytes(path, _dump_no_face())
+            return "no_face"
+        atomic_write_bytes(path, _dump(result))
+        return result
+
+    @staticmethod
+    def _outcome(result, multi_face: str) -> FaceAnalysis:
         if result == "no_face":
             raise NoFaceError("no face detected")
         if multi_face == "error" and result.num_faces > 1:
             raise MultiFaceError(f"{result.num_faces} faces detected and --multi-face is 'error'")
         return result
 
+    def analyse_bytes(self, data: bytes, source: str, multi_face: str = "largest") -> FaceAnalysis:
+        digest = content_hash(data)
+        result = self._cached(digest)
+        if result is None:
+            result = self._analyse(digest, data, source)
+        return self._outcome(result, multi_face)
+
     def analyse_file(self, path: Path, multi_face: str = "largest") -> FaceAnalysis:
+        """Like analyse_bytes, but a file already analysed is not even read again."""
         path = Path(path)
         if not path.is_file():
             load_rgb(path)  # raises the ImageError a missing or odd path deserves
-        return self.analyse_bytes(path.read_bytes(), str(path), multi_face)
+        try:
+            result = self._cached(file_digest(path))
+        except OSError:
+            result = None  # unreadable now: the read below reports it
+        if result is None:
+            return self.analyse_bytes(path.read_bytes(), str(path), multi_face)
+        return self._outcome(result, multi_face)
 
 
 def _dump(a: FaceAnalysis) -> bytes:

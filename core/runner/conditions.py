@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..digests import file_digest
+
 ANALYSIS_SIZE = 512
 
 
@@ -29,11 +31,8 @@ class ConditionProvider:
             self._shading = shading
 
     def _key(self, reference: Path, target: Path | None, size: int) -> str:
-        h = hashlib.sha256()
-        for p in (reference, target):
-            h.update(Path(p).read_bytes() if p else b"-")
-        h.update(f"{size}:{self.renderer}".encode())
-        return h.hexdigest()
+        parts = [file_digest(p) if p else "-" for p in (reference, target)]
+        return hashlib.sha256(f"{parts[0]}:{parts[1]}:{size}:{self.renderer}".encode()).hexdigest()
 
     def get(self, reference: Path, target: Path | None, width: int, height: int):
         """The condition in the output's frame: the square render, centre-cropped to the

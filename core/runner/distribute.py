@@ -27,7 +27,7 @@ def inline_distributor(units: list, make_worker: Callable, devices: list[str], o
     work = ((uid, units[uid]) for uid in range(len(units)))
     worker.run(work, on_done=lambda uid, recs: on_done(uid, None))
     return {"analyses": worker.cache.analyses, "model_seconds": worker.model.timings.model_seconds,
-            "workers": 1, "requeued": 0}
+            "workers": 1, "requeued": 0, "face_identity": worker.cache.backend.identity()}
 
 
 def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
@@ -47,7 +47,8 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
 
     worker.run(pull(), on_done=lambda uid, recs: results.put(("done", wid, uid, len(recs))))
     results.put(("stats", wid, None, {"analyses": worker.cache.analyses,
-                                      "model_seconds": worker.model.timings.model_seconds}))
+                                      "model_seconds": worker.model.timings.model_seconds,
+                                      "face_identity": worker.cache.backend.identity()}))
 
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
@@ -82,6 +83,7 @@ def multiprocess_distributor(units: list, make_worker: Callable, devices: list[s
         elif kind == "stats":
             stats["analyses"] += payload["analyses"]
             stats["model_seconds"] += payload["model_seconds"]
+            stats["face_identity"] = payload["face_identity"]
         elif kind == "error":
             stats["errors"].append(payload)
         if kind is not None:

@@ -195,9 +195,13 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
                          skipped=counts["skipped"], analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start)
-    backend = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models)
+    # the workers report their face models; only a run with nothing left to do loads them here
+    identities = [s.pop("face_identity", None) for s in all_stats]
+    face_identity = next((i for i in identities if i), None)
+    if face_identity is None:
+        face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
-                   backend=backend, summary=asdict(summary),
+                   face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
                             "world_size": ranks.world},
                    validation=[asdict(p) for p in validation.problems])

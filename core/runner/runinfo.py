@@ -66,14 +66,14 @@ def write_run_record(out: Path, command: str, *, config: dict, summary: dict, ti
     return info
 
 
-def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter, backend, summary: dict,
-                   timings: dict, validation: list, command: str = "generate") -> dict:
+def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter, face_identity: dict,
+                   summary: dict, timings: dict, validation: list, command: str = "generate") -> dict:
     extra = {
         "model": {**model_identity, "base": str(base), "adapter": str(adapter),
                   "adapter_sha256": file_digest(Path(adapter)) if adapter else None},
-        "face_backend": backend.name,
+        "face_backend": face_identity["backend"],
         "face_models": cfg.get("face_models"),
-        "face_identity": backend.identity(),
+        "face_identity": face_identity,
         "validation_problems": validation,
     }
     if "preset" in model_identity:
