@@ -75,9 +75,16 @@ class MediapipeReconstructor:
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
         from mediapipe.python.solutions.face_mesh import FaceMesh as _MPFaceMesh
 
-        self._mesh = _MPFaceMesh(static_image_mode=True, refine_landmarks=True,
-                                 max_num_faces=max_faces, min_detection_confidence=min_confidence)
+        from ..native_log import quiet_native_stderr
+
+        with quiet_native_stderr():  # the graph build logs to fd 2 (see core.native_log)
+            self._mesh = _MPFaceMesh(static_image_mode=True, refine_landmarks=True,
+                                     max_num_faces=max_faces, min_detection_confidence=min_confidence)
+            # the graph starts its calculators on first use: one blank image makes their logging
+            # happen here rather than on some later call
+            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         self._lock = threading.Lock()
+        self._first_call = True
 
     def landmarks(self, image_rgb: np.ndarray) -> np.ndarray:
         """(478, 3) float64 points in pixels (module conventions) of the largest face."""
@@ -85,7 +92,14 @@ class MediapipeReconstructor:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         with self._lock:
-            result = self._mesh.process(image)
+            if self._first_call:  # the first inference logs too
+                from ..native_log import quiet_native_stderr
+
+                with quiet_native_stderr():
+                    result = self._mesh.process(image)
+                self._first_call = False
+            else:
+                result = self._mesh.process(image)
         faces = result.multi_face_landmarks or []
         if not faces:
             raise NoFaceError("no face found by the mediapipe face mesh")
