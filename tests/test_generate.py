@@ -190,3 +190,18 @@ def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
     assert run([manifest, "--out", out, "--steps", "3", "--batch-size", "2", "--no-shading"]).exit_code == 0
     df = pl.read_parquet(out / "results.parquet")
     assert set(df["steps"]) == {3} and df.height == 3
+
+
+def test_relative_manifest_path_gives_results_that_score_from_anywhere(tmp_path, photos, fmu_home, monkeypatch):
+    from core.scoring import ScoreOptions, score_run
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(photos["astronaut.png"], tmp_path / "in" / "a.png")
+    pl.DataFrame({"id": ["a"], "reference": ["a.png"], "prompt": ["a photo"]}).write_csv(tmp_path / "in" / "m.csv")
+    monkeypatch.chdir(tmp_path)
+    assert run(["in/m.csv", "--out", "out", *FAST, "--no-shading"]).exit_code == 0
+    df = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    assert df["reference"].to_list() == [str(tmp_path / "in" / "a.png")]
+    monkeypatch.chdir(tmp_path / "in")  # score from another folder
+    scores = score_run(Path("../out"), ScoreOptions(metrics=("facesim",), report=False)).scores
+    assert scores["error"].to_list() == ["output: no_face (dlib)"]  # noise output; the reference was found

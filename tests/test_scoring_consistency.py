@@ -46,3 +46,34 @@ def test_pose_and_light_errors_equal_direct_shading_fits(tmp_path, astronaut):
     assert m["n"] == 3 and m["n_no_fit"] == 1
     assert m["pose_rmse_deg"] == pytest.approx(np.sqrt(np.mean(np.square(pose[:3]))))
     assert m["light_rmse"] == pytest.approx(np.sqrt(np.mean(np.square(light[:3]))))
+
+
+def test_score_fits_the_source_in_the_generation_frame(tmp_path, photos):
+    """A wide group photo as reference: generation reconstructs it in its centre square, and so
+    must `fmu score` — then both give the same pose/light numbers for the same output."""
+    from core.images import load_rgb, to_square
+    from core.runner.conditions import ConditionProvider
+
+    group = load_rgb(photos["t1.jpg"])
+    assert group.shape[1] > group.shape[0] * 1.3  # wide: the square frame differs from the photo
+    ref = tmp_path / "group.jpg"
+    ref.write_bytes(photos["t1.jpg"].read_bytes())
+    run = tmp_path / "run"
+    outs = [to_square(group, 512), np.asarray(Image.fromarray(to_square(group, 512)).rotate(
+        10, resample=Image.Resampling.BICUBIC))]
+    for k, img in enumerate(outs):
+        save_png(run / "images" / f"g_{k}.png", img)
+    pl.DataFrame([dict(id="g", k=k, status="ok", error=None, seed=k, prompt="p", reference=str(ref),
+                       target=None, image=f"images/g_{k}.png", condition=None) for k in range(2)]
+                 ).write_parquet(run / "results.parquet")
+    (run / "run.json").write_text(json.dumps({"face_backend": "dlib", "face_models": None}))
+    scores = score_run(run, ScoreOptions(metrics=("consistency",))).scores
+
+    provider = ConditionProvider(tmp_path / "cache")
+    cond = provider.get(ref, None, 512, 512)
+    for k, out in enumerate(outs):
+        generated = provider.consistency(cond, out)  # what `fmu generate` writes for this row
+        assert scores["pose_error_deg"][k] == pytest.approx(generated["pose_error_deg"], abs=1e-6)
+        assert scores["light_error"][k] == pytest.approx(generated["light_error"], abs=1e-6)
+    assert scores["pose_error_deg"][0] == pytest.approx(0.0, abs=1e-6)
+    assert scores["pose_error_deg"][1] > 3.0

@@ -13,8 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..digests import file_digest
-
-ANALYSIS_SIZE = 512
+from ..shading.condition import ANALYSIS_SIZE
 
 
 class ConditionProvider:

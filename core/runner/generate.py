@@ -141,7 +141,9 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
 
     start = time.perf_counter()
     out = Path(cfg.out)
-    manifest_path = Path(cfg.manifest)
+    # absolute, so results.parquet names each reference in a way that holds from any folder
+    # (`fmu score OUT` run elsewhere, resume from another working directory)
+    manifest_path = Path(cfg.manifest).absolute()
     df = read_manifest(manifest_path)  # a usage error here leaves no empty --out behind
     out.mkdir(parents=True, exist_ok=True)
     ranks = Ranks.from_env()

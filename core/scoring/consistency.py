@@ -1,7 +1,9 @@
 """Pose-RMSE and Light-RMSE from the shading channel (`core.shading`).
 
 Definition (paper): the 3D face fit of each output against the fit of the image its shading
-condition came from (the row's target, else its reference).
+condition came from (the row's target, else its reference). The source is fitted in the frame
+generation used (centre square at max(output side, 512)), so `fmu score` gives the numbers
+`fmu generate` wrote for the same row.
 - pose error per row: `shading.pose_error_deg` = RMSE over (yaw, pitch, roll) in degrees;
 - light error per row: `shading.light_error` = RMSE of the norm-normalised 9 SH coefficients
   fitted to each image's visible face (`fit_sh` on the reconstructed mesh);
@@ -35,6 +37,13 @@ class ConsistencyScorer:
         """(pose (3,), sh (9,)) of the face in `image`; raises NoFaceError when there is none."""
         mesh = self._reconstruct(image, backend=self.reconstructor)
         return np.asarray(mesh.pose, np.float64), np.asarray(self._fit_sh(image, mesh), np.float64)
+
+    def fit_source(self, image: np.ndarray, output_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pose, sh) of a reference/target as generation fitted it for its condition."""
+        from ..shading.condition import ANALYSIS_SIZE, analyse_frame
+
+        mesh, sh = analyse_frame(image, max(output_side, ANALYSIS_SIZE), self.reconstructor)
+        return np.asarray(mesh.pose, np.float64), np.asarray(sh, np.float64)
 
     def errors(self, out_fit, source_fit) -> tuple[float, float]:
         return (float(self._pose_error(source_fit[0], out_fit[0])),

@@ -248,10 +248,10 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
     task = progress("Pose/Light", len(idx))
     source_fits: dict[str, object] = {}     # references are shared by rows: fit each once
 
-    def fit(key, image):
+    def fit(key, fn, *args):
         if key not in source_fits:
             try:
-                source_fits[key] = scorer.fit(image)
+                source_fits[key] = fn(*args)
             except RowError as exc:
                 source_fits[key] = exc
         return source_fits[key]
@@ -265,8 +265,9 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
         if isinstance(image, ImageError):
             rows.fail(i, f"target: {image.reason}")
             continue
-        src = fit(("source", key), image)
-        out = fit(("output", i), rows.out[i])
+        side = max(rows.out[i].shape[:2])
+        src = fit(("source", key, side), scorer.fit_source, image, side)
+        out = fit(("output", i), scorer.fit, rows.out[i])
         bad = [(who, f) for who, f in (("source", src), ("output", out)) if isinstance(f, RowError)]
         if bad:
             n_no_fit += 1

@@ -35,7 +35,13 @@ class ShadingResult:
     from_target: bool = False  # True when pose/expression/lighting come from a target image
 
 
-def _analyse(image_rgb: np.ndarray, size: int, reconstructor: str) -> tuple[FaceMesh, np.ndarray]:
+# conditions are reconstructed at >= this side: the face mesh needs the detail
+ANALYSIS_SIZE = 512
+
+
+def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediapipe") -> tuple[FaceMesh, np.ndarray]:
+    """Mesh and SH lighting of an image in the generation frame (centre square at `size`): the
+    fit a condition is rendered from, and the source side of Pose/Light-RMSE."""
     frame = to_square(np.asarray(image_rgb, dtype=np.uint8), size)
     mesh = reconstruct(frame, backend=reconstructor)
     # The fit only needs normals, not speed: the pure cpu path keeps fits identical across machines.
@@ -48,7 +54,7 @@ def make_condition(image_rgb: np.ndarray, target_rgb: Optional[np.ndarray] = Non
     reference is not reconstructed at all: nothing of its geometry is drawn; its face is
     checked by the face-analysis stage). Raises NoFaceError when the image rendered has no face."""
     from_target = target_rgb is not None
-    mesh, sh = _analyse(target_rgb if from_target else image_rgb, size, reconstructor)
+    mesh, sh = analyse_frame(target_rgb if from_target else image_rgb, size, reconstructor)
     condition = render(mesh, sh, size=size, backend=renderer)
     return ShadingResult(condition=condition, pose=np.asarray(mesh.pose, dtype=np.float32),
                          sh=np.asarray(sh, dtype=np.float32), expression=mesh.expression,
