@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from core.errors import UsageError
-from core.manifest import ERROR, WARNING, read_manifest, validate
+from core.manifest import WARNING, read_manifest, validate
 from fmu_cli.app import app
 
 

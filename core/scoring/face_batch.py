@@ -15,7 +15,6 @@ re-encode of skimage's astronaut grows one on her suit that is bigger than her f
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
