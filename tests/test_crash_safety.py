@@ -39,7 +39,7 @@ def kill_when(cmd, environ, ready, timeout=240.0) -> subprocess.Popen:
     while not ready(proc):
         assert proc.poll() is None, f"finished before the kill point: {proc.stderr.read()[-2000:]!r}"
         assert time.time() < deadline, "no progress visible on disk"
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return proc
@@ -82,6 +82,7 @@ def count(folder: Path, pattern: str) -> int:
 # -- generate -------------------------------------------------------------------------------------
 
 ROWS = 5
+STEPS = "12"  # long enough per unit that the kill lands before the last unit, even on a fast machine
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def _assert_generated(out: Path) -> None:
 def generated(gen_inputs, fmu_home, tmp_path_factory):
     """A generate run killed after two finished units, state checked, then resumed."""
     out = tmp_path_factory.mktemp("crash_gen_out") / "out"
-    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading")
+    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", STEPS, "--batch-size", "1", "--no-shading")
     kill_when(cmd, env(fmu_home), lambda p: count(out / ".shards", "*.parquet") >= 2)
     assert_only_complete_files(out)
     shards = pl.concat([pl.read_parquet(p) for p in (out / ".shards").glob("*.parquet")])
@@ -148,7 +149,7 @@ def test_two_device_run_killed_leaves_no_orphan_workers(gen_inputs, fmu_home, tm
     """kill -9 of the parent: its worker processes exit too (an orphan would keep writing into
     --out under the re-run, then wait forever on the dead parent's queue holding a model)."""
     out = tmp_path / "out"
-    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading",
+    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", STEPS, "--batch-size", "1", "--no-shading",
               "--devices", "cpu,cpu")
     workers: list[int] = []
 
@@ -166,7 +167,7 @@ def test_two_device_run_killed_leaves_no_orphan_workers(gen_inputs, fmu_home, tm
         os.kill(w, signal.SIGKILL)
     assert not lingering, "worker processes outlived the killed parent"
     assert_only_complete_files(out)
-    rerun(fmu("generate", gen_inputs, "--out", out, "--steps", "6", "--batch-size", "1", "--no-shading"),
+    rerun(fmu("generate", gen_inputs, "--out", out, "--steps", STEPS, "--batch-size", "1", "--no-shading"),
           env(fmu_home))
     _assert_generated(out)
 
@@ -250,10 +251,11 @@ def test_prepare_killed_resumes_from_its_cache(prepared, train_images):
 
 @pytest.fixture(scope="module")
 def trained(prepared, fmu_home, tmp_path_factory):
-    """Killed once step 3 is logged (so checkpoint 2 is complete and step 3 is past it), resumed."""
+    """Killed once step 3 is logged (so checkpoint 2 is complete and step 3 is past it), resumed.
+    Ten steps, so that the kill lands well before the end even on a fast machine."""
     data, _ = prepared
     run = tmp_path_factory.mktemp("crash_train") / "run"
-    cmd = fmu("train", "--data", data, "--out", run, "--max-steps", "6", "--batch-size", "2",
+    cmd = fmu("train", "--data", data, "--out", run, "--max-steps", "10", "--batch-size", "2",
               "--checkpoint-every", "2", "--lambda-id", "0", "--seed", "1")
     losses = run / "losses.jsonl"
     kill_when(cmd, env(fmu_home), lambda p: losses.exists() and len(losses.read_text().splitlines()) >= 3)
@@ -270,15 +272,15 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_end(trained):
 
     tensors, _ = read_adapter(trained / "adapter.safetensors")
     assert tensors and all(bool(v.float().isfinite().all()) for v in tensors.values())
-    assert [p.name for p in list_checkpoints(trained)] == [f"checkpoint-0000000{s}" for s in (2, 4, 6)]
+    assert [p.name for p in list_checkpoints(trained)] == [f"checkpoint-{s:08d}" for s in (6, 8, 10)]  # last 3
     assert_only_complete_files(trained)
     steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
-    assert set(steps) == set(range(1, 7))  # every step logged 
+    assert set(steps) == set(range(1, 11))  # every step logged 
 
 
 def test_train_resume_does_not_duplicate_log_lines(trained):
     """Steps 3.. logged by the killed run are past checkpoint 2: the resume drops and redoes them."""
     steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 7))
+    assert steps == list(range(1, 11))
     positions = [json.loads(line)["position"] for line in (trained / "samples" / "rank0.jsonl").read_text().splitlines()]
-    assert positions == list(range(6))
+    assert positions == list(range(10))
