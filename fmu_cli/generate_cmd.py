@@ -82,7 +82,8 @@ def generate(
         err.print(f"[red]error:[/] {exc}; finished images and results are kept: re-run the same command "
                   "to resume")
         raise typer.Exit(1)
-    console.print(f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
+    done_before = f", {summary.skipped} of them finished earlier and kept" if summary.skipped else ""
+    console.print(f"{summary.ok} ok, {summary.failed} failed{done_before} "
                   f"({summary.analyses} face analyses, {summary.seconds:.1f}s) -> {out}/results.parquet")
     if summary.failed:
         import polars as pl

@@ -76,6 +76,8 @@ def test_rerun_skips_finished_images(demo):
     after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
     assert before == after
     assert pl.read_parquet(out / "results.parquet").height == len(before)
+    assert f"{len(before)} ok, 0 failed, {len(before)} of them finished earlier and kept" in result.output
+    assert json.loads((out / "run.json").read_text())["summary"]["skipped"] == len(before)
     # nothing ran, yet run.json still names the face models (loaded here, not in a worker)
     identity = json.loads((out / "run.json").read_text())["face_identity"]
     assert identity["backend"] == "dlib" and len(identity["recognition"]) == 16
@@ -177,7 +179,8 @@ def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
     # b: new seed; c: new reference; a: unchanged
     pl.DataFrame({**rows, "seed": [1, 7, 3], "reference": ["astronaut.png", "astronaut.png", "tom_hanks.png"]}
                  ).write_csv(manifest)
-    assert run([manifest, "--out", out, *FAST, "--no-shading"]).exit_code == 0
+    second = run([manifest, "--out", out, *FAST, "--no-shading"])
+    assert second.exit_code == 0 and "3 ok, 0 failed, 1 of them finished earlier" in second.output
     after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
     assert after["a_0.png"] == before["a_0.png"]
     assert after["b_0.png"] != before["b_0.png"] and after["c_0.png"] != before["c_0.png"]

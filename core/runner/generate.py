@@ -65,7 +65,7 @@ class RunSummary:
     total: int
     ok: int
     failed: int
-    skipped: int
+    skipped: int      # images already finished by an earlier run of this --out: kept, not redone
     analyses: int
     seconds: float
 
@@ -163,6 +163,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     store = ResultStore(out)
     # finished jobs drop out of their unit; a unit keeps the members it was planned with
     todo = store.todo(plan, store.done())
+    already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)
@@ -192,10 +193,10 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     failed_keys = pl.DataFrame([{c: r[c] for c in KEY} for r in failures],
                                schema={"id": pl.String, "k": pl.Int64, "row": pl.Int64})
     merged = store.merge(pl.concat([plan.select(KEY), failed_keys]))
-    counts = {s: merged.filter(merged["status"] == s).height for s in ("ok", "failed", "skipped")}
+    counts = {s: merged.filter(merged["status"] == s).height for s in ("ok", "failed")}
     all_stats = ranks.read_stats(out)
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
-                         skipped=counts["skipped"], analyses=sum(s["analyses"] for s in all_stats),
+                         skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start)
     # the workers report their face models; only a run with nothing left to do loads them here
     identities = [s.pop("face_identity", None) for s in all_stats]

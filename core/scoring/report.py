@@ -85,7 +85,7 @@ def _primary_facesim(scores: pl.DataFrame) -> str | None:
 
 
 def _severity(row: dict, primary: str | None) -> tuple:
-    rank = {"failed": 0, "skipped": 0, "no_face": 1}.get(row["status"], 2)
+    rank = {"failed": 0, "no_face": 1}.get(row["status"], 2)
     value = row.get(primary) if primary else None
     return (rank, -math.inf if value is None else value)
 
@@ -170,7 +170,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} tr.na td{{color:#a
 figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}px;display:block}}
 figure.ref img{{outline:3px solid #3b7dd8}} .missing{{width:{THUMB}px;height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}}
-.st.failed,.st.skipped{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
+.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
 </style></head><body>
