@@ -100,7 +100,7 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
     from core.faces import get_backend
     from core.images import load_rgb, save_png
     from core.model.load import load_model
-    from core.model.pipeline import Request, Settings
+    from core.model.pipeline import Request, Settings, with_prefix
     from core.model.presets import SPECS, ensure_preset
     from core.runner.conditions import ANALYSIS_SIZE
     from core.shading import make_condition
@@ -120,7 +120,7 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
         from PIL import Image
 
         cond = np.asarray(Image.fromarray(cond).resize((size, size), Image.Resampling.BOX))
-        req = Request(prompt=f"best quality, {prompt}", id_embedding=face.embedding, face_crop=face.crop,
+        req = Request(prompt=with_prefix(prompt), id_embedding=face.embedding, face_crop=face.crop,
                       seed=seed, condition=cond)
         (img,) = model.generate([req], Settings(steps=steps, width=size, height=size))
         save_png(out / f"{rid}_0.png", img)

@@ -123,3 +123,11 @@ def test_adapter_reader_refuses_foreign_files(tmp_path):
     save_file({"x": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="not an fmu adapter"):
         A.read_adapter(path)
+
+
+def test_prompt_prefix_follows_the_authors_demo():
+    from core.model.settings import with_prefix
+
+    assert with_prefix("red lipstick") == "best quality red lipstick"
+    assert with_prefix("best quality, red lipstick") == "best quality, red lipstick"  # not doubled
+    assert with_prefix("red lipstick", "") == "red lipstick"

@@ -11,10 +11,13 @@ Accepted inputs (`load_adapter_any`):
     `unet.attn_processors` (cross-attention layers only), and optionally LoRA in the original
     IP-Adapter-FaceID `LoRAAttnProcessor` naming, `{index}.to_q_lora.down.weight` / `.up.weight`
     (same for to_k / to_v / to_out) on every attention processor, scale 1.
-  - ShadingNet: ASSUMED layout (the authors' file is not public): a top-level `controlnet`
-    dict in the pickle, or `controlnet.*` keys in safetensors, holding the state dict of
-    `ControlNetModel.from_unet(unet, conditioning_channels=3)` in diffusers naming (what
-    `controlnet.state_dict()` gives for the ControlNet the authors trained with diffusers).
+  - ShadingNet: a top-level `controlnet` dict in the same pickle, holding the state dict of
+    `ControlNetModel.from_unet(unet)` in diffusers naming. That is what the authors' loader
+    reads: their web demo builds `ControlNetModel.from_unet(unet)` and calls
+    `FaceMakeUpPipeline.load_controlnet(model.bin)`, which does
+    `controlnet.load_state_dict(torch.load(path)["controlnet"])` on the same file that
+    `load_ip_adapter` reads `image_proj` / `ip_adapter` from. (Their checkpoint itself was not
+    available here to open.) In safetensors: `controlnet.*` keys.
 - A separate LoRA file (`lora=`, e.g. h94's `ip-adapter-faceid-plusv2_sd15_lora.safetensors`):
   kohya (`lora_unet_*.lora_down.weight` + `.alpha`), old diffusers or peft naming — normalised
   by diffusers' own `lora_state_dict`; each module's alpha/rank is folded into its up matrix,

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from .adapter import AdapterConfig, image_projection
-from .settings import Settings  # noqa: F401  (re-exported: callers import it from here)
+from .settings import PROMPT_PREFIX, Settings, with_prefix  # noqa: F401  (re-exported for callers)
 
-DEFAULT_NEGATIVE = ("monochrome, lowres, bad anatomy, worst quality, low quality, blurry, "
-                    "deformed, disfigured, watermark, text")
-PROMPT_PREFIX = "best quality"
+# the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
+DEFAULT_NEGATIVE = ("black image, Easy Negative, worst quality, low quality, lowers, monochrome, grayscales, "
+                    "skin spots, acnes, skin blemishes, age spot, 6 more fingers on one hand, deformity, bad legs")
 
 
 @dataclass

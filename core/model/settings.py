@@ -19,3 +19,13 @@ class Settings:
     def key(self) -> tuple:
         return (self.steps, self.guidance_scale, self.id_scale, self.s_scale, self.shading_scale,
                 self.lora_scale, self.width, self.height)
+
+
+# the authors' demo puts "best quality " before every prompt that does not already start with it
+PROMPT_PREFIX = "best quality"
+
+
+def with_prefix(prompt: str, prefix: str | None = PROMPT_PREFIX) -> str:
+    if not prefix or prompt.startswith(prefix):
+        return prompt
+    return f"{prefix} {prompt}"

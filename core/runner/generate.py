@@ -15,7 +15,7 @@ import polars as pl
 from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
-from ..model.settings import Settings
+from ..model.settings import Settings, with_prefix
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
 from .runinfo import write_run_json
@@ -154,7 +154,9 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     if cfg.face_backend is None:
         cfg.face_backend = "dlib" if cfg.preset and not cfg.base_model else "insightface"
     tokenizer = _load_tokenizer(cfg.base_config or base)
-    validation = validate(df, manifest_path.parent, count_tokens=lambda s: len(tokenizer(s).input_ids),
+    # the limit applies to what the text encoder sees: the prompt with its prefix
+    validation = validate(df, manifest_path.parent,
+                          count_tokens=lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
                           token_limit=tokenizer.model_max_length)
     defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,

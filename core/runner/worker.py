@@ -20,7 +20,7 @@ from ..errors import RowError
 from ..faces import get_backend
 from ..faces.cache import FaceCache
 from ..images import save_png
-from ..model.pipeline import Request
+from ..model.pipeline import Request, with_prefix
 from ..scoring.facesim import id_similarity  # the same code `fmu score` uses
 from .conditions import ConditionProvider
 from .plan import Job
@@ -93,8 +93,8 @@ class Worker:
                 where = "target" if job.row.target else "reference"
                 records.append(_failed(base_record, f"{where} shading {_reason(exc, 'shading_failed')}"))
                 continue
-            prompt = f"{self.cfg.prefix}, {job.row.prompt}" if self.cfg.prefix else job.row.prompt
-            requests.append(Request(prompt=prompt, id_embedding=analysis.embedding, face_crop=analysis.crop,
+            requests.append(Request(prompt=with_prefix(job.row.prompt, self.cfg.prefix),
+                                    id_embedding=analysis.embedding, face_crop=analysis.crop,
                                     seed=job.seed, negative_prompt=job.row.negative_prompt,
                                     condition=condition.condition if condition is not None else None))
             live.append((job, base_record, analysis, condition))
