@@ -22,6 +22,9 @@ def generate(
     face_backend: Optional[str] = typer.Option(None, help="dlib | insightface (default: dlib for the tiny preset, else insightface)."),
     face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
     multi_face: str = typer.Option("largest", help="largest | error: what to do with several faces."),
+    face_crop: Optional[str] = typer.Option(None, help="aligned | wide: the face image the CLIP encoder "
+                                            "sees; default: the style the adapter was trained with "
+                                            "(wide for the authors' checkpoint, aligned for h94's and fmu's)."),
     devices: str = typer.Option("cpu", "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
                                 "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)"),
     batch_size: int = typer.Option(4, min=1, help="Images denoised together."),
@@ -62,7 +65,7 @@ def generate(
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, base_model=base_model, adapter=adapter,
         image_encoder=image_encoder, face_backend=face_backend, face_models=face_models,
-        multi_face=multi_face, device=device, batch_size=batch_size, seed=seed, steps=steps,
+        multi_face=multi_face, face_crop=face_crop, device=device, batch_size=batch_size, seed=seed, steps=steps,
         guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale, shading_scale=shading_scale,
         shading=not no_shading, save_conditions=save_conditions, renderer=renderer, cache_dir=cache_dir,
         threads=threads, lora=lora, lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae,
@@ -70,6 +73,9 @@ def generate(
         vae_tiling=vae_tiling, compile=compile, offload=offload)
     if multi_face not in ("largest", "error"):
         err.print("[red]error:[/] --multi-face must be 'largest' or 'error'")
+        raise typer.Exit(2)
+    if face_crop not in (None, "aligned", "wide"):
+        err.print("[red]error:[/] --face-crop must be 'aligned' or 'wide'")
         raise typer.Exit(2)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -144,8 +144,11 @@ def test_authors_model_bin_matches_diffusers_loading_path(authors, tmp_path):
     reference = _reference_noise(_reference_pipe(base, original), inp, controlnet)
     summary = convert_file(path, tmp_path / "conv", base=base)
     assert summary["config"]["lora_rank"] == 8 and summary["shading"]
-    converted = _fmu_noise(load_model(base, summary["path"]), inp)
-    direct = _fmu_noise(load_model(base, path), inp)  # --adapter model.bin without converting
+    assert summary["config"]["face_crop"] == "wide"  # the authors' CLIP face image
+    converted_model, direct_model = load_model(base, summary["path"]), load_model(base, path)
+    assert converted_model.cfg.face_crop == direct_model.cfg.face_crop == "wide"
+    converted = _fmu_noise(converted_model, inp)
+    direct = _fmu_noise(direct_model, inp)  # --adapter model.bin without converting
     assert reference.abs().mean() > 0.1
     torch.testing.assert_close(converted, reference, atol=1e-5, rtol=0)
     torch.testing.assert_close(direct, reference, atol=1e-5, rtol=0)
@@ -182,7 +185,7 @@ def test_h94_safetensors_with_kohya_lora_file_matches_diffusers(tiny_preset, tmp
                                lora=tmp_path / "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
         assert not summary["shading"] and summary["config"]["lora_rank"] == 6
         model = load_model(base, summary["path"])
-        assert model.shading_net is None
+        assert model.shading_net is None and model.cfg.face_crop == "aligned"  # h94: the ArcFace crop
         torch.testing.assert_close(_fmu_noise(model, inp, control=False), reference, atol=1e-5, rtol=0)
     direct = load_model(base, tmp_path / "ip-adapter-faceid-plusv2_sd15.bin",
                         lora=tmp_path / "ip-adapter-faceid-plusv2_sd15_lora.safetensors")

@@ -208,3 +208,18 @@ def test_relative_manifest_path_gives_results_that_score_from_anywhere(tmp_path,
     monkeypatch.chdir(tmp_path / "in")  # score from another folder
     scores = score_run(Path("../out"), ScoreOptions(metrics=("facesim",), report=False)).scores
     assert scores["error"].to_list() == ["output: no_face (dlib)"]  # noise output; the reference was found
+
+
+def test_face_crop_follows_the_adapter_unless_overridden(demo, tmp_path):
+    manifest, out, _ = demo
+    default = json.loads((out / "run.json").read_text())["face_identity"]
+    assert default["clip_crop"] == "aligned"  # the tiny preset's adapter: fmu's own (aligned) style
+    wide = tmp_path / "wide"
+    assert run([manifest, "--out", wide, *FAST, "--face-crop", "wide"]).exit_code == 0
+    assert json.loads((wide / "run.json").read_text())["face_identity"]["clip_crop"] == "wide"
+    assert [p.name.endswith("-wide") for p in (wide / ".cache" / "faces").iterdir()] == [True]
+    # the CLIP branch saw other pixels: the images differ from the aligned run's
+    a = np.asarray(Image.open(out / "images" / "astronaut_0.png"))
+    b = np.asarray(Image.open(wide / "images" / "astronaut_0.png"))
+    assert not np.array_equal(a, b)
+    assert run([manifest, "--out", tmp_path / "bad", *FAST, "--face-crop", "tight"]).exit_code == 2

@@ -65,9 +65,15 @@ class FaceBackend:
         """Which model files this backend runs: recorded in run.json and cache keys."""
         return {"backend": self.name}
 
-    def analyse(self, image: np.ndarray, multi_face: str = "largest") -> FaceAnalysis:
+    def analyse(self, image: np.ndarray, multi_face: str = "largest", crop: str = "aligned") -> FaceAnalysis:
+        """The largest face: embedding, box, landmarks and the CLIP face image in style `crop`
+        (see `core.faces.crops`)."""
+        from .crops import CROP_STYLES, wide_crop
+
         if multi_face not in MULTI_FACE_POLICIES:
             raise ValueError(f"multi_face must be one of {MULTI_FACE_POLICIES}")
+        if crop not in CROP_STYLES:
+            raise ValueError(f"crop must be one of {CROP_STYLES}")
         faces = self.detect(image)
         if not faces:
             raise NoFaceError("no face detected")
@@ -76,7 +82,7 @@ class FaceBackend:
         face = max(faces, key=lambda f: f.area)
         return FaceAnalysis(
             embedding=np.asarray(face.embedding, dtype=np.float32),
-            crop=self.align(image, face),
+            crop=self.align(image, face) if crop == "aligned" else wide_crop(image, face.landmarks),
             bbox=np.asarray(face.bbox, dtype=np.float32),
             landmarks=np.asarray(face.landmarks, dtype=np.float32),
             num_faces=len(faces),

@@ -28,9 +28,11 @@ def backend_key(backend: FaceBackend) -> str:
 
 
 class FaceCache:
-    def __init__(self, root: Path, backend: FaceBackend):
-        self.backend = backend
-        self.root = Path(root) / "faces" / f"{backend.name}-{backend_key(backend)}"
+    def __init__(self, root: Path, backend: FaceBackend, crop: str = "aligned"):
+        self.backend, self.crop = backend, crop
+        # the crop style is part of what is cached: each style has its own folder
+        suffix = "" if crop == "aligned" else f"-{crop}"
+        self.root = Path(root) / "faces" / f"{backend.name}-{backend_key(backend)}{suffix}"
         self.analyses = 0  # how many analyses actually ran (not served from cache)
 
     def _path(self, digest: str) -> Path:
@@ -50,7 +52,7 @@ class FaceCache:
         self.analyses += 1
         path = self._path(digest)
         try:
-            result = self.backend.analyse(decode_rgb(data, source), multi_face="largest")
+            result = self.backend.analyse(decode_rgb(data, source), multi_face="largest", crop=self.crop)
         except NoFaceError:
             atomic_write_bytes(path, _dump_no_face())
             return "no_face"

@@ -35,6 +35,7 @@ class AdapterConfig:
     num_tokens: int = 4
     lora_rank: int = 128
     shading: bool = True
+    face_crop: str = "aligned"       # the CLIP face image it was trained with (core.faces.crops)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdapterConfig":

@@ -305,6 +305,9 @@ def convert_original(original: dict, controlnet: dict | None, unet_config: dict,
         lora = lora_from_file(lora_file)
     lora_state, rank = convert_lora(lora, skeleton) if lora else ({}, None)
     cfg = infer_adapter_config(original["image_proj"], rank, shading=controlnet is not None)
+    # a checkpoint with a ShadingNet is the authors' Face-MakeUpV2: their CLIP face image is the
+    # wide crop; h94's FaceID-PlusV2 (no ShadingNet) uses the aligned one
+    cfg.face_crop = "wide" if controlnet is not None else "aligned"
 
     tensors = {}
     tensors.update(A._prefixed("image_proj", convert_image_proj(original["image_proj"], cfg, cross)))

@@ -27,7 +27,12 @@ def inline_distributor(units: list, make_worker: Callable, devices: list[str], o
     work = ((uid, units[uid]) for uid in range(len(units)))
     worker.run(work, on_done=lambda uid, recs: on_done(uid, None))
     return {"analyses": worker.cache.analyses, "model_seconds": worker.model.timings.model_seconds,
-            "workers": 1, "requeued": 0, "face_identity": worker.cache.backend.identity()}
+            "workers": 1, "requeued": 0, "face_identity": _face_identity(worker)}
+
+
+def _face_identity(worker) -> dict:
+    """The face models and the CLIP face-image style a worker used (for run.json)."""
+    return {**worker.cache.backend.identity(), "clip_crop": worker.cache.crop}
 
 
 def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
@@ -48,7 +53,7 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
     worker.run(pull(), on_done=lambda uid, recs: results.put(("done", wid, uid, len(recs))))
     results.put(("stats", wid, None, {"analyses": worker.cache.analyses,
                                       "model_seconds": worker.model.timings.model_seconds,
-                                      "face_identity": worker.cache.backend.identity()}))
+                                      "face_identity": _face_identity(worker)}))
 
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:

@@ -32,6 +32,7 @@ class GenerateConfig:
     face_backend: str | None = None       # default: the preset's (dlib) or insightface
     face_models: Path | None = None
     multi_face: str = "largest"
+    face_crop: str | None = None     # CLIP face image style; None: the adapter's own (core.faces.crops)
     device: str = "cpu"
     batch_size: int = 4
     seed: int = 0

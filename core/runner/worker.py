@@ -54,12 +54,13 @@ class Worker:
         self.store = ResultStore(self.out)
         self.backend = get_backend(cfg.face_backend, device=device, models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
-        self.cache = FaceCache(cache_root, self.backend)
         self.model = load_model(
             base, adapter, device=device, dtype=resolve_dtype(cfg.precision, device), shading=cfg.shading,
             image_encoder=cfg.image_encoder, lora=cfg.adapter_lora, vae=cfg.vae, scheduler=cfg.scheduler,
             base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
             compile=cfg.compile, offload=cfg.offload)
+        # the CLIP face image in the style the adapter was trained with, unless the user says
+        self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop)
         if cfg.lora is not None:
             from training.lora_apply import apply_lora
 
