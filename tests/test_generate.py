@@ -78,9 +78,10 @@ def test_rerun_skips_finished_images(demo):
     assert pl.read_parquet(out / "results.parquet").height == len(before)
     assert f"{len(before)} ok, 0 failed, {len(before)} of them finished earlier and kept" in result.output
     assert json.loads((out / "run.json").read_text())["summary"]["skipped"] == len(before)
-    # nothing ran, yet run.json still names the face models (loaded here, not in a worker)
+    # nothing ran, yet run.json still names the face models that made the kept images
     identity = json.loads((out / "run.json").read_text())["face_identity"]
     assert identity["backend"] == "dlib" and len(identity["recognition"]) == 16
+    assert identity["clip_crop"] == "aligned"
 
 
 def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path, photos, fmu_home):
@@ -211,7 +212,9 @@ def test_relative_manifest_path_gives_results_that_score_from_anywhere(tmp_path,
 
 
 def test_face_crop_follows_the_adapter_unless_overridden(demo, tmp_path):
-    manifest, out, _ = demo
+    manifest, _, _ = demo
+    out = tmp_path / "aligned"
+    assert run([manifest, "--out", out, *FAST]).exit_code == 0
     default = json.loads((out / "run.json").read_text())["face_identity"]
     assert default["clip_crop"] == "aligned"  # the tiny preset's adapter: fmu's own (aligned) style
     wide = tmp_path / "wide"

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from core.errors import UsageError
+from core.faces.crops import wide_crop
 from core.images import load_rgb, to_square
 
 MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,
@@ -159,9 +160,11 @@ def square_box(bbox: np.ndarray, height: int, width: int, size: int) -> np.ndarr
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """Samples of a prepared manifest at `size` px in the shared square frame."""
+    """Samples of a prepared manifest at `size` px in the shared square frame. `face_crop` is the
+    CLIP face-image style of the adapter being trained (`core.faces.crops`): the prepared cache
+    holds the aligned crop; the wide one is cut here from the image and the cached landmarks."""
 
-    def __init__(self, manifest: Path, tokenizer, size: int):
+    def __init__(self, manifest: Path, tokenizer, size: int, face_crop: str = "aligned"):
         from core.faces.cache import _load as load_face
         from core.shading import load_shading
 
@@ -172,7 +175,7 @@ class TrainingSet(torch.utils.data.Dataset):
             if column not in self.df.columns:
                 raise UsageError(f"{self.manifest} is not prepared (no {column!r}); run `fmu prepare` first")
         self.rows = self.df.to_dicts()
-        self.tokenizer, self.size = tokenizer, size
+        self.tokenizer, self.size, self.face_crop = tokenizer, size, face_crop
         self._load_face, self._load_shading = load_face, load_shading
 
     def __len__(self) -> int:
@@ -211,7 +214,7 @@ class TrainingSet(torch.utils.data.Dataset):
             pixels=torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1.0,
             input_ids=self.tokenize(caption),
             id_embedding=torch.from_numpy(np.asarray(face.embedding, dtype=np.float32)),
-            face_crop=face.crop,
+            face_crop=face.crop if self.face_crop == "aligned" else wide_crop(image, face.landmarks),
             face_box=torch.from_numpy(square_box(face.bbox, image.shape[0], image.shape[1], size)),
             condition=torch.from_numpy(np.repeat(cond[None], 3, 0).astype(np.float32) / 255.0),
             masks=masks, token_indices=tokens)

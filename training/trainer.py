@@ -303,7 +303,8 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
         manifest = manifest / "train.parquet"
     if manifest is None or not manifest.is_file():
         raise UsageError(f"no prepared training manifest at {cfg.data} (run `fmu prepare` first)")
-    dataset = TrainingSet(manifest, model.pipe.tokenizer, size)
+    # the face image in the style the adapter is (or was) trained with; recorded in its config
+    dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
     if len(dataset) == 0:
         raise UsageError(f"{manifest} has no usable rows")
     first = dataset[0]

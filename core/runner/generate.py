@@ -201,9 +201,10 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
                          skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start)
-    # the workers report their face models; only a run with nothing left to do loads them here
+    # the workers report their face models; a run with nothing left to do keeps what the earlier
+    # run recorded (it made the images), or loads the backend here to say which one it is
     identities = [s.pop("face_identity", None) for s in all_stats]
-    face_identity = next((i for i in identities if i), None)
+    face_identity = next((i for i in identities if i), None) or _earlier_face_identity(out, cfg.face_backend)
     if face_identity is None:
         face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
@@ -212,3 +213,13 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                             "world_size": ranks.world},
                    validation=[asdict(p) for p in validation.problems])
     return summary
+
+
+def _earlier_face_identity(out: Path, backend: str) -> dict | None:
+    import json
+
+    try:
+        identity = json.loads((Path(out) / "run.json").read_text()).get("face_identity")
+    except (OSError, ValueError):
+        return None
+    return identity if isinstance(identity, dict) and identity.get("backend") == backend else None
