@@ -30,7 +30,8 @@ def is_chatter(line: str) -> bool:
 def quiet_native_stderr():
     with _lock:
         try:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             saved = os.dup(2)
         except (OSError, ValueError):  # no usable fd 2 (embedded, closed): nothing to quiet
             yield
@@ -40,7 +41,7 @@ def quiet_native_stderr():
             try:
                 yield
             finally:
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
                     sys.stderr.flush()
                 os.dup2(saved, 2)
                 os.close(saved)
