@@ -306,7 +306,8 @@ def convert_original(original: dict, controlnet: dict | None, unet_config: dict,
     lora_state, rank = convert_lora(lora, skeleton) if lora else ({}, None)
     cfg = infer_adapter_config(original["image_proj"], rank, shading=controlnet is not None)
     # a checkpoint with a ShadingNet is the authors' Face-MakeUpV2: their CLIP face image is the
-    # wide crop; h94's FaceID-PlusV2 (no ShadingNet) uses the aligned one
+    # wide crop; h94's FaceID-PlusV2 (no ShadingNet) uses the aligned one. An authors' file
+    # stripped of its ShadingNet cannot be told from h94's: `fmu generate --face-crop wide`.
     cfg.face_crop = "wide" if controlnet is not None else "aligned"
 
     tensors = {}
