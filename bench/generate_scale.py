@@ -100,7 +100,8 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
     from core.faces import get_backend
     from core.images import load_rgb, save_png
     from core.model.load import load_model
-    from core.model.pipeline import Request, Settings, with_prefix
+    from core.model.pipeline import Request, Settings
+    from core.model.settings import with_prefix
     from core.model.presets import SPECS, ensure_preset
     from core.runner.conditions import ANALYSIS_SIZE
     from core.shading import make_condition

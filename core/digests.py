@@ -11,7 +11,6 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 _MAX_ENTRIES = 100_000
 _memo: OrderedDict[tuple, str] = OrderedDict()
@@ -31,7 +30,8 @@ def file_digest(path: str | os.PathLike) -> str:
         if key in _memo:
             _memo.move_to_end(key)
             return _memo[key]
-    digest = bytes_digest(Path(path).read_bytes())
+    with open(path, "rb") as stream:  # in chunks: adapters and model files run to gigabytes
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
     with _lock:
         _memo[key] = digest
         while len(_memo) > _MAX_ENTRIES:

@@ -102,11 +102,12 @@ def test_cache_follows_a_file_replaced_under_the_same_name(backend, photos, tmp_
     assert file_digest(ref) == hashlib.sha256(ref.read_bytes()).hexdigest()
     cache = FaceCache(tmp_path / "cache", backend)
     astro = cache.analyse_file(ref)
-    reads = []
-    real_read = Path.read_bytes
+    reads, hashes = [], []
+    real_read, real_hash = Path.read_bytes, hashlib.file_digest
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
+    monkeypatch.setattr(hashlib, "file_digest", lambda *a, **k: hashes.append(a) or real_hash(*a, **k))
     np.testing.assert_array_equal(cache.analyse_file(ref).embedding, astro.embedding)
-    assert "ref.png" not in reads and cache.analyses == 1
+    assert "ref.png" not in reads and not hashes and cache.analyses == 1  # neither read nor hashed
 
     shutil.copy(photos["tom_hanks.png"], ref)
     st = ref.stat()

@@ -96,7 +96,7 @@ def _init_worker(cfg: PrepareConfig) -> None:
 
 def prepare_row(row: dict) -> dict:
     """Analyse one image; returns {"report": ..., "train": ... or None}. Never raises RowError."""
-    from core.faces.cache import content_hash
+    from core.digests import file_digest
 
     cfg, faces, shading = _WORKER["cfg"], _WORKER["faces"], _WORKER["shading"]
     start = time.perf_counter()
@@ -104,14 +104,13 @@ def prepare_row(row: dict) -> dict:
     try:
         masks = _resolve_masks(row)
         image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
-        data = Path(row["image"]).read_bytes()
         analysis = faces.analyse_file(Path(row["image"]))
         report["num_faces"] = analysis.num_faces
         shading.get(Path(row["image"]), None, cfg.resolution, cfg.resolution)
     except RowError as exc:
         report.update(status="failed", reason=exc.reason, seconds=time.perf_counter() - start)
         return {"report": report, "train": None}
-    digest = content_hash(data)
+    digest = file_digest(row["image"])  # the same digest the face cache just used (memoised)
     out = Path(cfg.out)
     train = {"id": row["id"], "image": row["image"], "caption": row["caption"], "masks": masks,
              "image_sha256": digest,

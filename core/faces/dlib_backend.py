@@ -8,13 +8,12 @@ therefore `1 - distance`: higher is more alike, and a match is `similarity > 0.4
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from ..digests import file_digest
 from .base import Face, FaceBackend
 
 MATCH_DISTANCE = 0.6
@@ -35,10 +34,6 @@ def _models():
         dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
         dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
     )
-
-
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class DlibBackend(FaceBackend):
@@ -116,7 +111,7 @@ class DlibBackend(FaceBackend):
         return {
             "backend": self.name,
             "detector": "dlib HOG frontal_face_detector",
-            "landmarks": _file_digest(frm.pose_predictor_five_point_model_location()),
-            "recognition": _file_digest(frm.face_recognition_model_location()),
+            "landmarks": file_digest(frm.pose_predictor_five_point_model_location())[:16],
+            "recognition": file_digest(frm.face_recognition_model_location())[:16],
             "upsample": self.upsample,
         }

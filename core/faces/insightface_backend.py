@@ -13,7 +13,6 @@ converts once per image. Offline, tests use `tiny_onnx.write_tiny_pack` stand-in
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..digests import file_digest
 from ..errors import UsageError
 from .base import Face, FaceBackend
 from .providers import onnx_providers
@@ -82,14 +82,6 @@ def find_pack(models_dir: Path | None, pack: str = "buffalo_l") -> Path:
     target = (models_dir / pack) if models_dir is not None else insightface_home() / "models" / pack
     raise UsageError(f"insightface pack {pack!r} not found (looked in {looked}): "
                      + _where_to_put(pack, target))
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def load_pack_models(folder: Path, providers: list, pack: str = "buffalo_l"):
@@ -187,9 +179,9 @@ class InsightFaceBackend(FaceBackend):
                 "backend": self.name,
                 "pack": str(self.pack_dir),
                 "detector": {Path(self.detector.model_file).name:
-                             file_digest(Path(self.detector.model_file))},
+                             file_digest(self.detector.model_file)[:16]},
                 "recognition": {Path(self.recognizer.model_file).name:
-                                file_digest(Path(self.recognizer.model_file))},
+                                file_digest(self.recognizer.model_file)[:16]},
                 "det_size": self.det_size,
                 "det_thresh": self.det_thresh,
             }

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .adapter import AdapterConfig, image_projection
-from .settings import PROMPT_PREFIX, Settings, with_prefix  # noqa: F401  (re-exported for callers)
+from .settings import Settings  # noqa: F401  (re-exported: callers import it from here)
 
 # the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
 DEFAULT_NEGATIVE = ("black image, Easy Negative, worst quality, low quality, lowers, monochrome, grayscales, "

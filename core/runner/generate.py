@@ -18,7 +18,7 @@ from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
-from .runinfo import write_run_json
+from .runinfo import read_run_json, write_run_json
 
 
 @dataclass
@@ -165,7 +165,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size)
     store = ResultStore(out)
     # finished jobs drop out of their unit; a unit keeps the members it was planned with
-    todo = store.todo(plan, store.done())
+    todo = store.todo(plan)
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
@@ -204,7 +204,10 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     # the workers report their face models; a run with nothing left to do keeps what the earlier
     # run recorded (it made the images), or loads the backend here to say which one it is
     identities = [s.pop("face_identity", None) for s in all_stats]
-    face_identity = next((i for i in identities if i), None) or _earlier_face_identity(out, cfg.face_backend)
+    earlier = read_run_json(out).get("face_identity")
+    if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.face_backend):
+        earlier = None
+    face_identity = next((i for i in identities if i), None) or earlier
     if face_identity is None:
         face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
@@ -213,13 +216,3 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                             "world_size": ranks.world},
                    validation=[asdict(p) for p in validation.problems])
     return summary
-
-
-def _earlier_face_identity(out: Path, backend: str) -> dict | None:
-    import json
-
-    try:
-        identity = json.loads((Path(out) / "run.json").read_text()).get("face_identity")
-    except (OSError, ValueError):
-        return None
-    return identity if isinstance(identity, dict) and identity.get("backend") == backend else None

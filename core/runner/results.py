@@ -79,9 +79,9 @@ class ResultStore:
                             dtype=pl.String)
         return ok.join(present.to_frame(), on="image", how="semi").select(*KEY, *INPUTS)
 
-    @staticmethod
-    def todo(plan: pl.DataFrame, done: pl.DataFrame) -> pl.DataFrame:
+    def todo(self, plan: pl.DataFrame) -> pl.DataFrame:
         """The plan rows still to generate."""
+        done = self.done()
         cast = [pl.col(c).cast(SCHEMA[c]) for c in INPUTS]
         return (plan.with_row_index("_plan").with_columns(cast)
                 .join(done, on=[*KEY, *INPUTS], how="anti", nulls_equal=True)

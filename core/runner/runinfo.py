@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -10,6 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ..digests import file_digest
 from ..images import atomic_write_bytes
 
 PACKAGES = ("fmu", "torch", "diffusers", "transformers", "accelerate", "peft", "polars",
@@ -26,16 +26,6 @@ def package_versions() -> dict:
     return out
 
 
-def file_digest(path: Path | None) -> str | None:
-    if path is None or not Path(path).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -44,6 +34,16 @@ def _jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def read_run_json(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def write_run_record(out: Path, command: str, *, config: dict, summary: dict, timings: dict,
@@ -70,7 +70,7 @@ def write_run_json(out: Path, *, cfg: dict, model_identity: dict, base, adapter,
                    summary: dict, timings: dict, validation: list, command: str = "generate") -> dict:
     extra = {
         "model": {**model_identity, "base": str(base), "adapter": str(adapter),
-                  "adapter_sha256": file_digest(Path(adapter)) if adapter else None},
+                  "adapter_sha256": file_digest(adapter) if adapter and Path(adapter).is_file() else None},
         "face_backend": face_identity["backend"],
         "face_models": cfg.get("face_models"),
         "face_identity": face_identity,

@@ -20,7 +20,8 @@ from ..errors import RowError
 from ..faces import get_backend
 from ..faces.cache import FaceCache
 from ..images import save_png
-from ..model.pipeline import Request, with_prefix
+from ..model.pipeline import Request
+from ..model.settings import with_prefix
 from ..scoring.facesim import id_similarity  # the same code `fmu score` uses
 from .conditions import ConditionProvider
 from .plan import Job

@@ -7,7 +7,6 @@ Rows the generator did not produce keep their status and reason; nothing is drop
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -28,16 +27,6 @@ def _abs(base: Path, value) -> str | None:
         return None
     path = Path(str(value)).expanduser()
     return str(path if path.is_absolute() else (base / path))
-
-
-def read_run_json(run_dir: Path) -> dict:
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def rows_from_run(run_dir: Path) -> pl.DataFrame:

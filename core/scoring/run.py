@@ -24,7 +24,8 @@ from ..errors import ImageError, UsageError
 from ..images import atomic_write_bytes, load_rgb
 from . import facesim
 from .face_batch import face_embeddings
-from .inputs import read_run_json, rows_from_images, rows_from_run
+from ..runner.runinfo import read_run_json
+from .inputs import rows_from_images, rows_from_run
 from .resume import ScoreState, fingerprint
 from .weights import MetricUnavailable
 
