@@ -100,6 +100,7 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
     import torch
 
     from core.faces import get_backend
+    from core.faces.crops import face_frame_box
     from core.images import load_rgb, save_png
     from core.model.load import load_model
     from core.model.pipeline import Request, Settings
@@ -119,7 +120,8 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
     for rid, ref, prompt, seed in df.select("id", "reference", "prompt", "seed").iter_rows():
         image = load_rgb(manifest.parent / ref)
         face = backend.analyse(image)
-        cond = make_condition(image, size=max(size, ANALYSIS_SIZE)).condition
+        box = face_frame_box(face.landmarks, image.shape)  # fmu's default frame, the authors' demo's
+        cond = make_condition(image, size=max(size, ANALYSIS_SIZE), box=box).condition
         from PIL import Image
 
         cond = np.asarray(Image.fromarray(cond).resize((size, size), Image.Resampling.BOX))

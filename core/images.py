@@ -85,14 +85,24 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     return decode_rgb(data, str(path))
 
 
-def to_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to `size`: the frame every condition image and
-    generated image shares."""
-    h, w = image.shape[:2]
+def centre_box(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(left, top, side) of the largest centred square of an image of this shape."""
+    h, w = shape[:2]
     side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    return (w - side) // 2, (h - side) // 2, side
+
+
+def crop_square(image: np.ndarray, box: tuple[int, int, int], size: int) -> np.ndarray:
+    """The square `box` = (left, top, side) of `image`, resized to `size`."""
+    left, top, side = (int(v) for v in box)
     crop = Image.fromarray(image[top:top + side, left:left + side])
     return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def to_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to `size` (the training frame, and the generation
+    frame under `--frame centre`)."""
+    return crop_square(image, centre_box(image.shape), size)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -35,6 +35,10 @@ def generate(
     s_scale: float = typer.Option(0.7, help="FaceID-PlusV2 shortcut weight."),
     shading_scale: float = typer.Option(0.5, help="ShadingNet (3D channel) conditioning scale."),
     no_shading: bool = typer.Option(False, "--no-shading", help="Run the identity channel alone."),
+    frame: str = typer.Option("face", help="face | centre: the photo region an image shows. face (the "
+                               "authors' demo): a square around the shading source's face, FRAME-SCALE "
+                               "times its landmark box; centre: the photo's centre square."),
+    frame_scale: float = typer.Option(5.0, help="Side of the face frame / side of the face's landmark box."),
     save_conditions: bool = typer.Option(False, help="Write each shading condition image."),
     renderer: str = typer.Option("auto", help="Shading renderer: auto | cpu | pytorch3d."),
     cache_dir: Optional[Path] = typer.Option(None, help="Face/shading cache (default OUT/.cache)."),
@@ -67,7 +71,7 @@ def generate(
         image_encoder=image_encoder, face_backend=face_backend, face_models=face_models,
         multi_face=multi_face, face_crop=face_crop, device=device, batch_size=batch_size, seed=seed, steps=steps,
         guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale, shading_scale=shading_scale,
-        shading=not no_shading, save_conditions=save_conditions, renderer=renderer, cache_dir=cache_dir,
+        shading=not no_shading, frame=frame, frame_scale=frame_scale, save_conditions=save_conditions, renderer=renderer, cache_dir=cache_dir,
         threads=threads, lora=lora, lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae,
         scheduler=scheduler, base_config=base_config, precision=precision, vae_slicing=vae_slicing,
         vae_tiling=vae_tiling, compile=compile, offload=offload)

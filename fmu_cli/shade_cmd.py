@@ -29,28 +29,46 @@ def shade(
     target: Optional[Path] = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo instead."),
     renderer: str = typer.Option("auto", "--renderer", help="auto | cpu | pytorch3d"),
     size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of the square condition image."),
+    frame: str = typer.Option("face", "--frame", help="face | centre: the square of the photo rendered "
+                              "(as in `fmu generate`)."),
+    frame_scale: float = typer.Option(5.0, "--frame-scale", min=0.1, help="Face frame side / landmark-box side."),
+    face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface: finds the face "
+                                     "the face frame is cut around."),
+    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
 ) -> None:
     """Render the untextured, SH-shaded face mesh that conditions the 3D channel.
 
-    The photo is centre-cropped to a square and resized to SIZE (the frame generated images
-    share), the face mesh is reconstructed, its lighting fitted, and the mesh rendered
-    grey on black. With --target the target's mesh, pose, expression and lighting are used.
+    The photo is cut to the frame generated images show (by default the authors' square
+    around the face, FRAME-SCALE times its landmark box; --frame centre: the centre square)
+    and resized to SIZE, the face mesh is reconstructed, its lighting fitted, and the mesh
+    rendered grey on black. With --target the target's mesh, pose, expression and lighting
+    (and frame) are used.
 
     Example:
 
         fmu shade photo.jpg --out cond.png --target other.jpg
     """
+    from core.faces.crops import face_frame_box
     from core.shading import make_condition
 
+    frame = "centre" if frame == "center" else frame
+    if frame not in ("face", "centre"):
+        _fail(f"--frame {frame!r}: use face or centre")
+    backend = _face_backend(face_backend, face_models) if frame == "face" else None
     try:
         ref = load_rgb(image)
         tgt = load_rgb(target) if target is not None else None
-        result = make_condition(ref, tgt, size=size, renderer=renderer)
+        box = None
+        if backend is not None:
+            source = tgt if tgt is not None else ref
+            box = face_frame_box(backend.analyse(source).landmarks, source.shape, frame_scale)
+        result = make_condition(ref, tgt, size=size, renderer=renderer, box=box)
     except RowError as exc:
         _fail(exc.reason)
     except (ValueError, RuntimeError) as exc:  # unknown / unavailable renderer
         _fail(str(exc))
     save_png(out, result.condition)
+    left, top, side = result.frame
 
     source = f"target {target}" if result.from_target else str(image)
     table = Table(title=f"shading of {escape(source)}", show_header=True)
@@ -61,4 +79,14 @@ def shade(
     for k, value in enumerate(result.sh):
         table.add_row(f"sh[{k}]", f"{value:+.4f}")
     console.print(table)
-    console.print(f"wrote {escape(str(out))} ({size}x{size})", soft_wrap=True)
+    console.print(f"wrote {escape(str(out))} ({size}x{size}; frame: the {side}x{side} square at x={left}, "
+                  f"y={top})", soft_wrap=True)
+
+
+def _face_backend(name: str, models: Optional[Path]):
+    from core.faces import get_backend
+
+    try:
+        return get_backend(name, models_dir=models)
+    except Exception as exc:  # noqa: BLE001  unknown name, missing model files: one line, exit 1
+        _fail(f"face backend {name!r} unavailable: {exc}")

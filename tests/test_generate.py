@@ -134,7 +134,7 @@ def test_bad_rows_fail_with_reasons_and_the_rest_completes(tmp_path, photos):
     assert reasons["cat"] == ["reference no_face: no face detected"]
     assert reasons["good1"][0].startswith("duplicate_id:")
     assert reasons["empty"][0].startswith("empty_prompt:")
-    assert reasons["notarget"][0].startswith("target shading no_face:")
+    assert reasons["notarget"][0].startswith("target no_face:")  # found by the face frame
     assert all("\n" not in r for v in reasons.values() for r in v)
     assert sorted(p.name for p in (out / "images").glob("*.png")) == ["good1_0.png", "good2_0.png"]
 

@@ -55,3 +55,25 @@ def test_bad_input_is_one_line_and_exit_1(app, tmp_path, photos, kind):
     assert "Traceback" not in result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+
+
+def test_face_frame_is_cut_around_the_face(app, tmp_path, astronaut):
+    """Default frame: the square around the face (the same box `fmu generate` uses); the
+    centre frame of a wide photo whose face sits at one end finds no face."""
+    from core.faces import get_backend
+    from core.faces.crops import face_frame_box
+    from core.shading import make_condition
+
+    wide = np.full((512, 1280, 3), 90, np.uint8)
+    wide[:, 768:] = astronaut
+    src = tmp_path / "wide.png"
+    Image.fromarray(wide).save(src)
+    out = tmp_path / "cond.png"
+    result = CliRunner().invoke(app, ["shade", str(src), "--out", str(out), "--size", "128", "--renderer", "cpu"])
+    assert result.exit_code == 0, result.output
+    box = face_frame_box(get_backend("dlib").analyse(wide).landmarks, wide.shape)
+    assert f"frame: the {box[2]}x{box[2]} square at x={box[0]}, y={box[1]}" in " ".join(result.output.split())
+    expected = make_condition(wide, size=128, renderer="cpu", box=box).condition
+    np.testing.assert_array_equal(load_rgb(out)[..., 0], expected)
+    centre = CliRunner().invoke(app, ["shade", str(src), "--out", str(tmp_path / "c.png"), "--frame", "centre"])
+    assert centre.exit_code == 1 and "no_face" in centre.output

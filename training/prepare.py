@@ -115,15 +115,10 @@ def prepare_row(row: dict) -> dict:
     train = {"id": row["id"], "image": row["image"], "caption": row["caption"], "masks": masks,
              "image_sha256": digest,
              "face_file": str(faces._path(digest).relative_to(out)),
-             "shading_file": str(_shading_path(shading, Path(row["image"]), cfg.resolution).relative_to(out)),
+             "shading_file": str(shading.path(Path(row["image"]), None, cfg.resolution).relative_to(out)),
              "width": image.shape[1], "height": image.shape[0], "num_faces": analysis.num_faces}
     report["seconds"] = time.perf_counter() - start
     return {"report": report, "train": train}
-
-
-def _shading_path(provider, image: Path, size: int) -> Path:
-    key = provider._key(image, None, size)
-    return provider.root / key[:2] / f"{key}.npz"
 
 
 def _resolve_masks(row: dict) -> list[dict]:

@@ -1,7 +1,13 @@
 """Shading conditions for the 3D channel, one per (reference, target), cached on disk.
 
 The geometry and rendering live in `core.shading`; this module only decides when a condition
-is needed, caches it by content hash and computes the per-output consistency scores.
+is needed, which frame of the source photo it is rendered in, caches it by content hash and
+computes the per-output consistency scores.
+
+Frames (`--frame`): "face" (default) is the authors' demo frame, the square around the shading
+source's face landmarks times `frame_scale` (`core.faces.crops.face_frame_box`), so a generated
+image shows the face as their demo does wherever it sits in the photo; "centre" is the photo's
+centre square (the training frame).
 """
 
 from __future__ import annotations
@@ -16,10 +22,22 @@ from ..digests import file_digest
 from ..shading.condition import ANALYSIS_SIZE
 
 
+FRAMES = ("face", "centre")
+
+
+def frame_label(frame: str, scale: float, shading: bool) -> str:
+    """What results.parquet records as a row's frame policy (part of the resume match)."""
+    if not shading:
+        return "none"
+    return f"face:{scale:g}" if frame == "face" else "centre"
+
+
 class ConditionProvider:
-    def __init__(self, cache_root: Path, renderer: str = "auto", enabled: bool = True):
+    def __init__(self, cache_root: Path, renderer: str = "auto", enabled: bool = True,
+                 frame_scale: float | None = None):
         self.enabled = enabled
         self.renderer = renderer
+        self.frame_scale = frame_scale  # None: centre frame; else the face frame at this scale
         self.root = Path(cache_root) / "shading"
         self.computed = 0
         self._shading = None
@@ -29,14 +47,30 @@ class ConditionProvider:
 
             self._shading = shading
 
-    def _key(self, reference: Path, target: Path | None, size: int) -> str:
-        parts = [file_digest(p) if p else "-" for p in (reference, target)]
-        return hashlib.sha256(f"{parts[0]}:{parts[1]}:{size}:{self.renderer}".encode()).hexdigest()
+    @property
+    def wants_landmarks(self) -> bool:
+        return self.enabled and self.frame_scale is not None
 
-    def get(self, reference: Path, target: Path | None, width: int, height: int):
+    def path(self, reference: Path, target: Path | None, size: int, landmarks=None) -> Path:
+        """Where the square condition for these inputs is cached."""
+        key = self._key(reference, target, size, landmarks)
+        return self.root / key[:2] / f"{key}.npz"
+
+    def _key(self, reference: Path, target: Path | None, size: int, landmarks) -> str:
+        parts = [file_digest(p) if p else "-" for p in (reference, target)]
+        frame = "centre"
+        if self.frame_scale is not None:  # the face frame follows from the landmarks and scale
+            points = np.asarray(landmarks, dtype=np.float32).tobytes()
+            frame = f"face{self.frame_scale!r}:{hashlib.sha256(points).hexdigest()[:16]}"
+        return hashlib.sha256(f"{parts[0]}:{parts[1]}:{size}:{self.renderer}:{frame}".encode()).hexdigest()
+
+    def get(self, reference: Path, target: Path | None, width: int, height: int, landmarks=None):
         """The condition in the output's frame: the square render, centre-cropped to the
-        output's aspect ratio (the same crop `to_square` would give the reference) and resized."""
-        result = self._square(reference, target, max(width, height))
+        output's aspect ratio and resized. `landmarks`: the face landmarks of the image rendered
+        (the target's when there is one), required by the face frame."""
+        if self.wants_landmarks and landmarks is None:
+            raise ValueError("the face frame needs the landmarks of the image rendered")
+        result = self._square(reference, target, max(width, height), landmarks)
         if result is None or (width, height) == result.condition.shape[::-1]:
             return result
         side = result.condition.shape[0]
@@ -46,23 +80,27 @@ class ConditionProvider:
         result.condition = np.asarray(crop.resize((width, height), Image.Resampling.BOX))
         return result
 
-    def _square(self, reference: Path, target: Path | None, size: int):
+    def _square(self, reference: Path, target: Path | None, size: int, landmarks):
         if not self.enabled:
             return None
+        from ..faces.crops import face_frame_box
         from ..images import load_rgb
 
-        key = self._key(reference, target, size)
-        path = self.root / key[:2] / f"{key}.npz"
+        path = self.path(reference, target, size, landmarks)
         if path.exists():
             try:
-                return self._shading.load_shading(path)
+                cached = self._shading.load_shading(path)
+                if cached.frame:  # entries written before frames were recorded are recomputed
+                    return cached
             except (OSError, ValueError, KeyError):
                 pass  # damaged entry: recompute
         image = load_rgb(reference)
         target_image = load_rgb(target) if target else None
+        source = target_image if target_image is not None else image
+        box = None if self.frame_scale is None else face_frame_box(landmarks, source.shape, self.frame_scale)
         # reconstruct at >= 512 px (the face mesh needs detail), then fit the render to the output
         result = self._shading.make_condition(image, target_image, size=max(size, ANALYSIS_SIZE),
-                                              renderer=self.renderer)
+                                              renderer=self.renderer, box=box)
         if result.condition.shape[0] != size:
             small = Image.fromarray(result.condition).resize((size, size), Image.Resampling.BOX)
             result.condition = np.asarray(small)

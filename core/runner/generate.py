@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
+from .conditions import FRAMES, frame_label
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
 from .runinfo import read_run_json, write_run_json
@@ -42,6 +43,8 @@ class GenerateConfig:
     s_scale: float = 0.7
     shading_scale: float = 0.5
     shading: bool = True
+    frame: str = "face"                   # face | centre: the photo region generated (conditions.py)
+    frame_scale: float = 5.0              # face frame side / landmark-box side (authors' demo: 5)
     save_conditions: bool = False
     renderer: str = "auto"
     cache_dir: Path | None = None
@@ -141,6 +144,11 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     from .ranks import Ranks
 
     start = time.perf_counter()
+    cfg.frame = "centre" if cfg.frame == "center" else cfg.frame
+    if cfg.frame not in FRAMES:
+        raise UsageError(f"--frame {cfg.frame!r}: use one of {', '.join(FRAMES)}")
+    if not cfg.frame_scale > 0:
+        raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
@@ -162,7 +170,8 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
                         width=default_size, height=default_size)
-    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size)
+    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
+        frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)
     # finished jobs drop out of their unit; a unit keeps the members it was planned with
     todo = store.todo(plan)

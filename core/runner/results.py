@@ -19,14 +19,15 @@ KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distin
 # what an image was made from: a finished image counts as done only while these still match the
 # plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
 INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
-          "width", "height"]
+          "width", "height", "frame"]
 SCHEMA = {
     "id": pl.String, "k": pl.Int64, "row": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
     "prompt": pl.String, "negative_prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
     "condition": pl.String, "id_similarity": pl.Float64, "id_similarity_reason": pl.String,
     "pose_error_deg": pl.Float64, "light_error": pl.Float64, "consistency_reason": pl.String,
     "steps": pl.Int64, "guidance_scale": pl.Float64, "id_scale": pl.Float64, "width": pl.Int64,
-    "height": pl.Int64, "batch_seconds": pl.Float64, "analysis_seconds": pl.Float64,
+    "height": pl.Int64, "frame": pl.String, "frame_left": pl.Int64, "frame_top": pl.Int64,
+    "frame_side": pl.Int64, "batch_seconds": pl.Float64, "analysis_seconds": pl.Float64,
     "finished_at": pl.Float64, "worker": pl.String,
 }
 

@@ -23,7 +23,7 @@ from ..images import save_png
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
 from ..scoring.facesim import id_similarity  # the same code `fmu score` uses
-from .conditions import ConditionProvider
+from .conditions import ConditionProvider, frame_label
 from .plan import Job
 from .results import ResultStore
 
@@ -67,7 +67,9 @@ class Worker:
 
             apply_lora(self.model, cfg.lora, scale=cfg.lora_scale)
         self.conditions = ConditionProvider(cache_root, cfg.renderer,
-                                            enabled=cfg.shading and self.model.shading_net is not None)
+                                            enabled=cfg.shading and self.model.shading_net is not None,
+                                            frame_scale=cfg.frame_scale if cfg.frame == "face" else None)
+        self.frame = frame_label(cfg.frame, cfg.frame_scale, cfg.shading)
         self._unsaved: list[tuple[object, list[dict]]] = []  # (unit_id, records) whose shard failed
         _exit_with_parent()
 
@@ -82,15 +84,22 @@ class Worker:
                            "target": str(job.row.target) if job.row.target else None,
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
-                           "height": job.settings.height}
+                           "height": job.settings.height, "frame": self.frame}
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
             except Exception as exc:  # noqa: BLE001  one bad reference (or cache write) fails its row only
                 records.append(_failed(base_record, f"reference {_reason(exc, 'analysis_failed')}"))
                 continue
+            landmarks = analysis.landmarks
+            if job.row.target and self.conditions.wants_landmarks:
+                try:  # the face frame is cut around the target's face (cached like a reference's)
+                    landmarks = self.cache.analyse_file(job.row.target).landmarks
+                except Exception as exc:  # noqa: BLE001
+                    records.append(_failed(base_record, f"target {_reason(exc, 'analysis_failed')}"))
+                    continue
             try:
                 condition = self.conditions.get(job.row.reference, job.row.target, job.settings.width,
-                                                job.settings.height)
+                                                job.settings.height, landmarks)
             except Exception as exc:  # noqa: BLE001
                 where = "target" if job.row.target else "reference"
                 records.append(_failed(base_record, f"{where} shading {_reason(exc, 'shading_failed')}"))
@@ -121,6 +130,8 @@ class Worker:
             record = {**base_record, "status": "ok", "worker": self.name, "image": job.image_name,
                       "batch_seconds": seconds,
                       "analysis_seconds": prep.seconds, "finished_at": time.time()}
+            if condition is not None:  # the square of the source photo this image shows
+                record["frame_left"], record["frame_top"], record["frame_side"] = condition.frame
             target = self.out / job.image_name
             try:  # disk full / permission denied: this row fails with the reason, the run goes on
                 save_png(target, image)

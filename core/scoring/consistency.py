@@ -2,8 +2,8 @@
 
 Definition (paper): the 3D face fit of each output against the fit of the image its shading
 condition came from (the row's target, else its reference). The source is fitted in the frame
-generation used (centre square at max(output side, 512)), so `fmu score` gives the numbers
-`fmu generate` wrote for the same row.
+generation used (the square results.parquet records, else the centre square, at max(output
+side, 512)), so `fmu score` gives the numbers `fmu generate` wrote for the same row.
 - pose error per row: `shading.pose_error_deg` = RMSE over (yaw, pitch, roll) in degrees;
 - light error per row: `shading.light_error` = RMSE of the norm-normalised 9 SH coefficients
   fitted to each image's visible face (`fit_sh` on the reconstructed mesh);
@@ -38,11 +38,12 @@ class ConsistencyScorer:
         mesh = self._reconstruct(image, backend=self.reconstructor)
         return np.asarray(mesh.pose, np.float64), np.asarray(self._fit_sh(image, mesh), np.float64)
 
-    def fit_source(self, image: np.ndarray, output_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """(pose, sh) of a reference/target as generation fitted it for its condition."""
+    def fit_source(self, image: np.ndarray, output_side: int, box=None) -> tuple[np.ndarray, np.ndarray]:
+        """(pose, sh) of a reference/target as generation fitted it for its condition; `box` =
+        (left, top, side) of its frame (None: the centre square)."""
         from ..shading.condition import ANALYSIS_SIZE, analyse_frame
 
-        mesh, sh = analyse_frame(image, max(output_side, ANALYSIS_SIZE), self.reconstructor)
+        mesh, sh = analyse_frame(image, max(output_side, ANALYSIS_SIZE), self.reconstructor, box)
         return np.asarray(mesh.pose, np.float64), np.asarray(sh, np.float64)
 
     def errors(self, out_fit, source_fit) -> tuple[float, float]:

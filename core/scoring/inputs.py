@@ -1,7 +1,9 @@
 """What to score: the rows of a run folder, or a folder of images paired by a manifest.
 
 Both forms become one table with absolute paths, so every metric sees the same thing:
-`id, k, image_path, reference_path, target_path, condition_path, prompt, gen_status, gen_error`.
+`id, k, image_path, reference_path, target_path, condition_path, prompt, gen_status, gen_error`,
+and `frame_left, frame_top, frame_side` (the square of the shading source an image shows, as
+generate recorded it; null for paired images, which are taken to show the centre square).
 Rows the generator did not produce keep their status and reason; nothing is dropped.
 """
 
@@ -18,8 +20,10 @@ ROW_SCHEMA = {
     "id": pl.Utf8, "k": pl.Int64, "image_path": pl.Utf8, "reference_path": pl.Utf8,
     "target_path": pl.Utf8, "condition_path": pl.Utf8, "prompt": pl.Utf8,
     "gen_status": pl.Utf8, "gen_error": pl.Utf8,
+    "frame_left": pl.Int64, "frame_top": pl.Int64, "frame_side": pl.Int64,
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+FRAME_COLUMNS = ("frame_left", "frame_top", "frame_side")
 
 
 def _abs(base: Path, value) -> str | None:
@@ -51,6 +55,7 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
             "prompt": r.get("prompt") or "",
             "gen_status": r.get("status") or "ok",
             "gen_error": r.get("error"),
+            **{c: r.get(c) for c in FRAME_COLUMNS},
         })
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
 

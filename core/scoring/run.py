@@ -25,7 +25,7 @@ from ..images import atomic_write_bytes, load_rgb
 from . import facesim
 from .face_batch import face_embeddings
 from ..runner.runinfo import read_run_json
-from .inputs import rows_from_images, rows_from_run
+from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
 from .resume import ScoreState, fingerprint
 from .weights import MetricUnavailable
 
@@ -267,7 +267,9 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
             rows.fail(i, f"target: {image.reason}")
             continue
         side = max(rows.out[i].shape[:2])
-        src = fit(("source", key, side), scorer.fit_source, image, side)
+        box = tuple(rows.df[c][i] for c in FRAME_COLUMNS)
+        box = None if None in box else box
+        src = fit(("source", key, side, box), scorer.fit_source, image, side, box)
         out = fit(("output", i), scorer.fit, rows.out[i])
         bad = [(who, f) for who, f in (("source", src), ("output", out)) if isinstance(f, RowError)]
         if bad:

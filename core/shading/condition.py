@@ -17,12 +17,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..images import atomic_write_bytes, to_square
+from ..images import atomic_write_bytes, centre_box, crop_square
 from .lighting import fit_sh
 from .reconstruct import FaceMesh, reconstruct
 from .render import render
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: + frame; version 1 files (training data prepared earlier) still load
 
 
 @dataclass
@@ -33,32 +33,40 @@ class ShadingResult:
     expression: np.ndarray     # (K,) expression descriptor of the rendered face
     mesh: FaceMesh             # the rendered mesh, in the size x size frame
     from_target: bool = False  # True when pose/expression/lighting come from a target image
+    frame: tuple = ()          # (left, top, side): the square of the source image rendered into
 
 
 # conditions are reconstructed at >= this side: the face mesh needs the detail
 ANALYSIS_SIZE = 512
 
 
-def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediapipe") -> tuple[FaceMesh, np.ndarray]:
-    """Mesh and SH lighting of an image in the generation frame (centre square at `size`): the
-    fit a condition is rendered from, and the source side of Pose/Light-RMSE."""
-    frame = to_square(np.asarray(image_rgb, dtype=np.uint8), size)
+def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediapipe",
+                  box: Optional[tuple] = None) -> tuple[FaceMesh, np.ndarray]:
+    """Mesh and SH lighting of an image in the generation frame (the square `box` = (left, top,
+    side), default the centre square, at `size`): the fit a condition is rendered from, and the
+    source side of Pose/Light-RMSE."""
+    image_rgb = np.asarray(image_rgb, dtype=np.uint8)
+    frame = crop_square(image_rgb, box if box is not None else centre_box(image_rgb.shape), size)
     mesh = reconstruct(frame, backend=reconstructor)
     # The fit only needs normals, not speed: the pure cpu path keeps fits identical across machines.
     return mesh, fit_sh(frame, mesh, backend="cpu")
 
 
 def make_condition(image_rgb: np.ndarray, target_rgb: Optional[np.ndarray] = None, size: int = 512,
-                   renderer: str = "auto", reconstructor: str = "mediapipe") -> ShadingResult:
+                   renderer: str = "auto", reconstructor: str = "mediapipe",
+                   box: Optional[tuple] = None) -> ShadingResult:
     """Condition image for a reference, or for its target when one is given (then the
     reference is not reconstructed at all: nothing of its geometry is drawn; its face is
-    checked by the face-analysis stage). Raises NoFaceError when the image rendered has no face."""
+    checked by the face-analysis stage). `box` is the frame in the image rendered (default: its
+    centre square). Raises NoFaceError when the image rendered has no face."""
     from_target = target_rgb is not None
-    mesh, sh = analyse_frame(target_rgb if from_target else image_rgb, size, reconstructor)
+    source = np.asarray(target_rgb if from_target else image_rgb, dtype=np.uint8)
+    box = tuple(int(v) for v in (box if box is not None else centre_box(source.shape)))
+    mesh, sh = analyse_frame(source, size, reconstructor, box)
     condition = render(mesh, sh, size=size, backend=renderer)
     return ShadingResult(condition=condition, pose=np.asarray(mesh.pose, dtype=np.float32),
                          sh=np.asarray(sh, dtype=np.float32), expression=mesh.expression,
-                         mesh=mesh, from_target=from_target)
+                         mesh=mesh, from_target=from_target, frame=box)
 
 
 def save_shading(path: str | os.PathLike, result: ShadingResult) -> None:
@@ -68,6 +76,7 @@ def save_shading(path: str | os.PathLike, result: ShadingResult) -> None:
     np.savez_compressed(
         buf, format_version=np.int32(FORMAT_VERSION), condition=result.condition, pose=result.pose,
         sh=result.sh, expression=result.expression, from_target=np.bool_(result.from_target),
+        frame=np.asarray(result.frame, dtype=np.int64),
         vertices=m.vertices, triangles=m.triangles, rotation=m.rotation, mesh_pose=m.pose,
         mesh_expression=m.expression, frame_size=np.asarray(m.frame_size, dtype=np.int64),
         backend=np.str_(m.backend))
@@ -77,10 +86,11 @@ def save_shading(path: str | os.PathLike, result: ShadingResult) -> None:
 def load_shading(path: str | os.PathLike) -> ShadingResult:
     with np.load(path, allow_pickle=False) as z:
         version = int(z["format_version"])
-        if version != FORMAT_VERSION:
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(f"{path}: shading cache format {version}, expected {FORMAT_VERSION}")
         mesh = FaceMesh(vertices=z["vertices"], triangles=z["triangles"], rotation=z["rotation"],
                         pose=z["mesh_pose"], expression=z["mesh_expression"],
                         frame_size=tuple(int(v) for v in z["frame_size"]), backend=str(z["backend"]))
         return ShadingResult(condition=z["condition"], pose=z["pose"], sh=z["sh"],
-                             expression=z["expression"], mesh=mesh, from_target=bool(z["from_target"]))
+                             expression=z["expression"], mesh=mesh, from_target=bool(z["from_target"]),
+                             frame=tuple(int(v) for v in z["frame"]) if "frame" in z.files else ())
