@@ -86,6 +86,10 @@ def train(
     image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
     id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
     resolution: Optional[int] = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
+    face_crop: Optional[str] = typer.Option(None, help="aligned | wide: the face image the CLIP encoder "
+                                            "is trained on (wide: the authors' crop); default: the "
+                                            "--init-adapter's style, aligned for a fresh adapter. "
+                                            "Recorded in the adapter, so generate follows it."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     batch_size: Optional[int] = typer.Option(None, help="Images per process per micro-batch (default 8)."),
     grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation micro-batches."),

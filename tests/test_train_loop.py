@@ -243,3 +243,39 @@ def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
     np.testing.assert_array_equal(aligned[0].face_crop, face.crop)
     np.testing.assert_array_equal(wide[0].face_crop, wide_crop(load_rgb(aligned._path(row["image"])), face.landmarks))
     assert not np.array_equal(aligned[0].face_crop, wide[0].face_crop)
+
+
+def test_train_face_crop_wide_trains_on_wide_crops_and_records_it(prepared, tiny_preset, tmp_path, monkeypatch):
+    """`fmu train --face-crop wide` (the authors' style) on top of the preset's aligned adapter:
+    the samples are wide crops, the adapter written says so, and generation then cuts wide crops."""
+    import training.trainer as trainer
+    from core.errors import UsageError
+    from core.model.load import load_model
+
+    seen = []
+
+    class Spy(trainer.TrainingSet):
+        def __getitem__(self, i):
+            sample = super().__getitem__(i)
+            seen.append((self.face_crop, sample.face_crop))
+            return sample
+
+    monkeypatch.setattr(trainer, "TrainingSet", Spy)
+    wide = trainer.TrainingSet(prepared.manifest, _tokenizer(tiny_preset), 64, face_crop="wide")
+    out = tmp_path / "wide"
+    trainer.run_training(_cfg(prepared.manifest, out, max_steps=2, validate_every=0, face_crop="wide"))
+    assert seen and {style for style, _ in seen} == {"wide"}
+    crops = {c.tobytes() for c in (wide[i].face_crop for i in range(len(wide)))}
+    assert all(c.tobytes() in crops for _, c in seen)  # each one a wide crop of a training image
+    assert load_model(tiny_preset[0], out / "adapter.safetensors").cfg.face_crop == "wide"
+    assert load_model(*tiny_preset).cfg.face_crop == "aligned"  # the preset's adapter is untouched
+    # a LoRA rides on its adapter's style: asking for another one is refused before training
+    with pytest.raises(UsageError, match="same"):
+        trainer.run_training(_cfg(prepared.manifest, tmp_path / "lora", mode="lora", max_steps=1,
+                                  face_crop="wide"))
+
+
+def _tokenizer(tiny_preset):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(tiny_preset[0] / "tokenizer")

@@ -26,6 +26,8 @@ class TrainConfig:
     id_embed_dim: int = 512               # fresh adapters only (ArcFace 512; dlib 128)
     lora_rank: int = 128                  # fresh adapters; in mode=lora the new LoRA's rank
     resolution: int | None = None         # default: 512, or the preset's size
+    face_crop: str | None = None          # CLIP face image: aligned | wide; default the init adapter's
+                                          # (fresh: aligned); recorded in the adapter written
     # optimisation (authors: AdamW 1e-4, wd 1e-2, bf16, batch 8 per GPU)
     lr: float = 1e-4
     weight_decay: float = 1e-2
@@ -86,6 +88,8 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None) ->
     cfg = TrainConfig(**values)
     if cfg.mode not in ("full", "lora"):
         raise UsageError("mode must be 'full' or 'lora'")
+    if cfg.face_crop not in (None, "aligned", "wide"):
+        raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise UsageError("batch_size, grad_accum and max_steps must be >= 1")
     return cfg

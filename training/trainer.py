@@ -76,6 +76,11 @@ def build_model(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtyp
         A.install_identity_channel(pipe.unet, acfg)
         A.add_lora(pipe.unet, acfg.lora_rank)
         model = FaceMakeUp(pipe=pipe, cfg=acfg, shading_net=shading_net.to(device), device=device)
+    if cfg.face_crop and cfg.face_crop != model.cfg.face_crop:
+        if cfg.mode == "lora":  # generation takes the style from the adapter the LoRA rides on
+            raise UsageError(f"face_crop {cfg.face_crop!r}: the adapter was trained with "
+                             f"{model.cfg.face_crop!r} crops, and a LoRA on top of it must use the same")
+        model.cfg.face_crop = cfg.face_crop
     # frozen parts may run in bf16 (mixed precision); trainable ones stay fp32 for the optimizer
     for frozen in (model.pipe.vae, model.pipe.text_encoder, model.pipe.image_encoder):
         frozen.requires_grad_(False).to(device, weight_dtype)
