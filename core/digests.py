@@ -21,6 +21,15 @@ def bytes_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_stamp(path: str | os.PathLike) -> str | None:
+    """"size:mtime_ns" of a file, None when it is gone: the cheap test of "unchanged"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of the file's bytes (OSError when it cannot be read)."""
     path = os.fspath(path)

@@ -196,6 +196,45 @@ def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
     assert set(df["steps"]) == {3} and df.height == 3
 
 
+def test_a_reference_replaced_under_the_same_path_is_generated_again(tmp_path, photos, fmu_home):
+    """Resume follows the bytes: a reference overwritten in place redoes its rows; one only
+    touched (same bytes, new mtime) keeps them; rows of other files are kept either way."""
+    from core.digests import file_digest
+
+    for name in ("astronaut.png", "tom_hanks.png"):
+        shutil.copy(photos[name], tmp_path / name)
+    shutil.copy(photos["tom_hanks.png"], tmp_path / "target.png")
+    manifest = tmp_path / "m.csv"
+    pl.DataFrame({"id": ["a", "b", "t"], "reference": ["astronaut.png", "tom_hanks.png", "astronaut.png"],
+                  "target": [None, None, "target.png"], "prompt": ["a photo"] * 3, "seed": [1, 2, 3]}
+                 ).write_csv(manifest)
+    out = tmp_path / "out"
+    assert run([manifest, "--out", out, *FAST]).exit_code == 0
+    df = pl.read_parquet(out / "results.parquet").sort("id")
+    assert df["reference_sha256"].to_list() == [file_digest(tmp_path / n) for n in
+                                                ("astronaut.png", "tom_hanks.png", "astronaut.png")]
+    assert df["target_sha256"].to_list() == [None, None, file_digest(tmp_path / "target.png")]
+
+    def mtimes():
+        return {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+
+    before = mtimes()
+    os.utime(tmp_path / "astronaut.png", ns=(1, 1))  # touched: same bytes
+    again = run([manifest, "--out", out, *FAST])
+    assert "3 of them finished earlier and kept" in again.output and mtimes() == before
+
+    Image.open(photos["astronaut.png"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "astronaut.png")
+    shutil.copy(photos["astronaut.png"], tmp_path / "target.png")  # the target replaced too
+    third = run([manifest, "--out", out, *FAST])
+    assert third.exit_code == 0 and "3 ok, 0 failed, 1 of them finished earlier" in third.output
+    after = mtimes()
+    assert after["b_0.png"] == before["b_0.png"]
+    assert after["a_0.png"] != before["a_0.png"] and after["t_0.png"] != before["t_0.png"]
+    df = pl.read_parquet(out / "results.parquet").sort("id")
+    assert df["reference_sha256"][0] == file_digest(tmp_path / "astronaut.png") != file_digest(photos["astronaut.png"])
+    assert df["target_sha256"][2] == file_digest(photos["astronaut.png"])
+
+
 def test_relative_manifest_path_gives_results_that_score_from_anywhere(tmp_path, photos, fmu_home, monkeypatch):
     from core.scoring import ScoreOptions, score_run
 

@@ -2,6 +2,11 @@
 
 Each finished batch writes `DIR/.shards/<n>.parquet` atomically, so a crash loses at most the
 batch in flight; the merge keeps the newest record per (id, k). Resume = read what is done.
+
+A finished image stays done while its row's inputs match the plan (`INPUTS`) and its reference
+and target files still hold the bytes it was made from: each record keeps a file's stamp
+(size:mtime) and sha256; a file whose stamp moved (copied, touched, replaced) is hashed again and
+the image is redone only when the bytes differ.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ..digests import file_digest, file_stamp
 from ..images import atomic_write_bytes
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
@@ -20,6 +26,8 @@ KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distin
 # plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
 INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
           "width", "height", "frame"]
+# (path column, its stamp, its sha256) for the files an image was made from
+SOURCES = [("reference", "reference_stamp", "reference_sha256"), ("target", "target_stamp", "target_sha256")]
 SCHEMA = {
     "id": pl.String, "k": pl.Int64, "row": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
     "prompt": pl.String, "negative_prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
@@ -28,7 +36,8 @@ SCHEMA = {
     "steps": pl.Int64, "guidance_scale": pl.Float64, "id_scale": pl.Float64, "width": pl.Int64,
     "height": pl.Int64, "frame": pl.String, "frame_left": pl.Int64, "frame_top": pl.Int64,
     "frame_side": pl.Int64, "batch_seconds": pl.Float64, "analysis_seconds": pl.Float64,
-    "finished_at": pl.Float64, "worker": pl.String,
+    "finished_at": pl.Float64, "worker": pl.String, "reference_stamp": pl.String,
+    "reference_sha256": pl.String, "target_stamp": pl.String, "target_sha256": pl.String,
 }
 
 
@@ -72,21 +81,24 @@ class ResultStore:
                   .unique(subset=KEY, keep="last", maintain_order=True).drop("_order"))
 
     def done(self) -> pl.DataFrame:
-        """(id, k, row) + INPUTS of the images that are ok and still on disk: resume skips the plan
-        rows matching one of these exactly. Columnar: one directory listing, no per-row objects."""
-        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, *INPUTS, "image")
+        """(id, k, row) + INPUTS + source stamps/digests of the images that are ok and still on
+        disk. Columnar: one directory listing, no per-row objects."""
+        file_columns = [c for _, *cols in SOURCES for c in cols]
+        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, *INPUTS, *file_columns, "image")
         images = self.out_dir / "images"
         present = pl.Series("image", [f"images/{n}" for n in os.listdir(images)] if images.is_dir() else [],
                             dtype=pl.String)
-        return ok.join(present.to_frame(), on="image", how="semi").select(*KEY, *INPUTS)
+        return ok.join(present.to_frame(), on="image", how="semi").drop("image")
 
     def todo(self, plan: pl.DataFrame) -> pl.DataFrame:
-        """The plan rows still to generate."""
-        done = self.done()
+        """The plan rows still to generate: all but those matching a done image exactly, whose
+        source files still hold the same bytes."""
         cast = [pl.col(c).cast(SCHEMA[c]) for c in INPUTS]
-        return (plan.with_row_index("_plan").with_columns(cast)
-                .join(done, on=[*KEY, *INPUTS], how="anti", nulls_equal=True)
-                .sort("_plan").drop("_plan"))
+        plan = plan.with_row_index("_plan").with_columns(cast)
+        matched = plan.select("_plan", *KEY, *INPUTS).join(self.done(), on=[*KEY, *INPUTS], how="inner",
+                                                           nulls_equal=True)
+        kept = matched.filter(_sources_unchanged(matched)).select("_plan")
+        return plan.join(kept, on="_plan", how="anti").sort("_plan").drop("_plan")
 
     def merge(self, order: pl.DataFrame) -> pl.DataFrame:
         """Keep exactly the records of this run's plan, in plan order (`order`: id, k, row):
@@ -97,3 +109,24 @@ class ResultStore:
         for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
             p.unlink(missing_ok=True)
         return df
+
+
+def _sources_unchanged(matched: pl.DataFrame) -> pl.Series:
+    """Per matched row: do its reference and target hold the bytes recorded? Stats each distinct
+    file once; hashes only files whose stamp differs from a recorded one."""
+    keep = pl.Series([True] * matched.height, dtype=pl.Boolean)
+    for path_col, stamp_col, digest_col in SOURCES:
+        paths = matched[path_col]
+        stamps = {p: file_stamp(p) for p in paths.drop_nulls().unique().to_list()}
+        current = paths.replace_strict(stamps, default=None, return_dtype=pl.String)
+        moved = paths.is_not_null() & (current.is_null() | (current != matched[stamp_col]).fill_null(True))
+        digests = {}
+        for p in paths.filter(moved).unique().to_list():
+            try:
+                digests[p] = file_digest(p)
+            except OSError:
+                digests[p] = None  # gone or unreadable: not the bytes recorded
+        now = paths.replace_strict(digests, default=None, return_dtype=pl.String)
+        same = ~moved | (now == matched[digest_col]).fill_null(False)
+        keep = keep & same
+    return keep

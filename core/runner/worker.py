@@ -16,6 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..digests import file_digest, file_stamp
 from ..errors import RowError
 from ..faces import get_backend
 from ..faces.cache import FaceCache
@@ -87,6 +88,7 @@ class Worker:
                            "height": job.settings.height, "frame": self.frame}
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
+                _record_source(base_record, "reference", job.row.reference)
             except Exception as exc:  # noqa: BLE001  one bad reference (or cache write) fails its row only
                 records.append(_failed(base_record, f"reference {_reason(exc, 'analysis_failed')}"))
                 continue
@@ -98,6 +100,8 @@ class Worker:
                     records.append(_failed(base_record, f"target {_reason(exc, 'analysis_failed')}"))
                     continue
             try:
+                if job.row.target:
+                    _record_source(base_record, "target", job.row.target)
                 condition = self.conditions.get(job.row.reference, job.row.target, job.settings.width,
                                                 job.settings.height, landmarks)
             except Exception as exc:  # noqa: BLE001
@@ -219,6 +223,13 @@ class Worker:
 
     def _finish_and_report(self, unit_id, prep, images, seconds, error, on_done):
         self.save(unit_id, self.finish(prep, images, seconds, error), on_done)
+
+
+def _record_source(record: dict, name: str, path: Path) -> None:
+    """The bytes the image is made from (resume redoes it when they change): stamp, then sha256
+    (remembered per file version, so rows sharing a file cost no second read)."""
+    record[f"{name}_stamp"] = file_stamp(path)
+    record[f"{name}_sha256"] = file_digest(path)
 
 
 def _failed(base_record: dict, reason: str) -> dict:
