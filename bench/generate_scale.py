@@ -2,6 +2,7 @@
 
     python bench/generate_scale.py                 # bench preset, 50 references x 4 prompts
     python bench/generate_scale.py --quick         # CI: tiny preset, small counts; asserts counts only
+    python bench/generate_scale.py --device cuda   # the same figures on a GPU (fp16; workers: CPU only)
 
 Prints:
   efficiency   time inside UNet/ShadingNet calls / wall time of the fmu run        (goal >= 0.90)
@@ -95,14 +96,14 @@ def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devi
             "model_seconds": model_seconds}
 
 
-def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
+def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = "cpu") -> dict:
     """The authors' demo style: per row, analyse the reference, shade it, denoise batch 1, save."""
     import torch
 
     from core.faces import get_backend
     from core.faces.crops import face_frame_box
     from core.images import load_rgb, save_png
-    from core.model.load import load_model
+    from core.model.load import load_model, resolve_dtype
     from core.model.pipeline import Request, Settings
     from core.model.settings import with_prefix
     from core.model.presets import SPECS, ensure_preset
@@ -112,7 +113,7 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int) -> dict:
     start = time.perf_counter()
     base, adapter = ensure_preset(preset)
     size = SPECS[preset][1]
-    model = load_model(base, adapter, dtype=torch.float32)
+    model = load_model(base, adapter, device=device, dtype=resolve_dtype("auto", device))
     backend = get_backend("dlib")
     df = pl.read_csv(manifest)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the big-manifest check")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where fmu and the naive loop run")
     args = parser.parse_args(argv)
     if args.quick:
         args.refs, args.prompts, args.steps, args.rows = 3, 2, 2, 20_000
@@ -179,15 +181,16 @@ def main(argv=None) -> int:
         refs = make_references(work, args.refs)
         manifest = write_manifest(work, refs, args.prompts)
         rows = len(refs) * args.prompts
-        fmu = fmu_run(manifest, work / "fmu", preset, args.steps, batch=8)
-        naive = naive_run(manifest, work / "naive", preset, args.steps)
+        dev = args.device
+        fmu = fmu_run(manifest, work / "fmu", preset, args.steps, batch=8, devices=dev)
+        naive = naive_run(manifest, work / "naive", preset, args.steps, dev)
         sub_refs = refs[: max(2, len(refs) // 5)]
         (work / "sub").mkdir()
         sub = write_manifest(work / "sub", sub_refs, args.prompts)
         for r in sub_refs:
             shutil.copy(work / r, sub.parent / r)
-        b1 = fmu_run(sub, work / "b1", preset, args.steps, batch=1)
-        b8 = fmu_run(sub, work / "b8", preset, args.steps, batch=8)
+        b1 = fmu_run(sub, work / "b1", preset, args.steps, batch=1, devices=dev)
+        b8 = fmu_run(sub, work / "b8", preset, args.steps, batch=8, devices=dev)
         threads = max(1, (os.cpu_count() or 2))
         w1 = fmu_run(sub, work / "w1", preset, args.steps, batch=8, threads=threads)
         w2 = fmu_run(sub, work / "w2", preset, args.steps, batch=8, devices="cpu,cpu",
@@ -195,7 +198,8 @@ def main(argv=None) -> int:
         big = manifest_scale(args.rows, work)
 
         ips = lambda r: r["images"] / r["wall"]  # noqa: E731
-        print(f"rows {rows} ({len(refs)} references x {args.prompts} prompts), preset {preset}, steps {args.steps}")
+        print(f"rows {rows} ({len(refs)} references x {args.prompts} prompts), preset {preset}, steps {args.steps},"
+              f" device {dev}")
         print(f"efficiency   {fmu['model_seconds'] / fmu['wall']:.3f}  (UNet/ShadingNet {fmu['model_seconds']:.1f}s"
               f" of {fmu['wall']:.1f}s wall)")
         print(f"throughput   {ips(fmu) / ips(naive):.2f}x  (fmu {ips(fmu):.2f} img/s, naive {ips(naive):.2f} img/s)")
