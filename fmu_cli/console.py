@@ -7,9 +7,16 @@ import os
 import warnings
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=False, highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: an error stays one line however narrow the terminal
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """`error: message` on stderr; escaped, since paths and values may hold [brackets]."""
+    err.print(f"[red]error:[/] {escape(message)}")
 
 
 def quiet_libraries() -> None:

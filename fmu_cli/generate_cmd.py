@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, err
+from .console import console, err, error
 
 
 def generate(
@@ -86,10 +86,10 @@ def generate(
                       TimeElapsedColumn(), console=console, transient=False) as progress:
             summary = run_generate(cfg, progress=progress)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        err.print(f"[red]error:[/] {exc}; finished images and results are kept: re-run the same command "
+        error(f"{exc}; finished images and results are kept: re-run the same command "
                   "to resume")
         raise typer.Exit(1)
     done_before = f", {summary.skipped} of them finished earlier and kept" if summary.skipped else ""
@@ -121,7 +121,7 @@ def validate_manifest(
     try:
         df = read_manifest(manifest)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     tok = _tokenizer(tokenizer)
     result = validate(df, manifest.parent, count_tokens=lambda s: len(tok(s).input_ids),

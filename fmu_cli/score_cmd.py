@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .console import console, err
+from .console import console, err, error
 
 
 def score(
@@ -72,7 +72,7 @@ def score(
         else:
             result = score_images(images, manifest, out, opts, console=console)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
                   + (", report.html" if not no_report else ""))

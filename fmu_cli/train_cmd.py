@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, err
+from .console import console, error
 
 
 def _progress() -> Progress:
@@ -43,7 +43,7 @@ def prepare(
         with _progress() as progress:
             summary = run_prepare(cfg, progress=progress)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
     if summary.failed:
@@ -67,7 +67,7 @@ def _run(overrides: dict, config: Optional[Path]) -> None:
         with _progress() as progress:
             summary = run_training(cfg, progress=progress, log=console.print)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     if summary.weights is not None:
         last = summary.losses[-1] if summary.losses else {}
@@ -152,7 +152,7 @@ def finetune(
     try:
         manifest = prepared_manifest(data, out, face_backend)
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        error(str(exc))
         raise typer.Exit(2)
     overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,

@@ -265,3 +265,28 @@ def test_face_crop_follows_the_adapter_unless_overridden(demo, tmp_path):
     b = np.asarray(Image.open(wide / "images" / "astronaut_0.png"))
     assert not np.array_equal(a, b)
     assert run([manifest, "--out", tmp_path / "bad", *FAST, "--face-crop", "tight"]).exit_code == 2
+
+
+@pytest.mark.parametrize("case", ["lora_junk", "lora_missing", "seed_huge", "renderer", "out_is_file",
+                                  "guidance_nan", "id_scale_negative", "damaged_results"])
+def test_bad_run_options_are_one_line_usage_errors(case, tmp_path, photos, fmu_home):
+    shutil.copy(photos["astronaut.png"], tmp_path / "a.png")
+    manifest = tmp_path / "m.csv"
+    pl.DataFrame({"reference": ["a.png"], "prompt": ["a photo"]}).write_csv(manifest)
+    out = tmp_path / "out"
+    (tmp_path / "junk.safetensors").write_text("junk")
+    (tmp_path / "afile").write_text("x")
+    extra = {"lora_junk": ["--lora", tmp_path / "junk.safetensors"], "lora_missing": ["--lora", tmp_path / "no.safetensors"],
+             "seed_huge": ["--seed", "99999999999999999999"], "renderer": ["--renderer", "foo"],
+             "out_is_file": [], "guidance_nan": ["--guidance-scale", "nan"],
+             "id_scale_negative": ["--id-scale", "-1"], "damaged_results": []}[case]
+    if case == "out_is_file":
+        out = tmp_path / "afile"
+    if case == "damaged_results":
+        out.mkdir()
+        (out / "results.parquet").write_text("garbage")
+    result = run([manifest, "--out", out, *FAST, *extra])
+    assert result.exit_code == 2, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "out" / "images").exists()

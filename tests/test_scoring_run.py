@@ -179,3 +179,30 @@ def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir, monkeypatch
     os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     again = score_run(run_dir, opts())
     assert calls == ["facesim"] * 4 and again.summary["resumed_metrics"] == []
+
+
+def test_images_form_reads_manifests_as_generate_does(tmp_path, astronaut):
+    """A ';'-separated manifest without ids, as `fmu generate` accepts it: its images are named
+    row<N>_<k>.png by generate, and score pairs them by those names."""
+    refs = tmp_path / "data"
+    save_png(refs / "a.png", astronaut)
+    (refs / "m.csv").write_text("reference;prompt\na.png;astronaut\na.png;again\n")
+    out = tmp_path / "outs"
+    save_png(out / "row000000_0.png", astronaut)
+    result = score_images(out, refs / "m.csv", tmp_path / "scored", ScoreOptions(metrics=("facesim",)))
+    by = {(r["id"], r["k"]): r for r in result.scores.to_dicts()}
+    assert by[("row000000", 0)]["facesim_dlib"] == pytest.approx(1.0, abs=1e-6)
+    assert by[("row000001", 0)]["status"] == "failed"  # no image for the second row
+
+
+def test_damaged_tables_are_one_line_usage_errors(tmp_path, astronaut):
+    runner = CliRunner()
+    app = _cli()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.parquet").write_text("not parquet")
+    res = runner.invoke(app, [str(run)])
+    assert res.exit_code == 2 and "results.parquet is not a readable Parquet table" in res.output
+    save_png(tmp_path / "imgs" / "x.png", astronaut)
+    res = runner.invoke(app, ["--images", str(tmp_path / "imgs"), "--manifest", str(run / "results.parquet")])
+    assert res.exit_code == 2 and "cannot read manifest" in res.output

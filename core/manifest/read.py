@@ -14,8 +14,10 @@ from ..errors import UsageError
 from .schema import COLUMNS, REQUIRED
 
 
-def read_manifest(path: Path) -> pl.DataFrame:
+def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFrame:
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"manifest {path} is a folder; give the CSV or Parquet file in it")
     if not path.is_file():
         raise UsageError(f"manifest not found: {path}")
     suffix = path.suffix.lower()
@@ -32,7 +34,7 @@ def read_manifest(path: Path) -> pl.DataFrame:
     except Exception as exc:  # polars raises several exception types for malformed files
         raise UsageError(f"cannot read manifest {path}: {exc}".splitlines()[0]) from None
     df = df.rename({c: c.strip().lower() for c in df.columns})
-    missing = [c for c in REQUIRED if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise UsageError(f"manifest {path.name} lacks required column(s): {', '.join(missing)}"
                          f" (has: {', '.join(df.columns) or 'none'})")

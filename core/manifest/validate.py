@@ -97,6 +97,8 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     if name not in df.columns:
         return pl.Series(name, [None] * df.height, dtype=dtype), pl.Series(name, [False] * df.height)
     raw = df[name]
+    if raw.dtype.is_nested():  # a list / struct / array cell (Parquet) is never a scalar value
+        return pl.Series(name, [None] * df.height, dtype=dtype), raw.is_not_null()
     if raw.dtype == pl.String:
         raw = raw.str.strip_chars().replace("", None)
     if dtype in (pl.Float64, pl.Int64) and (raw.dtype.is_float() or raw.dtype == pl.String):
@@ -110,6 +112,11 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
         typed = raw.cast(dtype, strict=False)
     bad = raw.is_not_null() & typed.is_null()
     return typed.alias(name), bad
+
+
+def _cell(value):
+    """A cell as one short line: a Parquet list cell arrives as a Series."""
+    return value.to_list() if isinstance(value, pl.Series) else value
 
 
 def _is_url(value: str) -> bool:
@@ -166,8 +173,8 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
 
     for name, bad in bad_cells.items():
         if name in df.columns:
-            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={df[name][i]!r} is not a valid "
-                                                              f"{COLUMNS[name][0]}")
+            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])!r} is not a "
+                                                              f"valid {COLUMNS[name][0]}")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
         lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
                   "(no path separators or '..')")
@@ -177,7 +184,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         add(dup, "id", "duplicate_id", lambda i: f"id {ids[i]!r} already used by row {first[ids[i]]}")
 
     prompts = typed["prompt"]
-    add(prompts.is_null() | (prompts.str.strip_chars() == ""), "prompt", "empty_prompt",
+    add((prompts.is_null() & ~bad_cells["prompt"]) | (prompts.str.strip_chars() == ""), "prompt", "empty_prompt",
         lambda i: "prompt is empty")
     if count_tokens is not None:
         # a CLIP token covers >= 1 character: only prompts longer than the limit can exceed it
@@ -197,7 +204,8 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         add(typed[name] % 8 != 0, name, "out_of_range",
             lambda i, name=name: f"{name}={typed[name][i]} must be a multiple of 8")
 
-    add(typed["reference"].is_null(), "reference", "missing_reference", lambda i: "reference is empty")
+    add(typed["reference"].is_null() & ~bad_cells["reference"], "reference", "missing_reference",
+        lambda i: "reference is empty")
     resolved = {}
     for column in ("reference", "target"):
         values = typed[column]

@@ -166,15 +166,18 @@ def save_adapter(path: Path, unet, cfg: AdapterConfig, shading_net=None, extra_m
 
 
 def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first
+    (UsageError for a missing, unreadable or foreign file)."""
+    from ..errors import UsageError
+    from .weights_io import read_safetensors_metadata, read_state
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    meta = read_safetensors_metadata(path)
     if meta.get("format") != expected_format:
-        raise ValueError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
-    return load_file(str(path)), meta
+        raise UsageError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
+    return read_state(path), meta
 
 
 def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

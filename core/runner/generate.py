@@ -122,6 +122,35 @@ def parse_devices(spec: str) -> list[str]:
     return devices or ["cpu"]
 
 
+def _check_options(cfg: GenerateConfig) -> None:
+    """Run-wide values get the checks the manifest's per-row values get (a bad one would fail
+    every row, or slip into the results unnoticed)."""
+    import math
+
+    from ..manifest.schema import BOUNDS
+    from ..shading.render import BACKENDS
+
+    cfg.frame = "centre" if cfg.frame == "center" else cfg.frame
+    if cfg.frame not in FRAMES:
+        raise UsageError(f"--frame {cfg.frame!r}: use one of {', '.join(FRAMES)}")
+    if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
+        raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
+    if cfg.renderer not in BACKENDS:
+        raise UsageError(f"--renderer {cfg.renderer!r}: use one of {', '.join(BACKENDS)}")
+    values = {"seed": cfg.seed, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "id_scale": cfg.id_scale}
+    for name, value in values.items():
+        lo, hi = BOUNDS[name]
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be within [{lo}, {hi}]")
+    for name in ("s_scale", "shading_scale", "lora_scale"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.lora is not None:  # read once here: a bad file is one usage error, not a failed worker
+        from training.lora_apply import read_lora
+
+        read_lora(Path(cfg.lora))
+
+
 def _failure_records(df, validation) -> list[dict]:
     """Invalid rows: one failed record per requested image (one when num_images is unusable)."""
     records = []
@@ -144,17 +173,16 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     from .ranks import Ranks
 
     start = time.perf_counter()
-    cfg.frame = "centre" if cfg.frame == "center" else cfg.frame
-    if cfg.frame not in FRAMES:
-        raise UsageError(f"--frame {cfg.frame!r}: use one of {', '.join(FRAMES)}")
-    if not cfg.frame_scale > 0:
-        raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
+    _check_options(cfg)
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
     manifest_path = Path(cfg.manifest).absolute()
     df = read_manifest(manifest_path)  # a usage error here leaves no empty --out behind
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
     ranks = Ranks.from_env()
     devices = ranks.local_devices(cfg.device, parse_devices(cfg.device))
 

@@ -67,7 +67,7 @@ class ResultStore:
         if self.shards.exists():
             paths += sorted(self.shards.glob("*.parquet"))
         for path in paths:
-            df = pl.read_parquet(path)
+            df = _read_table(path)
             # tables from an older fmu lack newer columns: null, so their rows are simply redone
             missing = [pl.lit(None, dtype).alias(c) for c, dtype in SCHEMA.items() if c not in df.columns]
             frames.append(df.with_columns(missing).select(list(SCHEMA)).cast(SCHEMA))
@@ -109,6 +109,17 @@ class ResultStore:
         for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
             p.unlink(missing_ok=True)
         return df
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001  polars raises several types for a damaged file
+        from ..errors import UsageError
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path} is damaged ({first[:200]}); move it out of the output folder and "
+                         "re-run: the rows it recorded are generated again") from None
 
 
 def _sources_unchanged(matched: pl.DataFrame) -> pl.Series:

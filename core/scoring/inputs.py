@@ -39,7 +39,10 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
     results = run_dir / "results.parquet"
     if not results.is_file():
         raise UsageError(f"{run_dir}: no results.parquet (is this a folder written by `fmu generate`?)")
-    df = pl.read_parquet(results)
+    try:
+        df = pl.read_parquet(results)
+    except Exception as exc:  # noqa: BLE001  polars raises several types for a damaged file
+        raise UsageError(f"{results} is not a readable Parquet table: {_first_line(exc)}") from None
     missing = {"id", "image", "reference"} - set(df.columns)
     if missing:
         raise UsageError(f"{results}: missing column(s) {', '.join(sorted(missing))}")
@@ -47,7 +50,7 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
     for r in df.iter_rows(named=True):
         rows.append({
             "id": str(r["id"]),
-            "k": int(r.get("k") or 0),
+            "k": _int(r.get("k")),
             "image_path": _abs(run_dir, r.get("image")),
             "reference_path": _abs(run_dir, r.get("reference")),
             "target_path": _abs(run_dir, r.get("target")),
@@ -61,20 +64,28 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
 
 
 def read_manifest(path: Path) -> pl.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"manifest {path} not found")
-    if path.suffix.lower() == ".parquet":
-        df = pl.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        df = pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",",
-                         infer_schema_length=0)
-    else:
-        raise UsageError(f"manifest {path}: use .csv, .tsv or .parquet")
-    missing = {"id", "reference"} - set(df.columns)
-    if missing:
-        raise UsageError(f"manifest {path}: missing column(s) {', '.join(sorted(missing))}")
-    return df
+    """A generation manifest read as `fmu generate` reads it, with ids as generate names them
+    (`row<N>` where the id is missing), all as text."""
+    from ..manifest.read import read_manifest as read_generation_manifest
+
+    df = read_generation_manifest(Path(path), required=("reference",))
+    index = pl.int_range(pl.len()).cast(pl.String).str.zfill(6)
+    ids = pl.col("id").cast(pl.String) if "id" in df.columns else pl.lit(None, pl.String)
+    df = df.with_columns(id=pl.coalesce(ids, pl.format("row{}", index)))
+    scalar = [c for c in df.columns if not df[c].dtype.is_nested()]
+    return df.select(scalar).with_columns(pl.all().cast(pl.String))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0  # a damaged k cell: the row is still scored, as image 0
 
 
 _K_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<k>\d+)$")
