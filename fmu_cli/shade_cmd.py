@@ -17,10 +17,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     # soft_wrap: one line whatever the terminal width; escape: paths may contain [brackets].
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def shade(
@@ -47,13 +47,23 @@ def shade(
     Example:
 
         fmu shade photo.jpg --out cond.png --target other.jpg
+
+    Exit code: 0 written, 1 the photo (or target) is unusable (no face, unreadable), 2 usage error.
     """
     from core.faces.crops import face_frame_box
     from core.shading import make_condition
 
+    from core.shading.render import resolve_backend
+
     frame = "centre" if frame == "center" else frame
     if frame not in ("face", "centre"):
-        _fail(f"--frame {frame!r}: use face or centre")
+        _fail(f"--frame {frame!r}: use face or centre", 2)
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give the PNG file to write", 2)
+    try:
+        resolve_backend(renderer)
+    except (ValueError, RuntimeError) as exc:  # unknown, or pytorch3d not installed
+        _fail(str(exc), 2)
     backend = _face_backend(face_backend, face_models) if frame == "face" else None
     try:
         ref = load_rgb(image)
@@ -65,9 +75,10 @@ def shade(
         result = make_condition(ref, tgt, size=size, renderer=renderer, box=box)
     except RowError as exc:
         _fail(exc.reason)
-    except (ValueError, RuntimeError) as exc:  # unknown / unavailable renderer
-        _fail(str(exc))
-    save_png(out, result.condition)
+    try:
+        save_png(out, result.condition)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", 2)
     left, top, side = result.frame
 
     source = f"target {target}" if result.from_target else str(image)
@@ -89,4 +100,4 @@ def _face_backend(name: str, models: Optional[Path]):
     try:
         return get_backend(name, models_dir=models)
     except Exception as exc:  # noqa: BLE001  unknown name, missing model files: one line, exit 1
-        _fail(f"face backend {name!r} unavailable: {exc}")
+        _fail(f"face backend {name!r} unavailable: {exc}", 2)

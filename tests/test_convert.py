@@ -241,7 +241,8 @@ def test_fmu_convert_cli_writes_an_adapter_and_refuses_bad_input(authors, tmp_pa
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a" / "adapter.safetensors").is_file() and "lora_rank" in result.output
-    (tmp_path / "junk.bin").write_bytes(b"\x80\x02junk")
-    bad = runner.invoke(app, ["convert", str(tmp_path / "junk.bin"), "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 2 and "not a readable weights file" in bad.output
-    assert not (tmp_path / "b").exists()
+    for junk in (b"\x80\x02junk", b"junk\n"):  # a broken pickle, and text (torch: KeyError on its magic)
+        (tmp_path / "junk.bin").write_bytes(junk)
+        bad = runner.invoke(app, ["convert", str(tmp_path / "junk.bin"), "--out", str(tmp_path / "b")])
+        assert bad.exit_code == 2 and "not a readable weights file" in bad.output, bad.output
+        assert not (tmp_path / "b").exists()

@@ -40,7 +40,7 @@ def test_target_option(app, tmp_path, astronaut):
 
 
 @pytest.mark.parametrize("kind", ["not_image", "no_face", "missing", "bad_renderer"])
-def test_bad_input_is_one_line_and_exit_1(app, tmp_path, photos, kind):
+def test_bad_input_is_one_line_and_exit_1_or_2(app, tmp_path, photos, kind):
     out = tmp_path / "cond.png"
     src = {"not_image": tmp_path / "x.jpg", "no_face": photos["chelsea.png"],
            "missing": tmp_path / "nope.jpg", "bad_renderer": tmp_path / "ok.png"}[kind]
@@ -50,7 +50,7 @@ def test_bad_input_is_one_line_and_exit_1(app, tmp_path, photos, kind):
         Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
     args = ["shade", str(src), "--out", str(out)] + (["--renderer", "opengl"] if kind == "bad_renderer" else [])
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == (2 if kind == "bad_renderer" else 1), result.output  # usage error: 2
     assert not out.exists()
     assert "Traceback" not in result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
@@ -77,3 +77,11 @@ def test_face_frame_is_cut_around_the_face(app, tmp_path, astronaut):
     np.testing.assert_array_equal(load_rgb(out)[..., 0], expected)
     centre = CliRunner().invoke(app, ["shade", str(src), "--out", str(tmp_path / "c.png"), "--frame", "centre"])
     assert centre.exit_code == 1 and "no_face" in centre.output
+
+
+def test_out_naming_a_folder_is_a_usage_error(app, tmp_path, astronaut):
+    src = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(src)
+    (tmp_path / "cond").mkdir()
+    result = CliRunner().invoke(app, ["shade", str(src), "--out", str(tmp_path / "cond")])
+    assert result.exit_code == 2 and result.output.startswith("error: --out") and "Traceback" not in result.output

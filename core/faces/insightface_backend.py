@@ -63,7 +63,7 @@ def _has_onnx(folder: Path) -> bool:
 def _where_to_put(pack: str, target: Path) -> str:
     det, rec = PACK_FILES.get(pack, ("an SCRFD detector .onnx", "an ArcFace recognition .onnx"))
     return (f"put {pack}'s {det} and {rec} in {target}/ "
-            "(or pass --models-dir, or set INSIGHTFACE_HOME)")
+            "(or pass that folder with --face-models, or set INSIGHTFACE_HOME)")
 
 
 def find_pack(models_dir: Path | None, pack: str = "buffalo_l") -> Path:
