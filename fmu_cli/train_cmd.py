@@ -57,13 +57,13 @@ def prepare(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-def _run(overrides: dict, config: Optional[Path]) -> None:
+def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = None) -> None:
     from core.errors import UsageError
     from training.config import load_config
     from training.trainer import run_training
 
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, defaults)
         with _progress() as progress:
             summary = run_training(cfg, progress=progress, log=console.print)
     except UsageError as exc:
@@ -130,7 +130,7 @@ def finetune(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
     preset: Optional[str] = typer.Option(None, help="Model preset (default tiny)."),
     base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    rank: int = typer.Option(16, help="Rank of the new LoRA."),
+    rank: Optional[int] = typer.Option(None, help="Rank of the new LoRA (default 16)."),
     face_backend: str = typer.Option("dlib", help="For automatic preparation: dlib | insightface."),
     id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 500)."),
@@ -156,8 +156,7 @@ def finetune(
         raise typer.Exit(2)
     overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
-                 "max_steps": max_steps if max_steps is not None else (None if config else 500),
-                 "batch_size": batch_size if batch_size is not None else (None if config else 2),
-                 "lr": lr, "lambda_id": lambda_id, "checkpoint_every": checkpoint_every,
-                 "resume": resume, "seed": seed}
-    _run(overrides, config)
+                 "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "lambda_id": lambda_id,
+                 "checkpoint_every": checkpoint_every, "resume": resume, "seed": seed}
+    # finetune's own defaults sit under the TOML file, which sits under the flags
+    _run(overrides, config, defaults={"max_steps": 500, "batch_size": 2, "lora_rank": 16})

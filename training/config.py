@@ -1,12 +1,15 @@
 """Training configuration: plain values, defaults = the authors' recipe (DESIGN.md §3).
 
-Precedence: command-line flags > TOML file (`--config`) > these defaults. The TOML file is flat
-(`lr = 1e-4`, `batch_size = 8`, ...) or has the same keys under a `[train]` table.
+Precedence: command-line flags > TOML file (`--config`) > a command's own defaults (`fmu finetune`:
+500 steps, batch 2) > these defaults. The TOML file is flat (`lr = 1e-4`, `batch_size = 8`, ...) or
+has the same keys under a `[train]` table; each value must have its field's type (an int field
+refuses 2.0, as TOML itself tells 2 from 2.0).
 """
 
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -66,30 +69,63 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-PATH_FIELDS = {"data", "out", "init_adapter", "id_model"}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
+# need step rules / metrics that the training loop does not pass
+UNSUPPORTED_SCHEDULES = {"piecewise_constant", "reduce_lr_on_plateau"}
 
 
-def load_config(toml_path: Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults, then the TOML file, then the non-None overrides (command-line flags)."""
-    values: dict = {}
+def _typed(key: str, value, hint):
+    """`value` checked against the field's annotation; Paths from strings, floats from ints."""
+    options = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in options:
+        return None
+    if not isinstance(value, bool):  # bool is an int to Python, never to a setting
+        for kind in options:
+            if kind is Path and isinstance(value, (str, Path)):
+                return Path(value)
+            if (kind is str and isinstance(value, str)) or (kind is int and isinstance(value, int)):
+                return value
+            if kind is float and isinstance(value, (int, float)):
+                return float(value)
+    expected = " or ".join(TYPE_NAMES[k] for k in options if k in TYPE_NAMES)
+    raise UsageError(f"setting {key} = {value!r}: expected {expected}")
+
+
+def _lr_schedules() -> list[str]:
+    from diffusers.optimization import SchedulerType
+
+    return [s.value for s in SchedulerType if s.value not in UNSUPPORTED_SCHEDULES]
+
+
+def load_config(toml_path: Path | None = None, overrides: dict | None = None,
+                defaults: dict | None = None) -> TrainConfig:
+    """TrainConfig's defaults, then `defaults` (a command's own), then the TOML file, then the
+    non-None overrides (command-line flags)."""
+    values: dict = dict(defaults or {})
     if toml_path is not None:
         try:
             raw = tomllib.loads(Path(toml_path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"cannot read config {toml_path}: {exc}") from None
-        values.update(raw.get("train", raw))
+        table = raw.get("train", raw)
+        if not isinstance(table, dict):
+            raise UsageError(f"config {toml_path}: 'train' must be a table ([train])")
+        values.update(table)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise UsageError(f"unknown training setting(s): {', '.join(unknown)}")
-    for key in PATH_FIELDS & set(values):
-        values[key] = Path(values[key])
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**{key: _typed(key, value, hints[key]) for key, value in values.items()})
     if cfg.mode not in ("full", "lora"):
         raise UsageError("mode must be 'full' or 'lora'")
     if cfg.face_crop not in (None, "aligned", "wide"):
         raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise UsageError("batch_size, grad_accum and max_steps must be >= 1")
+    if cfg.lr_schedule not in _lr_schedules():
+        raise UsageError(f"lr_schedule {cfg.lr_schedule!r}: use one of {', '.join(_lr_schedules())}")
+    # the attention maps L_map reads are resolution/16 wide: the latent (resolution/8) must halve evenly
+    if cfg.resolution is not None and (cfg.resolution < 16 or cfg.resolution % 16):
+        raise UsageError(f"resolution {cfg.resolution}: must be a positive multiple of 16")
     return cfg
