@@ -279,3 +279,15 @@ def _tokenizer(tiny_preset):
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(tiny_preset[0] / "tokenizer")
+
+
+def test_resume_latest_without_a_checkpoint_says_it_starts_at_step_0(prepared, tmp_path):
+    from training.trainer import run_training
+
+    out = tmp_path / "fresh"
+    lines = []
+    summary = run_training(_cfg(prepared.manifest, out, max_steps=1, resume="latest", validate_every=0,
+                                checkpoint_every=0, lambda_id=0), log=lines.append)
+    assert [h["step"] for h in summary.losses] == [1]
+    notice = [line for line in lines if "no checkpoint" in line]
+    assert notice == [f"--resume latest: no checkpoint in {out / 'checkpoints'}, training starts at step 0"]

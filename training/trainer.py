@@ -252,6 +252,16 @@ def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
     return IdEncoder.from_onnx(path)
 
 
+def prepared_manifest_path(data: Path | None) -> Path:
+    """DATA/train.parquet (or the manifest given), checked before any model is built."""
+    if data is None:
+        raise UsageError("--data is required: a prepared manifest (DATA/train.parquet) or its folder")
+    manifest = Path(data) / "train.parquet" if Path(data).is_dir() else Path(data)
+    if not manifest.is_file():
+        raise UsageError(f"no prepared training manifest at {data} (run `fmu prepare` first)")
+    return manifest
+
+
 def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -264,6 +274,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     from .lora_apply import add_finetune_lora
 
     start_time = time.perf_counter()
+    manifest = prepared_manifest_path(cfg.data)
     out = Path(cfg.out)
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(
@@ -302,13 +313,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
 
-    # data
-    manifest = Path(cfg.data) if cfg.data else None
-    if manifest is not None and manifest.is_dir():
-        manifest = manifest / "train.parquet"
-    if manifest is None or not manifest.is_file():
-        raise UsageError(f"no prepared training manifest at {cfg.data} (run `fmu prepare` first)")
-    # the face image in the style the adapter is (or was) trained with; recorded in its config
+    # data: the face image in the style the adapter is (or was) trained with; recorded in its config
     dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
     if len(dataset) == 0:
         raise UsageError(f"{manifest} has no usable rows")
@@ -329,6 +334,8 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     if resume_from is not None:
         step, position = ckpt.load_checkpoint(accelerator, resume_from, generator)
         log(f"resumed from {resume_from} at step {step}")
+    elif cfg.resume == "latest" and accelerator.is_main_process:  # allowed on a first run; say so
+        log(f"--resume latest: no checkpoint in {ckpt.checkpoint_root(out)}, training starts at step 0")
     if accelerator.is_main_process:
         accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
                                                    if isinstance(v, (int, float, str, bool))})
