@@ -28,5 +28,13 @@ class MultiFaceError(RowError):
     kind = "multiple_faces"
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: stop, keep what is finished, write the run record, exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class UsageError(Exception):
     """A problem with how fmu was called (exit code 2)."""

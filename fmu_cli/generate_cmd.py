@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -60,7 +61,8 @@ def generate(
 
     Example:  fmu generate manifests/examples/basic.csv --out runs/a --steps 30
     Re-running the same command skips finished images and retries failed ones.
-    Exit code: 0 all rows ok, 1 some rows failed, 2 usage error.
+    Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
+    SIGTERM (finished images are kept and recorded; re-run to finish).
     """
     from core.errors import UsageError
     from core.runner.generate import GenerateConfig, run_generate
@@ -83,7 +85,7 @@ def generate(
         raise typer.Exit(2)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+                      TimeElapsedColumn(), console=console, transient=False) as progress, stop_on_sigterm():
             summary = run_generate(cfg, progress=progress)
     except UsageError as exc:
         error(str(exc))
@@ -92,6 +94,13 @@ def generate(
         error(f"{exc}; finished images and results are kept: re-run the same command "
                   "to resume")
         raise typer.Exit(1)
+    if summary.interrupted:
+        import signal
+
+        err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
+                  f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
+                  "finish the rest")
+        raise typer.Exit(summary.exit_code)
     done_before = f", {summary.skipped} of them finished earlier and kept" if summary.skipped else ""
     console.print(f"{summary.ok} ok, {summary.failed} failed{done_before} "
                   f"({summary.analyses} face analyses, {summary.seconds:.1f}s) -> {out}/results.parquet")
@@ -104,6 +113,29 @@ def generate(
             table.add_row(rid, str(k), reason or "")
         console.print(table)
     raise typer.Exit(summary.exit_code)
+
+
+@contextmanager
+def stop_on_sigterm():
+    """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C does: finished images are
+    merged into results.parquet and run.json is written before exiting."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        from core.errors import Interrupted
+
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def validate_manifest(

@@ -172,6 +172,40 @@ def test_two_device_run_killed_leaves_no_orphan_workers(gen_inputs, fmu_home, tm
     _assert_generated(out)
 
 
+@pytest.mark.parametrize("devices", ["cpu", "cpu,cpu"])
+def test_sigterm_stops_generate_with_results_and_run_json(gen_inputs, fmu_home, tmp_path, devices):
+    """SIGTERM (a scheduler's stop) mid-run: exit 143 after merging the finished units into
+    results.parquet and writing run.json; no worker left behind; the same command finishes."""
+    out = tmp_path / "out"
+    cmd = fmu("generate", gen_inputs, "--out", out, "--steps", STEPS, "--batch-size", "1", "--no-shading",
+              "--devices", devices)
+    proc = subprocess.Popen(cmd, env=env(fmu_home), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while count(out / ".shards", "*.parquet") < 1:
+        assert proc.poll() is None, f"finished before the stop point: {proc.stderr.read()[-2000:]!r}"
+        assert time.time() < deadline, "no progress visible on disk"
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    df = pl.read_parquet(out / "results.parquet")
+    assert 1 <= df.height < ROWS and set(df["status"]) == {"ok"}
+    assert all((out / i).is_file() for i in df["image"])
+    info = json.loads((out / "run.json").read_text())
+    assert info["summary"]["interrupted"] == signal.SIGTERM and info["summary"]["ok"] == df.height
+    deadline = time.time() + 15
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "worker processes outlived the stop"
+    assert_only_complete_files(out)
+    again = rerun(cmd, env(fmu_home))
+    assert f"{df.height} of them finished earlier and kept" in " ".join(again.stdout.split())
+    _assert_generated(out)
+
+
 # -- score ----------------------------------------------------------------------------------------
 
 def _score_table(folder: Path) -> pl.DataFrame:

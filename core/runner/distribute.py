@@ -36,6 +36,11 @@ def _face_identity(worker) -> dict:
 
 
 def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent decides (it stops the workers and
+    # writes the run record), so a worker does not die mid-unit with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker = make_worker(device)
     except BaseException as exc:  # report, then die: the parent sees the process end
@@ -67,10 +72,22 @@ def multiprocess_distributor(units: list, make_worker: Callable, devices: list[s
                         name=f"fmu-worker-{wid}", daemon=True)
         p.start()
         procs[wid] = p
+    try:
+        return _supervise(units, procs, tasks, results, on_done, len(devices))
+    except BaseException:  # interrupted: stop the workers; finished units are in their shards
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.join(timeout=10)
+        raise
+
+
+def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_workers: int) -> dict:
+    """Route worker messages until every unit is done or given up; re-queue a dead worker's unit."""
     attempts = [0] * len(units)
     started: dict[int, int] = {}     # unit -> worker that is on it
     settled: set[int] = set()        # done, or given up
-    stats = {"analyses": 0, "model_seconds": 0.0, "workers": len(devices), "requeued": 0,
+    stats = {"analyses": 0, "model_seconds": 0.0, "workers": n_workers, "requeued": 0,
              "gave_up": [], "errors": []}
     stopping = False
     while True:

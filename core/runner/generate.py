@@ -6,6 +6,7 @@ finishes, writes results.parquet and run.json, and re-running the same command r
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,9 +73,12 @@ class RunSummary:
     skipped: int      # images already finished by an earlier run of this --out: kept, not redone
     analyses: int
     seconds: float
+    interrupted: int = 0  # the signal that stopped the run early (0: it ran to the end)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + self.interrupted
         return 0 if self.failed == 0 else 1
 
 
@@ -222,8 +226,15 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
 
     distributor = multiprocess_distributor if len(devices) > 1 else inline_distributor
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
+    interrupted = 0
     if len(units):
-        stats = distributor(units, partial(_make_worker, cfg, model_spec), devices, on_done)
+        try:
+            stats = distributor(units, partial(_make_worker, cfg, model_spec), devices, on_done)
+        except KeyboardInterrupt as exc:
+            if ranks.world > 1:  # the launcher stops every rank; rank 0 cannot merge alone
+                raise
+            # finished units are in their shards: merge them and write the record, then stop
+            interrupted = getattr(exc, "signum", signal.SIGINT)
     ranks.write_stats(out, stats)
     ranks.wait_for_everyone()
     if not ranks.is_main:
@@ -237,7 +248,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     all_stats = ranks.read_stats(out)
     summary = RunSummary(total=merged.height, ok=counts["ok"], failed=counts["failed"],
                          skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, interrupted=int(interrupted))
     # the workers report their face models; a run with nothing left to do keeps what the earlier
     # run recorded (it made the images), or loads the backend here to say which one it is
     identities = [s.pop("face_identity", None) for s in all_stats]
