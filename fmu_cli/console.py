@@ -14,6 +14,13 @@ console = Console(stderr=False, highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def shown(value) -> str:
+    """A value from user data, safe to print in a table: markup escaped, control characters
+    (which a terminal would obey) written as escapes."""
+    text = "" if value is None else str(value)
+    return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
+
+
 def error(message: str) -> None:
     """`error: message` on stderr; escaped, since paths and values may hold [brackets]."""
     err.print(f"[red]error:[/] {escape(message)}")

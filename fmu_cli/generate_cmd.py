@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, err, error
+from .console import console, err, error, shown
 
 
 def generate(
@@ -110,7 +110,7 @@ def generate(
         failed = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "failed")
         table = Table("id", "k", "reason", title="failed rows")
         for rid, k, reason in failed.select("id", "k", "error").head(20).iter_rows():
-            table.add_row(rid, str(k), reason or "")
+            table.add_row(shown(rid), str(k), shown(reason))
         console.print(table)
     raise typer.Exit(summary.exit_code)
 
@@ -162,7 +162,7 @@ def validate_manifest(
         table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
         for p in result.problems:
             style = "red" if p.level == ERROR else "yellow"
-            table.add_row(str(p.row), p.id, p.column, f"[{style}]{p.level}[/]", p.reason)
+            table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
         console.print(table)
     bad = len(result.errors_by_row())
     console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "

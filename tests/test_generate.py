@@ -188,6 +188,8 @@ def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
     assert not np.array_equal(np.asarray(Image.open(out / "images" / "b_0.png")), pixels_b)
     df = pl.read_parquet(out / "results.parquet").sort("id")
     assert df["seed"].to_list() == [1, 7, 3] and df.height == 3
+    assert set(df["consistency_reason"]) == {"no_condition: no 3D condition (--no-shading)"}
+    assert df["pose_error_deg"].null_count() == 3
     assert [Path(r).name for r in df["reference"]] == ["astronaut.png", "astronaut.png", "tom_hanks.png"]
 
     # a global default changes every row's effective settings: all redone

@@ -93,3 +93,24 @@ def test_validate_command_exit_codes_and_table(folder, tiny_preset):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["validate", str(folder / "nope.csv")])
     assert res.exit_code == 2
+
+
+def test_ids_with_control_characters_or_markup_are_printed_inert(folder, tiny_preset):
+    """An id is user data: an ESC in it must not reach the terminal, nor [markup] be obeyed."""
+    pl.DataFrame({"id": ["\x1b[31mRED", "[bold]x[/bold]"], "reference": ["astro.png"] * 2,
+                  "prompt": ["a photo"] * 2}).write_parquet(folder / "ctl.parquet")
+    res = CliRunner().invoke(app, ["validate", str(folder / "ctl.parquet")], env={"COLUMNS": "250"})
+    assert res.exit_code == 1
+    assert "\x1b" not in res.output and "\\x1b[31mRED" in res.output
+    assert "[bold]x[/bold]" in res.output  # shown literally, not rendered
+
+
+def test_integral_numbers_read_alike_from_csv_and_parquet(folder):
+    (folder / "m.csv").write_text("reference,prompt,seed,steps\nastro.png,a,3.0,20\nastro.png,b,3.5,2e1\n")
+    pl.DataFrame({"reference": ["astro.png"] * 2, "prompt": ["a", "b"], "seed": [3.0, 3.5],
+                  "steps": [20.0, 20.0]}).write_parquet(folder / "m.parquet")
+    a = validate(read_manifest(folder / "m.csv"), folder)
+    b = validate(read_manifest(folder / "m.parquet"), folder)
+    for result in (a, b):
+        assert result.table["seed"].to_list() == [3] and result.table["steps"].to_list() == [20]
+        assert kinds(result) == {1: {"wrong_type"}}  # 3.5 is no seed

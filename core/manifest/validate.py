@@ -106,8 +106,9 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
         bad_float = as_float.is_nan() | as_float.is_infinite()
         if dtype == pl.Int64:
             bad_float = bad_float | (as_float != as_float.round(0))
-        typed = pl.select(pl.when(bad_float.fill_null(False)).then(None)
-                          .otherwise(raw.cast(dtype, strict=False))).to_series()
+        # "3.0" in a CSV is the integer 3, as 3.0 in a Parquet float column is
+        exact = pl.coalesce(raw.cast(dtype, strict=False), as_float.cast(dtype, strict=False))
+        typed = pl.select(pl.when(bad_float.fill_null(False)).then(None).otherwise(exact)).to_series()
     else:
         typed = raw.cast(dtype, strict=False)
     bad = raw.is_not_null() & typed.is_null()

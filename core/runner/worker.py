@@ -150,7 +150,11 @@ class Worker:
                 continue
             record["id_similarity"], record["id_similarity_reason"] = id_similarity(
                 self.backend, analysis.embedding, image)
-            record.update(self.conditions.consistency(condition, image))
+            if condition is None:  # nothing to be consistent with: say why the columns are empty
+                why = "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
+                record["consistency_reason"] = f"no_condition: no 3D condition ({why})"
+            else:
+                record.update(self.conditions.consistency(condition, image))
             records.append(record)
         return records
 
