@@ -208,3 +208,90 @@ def test_train_commands_are_typer_commands():
     assert "--from" in runner.invoke(app, ["finetune", "--help"]).output
     bad = runner.invoke(app, ["train", "--data", "/nonexistent", "--max-steps", "1"])
     assert bad.exit_code == 2 and "no prepared training manifest" in bad.output
+
+
+def test_prepare_folder_caption_not_utf8_fails_only_that_row(tmp_path, photos):
+    from training.prepare import PrepareConfig, run_prepare
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
+    (folder / "hanks.txt").write_text("a portrait of a man\n")
+    shutil.copy(photos["astronaut.png"], folder / "grey.png")
+    (folder / "grey.txt").write_bytes(b"\xff\xfe bad")
+    summary = run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", resolution=64))
+    assert (summary.total, summary.ok, summary.failed) == (2, 1, 1)
+    report = pl.read_parquet(summary.report).sort("id")
+    assert report["status"].to_list() == ["failed", "ok"]
+    assert report["reason"][0] == "bad_caption: caption file grey.txt is not UTF-8 text"
+    train = pl.read_parquet(summary.manifest)
+    assert train["id"].to_list() == ["hanks"] and train["caption"].to_list() == ["a portrait of a man"]
+
+
+BAD_MASK_SPECS = {  # id -> (mask entry, the reason prepare gives)
+    "occurrence_list": ({"phrase": "face", "occurrence": [1]},
+                        "bad_masks: mask face.png: 'occurrence' must be an integer >= 0, not [1]"),
+    "occurrence_true": ({"phrase": "face", "occurrence": True},
+                        "bad_masks: mask face.png: 'occurrence' must be an integer >= 0, not True"),
+    "occurrence_negative": ({"phrase": "face", "occurrence": -1},
+                            "bad_masks: mask face.png: 'occurrence' must be an integer >= 0, not -1"),
+    "occurrence_missing": ({"phrase": "face", "occurrence": 5},
+                           "bad_masks: mask face.png: phrase 'face' occurs 1 time(s); occurrence 5 does not exist"),
+    "indices_int": ({"token_indices": 5},
+                    "bad_masks: mask face.png: 'token_indices' must be a list of integers >= 0, not 5"),
+    "indices_negative": ({"token_indices": [2, -1]},
+                         "bad_masks: mask face.png: 'token_indices' must be a list of integers >= 0, not [2, -1]"),
+    "indices_past_77": ({"token_indices": [3, 500]},
+                        "bad_masks: mask face.png: token_indices [500] outside 0..76 (the 77-token caption)"),
+    "phrase_number": ({"phrase": 5}, "bad_masks: mask face.png: 'phrase' must be a string, not 5"),
+    "mask_smaller": ({"mask": "small.png", "phrase": "face"},
+                     "bad_mask: mask small.png is 56x56 but the image is 112x112"),
+}
+
+
+def test_prepare_checks_mask_specs_as_training_will_use_them(tmp_path, photos, tokenizer):
+    from training.data import TrainingSet
+    from training.prepare import PrepareConfig, run_prepare
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
+    mask = _face_mask(folder / "face.png", folder / "hanks.png")
+    Image.fromarray(mask).resize((56, 56)).save(folder / "small.png")
+    caption = "a photo of a man, face close up"
+    good = {"ok_phrase": {"phrase": "face", "occurrence": 0}, "ok_indices": {"token_indices": [0, 76]}}
+    specs = {**good, **{k: v[0] for k, v in BAD_MASK_SPECS.items()}}
+    pl.DataFrame({"id": list(specs), "image": ["hanks.png"] * len(specs), "caption": [caption] * len(specs),
+                  "masks": [json.dumps([{"mask": "face.png", **spec}]) for spec in specs.values()]}
+                 ).write_csv(folder / "t.csv")
+    summary = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "data", resolution=64))
+    assert (summary.ok, summary.failed) == (2, len(BAD_MASK_SPECS))
+    report = pl.read_parquet(summary.report)
+    reasons = dict(zip(report["id"], report["reason"]))
+    assert {k: reasons[k] for k in BAD_MASK_SPECS} == {k: v[1] for k, v in BAD_MASK_SPECS.items()}
+    assert reasons["ok_phrase"] is None and reasons["ok_indices"] is None
+    data = TrainingSet(summary.manifest, tokenizer, 64)
+    assert sorted(r["id"] for r in data.rows) == ["ok_indices", "ok_phrase"]
+    tokens = {data.rows[i]["id"]: data[i].token_indices for i in range(len(data))}
+    ids = tokenizer(caption).input_ids
+    assert [tokenizer.convert_ids_to_tokens(ids[i]) for i in tokens["ok_phrase"][0]] == ["face</w>"]
+    assert tokens["ok_indices"] == [[0, 76]]
+
+
+def test_training_set_refuses_explicit_tokens_past_the_caption(tmp_path, photos, tokenizer):
+    """A manifest prepared before prepare checked token positions fails with a clear message."""
+    from training.data import TrainingSet
+    from training.prepare import PrepareConfig, run_prepare
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
+    _face_mask(folder / "face.png", folder / "hanks.png")
+    pl.DataFrame({"image": ["hanks.png"], "caption": ["a face"],
+                  "masks": [json.dumps([{"mask": "face.png", "token_indices": [2]}])]}).write_csv(folder / "t.csv")
+    summary = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "data", resolution=64))
+    df = pl.read_parquet(summary.manifest)
+    masks = [[{**m, "token_indices": [2, 500]} for m in row] for row in df["masks"].to_list()]
+    df.with_columns(pl.Series("masks", masks, dtype=df.schema["masks"])).write_parquet(summary.manifest)
+    with pytest.raises(ValueError, match=r"^token_indices \[500\] outside 0\.\.76 \(the 77-token caption\)$"):
+        TrainingSet(summary.manifest, tokenizer, 64)[0]

@@ -24,6 +24,7 @@ from core.errors import UsageError
 from core.faces.crops import wide_crop
 from core.images import load_rgb, to_square
 
+MAX_TOKENS = 77  # CLIP's caption length (SD1.5 and the presets): explicit token_indices stay below it
 MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,
                                 "token_indices": pl.List(pl.Int64)}))
 
@@ -62,11 +63,10 @@ def _token_ranges_by_prefix(tokenizer, caption: str, spans, max_length: int) -> 
     return sorted(i for i in set(found) if i < max_length - 1)
 
 
-def phrase_token_indices(tokenizer, caption: str, phrase: str, occurrence: int | None = None,
-                         method: str = "auto") -> list[int]:
-    """Positions (in the padded `input_ids`, BOS = 0) of the tokens that spell `phrase` in
-    `caption`. A phrase found several times maps to all its occurrences unless `occurrence`
-    (0-based) picks one. Tokens cut off by truncation are dropped; an absent phrase raises."""
+def phrase_occurrence_spans(caption: str, phrase: str, occurrence: int | None = None) -> list[tuple[int, int]]:
+    """The spans `phrase_token_indices` maps to tokens: every occurrence, or the `occurrence`-th
+    (0-based). Raises ValueError for an absent phrase or an occurrence that does not exist (what
+    `fmu prepare` checks, without a tokenizer)."""
     spans = phrase_spans(caption, phrase)
     if not spans:
         raise ValueError(f"phrase {phrase!r} does not occur in caption {caption!r}")
@@ -75,6 +75,22 @@ def phrase_token_indices(tokenizer, caption: str, phrase: str, occurrence: int |
             raise ValueError(f"phrase {phrase!r} occurs {len(spans)} time(s); occurrence {occurrence} "
                              "does not exist")
         spans = [spans[occurrence]]
+    return spans
+
+
+def check_token_indices(indices: list[int], max_length: int = MAX_TOKENS) -> None:
+    """Explicit token positions must fall inside the padded `input_ids` (BOS = 0)."""
+    outside = [i for i in indices if not 0 <= i < max_length]
+    if outside:
+        raise ValueError(f"token_indices {outside} outside 0..{max_length - 1} (the {max_length}-token caption)")
+
+
+def phrase_token_indices(tokenizer, caption: str, phrase: str, occurrence: int | None = None,
+                         method: str = "auto") -> list[int]:
+    """Positions (in the padded `input_ids`, BOS = 0) of the tokens that spell `phrase` in
+    `caption`. A phrase found several times maps to all its occurrences unless `occurrence`
+    (0-based) picks one. Tokens cut off by truncation are dropped; an absent phrase raises."""
+    spans = phrase_occurrence_spans(caption, phrase, occurrence)
     max_length = tokenizer.model_max_length
     if method in ("auto", "offsets"):
         try:
@@ -104,17 +120,36 @@ def parse_masks(value) -> list[dict]:
         value = value.to_list()
     if not isinstance(value, list):
         raise ValueError("masks must be a list of {mask, phrase} objects")
-    out = []
-    for item in value:
-        if not isinstance(item, dict) or not item.get("mask"):
-            raise ValueError("each mask needs a 'mask' image path")
-        if not item.get("phrase") and not item.get("token_indices"):
-            raise ValueError(f"mask {item.get('mask')}: give a 'phrase' (or explicit 'token_indices')")
-        out.append({"mask": str(item["mask"]), "phrase": item.get("phrase"),
-                    "occurrence": None if item.get("occurrence") is None else int(item["occurrence"]),
-                    "token_indices": None if item.get("token_indices") is None
-                    else [int(i) for i in item["token_indices"]]})
-    return out
+    return [_parse_mask(item) for item in value]
+
+
+def _parse_mask(item) -> dict:
+    """One mask entry, its types checked (a JSON cell may hold anything)."""
+    if not isinstance(item, dict) or not item.get("mask"):
+        raise ValueError("each mask needs a 'mask' image path")
+    name = item["mask"]
+    if not isinstance(name, str):
+        raise ValueError(f"mask {name!r}: 'mask' must be a path string")
+    phrase, occurrence, indices = item.get("phrase"), item.get("occurrence"), item.get("token_indices")
+    if not phrase and not indices:
+        raise ValueError(f"mask {name}: give a 'phrase' (or explicit 'token_indices')")
+    if phrase is not None and not isinstance(phrase, str):
+        raise ValueError(f"mask {name}: 'phrase' must be a string, not {phrase!r}")
+    if occurrence is not None and not _is_int(occurrence, minimum=0):
+        raise ValueError(f"mask {name}: 'occurrence' must be an integer >= 0, not {occurrence!r}")
+    if indices is not None:
+        if isinstance(indices, pl.Series):
+            indices = indices.to_list()
+        if not isinstance(indices, list) or not all(_is_int(i, minimum=0) for i in indices):
+            raise ValueError(f"mask {name}: 'token_indices' must be a list of integers >= 0, not {indices!r}")
+    return {"mask": name, "phrase": phrase,
+            "occurrence": None if occurrence is None else int(occurrence),
+            "token_indices": None if indices is None else [int(i) for i in indices]}
+
+
+def _is_int(value, minimum: int) -> bool:
+    # bool is an int to Python, and 1.0 would silently index; neither is a position
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
 
 
 def read_training_manifest(path: Path) -> pl.DataFrame:
@@ -191,7 +226,9 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def token_indices(self, caption: str, mask: dict) -> list[int]:
         if mask.get("token_indices") is not None:
-            return [int(i) for i in mask["token_indices"]]
+            indices = [int(i) for i in mask["token_indices"]]
+            check_token_indices(indices, self.tokenizer.model_max_length)  # data prepared before the check
+            return indices
         return phrase_token_indices(self.tokenizer, caption, mask["phrase"], mask.get("occurrence"))
 
     def __getitem__(self, index: int) -> Sample:

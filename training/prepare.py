@@ -3,9 +3,10 @@
 Every image is decoded, its largest face analysed (embedding, crop, box) and its shading
 condition rendered; both land in `DATA/cache` under the image's content hash, so re-running
 the same command recomputes nothing (resume) and `fmu train` reads them without a detector.
-Rows that fail (corrupt image, no face, missing mask, phrase not in the caption) get a status
-and a reason in `DATA/results.parquet` and are left out of `DATA/train.parquet`; `DATA/run.json`
-records the command, its configuration, versions and counts.
+Rows that fail (corrupt image, no face, unreadable caption file, missing or mis-sized mask,
+bad mask spec, phrase not in the caption) get a status and a reason in `DATA/results.parquet`
+and are left out of `DATA/train.parquet`; `DATA/run.json` records the command, its
+configuration, versions and counts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from core.errors import ImageError, RowError, UsageError
 from core.images import atomic_write_bytes, load_rgb
 from core.runner.runinfo import write_run_record
 
-from .data import MASK_DTYPE, parse_masks, phrase_spans, read_training_manifest
+from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
+                   read_training_manifest)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_CAPTION = "a photo of a person"
@@ -61,10 +63,9 @@ def source_rows(source: Path) -> list[dict]:
     if source.is_dir():
         rows = []
         for path in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            sidecar = path.with_suffix(".txt")
-            caption = sidecar.read_text().strip() if sidecar.is_file() else ""
+            caption, problem = _sidecar_caption(path.with_suffix(".txt"))
             rows.append({"id": path.stem, "image": str(path.resolve()),
-                         "caption": caption or DEFAULT_CAPTION, "masks": []})
+                         "caption": caption or DEFAULT_CAPTION, "masks": [], "problem": problem})
         if not rows:
             raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
         return rows
@@ -77,6 +78,18 @@ def source_rows(source: Path) -> list[dict]:
                      "caption": row.get("caption") or DEFAULT_CAPTION, "masks": row.get("masks"),
                      "root": str(root)})
     return rows
+
+
+def _sidecar_caption(sidecar: Path) -> tuple[str, str | None]:
+    """(caption, None), or ("", why) when the sidecar cannot be read: that row fails, not the run."""
+    if not sidecar.is_file():
+        return "", None
+    try:
+        return sidecar.read_text(encoding="utf-8").strip(), None
+    except UnicodeDecodeError:
+        return "", f"caption file {sidecar.name} is not UTF-8 text"
+    except OSError as exc:
+        return "", f"cannot read caption file {sidecar.name}: {exc.strerror or exc}"
 
 
 # One backend / renderer per worker process (dlib is not thread-safe; each process owns one).
@@ -102,8 +115,10 @@ def prepare_row(row: dict) -> dict:
     start = time.perf_counter()
     report = {"id": row["id"], "image": row["image"], "status": "ok", "reason": None, "num_faces": None}
     try:
-        masks = _resolve_masks(row)
+        if row.get("problem"):
+            raise RowError(row["problem"], kind="bad_caption")
         image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
+        masks = _resolve_masks(row, image.shape[:2])
         analysis = faces.analyse_file(Path(row["image"]))
         report["num_faces"] = analysis.num_faces
         shading.get(Path(row["image"]), None, cfg.resolution, cfg.resolution)
@@ -121,7 +136,9 @@ def prepare_row(row: dict) -> dict:
     return {"report": report, "train": train}
 
 
-def _resolve_masks(row: dict) -> list[dict]:
+def _resolve_masks(row: dict, image_shape: tuple[int, int]) -> list[dict]:
+    """The row's masks, checked as training will use them: types, phrase occurrences (the spans
+    `phrase_token_indices` maps), explicit token positions, and mask files the image's size."""
     try:
         masks = parse_masks(row.get("masks"))
     except ValueError as exc:
@@ -131,14 +148,31 @@ def _resolve_masks(row: dict) -> list[dict]:
         path = Path(m["mask"])
         path = path if path.is_absolute() else root / path
         try:
-            load_rgb(path)
+            mask = load_rgb(path)
         except ImageError as exc:
             raise RowError(f"mask {exc}", kind="bad_mask") from None
+        if mask.shape[:2] != tuple(image_shape):
+            # training squares image and mask alike: only the same size keeps them aligned
+            raise RowError(f"mask {path.name} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                           f"{image_shape[1]}x{image_shape[0]}", kind="bad_mask")
         m["mask"] = str(path.resolve())
-        if m["token_indices"] is None and not phrase_spans(row["caption"], m["phrase"] or ""):
-            raise RowError(f"phrase {m['phrase']!r} is not in the caption {row['caption']!r}",
-                           kind="phrase_not_in_caption")
+        _check_tokens(row["caption"], m, path.name)
     return masks
+
+
+def _check_tokens(caption: str, mask: dict, name: str) -> None:
+    """What training will map to tokens exists: the phrase (and its occurrence), or the explicit
+    positions within the caption's 77 tokens."""
+    if mask["token_indices"] is None and not phrase_spans(caption, mask["phrase"] or ""):
+        raise RowError(f"phrase {mask['phrase']!r} is not in the caption {caption!r}",
+                       kind="phrase_not_in_caption")
+    try:
+        if mask["token_indices"] is None:
+            phrase_occurrence_spans(caption, mask["phrase"], mask["occurrence"])
+        else:
+            check_token_indices(mask["token_indices"])
+    except ValueError as exc:
+        raise RowError(f"mask {name}: {exc}", kind="bad_masks") from None
 
 
 def _write_parquet(path: Path, df: pl.DataFrame) -> None:
