@@ -200,3 +200,11 @@ def test_offload_is_refused_on_cpu(tiny_preset):
     base, adapter = tiny_preset
     with pytest.raises(UsageError, match="needs a CUDA device"):
         load_model(base, adapter, offload=True)
+
+
+def test_a_base_model_path_that_does_not_exist_is_named_as_such(tmp_path):
+    from core.model.load import load_base
+
+    for spelled in (str(tmp_path / "nowhere"), "./no/such/model"):
+        with pytest.raises(UsageError, match="no such file or folder"):
+            load_base(spelled, "cpu", torch.float32)

@@ -91,6 +91,10 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
 
     if scheduler not in SCHEDULERS:
         raise UsageError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    text = str(base)
+    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().exists():
+        # spelled as a path, not a hub id: say so instead of the hub's repo-id complaint
+        raise UsageError(f"base model {text}: no such file or folder")
     single = is_single_file(base)
     if single:
         pipe = _from_single_file(Path(str(base)), dtype, offline, base_config)
