@@ -1,5 +1,6 @@
 """The offline demo's inputs: real photos that ship inside installed packages, copied at run time
-(fmu commits no third-party photos), and a manifest that uses them."""
+(fmu commits no third-party photos), a manifest that uses them, and the masks that
+`examples/train_example.csv` names (rough boxes from the dlib face detector)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ DEMO_ROWS = [
     ("hanks", "tom_hanks.png", "a photo of a man wearing a hat in a garden", 1),
     ("group", "t1.jpg", "an oil painting portrait of a smiling person", 1),
 ]
+
+
+# mask file -> (photo, region): "face" = the detected face box; "below" = from the face's chin to the
+# bottom, 1.5 face widths either side (the astronaut's suit, roughly). Enough to show the format.
+DEMO_MASKS = {
+    "masks/astronaut_face.png": ("astronaut.png", "face"),
+    "masks/astronaut_suit.png": ("astronaut.png", "below"),
+    "masks/hanks_face.png": ("tom_hanks.png", "face"),
+}
 
 
 def demo_photos() -> dict[str, Path]:
@@ -32,6 +42,7 @@ def write_demo_inputs(folder: Path) -> Path:
     for name, src in demo_photos().items():
         if not (folder / name).exists():
             shutil.copyfile(src, folder / name)
+    write_demo_masks(folder)
     manifest = folder / "manifest.csv"
     pl.DataFrame({
         "id": [r[0] for r in DEMO_ROWS], "reference": [r[1] for r in DEMO_ROWS],
@@ -39,3 +50,26 @@ def write_demo_inputs(folder: Path) -> Path:
         "seed": [7, 11, 13],
     }).write_csv(manifest)
     return manifest
+
+
+def write_demo_masks(folder: Path) -> None:
+    """The masks next to the photos in `folder`, each the size of its photo (white = region)."""
+    import numpy as np
+
+    from core.faces import get_backend
+    from core.images import load_rgb, save_png
+
+    backend = None
+    for name, (photo, region) in DEMO_MASKS.items():
+        if (folder / name).exists():
+            continue
+        backend = backend or get_backend("dlib")
+        image = load_rgb(folder / photo)
+        x1, y1, x2, y2 = [int(round(v)) for v in max(backend.detect(image), key=lambda f: f.area).bbox]
+        if region == "below":
+            side = (x2 - x1) * 3 // 2
+            x1, y1, x2, y2 = x1 - side, y2, x2 + side, image.shape[0]
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[max(y1, 0):y2, max(x1, 0):x2] = 255
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        save_png(folder / name, mask)

@@ -194,6 +194,31 @@ def test_shipped_example_manifest_parses(tokenizer):
         phrase_token_indices(tokenizer, caption, "the man")[-len(phrase_token_indices(tokenizer, caption, "man", 1)):]
 
 
+def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
+    """The documented commands: `fmu demo-inputs manifests/examples` writes the photos and the
+    masks train_example.csv names, then `fmu prepare` keeps every row with every mask."""
+    from pathlib import Path
+
+    from manifests.demo import DEMO_MASKS, write_demo_inputs
+    from training.prepare import PrepareConfig, run_prepare
+
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "manifests/examples/train_example.csv", examples)
+    write_demo_inputs(examples)
+    named = {m["mask"] for cell in pl.read_csv(examples / "train_example.csv")["masks"].drop_nulls()
+             for m in json.loads(cell)}
+    assert named == set(DEMO_MASKS) and all((examples / name).is_file() for name in named)
+    face = _face_mask(tmp_path / "expected.png", examples / "tom_hanks.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(examples / "masks/hanks_face.png")), face)
+    suit = np.asarray(Image.open(examples / "masks/astronaut_suit.png"))
+    assert suit.shape == (512, 512) and suit[:170].max() == 0 and suit[200:, 60:380].min() == 255
+    summary = run_prepare(PrepareConfig(source=examples / "train_example.csv", out=tmp_path / "data", resolution=64))
+    assert (summary.ok, summary.failed) == (3, 0)
+    train = pl.read_parquet(summary.manifest).sort("id")
+    assert dict(zip(train["id"], map(len, train["masks"].to_list()))) == {"astronaut": 2, "hanks": 1, "group": 0}
+
+
 def test_train_commands_are_typer_commands():
     import typer
     from typer.testing import CliRunner

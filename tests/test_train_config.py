@@ -147,3 +147,15 @@ def test_train_without_data_fails_before_building_a_model(monkeypatch):
         trainer.run_training(load_config(None, {"max_steps": 1}))
     with pytest.raises(UsageError, match=r"no prepared training manifest at /nonexistent"):
         trainer.run_training(load_config(None, {"data": "/nonexistent"}))
+
+
+def test_training_md_toml_block_is_the_defaults():
+    import re
+    import tomllib
+
+    doc = (Path(__file__).resolve().parents[1] / "manifests" / "training.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    shown = tomllib.loads(block)["train"]
+    assert len(shown) >= 13 and shown["max_steps"] == 1000
+    defaults = load_config(None, {})
+    assert {key: getattr(defaults, key) for key in shown} == shown
