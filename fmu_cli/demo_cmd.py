@@ -1,4 +1,4 @@
-"""`fmu demo-inputs`: write the offline demo's photos and manifest."""
+"""`fmu demo-inputs`: write the offline demo's photos, manifest and example masks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from .console import console
 
 
 def demo_inputs(folder: Path = typer.Argument(Path("runs/demo-inputs"), help="Where to write them.")) -> None:
-    """Copy the real photos that ship with insightface and scikit-image, and write a manifest.
+    """Copy the real photos that ship with insightface and scikit-image, write a manifest, and the
+    face/suit masks that manifests/examples/train_example.csv names (boxes from the dlib detector).
 
     Example:  fmu demo-inputs runs/demo-inputs && fmu generate runs/demo-inputs/manifest.csv --out runs/demo
     """

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, error
+from .console import console, error, shown
 
 
 def _progress() -> Progress:
@@ -52,7 +52,7 @@ def prepare(
         failed = pl.read_parquet(summary.report).filter(pl.col("status") != "ok")
         table = Table("id", "image", "reason", title="excluded images")
         for rid, image, reason in failed.select("id", "image", "reason").head(30).iter_rows():
-            table.add_row(rid, image, reason or "")
+            table.add_row(shown(rid), shown(image), shown(reason))
         console.print(table)
     raise typer.Exit(1 if summary.failed else 0)
 
