@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import UsageError
 from core.model import adapter as A
 from core.model.load import load_model
 from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
@@ -121,7 +122,7 @@ def test_adapter_reader_refuses_foreign_files(tmp_path):
 
     path = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(2)}, str(path))
-    with pytest.raises(ValueError, match="not an fmu adapter"):
+    with pytest.raises(UsageError, match="not an fmu adapter"):
         A.read_adapter(path)
 
 
