@@ -22,7 +22,9 @@ def generate(
     image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
     face_backend: Optional[str] = typer.Option(None, help="dlib | insightface (default: dlib for the tiny preset, else insightface)."),
     face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
-    multi_face: str = typer.Option("largest", help="largest | error: what to do with several faces."),
+    multi_face: str = typer.Option("best", help="best | largest | error: which face of a photo with "
+                                   "several is used: the detector's most confident (the authors' "
+                                   "choice), the biggest, or none (the row fails)."),
     face_crop: Optional[str] = typer.Option(None, help="aligned | wide: the face image the CLIP encoder "
                                             "sees; default: the style the adapter was trained with "
                                             "(wide for the authors' checkpoint, aligned for h94's and fmu's)."),
@@ -77,8 +79,8 @@ def generate(
         threads=threads, lora=lora, lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae,
         scheduler=scheduler, base_config=base_config, precision=precision, vae_slicing=vae_slicing,
         vae_tiling=vae_tiling, compile=compile, offload=offload)
-    if multi_face not in ("largest", "error"):
-        err.print("[red]error:[/] --multi-face must be 'largest' or 'error'")
+    if multi_face not in ("best", "largest", "error"):
+        err.print("[red]error:[/] --multi-face must be 'best', 'largest' or 'error'")
         raise typer.Exit(2)
     if face_crop not in (None, "aligned", "wide"):
         err.print("[red]error:[/] --face-crop must be 'aligned' or 'wide'")

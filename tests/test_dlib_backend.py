@@ -11,7 +11,7 @@ from PIL import Image
 from core.errors import MultiFaceError, NoFaceError
 from core.faces import get_backend
 from core.faces.cache import FaceCache
-from core.images import load_rgb
+from core.images import load_rgb, save_png
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,10 @@ def test_cache_analyses_each_distinct_image_once(backend, photos, tmp_path):
     assert cache.analyses == 2
     with pytest.raises(MultiFaceError):
         cache.analyse_file(photos["t1.jpg"], "error")
-    cache.analyse_file(photos["t1.jpg"], "largest")
+    cache.analyse_file(photos["t1.jpg"], "best")
     assert cache.analyses == 3
+    with pytest.raises(ValueError):  # a cache holds one pick: asking it for another is a bug
+        cache.analyse_file(photos["t1.jpg"], "largest")
 
 
 def test_cache_follows_a_file_replaced_under_the_same_name(backend, photos, tmp_path, monkeypatch):
@@ -117,3 +119,20 @@ def test_cache_follows_a_file_replaced_under_the_same_name(backend, photos, tmp_
     assert cache.analyses == 2
     direct = backend.analyse(np.asarray(Image.open(ref).convert("RGB")))
     np.testing.assert_allclose(hanks.embedding, direct.embedding, atol=1e-6)
+
+
+def test_best_is_the_most_confident_face_and_survives_a_larger_false_positive(backend, astronaut, tmp_path):
+    """In this crop of the astronaut photo dlib also finds a "face" on her suit's patch, a few
+    pixels bigger than her real face: `largest` takes the patch, `best` (default) her face."""
+    img = np.clip(astronaut[15:497, 6:476].astype(np.float32) * 1.12, 0, 255).astype(np.uint8)
+    faces = backend.detect(img)
+    assert len(faces) == 2
+    real, patch = sorted(faces, key=lambda f: -f.score)
+    assert patch.area > real.area and patch.bbox[1] > 300  # the patch sits low, on the suit
+    assert np.allclose(backend.analyse(img).bbox, real.bbox)
+    assert np.allclose(backend.analyse(img, "largest").bbox, patch.bbox)
+    save_png(tmp_path / "crop.png", img)
+    best, largest = FaceCache(tmp_path / "c", backend), FaceCache(tmp_path / "c", backend, pick="largest")
+    assert np.allclose(best.analyse_file(tmp_path / "crop.png").bbox, real.bbox)
+    assert np.allclose(largest.analyse_file(tmp_path / "crop.png", "largest").bbox, patch.bbox)
+    assert best.root != largest.root  # each pick cached apart

@@ -223,7 +223,10 @@ def test_align_is_the_224_template_crop_in_rgb(astro_backend, astronaut):
 
 
 def test_analyse_picks_largest_and_honours_error_policy(t1_backend, t1):
-    result = t1_backend.analyse(t1)
+    best = t1_backend.analyse(t1)  # default: the detector's most confident face
+    faces = t1_backend.detect(t1)
+    np.testing.assert_allclose(best.bbox, max(faces, key=lambda f: f.score).bbox)
+    result = t1_backend.analyse(t1, multi_face="largest")
     areas = [(b[2] - b[0]) * (b[3] - b[1]) for b, _ in T1_FACES]
     np.testing.assert_allclose(result.bbox, T1_FACES[int(np.argmax(areas))][0], atol=0.01)
     assert result.num_faces == 6 and result.crop.shape == (224, 224, 3)

@@ -1,6 +1,6 @@
 """`fmu prepare`: images (a folder or a manifest) -> faces + shading in caches -> train.parquet.
 
-Every image is decoded, its largest face analysed (embedding, crop, box) and its shading
+Every image is decoded, its most confident face analysed (embedding, crop, box) and its shading
 condition rendered; both land in `DATA/cache` under the image's content hash, so re-running
 the same command recomputes nothing (resume) and `fmu train` reads them without a detector.
 Rows that fail (corrupt image, no face, unreadable caption file, missing or mis-sized mask,

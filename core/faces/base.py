@@ -1,7 +1,12 @@
 """The face-analysis interface every backend implements.
 
 A backend finds faces in an RGB image and embeds each one; `analyse` picks the face a row
-uses (`--multi-face largest|error`) and cuts the aligned crop the image encoder sees.
+uses (`--multi-face best|largest|error`) and cuts the crop the image encoder sees.
+
+"best" (default) is the detector's most confident face: the authors' `faces[0]` (insightface
+sorts by score) and the face `fmu score` measures. It also survives dlib's HOG false positives,
+which can be larger than the real face (a patch on the astronaut's suit, in one crop of her
+photo). "largest" takes the biggest box; "error" refuses images with more than one face.
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ import numpy as np
 
 from ..errors import MultiFaceError, NoFaceError
 
-MULTI_FACE_POLICIES = ("largest", "error")
+MULTI_FACE_POLICIES = ("best", "largest", "error")
+
+
+def pick_face(faces: list[Face], policy: str = "best") -> Face:
+    if policy == "largest":
+        return max(faces, key=lambda f: f.area)
+    return max(faces, key=lambda f: f.score)
 
 
 @dataclass
@@ -65,9 +76,9 @@ class FaceBackend:
         """Which model files this backend runs: recorded in run.json and cache keys."""
         return {"backend": self.name}
 
-    def analyse(self, image: np.ndarray, multi_face: str = "largest", crop: str = "aligned") -> FaceAnalysis:
-        """The largest face: embedding, box, landmarks and the CLIP face image in style `crop`
-        (see `core.faces.crops`)."""
+    def analyse(self, image: np.ndarray, multi_face: str = "best", crop: str = "aligned") -> FaceAnalysis:
+        """The face `multi_face` picks: embedding, box, landmarks and the CLIP face image in style
+        `crop` (see `core.faces.crops`)."""
         from .crops import CROP_STYLES, wide_crop
 
         if multi_face not in MULTI_FACE_POLICIES:
@@ -79,7 +90,7 @@ class FaceBackend:
             raise NoFaceError("no face detected")
         if len(faces) > 1 and multi_face == "error":
             raise MultiFaceError(f"{len(faces)} faces detected and --multi-face is 'error'")
-        face = max(faces, key=lambda f: f.area)
+        face = pick_face(faces, multi_face)
         return FaceAnalysis(
             embedding=np.asarray(face.embedding, dtype=np.float32),
             crop=self.align(image, face) if crop == "aligned" else wide_crop(image, face.landmarks),

@@ -28,10 +28,12 @@ def backend_key(backend: FaceBackend) -> str:
 
 
 class FaceCache:
-    def __init__(self, root: Path, backend: FaceBackend, crop: str = "aligned"):
-        self.backend, self.crop = backend, crop
-        # the crop style is part of what is cached: each style has its own folder
-        suffix = "" if crop == "aligned" else f"-{crop}"
+    def __init__(self, root: Path, backend: FaceBackend, crop: str = "aligned", pick: str = "best"):
+        if pick not in ("best", "largest"):
+            raise ValueError(f"pick must be 'best' or 'largest', not {pick!r}")
+        self.backend, self.crop, self.pick = backend, crop, pick
+        # which face and which crop style are part of what is cached: each pair has its own folder
+        suffix = ("" if crop == "aligned" else f"-{crop}") + f"-{pick}"
         self.root = Path(root) / "faces" / f"{backend.name}-{backend_key(backend)}{suffix}"
         self.analyses = 0  # how many analyses actually ran (not served from cache)
 
@@ -52,29 +54,31 @@ class FaceCache:
         self.analyses += 1
         path = self._path(digest)
         try:
-            result = self.backend.analyse(decode_rgb(data, source), multi_face="largest", crop=self.crop)
+            result = self.backend.analyse(decode_rgb(data, source), multi_face=self.pick, crop=self.crop)
         except NoFaceError:
             atomic_write_bytes(path, _dump_no_face())
             return "no_face"
         atomic_write_bytes(path, _dump(result))
         return result
 
-    @staticmethod
-    def _outcome(result, multi_face: str) -> FaceAnalysis:
+    def _outcome(self, result, multi_face: str) -> FaceAnalysis:
+        if multi_face not in ("error", self.pick):
+            raise ValueError(f"this cache holds the {self.pick!r} face of each image; "
+                             f"multi_face={multi_face!r} needs FaceCache(pick={multi_face!r})")
         if result == "no_face":
             raise NoFaceError("no face detected")
         if multi_face == "error" and result.num_faces > 1:
             raise MultiFaceError(f"{result.num_faces} faces detected and --multi-face is 'error'")
         return result
 
-    def analyse_bytes(self, data: bytes, source: str, multi_face: str = "largest") -> FaceAnalysis:
+    def analyse_bytes(self, data: bytes, source: str, multi_face: str = "best") -> FaceAnalysis:
         digest = content_hash(data)
         result = self._cached(digest)
         if result is None:
             result = self._analyse(digest, data, source)
         return self._outcome(result, multi_face)
 
-    def analyse_file(self, path: Path, multi_face: str = "largest") -> FaceAnalysis:
+    def analyse_file(self, path: Path, multi_face: str = "best") -> FaceAnalysis:
         """Like analyse_bytes, but a file already analysed is not even read again."""
         path = Path(path)
         if not path.is_file():

@@ -33,7 +33,7 @@ class GenerateConfig:
     image_encoder: str | None = None
     face_backend: str | None = None       # default: the preset's (dlib) or insightface
     face_models: Path | None = None
-    multi_face: str = "largest"
+    multi_face: str = "best"              # best | largest | error (core.faces.base)
     face_crop: str | None = None     # CLIP face image style; None: the adapter's own (core.faces.crops)
     device: str = "cpu"
     batch_size: int = 4

@@ -62,7 +62,8 @@ class Worker:
             base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
             compile=cfg.compile, offload=cfg.offload)
         # the CLIP face image in the style the adapter was trained with, unless the user says
-        self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop)
+        self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop,
+                               pick="largest" if cfg.multi_face == "largest" else "best")
         if cfg.lora is not None:
             from training.lora_apply import apply_lora
 
@@ -95,7 +96,7 @@ class Worker:
             landmarks = analysis.landmarks
             if job.row.target and self.conditions.wants_landmarks:
                 try:  # the face frame is cut around the target's face (cached like a reference's)
-                    landmarks = self.cache.analyse_file(job.row.target).landmarks
+                    landmarks = self.cache.analyse_file(job.row.target, self.cache.pick).landmarks
                 except Exception as exc:  # noqa: BLE001
                     records.append(_failed(base_record, f"target {_reason(exc, 'analysis_failed')}"))
                     continue
