@@ -261,7 +261,7 @@ def test_face_crop_follows_the_adapter_unless_overridden(demo, tmp_path):
     wide = tmp_path / "wide"
     assert run([manifest, "--out", wide, *FAST, "--face-crop", "wide"]).exit_code == 0
     assert json.loads((wide / "run.json").read_text())["face_identity"]["clip_crop"] == "wide"
-    assert [p.name.endswith("-wide") for p in (wide / ".cache" / "faces").iterdir()] == [True]
+    assert [p.name.endswith("-wide-best") for p in (wide / ".cache" / "faces").iterdir()] == [True]
     # the CLIP branch saw other pixels: the images differ from the aligned run's
     a = np.asarray(Image.open(out / "images" / "astronaut_0.png"))
     b = np.asarray(Image.open(wide / "images" / "astronaut_0.png"))
