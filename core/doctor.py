@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import first_line
+
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
               "SG161222/Realistic_Vision_V4.0_noVAE", "SG161222/Realistic_Vision_V5.1_noVAE")
 IMAGE_ENCODERS = (("h94/IP-Adapter", "models/image_encoder/config.json"),
@@ -51,8 +53,7 @@ class Report:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return first_line(exc, 300)
 
 
 # ---------------------------------------------------------------- sections

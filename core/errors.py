@@ -38,3 +38,10 @@ class Interrupted(KeyboardInterrupt):
 
 class UsageError(Exception):
     """A problem with how fmu was called (exit code 2)."""
+
+
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """An exception as one short line for a message: its first line, else its type's name."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]

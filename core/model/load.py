@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from . import adapter as A
 from .pipeline import FaceMakeUp
 from .weights_io import PICKLE_SUFFIXES, read_state
@@ -54,9 +54,6 @@ def is_single_file(base: str | Path) -> bool:
     return path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _from_single_file(base: Path, dtype, offline: bool, base_config):
@@ -75,10 +72,10 @@ def _from_single_file(base: Path, dtype, offline: bool, base_config):
         hint = ("" if base_config is not None else
                 "; offline, a single file needs its component configs: pass --base-config with an SD1.5 "
                 "diffusers folder (or a hub id in the local cache)")
-        raise UsageError(f"cannot load single-file base model {base}: {_first_line(exc)}{hint}") from None
+        raise UsageError(f"cannot load single-file base model {base}: {first_line(exc, None)}{hint}") from None
     except Exception as exc:  # diffusers' SingleFileComponentError and friends
         raise UsageError(f"cannot load single-file base model {base} (with config {base_config}): "
-                         f"{_first_line(exc)}") from None
+                         f"{first_line(exc, None)}") from None
 
 
 def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offline: bool = True,
@@ -104,14 +101,14 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
                 str(base), safety_checker=None, requires_safety_checker=False, dtype=dtype,
                 local_files_only=offline)
         except (OSError, ValueError, EnvironmentError) as exc:
-            raise UsageError(f"cannot load base model {base!s}: {_first_line(exc)}") from None
+            raise UsageError(f"cannot load base model {base!s}: {first_line(exc, None)}") from None
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if vae is not None:
         try:
             pipe.vae = AutoencoderKL.from_pretrained(str(vae), torch_dtype=dtype, local_files_only=offline)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot load VAE {vae!s} (a diffusers AutoencoderKL folder or hub id): "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc, None)}") from None
     if image_encoder is not None or getattr(pipe, "image_encoder", None) is None:
         source = image_encoder or (base_config if single else base)
         try:
@@ -122,7 +119,7 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
                 str(source), dtype=dtype, local_files_only=offline, **kwargs)
         except (OSError, ValueError) as exc:
             raise UsageError(f"no CLIP image encoder at {source!s} (give --image-encoder): "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc, None)}") from None
     if pipe.feature_extractor is None:
         pipe.feature_extractor = CLIPImageProcessor(size=224, crop_size=224)
     if vae_slicing:
@@ -174,7 +171,7 @@ def load_model(base: str | Path, adapter_path: Path | None, device: str = "cpu",
         A.image_projection(unet).load_state_dict(A.split(tensors, "image_proj"), strict=True)
         A.load_ip_attention_state(unet, A.split(tensors, "ip_attn"))
     except RuntimeError as exc:
-        raise UsageError(f"adapter {adapter_path} does not fit base model {base}: {_first_line(exc)}") from None
+        raise UsageError(f"adapter {adapter_path} does not fit base model {base}: {first_line(exc, None)}") from None
     lora_sd = A.split(tensors, "lora")
     if lora_sd:
         A.add_lora(unet, cfg.lora_rank)

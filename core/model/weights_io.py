@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
@@ -50,7 +50,7 @@ def read_safetensors_metadata(path: Path) -> dict:
             return fh.metadata() or {}
     except Exception as exc:  # SafetensorError is not exported under a stable name
         raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
-                         f"{_first_line(exc)}") from None
+                         f"{first_line(exc)}") from None
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -60,7 +60,7 @@ def _read_safetensors(path: Path) -> dict:
         return load_file(str(path), device="cpu")
     except Exception as exc:
         raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
-                         f"{_first_line(exc)}") from None
+                         f"{first_line(exc)}") from None
 
 
 def _read_pickle(path: Path):
@@ -78,19 +78,16 @@ def _read_pickle(path: Path):
                 "and nothing in the file was executed. If you trust its origin, re-save its tensors "
                 "as safetensors.") from None
         raise UsageError(f"{path} is not a readable weights file (corrupted, truncated or not a "
-                         f"PyTorch/safetensors file): {_first_line(exc)}") from None
+                         f"PyTorch/safetensors file): {first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001  junk bytes fail in many ways (KeyError on a bad magic, ...)
         raise UsageError(f"{path} is not a readable weights file (corrupted, truncated or not a "
-                         f"PyTorch/safetensors file): {_first_line(exc)}") from None
+                         f"PyTorch/safetensors file): {first_line(exc)}") from None
 
 
 def _unsafe_detail(exc: Exception) -> str:
     for line in str(exc).splitlines():
         if "unsupported global" in line.lower():
             return line.strip().removeprefix("WeightsUnpickler error: ")
-    return _first_line(exc)
+    return first_line(exc)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

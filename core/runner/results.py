@@ -115,10 +115,9 @@ def _read_table(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except Exception as exc:  # noqa: BLE001  polars raises several types for a damaged file
-        from ..errors import UsageError
+        from ..errors import UsageError, first_line
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path} is damaged ({first[:200]}); move it out of the output folder and "
+        raise UsageError(f"{path} is damaged ({first_line(exc)}); move it out of the output folder and "
                          "re-run: the rows it recorded are generated again") from None
 
 

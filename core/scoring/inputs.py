@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 ROW_SCHEMA = {
     "id": pl.Utf8, "k": pl.Int64, "image_path": pl.Utf8, "reference_path": pl.Utf8,
@@ -42,7 +42,7 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
     try:
         df = pl.read_parquet(results)
     except Exception as exc:  # noqa: BLE001  polars raises several types for a damaged file
-        raise UsageError(f"{results} is not a readable Parquet table: {_first_line(exc)}") from None
+        raise UsageError(f"{results} is not a readable Parquet table: {first_line(exc)}") from None
     missing = {"id", "image", "reference"} - set(df.columns)
     if missing:
         raise UsageError(f"{results}: missing column(s) {', '.join(sorted(missing))}")
@@ -74,11 +74,6 @@ def read_manifest(path: Path) -> pl.DataFrame:
     df = df.with_columns(id=pl.coalesce(ids, pl.format("row{}", index)))
     scalar = [c for c in df.columns if not df[c].dtype.is_nested()]
     return df.select(scalar).with_columns(pl.all().cast(pl.String))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _int(value) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import first_line
+
 
 class MetricUnavailable(Exception):
     """A metric cannot run here; the message is the one-line reason shown to the user."""
@@ -50,7 +52,6 @@ def from_pretrained_local(cls, name_or_path: str, what: str, **kwargs):
     try:
         return cls.from_pretrained(str(name_or_path), local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MetricUnavailable(
             f"{what} weights {name_or_path!r} not found locally (folder or Hugging Face cache; "
-            f"no download is attempted): {first[:160]}") from None
+            f"no download is attempted): {first_line(exc, 160)}") from None
