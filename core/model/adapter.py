@@ -165,11 +165,11 @@ def save_adapter(path: Path, unet, cfg: AdapterConfig, shading_net=None, extra_m
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first
-    (UsageError for a missing, unreadable or foreign file)."""
+def fmu_file_meta(path: Path, expected_format: str, what: str) -> dict:
+    """Metadata of an fmu safetensors file whose `format` tag is `expected_format`, read from
+    its header alone (UsageError for a missing, unreadable or foreign file)."""
     from ..errors import UsageError
-    from .weights_io import read_safetensors_metadata, read_state
+    from .weights_io import read_safetensors_metadata
 
     path = Path(path)
     if not path.is_file():
@@ -177,6 +177,14 @@ def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str
     meta = read_safetensors_metadata(path)
     if meta.get("format") != expected_format:
         raise UsageError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
+    return meta
+
+
+def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first."""
+    from .weights_io import read_state
+
+    meta = fmu_file_meta(path, expected_format, what)
     return read_state(path), meta
 
 

@@ -149,10 +149,12 @@ def _check_options(cfg: GenerateConfig) -> None:
     for name in ("s_scale", "shading_scale", "lora_scale"):
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
-    if cfg.lora is not None:  # read once here: a bad file is one usage error, not a failed worker
-        from training.lora_apply import read_lora
+    if cfg.lora is not None:  # its header here: a bad file is one usage error, not a failed worker
+        from training.lora_apply import FORMAT
 
-        read_lora(Path(cfg.lora))
+        from ..model.adapter import fmu_file_meta
+
+        fmu_file_meta(Path(cfg.lora), FORMAT, "LoRA file")
 
 
 def _failure_records(df, validation) -> list[dict]:
