@@ -79,10 +79,13 @@ def generate(
         threads=threads, lora=lora, lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae,
         scheduler=scheduler, base_config=base_config, precision=precision, vae_slicing=vae_slicing,
         vae_tiling=vae_tiling, compile=compile, offload=offload)
-    if multi_face not in ("best", "largest", "error"):
+    from core.faces.base import MULTI_FACE_POLICIES
+    from core.faces.crops import CROP_STYLES
+
+    if multi_face not in MULTI_FACE_POLICIES:
         err.print("[red]error:[/] --multi-face must be 'best', 'largest' or 'error'")
         raise typer.Exit(2)
-    if face_crop not in (None, "aligned", "wide"):
+    if face_crop is not None and face_crop not in CROP_STYLES:
         err.print("[red]error:[/] --face-crop must be 'aligned' or 'wide'")
         raise typer.Exit(2)
     try:

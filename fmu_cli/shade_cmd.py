@@ -6,20 +6,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import RowError
+from core.errors import RowError, UsageError
 from core.images import load_rgb, save_png
 
-console = Console()
-err_console = Console(stderr=True)
+from .console import console, error
 
 
 def _fail(message: str, code: int = 1) -> None:
-    # soft_wrap: one line whatever the terminal width; escape: paths may contain [brackets].
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    error(message)
     raise typer.Exit(code)
 
 
@@ -55,9 +52,12 @@ def shade(
 
     from core.shading.render import resolve_backend
 
-    frame = "centre" if frame == "center" else frame
-    if frame not in ("face", "centre"):
-        _fail(f"--frame {frame!r}: use face or centre", 2)
+    from core.runner.conditions import parse_frame
+
+    try:
+        frame = parse_frame(frame)
+    except UsageError as exc:
+        _fail(str(exc), 2)
     if out.is_dir():
         _fail(f"--out {out} is a folder; give the PNG file to write", 2)
     try:

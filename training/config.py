@@ -119,7 +119,9 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None,
     cfg = TrainConfig(**{key: _typed(key, value, hints[key]) for key, value in values.items()})
     if cfg.mode not in ("full", "lora"):
         raise UsageError("mode must be 'full' or 'lora'")
-    if cfg.face_crop not in (None, "aligned", "wide"):
+    from core.faces.crops import CROP_STYLES
+
+    if cfg.face_crop is not None and cfg.face_crop not in CROP_STYLES:
         raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise UsageError("batch_size, grad_accum and max_steps must be >= 1")

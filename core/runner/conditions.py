@@ -25,6 +25,16 @@ from ..shading.condition import ANALYSIS_SIZE
 FRAMES = ("face", "centre")
 
 
+def parse_frame(name: str) -> str:
+    """A `--frame` value ("center" spelled either way); UsageError for anything else."""
+    from ..errors import UsageError
+
+    name = "centre" if name == "center" else name
+    if name not in FRAMES:
+        raise UsageError(f"--frame {name!r}: use one of {', '.join(FRAMES)}")
+    return name
+
+
 def frame_label(frame: str, scale: float, shading: bool) -> str:
     """What results.parquet records as a row's frame policy (part of the resume match)."""
     if not shading:

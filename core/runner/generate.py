@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
-from .conditions import FRAMES, frame_label
+from .conditions import frame_label, parse_frame
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
 from .runinfo import read_run_json, write_run_json
@@ -134,9 +134,7 @@ def _check_options(cfg: GenerateConfig) -> None:
     from ..manifest.schema import BOUNDS
     from ..shading.render import BACKENDS
 
-    cfg.frame = "centre" if cfg.frame == "center" else cfg.frame
-    if cfg.frame not in FRAMES:
-        raise UsageError(f"--frame {cfg.frame!r}: use one of {', '.join(FRAMES)}")
+    cfg.frame = parse_frame(cfg.frame)
     if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
         raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
     if cfg.renderer not in BACKENDS:
