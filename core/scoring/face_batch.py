@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..faces.base import FaceBackend
+from ..faces.base import FaceBackend, pick_face
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _best_by_detect(backend: FaceBackend, image: np.ndarray) -> BestFace:
     faces = backend.detect(image)
     if not faces:
         return BestFace(None, 0)
-    face = max(faces, key=lambda f: f.score)
+    face = pick_face(faces, "best")  # the face generate uses by default
     return BestFace(np.asarray(face.embedding, dtype=np.float32), len(faces))
 
 
