@@ -26,13 +26,18 @@ STORED_SIDE = 224    # CLIP ViT input side
 FRAME_SCALE = 5.0    # the authors' demo default for the shading (generation) frame
 
 
-def wide_box(landmarks: np.ndarray, shape: tuple[int, int], factor: float = WIDE_FACTOR) -> tuple[int, int, int, int]:
-    """(x1, y1, x2, y2) of the authors' crop, with their int() truncation and clipping."""
+def _landmark_box(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(centre x, centre y, longer side) of the landmarks' bounding box: both crops start here."""
     pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     (min_x, min_y), (max_x, max_y) = pts.min(axis=0), pts.max(axis=0)
+    return (min_x + max_x) / 2, (min_y + max_y) / 2, max(max_x - min_x, max_y - min_y)
+
+
+def wide_box(landmarks: np.ndarray, shape: tuple[int, int], factor: float = WIDE_FACTOR) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) of the authors' crop, with their int() truncation and clipping."""
     h, w = shape[:2]
-    cx, cy = (min_x + max_x) / 2, (min_y + max_y) / 2
-    side = max(max_x - min_x, max_y - min_y) * factor
+    cx, cy, extent = _landmark_box(landmarks)
+    side = extent * factor
     return (max(0, int(cx - side / 2)), max(0, int(cy - side / 2)),
             min(w, int(cx + side / 2)), min(h, int(cy + side / 2)))
 
@@ -50,12 +55,9 @@ def face_frame_box(landmarks: np.ndarray, shape: tuple[int, ...], scale: float =
     extent x `scale`, like the authors' shading crop. Where they clip at the border and then
     stretch the clipped box to a square, this one stays square: it slides back inside the image
     and shrinks only to the image's shorter side, so faces are never distorted."""
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    (min_x, min_y), (max_x, max_y) = pts.min(axis=0), pts.max(axis=0)
     h, w = shape[:2]
-    side = int(round(max(max_x - min_x, max_y - min_y, 1.0) * scale))
-    side = max(1, min(side, h, w))
-    cx, cy = (min_x + max_x) / 2, (min_y + max_y) / 2
+    cx, cy, extent = _landmark_box(landmarks)
+    side = max(1, min(int(round(max(extent, 1.0) * scale)), h, w))
     left = int(np.clip(round(cx - side / 2), 0, w - side))
     top = int(np.clip(round(cy - side / 2), 0, h - side))
     return left, top, side
