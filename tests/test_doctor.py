@@ -52,7 +52,7 @@ def test_cli_prints_the_table_and_exits_1_for_cuda():
 
 def test_insightface_requested_without_pack_fails_and_with_pack_passes(tmp_path):
     assert _cli("--face-backend", "insightface").exit_code == 1
-    from core.faces.tiny_onnx import write_tiny_pack
+    from core.model.tiny_onnx import write_tiny_pack
 
     write_tiny_pack(tmp_path / "models")
     report = diagnose(face_backend="insightface", face_models=str(tmp_path / "models"))

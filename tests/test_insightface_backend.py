@@ -26,7 +26,7 @@ from core.errors import MultiFaceError, NoFaceError, UsageError
 from core.faces import providers
 from core.faces.insightface_backend import (MATCH_COSINE, InsightFaceBackend, _quiet_face_align,
                                            find_pack)
-from core.faces.tiny_onnx import (ARCFACE_TEMPLATE, plant_face, write_tiny_arcface,
+from core.model.tiny_onnx import (ARCFACE_TEMPLATE, plant_face, write_tiny_arcface,
                                   write_tiny_pack, write_tiny_scrfd)
 
 IMAGES = Path(insightface.__file__).parent / "data" / "images"

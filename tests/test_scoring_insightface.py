@@ -16,7 +16,7 @@ from core.scoring.face_batch import batch_adapter, face_embeddings
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    from core.faces.tiny_onnx import write_tiny_pack
+    from core.model.tiny_onnx import write_tiny_pack
 
     root = tmp_path_factory.mktemp("models")
     write_tiny_pack(root)

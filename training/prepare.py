@@ -21,7 +21,7 @@ import polars as pl
 
 from core.errors import ImageError, RowError, UsageError
 from core.images import atomic_write_bytes, load_rgb
-from core.runner.runinfo import write_run_record
+from core.run_record import write_run_record
 
 from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
                    read_training_manifest)

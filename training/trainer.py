@@ -244,7 +244,7 @@ def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
         if not cfg.preset or cfg.base_model:
             raise UsageError("L_id needs a face-recognition ONNX: give --id-model (e.g. w600k_r50.onnx) "
                              "or --lambda-id 0")
-        from core.faces.tiny_onnx import write_tiny_arcface
+        from core.model.tiny_onnx import write_tiny_arcface
 
         path = out / "tiny_arcface.onnx"   # the tiny preset's toy ArcFace (offline runs only)
         if not path.exists():
@@ -456,7 +456,7 @@ def _truncate_jsonl(path: Path, field: str, last: int) -> None:
 
 
 def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, facts: dict) -> None:
-    from core.runner.runinfo import write_run_record
+    from core.run_record import write_run_record
 
     write_run_record(out, "finetune" if cfg.mode == "lora" else "train", config=cfg.to_dict(),
                      summary=summary, timings=timings, **facts)

@@ -8,7 +8,7 @@ loaded; its landmark and gender/age models are not needed and stay on disk.
 Both models go through `insightface.model_zoo.get_model`, which decides a file's type from
 its graph (>= 5 outputs: SCRFD; square input >= 112: ArcFaceONNX), so any pack laid out
 like buffalo_l works. insightface works on BGR arrays; fmu hands this backend RGB arrays and
-converts once per image. Offline, tests use `tiny_onnx.write_tiny_pack` stand-ins.
+converts once per image. Offline, tests use the `core.model.tiny_onnx.write_tiny_pack` stand-ins.
 """
 
 from __future__ import annotations

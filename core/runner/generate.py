@@ -17,10 +17,10 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
+from ..run_record import read_run_json, write_run_json
 from .conditions import frame_label, parse_frame
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
-from .runinfo import read_run_json, write_run_json
 
 
 @dataclass

@@ -22,9 +22,9 @@ import polars as pl
 
 from ..errors import ImageError, UsageError
 from ..images import atomic_write_bytes, load_rgb
+from ..run_record import read_run_json
 from . import facesim
 from .face_batch import face_embeddings
-from ..runner.runinfo import read_run_json
 from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
 from .resume import ScoreState, fingerprint
 from .weights import MetricUnavailable

@@ -1,4 +1,8 @@
-"""Tiny ONNX models in the exact formats of insightface's packs, for tests and the offline demo.
+"""Tiny ONNX models in the exact formats of insightface's packs, for tests and offline runs.
+
+They live beside the `tiny` preset (presets.py, tiny_tokenizer.py) because they are the same kind
+of thing: stand-in weights built from code, so that the real loaders run with no download. The
+face-analysis package (core/faces) only ever reads packs; it does not build them.
 
 No ArcFace/SCRFD weights can be downloaded here, so these files stand in for a buffalo_l
 pack. They are loaded through the same `insightface.model_zoo.get_model` routing as the

@@ -1,4 +1,6 @@
-"""run.json: what ran, with which versions and weights, and how long it took."""
+"""run.json, the run record every command leaves (generate, prepare, train, finetune): what ran,
+with which versions and weights, and how long it took. `fmu score` reads generate's to learn the
+run's face backend."""
 
 from __future__ import annotations
 

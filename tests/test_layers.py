@@ -1,0 +1,322 @@
+"""The house rules, read from the import graph: layers point down, no module uses another's private
+names, no import cycles (deferred imports inside functions included).
+
+The graph is built with `ast` from every .py file of fmu_cli/, training/, core/ and manifests/:
+module-level and function-level imports, relative and absolute. The checker's own tests below feed
+it hand-made sources, so a checker that sees nothing cannot pass.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("fmu_cli", "training", "core", "manifests")
+
+# Layers, top (0) to bottom. A module may import its own layer or any layer below it, never above.
+# The longest matching prefix names a module's layer. Modules of one layer are siblings: they may
+# import each other, and the cycle check keeps that acyclic.
+LAYERS: dict[str, int] = {
+    "fmu_cli": 0,          # the Typer app: parsing and printing
+    "training": 1,         # prepare, data, losses, trainer, finetune
+    "core.runner": 2,      # fmu generate: plan -> distribute -> worker -> results
+    "core.doctor": 3,      # what is usable here: asks model, faces, shading and scoring, used only by the CLI
+    "core.scoring": 4,     # fmu score: metrics, summary, report
+    "core.regions": 5,     # (to come) face-region parsing, built on faces + shading, used by training/prepare
+    "core.model": 6,       # siblings: the diffusers model, face analysis, 3D shading, manifests
+    "core.faces": 6,
+    "core.shading": 6,
+    "core.manifest": 6,
+    "manifests": 6,        # the demo inputs: uses only third-party libraries; read by the CLI and tests
+    "core": 7,             # utilities: errors, images, digests, native_log, run_record, core/__init__
+}
+
+# Known upward or private edges another branch of issue 12 removes. The lead deletes each entry when
+# merging that branch; nothing else belongs here.
+PENDING: set[tuple[str, str]] = {
+    # helper "model": LoRA files move to core/model/lora.py, training/lora_apply.py goes away.
+    ("core.runner.worker", "training.lora_apply"),
+    ("core.runner.generate", "training.lora_apply"),
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    importer: str
+    target: str
+    line: int
+
+
+@dataclass
+class Graph:
+    modules: set[str]
+    edges: list[Edge] = field(default_factory=list)
+    private: list[str] = field(default_factory=list)  # "importer:line uses target._name"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_package(name: str, sources: dict[str, tuple[str, bool]]) -> bool:
+    return name in sources and sources[name][1]
+
+
+def _absolute(importer: str, is_package: bool, level: int, module: str | None) -> str:
+    """The absolute module name of `from <level dots><module> import ...` inside `importer`."""
+    if level == 0:
+        return module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def _internal(name: str) -> bool:
+    return name.split(".")[0] in PACKAGES
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """`a.b.c` of a Name/Attribute chain, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def build_graph(sources: dict[str, tuple[str, bool]]) -> Graph:
+    """`sources`: module name -> (source text, is a package __init__). Returns the internal import
+    edges and every use of another module's private name."""
+    graph = Graph(modules=set(sources))
+    for importer, (text, is_package) in sources.items():
+        tree = ast.parse(text)
+        aliases: dict[str, str] = {}  # local name -> internal module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if not _internal(alias.name):
+                        continue
+                    graph.edges.append(Edge(importer, alias.name, node.lineno))
+                    if alias.asname:
+                        aliases[alias.asname] = alias.name
+                    else:  # `import a.b.c` binds `a`; attribute chains are resolved below
+                        aliases[alias.name.split(".")[0]] = alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom):
+                source = _absolute(importer, is_package, node.level, node.module)
+                if not _internal(source):
+                    continue
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    if sub in sources:  # `from pkg import module`
+                        graph.edges.append(Edge(importer, sub, node.lineno))
+                        aliases[alias.asname or alias.name] = sub
+                        continue
+                    graph.edges.append(Edge(importer, source, node.lineno))
+                    if _private(alias.name):
+                        graph.private.append(f"{importer}:{node.lineno} imports {source}.{alias.name}")
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            chain = _dotted(node.value)
+            if chain is None or chain.split(".")[0] not in aliases:
+                continue
+            head, _, rest = chain.partition(".")
+            target = ".".join(filter(None, [aliases[head], rest]))
+            if target in sources and target != importer:
+                graph.private.append(f"{importer}:{node.lineno} uses {target}.{node.attr}")
+    return graph
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise KeyError(f"{module} is in no layer: add its package to LAYERS")
+
+
+def upward(graph: Graph) -> list[str]:
+    return sorted(
+        f"{e.importer}:{e.line} -> {e.target}"
+        for e in graph.edges
+        if layer_of(e.target) < layer_of(e.importer) and (e.importer, e.target) not in PENDING
+    )
+
+
+def cycles(graph: Graph) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), plus self-imports."""
+    succ: dict[str, set[str]] = {m: set() for m in graph.modules}
+    for e in graph.edges:
+        if e.target in succ:
+            succ[e.importer].add(e.target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(succ[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in succ[v]:
+                found.append(sorted(component))
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def repo_sources() -> dict[str, tuple[str, bool]]:
+    sources = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            sources[module_name(path, ROOT)] = (path.read_text(encoding="utf-8"), path.name == "__init__.py")
+    return sources
+
+
+# --- the house ---------------------------------------------------------------------------------
+
+def test_every_module_has_a_layer():
+    graph = build_graph(repo_sources())
+    assert len(graph.modules) > 80  # the walk found the packages
+    for module in graph.modules:
+        layer_of(module)
+
+
+def test_no_upward_imports():
+    assert upward(build_graph(repo_sources())) == []
+
+
+def test_pending_edges_still_exist():
+    """An allow-list entry whose import is gone must be deleted, not kept as a silent exemption."""
+    edges = {(e.importer, e.target) for e in build_graph(repo_sources()).edges}
+    assert PENDING <= edges, sorted(PENDING - edges)
+
+
+def test_no_private_names_across_modules():
+    assert build_graph(repo_sources()).private == []
+
+
+def test_no_import_cycles():
+    assert cycles(build_graph(repo_sources())) == []
+
+
+# --- the checker itself, on hand-made sources ---------------------------------------------------
+
+def _graph(**modules: str) -> Graph:
+    """Module name (dots written as `__`) -> source; names ending in `__init` are packages."""
+    sources = {}
+    for key, text in modules.items():
+        name = key.replace("__", ".")
+        is_package = name.endswith(".init")
+        sources[name.removesuffix(".init")] = (text, is_package)
+    return build_graph(sources)
+
+
+def test_checker_sees_an_upward_import_inside_a_function():
+    graph = _graph(
+        core__faces__base="def f():\n    from ..runner import worker\n    return worker\n",
+        core__runner__worker="from ..faces.base import Face\n",
+    )
+    assert upward(graph) == ["core.faces.base:2 -> core.runner.worker"]
+
+
+def test_checker_resolves_relative_and_absolute_imports():
+    graph = _graph(
+        core__scoring__init="from .run import score\n",
+        core__scoring__run="import core.images\nfrom ..faces import base\nfrom . import report as R\n",
+        core__scoring__report="",
+        core__faces__base="",
+        core__images="",
+    )
+    edges = {(e.importer, e.target) for e in graph.edges}
+    assert edges == {
+        ("core.scoring", "core.scoring.run"),
+        ("core.scoring.run", "core.images"),
+        ("core.scoring.run", "core.faces.base"),
+        ("core.scoring.run", "core.scoring.report"),
+    }
+    assert upward(graph) == []
+
+
+def test_checker_sees_private_imports_and_attribute_use():
+    graph = _graph(
+        core__faces__cache="def _load(p):\n    return p\n",
+        core__faces__dlib_backend="def _models():\n    return 1\n",
+        training__data="from core.faces.cache import _load\n",
+        core__scoring__face_batch=(
+            "def f():\n    from ..faces import dlib_backend\n    return dlib_backend._models()\n"),
+        core__model__convert="from . import adapter as A\nx = A._prefixed\n",
+        core__model__adapter="",
+        core__runner__plan="import core.faces.cache\ny = core.faces.cache._load\n",
+    )
+    assert sorted(graph.private) == [
+        "core.model.convert:2 uses core.model.adapter._prefixed",
+        "core.runner.plan:2 uses core.faces.cache._load",
+        "core.scoring.face_batch:3 uses core.faces.dlib_backend._models",
+        "training.data:1 imports core.faces.cache._load",
+    ]
+
+
+def test_checker_allows_dunders_and_own_private_names():
+    graph = _graph(
+        core__faces__cache="def _load(p):\n    return p\nx = _load\n",
+        core__faces__base="from . import cache\nv = cache.__name__\n",
+    )
+    assert graph.private == []
+
+
+def test_checker_finds_a_cycle_hidden_in_a_function():
+    graph = _graph(
+        core__shading__lighting="def f():\n    from .render import normal_map\n",
+        core__shading__render="from .lighting import shade\n",
+        core__shading__pose="",
+    )
+    assert cycles(graph) == [["core.shading.lighting", "core.shading.render"]]
+    assert upward(graph) == []  # siblings in one package: only the cycle check can catch this
+
+
+def test_checker_finds_a_cycle_across_sibling_packages():
+    graph = _graph(
+        core__faces__base="from ..shading import pose\n",
+        core__shading__pose="def f():\n    import core.faces.base\n",
+    )
+    assert cycles(graph) == [["core.faces.base", "core.shading.pose"]]
+
+
+def test_layer_table_order():
+    assert layer_of("fmu_cli.app") < layer_of("training.trainer") < layer_of("core.runner.worker")
+    assert layer_of("core.runner.worker") < layer_of("core.doctor") < layer_of("core.scoring.run")
+    assert layer_of("core.scoring.run") < layer_of("core.regions.parse") < layer_of("core.faces.base")
+    assert layer_of("core.faces.base") == layer_of("core.shading.render") == layer_of("core.model.load")
+    assert layer_of("core.manifest.read") == layer_of("core.faces.base") < layer_of("core.errors")
+    assert layer_of("core.errors") == layer_of("core")
