@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from core.images import decode_rgb, load_rgb
-from core.scoring.facesim import facesim_summary, id_similarity
+from core.scoring.facesim import facesim_summary
 from core.scoring.face_batch import face_embeddings
 
 
@@ -77,7 +77,7 @@ def test_same_person_matches_and_equals_direct_dlib(backend, astronaut, variants
         direct = _direct_dlib_embedding(variants[name])
         np.testing.assert_allclose(f.embedding, direct, atol=1e-5)
         expected = 1.0 - float(np.linalg.norm(ref - direct))
-        value, reason = id_similarity(backend, ref, variants[name])
+        value, reason = backend.id_similarity(ref, variants[name])
         assert reason is None
         assert value == pytest.approx(expected, abs=1e-5)
         assert value > 0.4 and backend.is_match(ref, f.embedding), (name, value)
@@ -113,7 +113,7 @@ def test_batched_path_equals_backend_detect_and_threads_do_not_change_results(ba
 
 def test_no_face_is_reported_and_counted_as_zero_in_strict_mean(backend, astronaut):
     ref = face_embeddings(backend, [astronaut])[0].embedding
-    value, reason = id_similarity(backend, ref, np.full((400, 400, 3), 90, np.uint8))
+    value, reason = backend.id_similarity(ref, np.full((400, 400, 3), 90, np.uint8))
     assert value is None and reason.startswith("no_face")
     stats = facesim_summary([0.9, None, 0.6], [True, False, True])
     assert stats == {"n": 3, "n_detected": 2, "n_no_face": 1,

@@ -228,7 +228,7 @@ def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos,
 def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
     """An adapter trained with the authors' wide crop (their model.bin) is trained on wide crops,
     cut from the image and the prepared landmarks; fmu's own default stays the aligned crop."""
-    from core.faces.cache import _load as load_face
+    from core.faces.cache import read_entry as load_face
     from core.faces.crops import wide_crop
     from core.images import load_rgb
     from transformers import CLIPTokenizer
@@ -239,9 +239,9 @@ def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
     aligned = TrainingSet(prepared.manifest, tok, 64)
     wide = TrainingSet(prepared.manifest, tok, 64, face_crop="wide")
     row = aligned.rows[0]
-    face = load_face(aligned._path(row["face_file"]))
+    face = load_face(aligned.resolve(row["face_file"]))
     np.testing.assert_array_equal(aligned[0].face_crop, face.crop)
-    np.testing.assert_array_equal(wide[0].face_crop, wide_crop(load_rgb(aligned._path(row["image"])), face.landmarks))
+    np.testing.assert_array_equal(wide[0].face_crop, wide_crop(load_rgb(aligned.resolve(row["image"])), face.landmarks))
     assert not np.array_equal(aligned[0].face_crop, wide[0].face_crop)
 
 

@@ -21,8 +21,10 @@ import torch
 from PIL import Image
 
 from core.errors import UsageError
+from core.faces.cache import read_entry
 from core.faces.crops import wide_crop
 from core.images import load_rgb, to_square
+from core.shading import load_shading
 
 MAX_TOKENS = 77  # CLIP's caption length (SD1.5 and the presets): explicit token_indices stay below it
 MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,
@@ -200,9 +202,6 @@ class TrainingSet(torch.utils.data.Dataset):
     holds the aligned crop; the wide one is cut here from the image and the cached landmarks."""
 
     def __init__(self, manifest: Path, tokenizer, size: int, face_crop: str = "aligned"):
-        from core.faces.cache import _load as load_face
-        from core.shading import load_shading
-
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
         self.df = read_training_manifest(self.manifest)
@@ -211,12 +210,12 @@ class TrainingSet(torch.utils.data.Dataset):
                 raise UsageError(f"{self.manifest} is not prepared (no {column!r}); run `fmu prepare` first")
         self.rows = self.df.to_dicts()
         self.tokenizer, self.size, self.face_crop = tokenizer, size, face_crop
-        self._load_face, self._load_shading = load_face, load_shading
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _path(self, value: str) -> Path:
+    def resolve(self, value: str) -> Path:
+        """A path the manifest names (image, cache file, mask), relative to its folder."""
         p = Path(value)
         return p if p.is_absolute() else self.root / p
 
@@ -233,17 +232,17 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         row, size = self.rows[index], self.size
-        image = load_rgb(self._path(row["image"]))
+        image = load_rgb(self.resolve(row["image"]))
         square = to_square(image, size)
-        face = self._load_face(self._path(row["face_file"]))
-        shading = self._load_shading(self._path(row["shading_file"]))
+        face = read_entry(self.resolve(row["face_file"]))
+        shading = load_shading(self.resolve(row["shading_file"]))
         cond = shading.condition
         if cond.shape[0] != size:
             cond = np.asarray(Image.fromarray(cond).resize((size, size), Image.Resampling.BOX))
         caption = row.get("caption") or ""
         masks, tokens = [], []
         for m in parse_masks(row.get("masks")):
-            grey = np.asarray(Image.open(self._path(m["mask"])).convert("L"))
+            grey = np.asarray(Image.open(self.resolve(m["mask"])).convert("L"))
             masks.append(torch.from_numpy(to_square(grey, size).astype(np.float32) / 255.0)[None])
             tokens.append(self.token_indices(caption, m))
         return Sample(

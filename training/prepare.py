@@ -19,9 +19,13 @@ from pathlib import Path
 
 import polars as pl
 
+from core.digests import file_digest
 from core.errors import ImageError, RowError, UsageError
+from core.faces import get_backend
+from core.faces.cache import FaceCache
 from core.images import atomic_write_bytes, load_rgb
 from core.run_record import write_run_record
+from core.runner.conditions import ConditionProvider
 
 from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
                    read_training_manifest)
@@ -97,10 +101,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(cfg: PrepareConfig) -> None:
-    from core.faces import get_backend
-    from core.faces.cache import FaceCache
-    from core.runner.conditions import ConditionProvider
-
     cache_root = Path(cfg.out) / "cache"
     backend = get_backend(cfg.face_backend, models_dir=cfg.face_models)
     _WORKER.update(cfg=cfg, faces=FaceCache(cache_root, backend),
@@ -109,8 +109,6 @@ def _init_worker(cfg: PrepareConfig) -> None:
 
 def prepare_row(row: dict) -> dict:
     """Analyse one image; returns {"report": ..., "train": ... or None}. Never raises RowError."""
-    from core.digests import file_digest
-
     cfg, faces, shading = _WORKER["cfg"], _WORKER["faces"], _WORKER["shading"]
     start = time.perf_counter()
     report = {"id": row["id"], "image": row["image"], "status": "ok", "reason": None, "num_faces": None}
@@ -129,7 +127,7 @@ def prepare_row(row: dict) -> dict:
     out = Path(cfg.out)
     train = {"id": row["id"], "image": row["image"], "caption": row["caption"], "masks": masks,
              "image_sha256": digest,
-             "face_file": str(faces._path(digest).relative_to(out)),
+             "face_file": str(faces.path(digest).relative_to(out)),
              "shading_file": str(shading.path(Path(row["image"]), None, cfg.resolution).relative_to(out)),
              "width": image.shape[1], "height": image.shape[0], "num_faces": analysis.num_faces}
     report["seconds"] = time.perf_counter() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MultiFaceError, NoFaceError
+from .crops import CROP_STYLES, wide_crop
 
 MULTI_FACE_POLICIES = ("best", "largest", "error")
 
@@ -24,6 +25,19 @@ def pick_face(faces: list[Face], policy: str = "best") -> Face:
     if policy == "largest":
         return max(faces, key=lambda f: f.area)
     return max(faces, key=lambda f: f.score)
+
+
+@dataclass
+class BestFace:
+    """The face identity scores are taken on: the detector's most confident face of an image
+    (FaceSim's convention, see the module docstring)."""
+
+    embedding: np.ndarray | None    # None when no face was found
+    num_faces: int
+
+    @property
+    def found(self) -> bool:
+        return self.embedding is not None
 
 
 @dataclass
@@ -72,6 +86,40 @@ class FaceBackend:
     def is_match(self, a: np.ndarray, b: np.ndarray) -> bool:
         raise NotImplementedError
 
+    # A backend that can cut its recognition network's input crop for one face and embed many such
+    # crops at once sets this and implements `best_face_crop` and `embed_crops`; scoring then embeds
+    # in batches (core.scoring.face_batch). The embeddings equal the ones `detect` gives.
+    embeds_crops = False
+
+    def best_face_crop(self, image: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """(number of faces, the recognition input crop of the most confident one); (0, None)
+        when there is no face. Only where `embeds_crops`."""
+        raise NotImplementedError
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(N, D) float32 embeddings of crops cut by `best_face_crop`. Only where `embeds_crops`."""
+        raise NotImplementedError
+
+    def best_face(self, image: np.ndarray) -> BestFace:
+        """The embedding of the detector's most confident face, and how many faces there are."""
+        if self.embeds_crops:
+            n, crop = self.best_face_crop(image)
+            return BestFace(None, 0) if crop is None else BestFace(self.embed_crops([crop])[0], n)
+        faces = self.detect(image)
+        if not faces:
+            return BestFace(None, 0)
+        return BestFace(np.asarray(pick_face(faces, "best").embedding, dtype=np.float32), len(faces))
+
+    def id_similarity(self, ref_embedding: np.ndarray, image: np.ndarray) -> tuple[float | None, str | None]:
+        """Identity similarity of `image`'s most confident face to a reference embedding, on this
+        backend's scale (`similarity`); `(None, reason)` when the image has no detectable face.
+        `fmu generate` writes it per image; `fmu score` takes the same faces through
+        `best_face_crop`/`embed_crops` in batches and compares them with `similarity`."""
+        found = self.best_face(image)
+        if not found.found:
+            return None, "no_face: no face detected in the output"
+        return float(self.similarity(ref_embedding, found.embedding)), None
+
     def identity(self) -> dict:
         """Which model files this backend runs: recorded in run.json and cache keys."""
         return {"backend": self.name}
@@ -79,8 +127,6 @@ class FaceBackend:
     def analyse(self, image: np.ndarray, multi_face: str = "best", crop: str = "aligned") -> FaceAnalysis:
         """The face `multi_face` picks: embedding, box, landmarks and the CLIP face image in style
         `crop` (see `core.faces.crops`)."""
-        from .crops import CROP_STYLES, wide_crop
-
         if multi_face not in MULTI_FACE_POLICIES:
             raise ValueError(f"multi_face must be one of {MULTI_FACE_POLICIES}")
         if crop not in CROP_STYLES:

@@ -37,22 +37,24 @@ class FaceCache:
         self.root = Path(root) / "faces" / f"{backend.name}-{backend_key(backend)}{suffix}"
         self.analyses = 0  # how many analyses actually ran (not served from cache)
 
-    def _path(self, digest: str) -> Path:
+    def path(self, digest: str) -> Path:
+        """Where the analysis of the image whose content hash is `digest` is cached (`read_entry`
+        reads it; `fmu prepare` records it for training)."""
         return self.root / digest[:2] / f"{digest}.npz"
 
     def _cached(self, digest: str):
         """The stored outcome for this content (an analysis or "no_face"), or None."""
-        path = self._path(digest)
+        path = self.path(digest)
         if not path.exists():
             return None
         try:
-            return _load(path)
+            return read_entry(path)
         except (OSError, ValueError, KeyError):
             return None  # a damaged cache entry is recomputed, never trusted
 
     def _analyse(self, digest: str, data: bytes, source: str):
         self.analyses += 1
-        path = self._path(digest)
+        path = self.path(digest)
         try:
             result = self.backend.analyse(decode_rgb(data, source), multi_face=self.pick, crop=self.crop)
         except NoFaceError:
@@ -105,7 +107,8 @@ def _dump_no_face() -> bytes:
     return buf.getvalue()
 
 
-def _load(path: Path):
+def read_entry(path: Path) -> FaceAnalysis | str:
+    """A cache file: the FaceAnalysis stored in it, or "no_face"."""
     with np.load(path, allow_pickle=False) as z:
         if "no_face" in z.files:
             return "no_face"

@@ -43,7 +43,7 @@ def wide_box(landmarks: np.ndarray, shape: tuple[int, int], factor: float = WIDE
 
 
 def wide_crop(image: np.ndarray, landmarks: np.ndarray, factor: float = WIDE_FACTOR) -> np.ndarray:
-    import cv2
+    import cv2  # deferred: heavy (OpenCV), only the wide style needs it
 
     x1, y1, x2, y2 = wide_box(landmarks, image.shape, factor)
     crop = cv2.resize(np.ascontiguousarray(image[y1:y2, x1:x2]), (WIDE_SIDE, WIDE_SIDE))

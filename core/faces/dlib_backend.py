@@ -26,6 +26,7 @@ DLIB_LOCK = threading.RLock()
 
 @lru_cache(maxsize=1)
 def _models():
+    # deferred: heavy (dlib, the model files' package); only a dlib run pays for them
     import dlib
     import face_recognition_models as frm
 
@@ -39,12 +40,13 @@ def _models():
 class DlibBackend(FaceBackend):
     name = "dlib"
     embedding_dim = 128
+    embeds_crops = True
 
     def __init__(self, upsample: int = 0):
         self.upsample = upsample
 
     def _detect_boxes(self, image: np.ndarray):
-        import dlib
+        import dlib  # deferred: heavy (dlib)
 
         detector, _, _ = _models()
         h, w = image.shape[:2]
@@ -55,7 +57,7 @@ class DlibBackend(FaceBackend):
             scale = DETECT_MIN_SIDE / max(h, w)
         work = image
         if scale != 1.0:
-            import cv2
+            import cv2  # deferred: heavy (OpenCV)
 
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
             work = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=interp)
@@ -85,8 +87,29 @@ class DlibBackend(FaceBackend):
                 landmarks=pts, embedding=emb, score=score))
         return faces
 
+    def best_face_crop(self, image: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """HOG boxes, the most confident one's 5-point shape, and dlib's 150 px chip of it with
+        padding 0.25: exactly what `compute_face_descriptor(image, shape)` cuts internally."""
+        import dlib  # deferred: heavy (dlib)
+
+        _, predictor, _ = _models()
+        with DLIB_LOCK:
+            image = np.ascontiguousarray(image)
+            boxes = self._detect_boxes(image)
+            if not boxes:
+                return 0, None
+            rect = max(boxes, key=lambda b: b[1])[0]
+            shape = predictor(image, rect)
+            return len(boxes), dlib.get_face_chip(image, shape, size=150, padding=0.25)
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The ResNet on a batch of `best_face_crop` chips (one call, the GIL held throughout)."""
+        _, _, encoder = _models()
+        with DLIB_LOCK:
+            return np.asarray(encoder.compute_face_descriptor(crops), dtype=np.float32)
+
     def align(self, image: np.ndarray, face: Face) -> np.ndarray:
-        import dlib
+        import dlib  # deferred: heavy (dlib)
 
         _, predictor, _ = _models()
         x1, y1, x2, y2 = (int(v) for v in face.bbox)
@@ -106,6 +129,7 @@ class DlibBackend(FaceBackend):
         return self.distance(a, b) < MATCH_DISTANCE
 
     def identity(self) -> dict:
+        # deferred: with dlib, only for a dlib run
         import face_recognition_models as frm
 
         return {

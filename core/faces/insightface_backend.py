@@ -86,6 +86,7 @@ def find_pack(models_dir: Path | None, pack: str = "buffalo_l") -> Path:
 
 def load_pack_models(folder: Path, providers: list, pack: str = "buffalo_l"):
     """(detector, recognizer) from a pack folder, typed by insightface's model router."""
+    # deferred: heavy (insightface), only an ArcFace run
     from insightface.model_zoo import get_model
 
     files = sorted(folder.glob("*.onnx"),
@@ -120,6 +121,7 @@ class InsightFaceBackend(FaceBackend):
     `similarity` is the cosine of the embeddings; `is_match` is cosine >= MATCH_COSINE."""
 
     name = "insightface"
+    embeds_crops = True
 
     def __init__(self, models_dir: Path | None = None, pack: str = "buffalo_l",
                  device: str = "cpu", det_size: int = 640, det_thresh: float = 0.5):
@@ -136,7 +138,7 @@ class InsightFaceBackend(FaceBackend):
         self._identity: dict | None = None
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        from insightface.utils import face_align
+        from insightface.utils import face_align  # deferred: heavy (insightface)
 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
@@ -157,13 +159,32 @@ class InsightFaceBackend(FaceBackend):
 
     def align(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The 224x224 ArcFace-template crop FaceID-PlusV2 gives the CLIP image encoder (RGB)."""
-        from insightface.utils import face_align
+        from insightface.utils import face_align  # deferred: heavy (insightface)
 
         # A similarity warp moves pixels, not channels: RGB in, RGB out.
         with _quiet_face_align():
             return face_align.norm_crop(np.ascontiguousarray(image),
                                         landmark=np.asarray(face.landmarks, dtype=np.float32),
                                         image_size=self.crop_size)
+
+    def best_face_crop(self, image: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """The pack's detector, then `norm_crop` of the most confident face to the recognizer's
+        input (112 px): what `detect` embeds for that face."""
+        from insightface.utils import face_align  # deferred: heavy (insightface)
+
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        bboxes, kpss = self.detector.detect(bgr, max_num=0, metric="default")
+        if bboxes is None or len(bboxes) == 0:
+            return 0, None
+        i = int(np.argmax(bboxes[:, 4]))
+        with _quiet_face_align():
+            return len(bboxes), face_align.norm_crop(bgr, landmark=kpss[i],
+                                                     image_size=self.recognizer.input_size[0])
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """`ArcFaceONNX.get_feat` on a batch of crops, L2-normalised as insightface's `normed_embedding`."""
+        feats = np.asarray(self.recognizer.get_feat(crops), dtype=np.float32).reshape(len(crops), -1)
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
         a = np.asarray(a, np.float64).ravel()

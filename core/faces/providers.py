@@ -29,7 +29,7 @@ _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 
 
 def available_providers() -> list[str]:
-    import onnxruntime
+    import onnxruntime  # deferred: heavy (onnxruntime)
 
     return list(onnxruntime.get_available_providers())
 

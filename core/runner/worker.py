@@ -23,7 +23,6 @@ from ..faces.cache import FaceCache
 from ..images import save_png
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
-from ..scoring.facesim import id_similarity  # the same code `fmu score` uses
 from .conditions import ConditionProvider, frame_label
 from .plan import Job
 from .results import ResultStore
@@ -149,8 +148,8 @@ class Worker:
             except OSError as exc:
                 records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
                 continue
-            record["id_similarity"], record["id_similarity_reason"] = id_similarity(
-                self.backend, analysis.embedding, image)
+            record["id_similarity"], record["id_similarity_reason"] = self.backend.id_similarity(
+                analysis.embedding, image)
             if condition is None:  # nothing to be consistent with: say why the columns are empty
                 why = "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
                 record["consistency_reason"] = f"no_condition: no 3D condition ({why})"

@@ -1,8 +1,7 @@
 """`fmu score`: the paper's metrics over a run, counted honestly (see README.md here)."""
 
-from .facesim import id_similarity
 from .run import METRICS, ScoreOptions, ScoreResult, score_images, score_rows, score_run
 from .weights import MetricUnavailable
 
-__all__ = ["METRICS", "MetricUnavailable", "ScoreOptions", "ScoreResult", "id_similarity",
-           "score_images", "score_rows", "score_run"]
+__all__ = ["METRICS", "MetricUnavailable", "ScoreOptions", "ScoreResult", "score_images", "score_rows",
+           "score_run"]

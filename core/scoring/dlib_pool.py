@@ -18,6 +18,7 @@ _encoder = None
 
 def _init() -> None:
     global _encoder
+    # deferred: heavy (dlib); loaded in each spawned worker, which imports nothing else of fmu's
     import dlib
     import face_recognition_models as frm
 

@@ -6,6 +6,10 @@ fmu writes it to `facesim_arcface`. The offline dlib ResNet (128-d, `face-recogn
 is not an ArcFace: its scale is `1 - L2 distance` (same person when distance < 0.6, i.e.
 similarity > 0.4) and it goes to its own column `facesim_dlib`. The two are never mixed.
 
+The face and the similarity are the backend's own (`FaceBackend.best_face`, `similarity`;
+`FaceBackend.id_similarity` is the per-image value `fmu generate` writes); this module names the
+columns and summarises them.
+
 Honest counting: an output where no face is detected is a failure. The strict mean counts it
 as 0; the detected-only mean (what the authors' v1 evaluation reported, silently) leaves it
 out. Both means and both counts are reported.
@@ -15,10 +19,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..faces.base import FaceBackend
-from .face_batch import face_embeddings
 
 COLUMN = {"insightface": "facesim_arcface", "dlib": "facesim_dlib"}
 SCALE = {
@@ -30,17 +31,6 @@ SCALE = {
 def column_for(backend: FaceBackend | str) -> str:
     name = backend if isinstance(backend, str) else backend.name
     return COLUMN.get(name, f"facesim_{name}")
-
-
-def id_similarity(backend: FaceBackend, ref_embedding: np.ndarray,
-                  image_rgb: np.ndarray) -> tuple[float | None, str | None]:
-    """Identity similarity of `image_rgb`'s most confident face to a reference embedding, on the
-    backend's own scale. `(None, reason)` when the image has no detectable face.
-    Used by `fmu generate` for its per-row ID score, and by `fmu score`."""
-    found = face_embeddings(backend, [image_rgb], workers=1)[0]
-    if not found.found:
-        return None, "no_face: no face detected in the output"
-    return float(backend.similarity(ref_embedding, found.embedding)), None
 
 
 def facesim_summary(values: list[float | None], face_found: list[bool]) -> dict:
