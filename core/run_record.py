@@ -11,8 +11,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..digests import file_digest
-from ..images import atomic_write_bytes
+from .digests import file_digest
+from .images import atomic_write_bytes
 
 PACKAGES = ("fmu", "torch", "diffusers", "transformers", "accelerate", "peft", "polars",
             "insightface", "onnxruntime", "onnxruntime-gpu", "dlib-bin", "mediapipe", "numpy")
