@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from core.images import to_square
-    from core.shading.lighting import fit_sh
+    from core.shading.light_fit import fit_sh
     from core.shading.reconstruct import reconstruct
     from core.shading.render import pytorch3d_available, render
 

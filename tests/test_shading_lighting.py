@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from core.images import to_square
-from core.shading.lighting import SH_CONSTANTS, fit_sh, sh_basis, shade, solve_sh, view_normals
+from core.shading.light_fit import fit_sh
+from core.shading.lighting import SH_CONSTANTS, sh_basis, shade, solve_sh, view_normals
 from core.shading.reconstruct import reconstruct
 from core.shading.render import normal_map, render
 

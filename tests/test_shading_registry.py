@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from core.shading import reconstruct, register_reconstructor
-from core.shading.deca import REQUIRED_FILES, ReconstructorUnavailable, missing_requirements
-from core.shading.reconstruct import FaceMesh, available_reconstructors
+from core.shading.deca import REQUIRED_FILES, missing_requirements
+from core.shading.mesh import FaceMesh, ReconstructorUnavailable
+from core.shading.reconstruct import available_reconstructors
 from core.shading.render import pytorch3d_available, render, resolve_backend
 
 

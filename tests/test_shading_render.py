@@ -8,7 +8,7 @@ from scipy.spatial import ConvexHull
 
 from core.images import to_square
 from core.shading import render_cpu
-from core.shading.lighting import fit_sh
+from core.shading.light_fit import fit_sh
 from core.shading.reconstruct import reconstruct
 from core.shading.render import pytorch3d_available, render, vertex_normals
 

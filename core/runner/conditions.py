@@ -125,7 +125,7 @@ class ConditionProvider:
         if condition is None or self._shading is None:
             return {}
         from ..errors import RowError
-        from ..scoring.consistency import ConsistencyScorer
+        from ..shading.consistency import ConsistencyScorer
 
         if self._scorer is None:
             self._scorer = ConsistencyScorer()

@@ -10,6 +10,7 @@ unavailable with its reason; nothing crashes the run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -19,14 +20,25 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import ImageError, UsageError
+from ..errors import ImageError, RowError, UsageError
+from ..faces import get_backend
 from ..images import atomic_write_bytes, load_rgb
 from ..run_record import read_run_json
+from ..shading.consistency import ConsistencyScorer
+from ..shading.mesh import ReconstructorUnavailable
 from . import facesim
+from .clip_score import ClipScorer, clip_i, clip_t
+from .consistency import rmse
+from .dino import DinoScorer, dino_similarity
 from .face_batch import face_embeddings
+from .fid import FidScorer
 from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
+from .lpips import LpipsScorer
+from .report import render_report
 from .resume import ScoreState, fingerprint
+from .summary_table import print_summary
 from .weights import MetricUnavailable
 
 METRICS = ("facesim", "clip", "dino", "lpips", "fid", "consistency")
@@ -126,8 +138,6 @@ def _unique_refs(rows: _Rows, idx: list[int]) -> tuple[list[str], dict[str, np.n
 
 
 def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress) -> dict:
-    from ..faces import get_backend
-
     col = facesim.column_for(backend_name)
     try:
         backend = get_backend(backend_name, device=opts.device, models_dir=opts.id_model, det_size=opts.det_size)
@@ -171,8 +181,6 @@ def _mean(values: list) -> float | None:
 
 
 def _score_clip(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from .clip_score import ClipScorer, clip_i, clip_t
-
     scorer = ClipScorer(opts.clip_model, opts.device, opts.batch_size)
     idx = rows.with_output()
     pair = [i for i in idx if rows.ref[i] is not None]
@@ -195,8 +203,6 @@ def _score_clip(rows: _Rows, opts: ScoreOptions, progress) -> dict:
 
 
 def _score_dino(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from .dino import DinoScorer, dino_similarity
-
     scorer = DinoScorer(opts.dino_model, opts.device, opts.batch_size)
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
@@ -211,8 +217,6 @@ def _score_dino(rows: _Rows, opts: ScoreOptions, progress) -> dict:
 
 
 def _score_lpips(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from .lpips import LpipsScorer
-
     scorer = LpipsScorer(opts.lpips_weights, opts.device, max(1, opts.batch_size // 2))
     idx = rows.with_pair()
     task = progress("LPIPS", len(idx))
@@ -226,8 +230,6 @@ def _score_lpips(rows: _Rows, opts: ScoreOptions, progress) -> dict:
 
 
 def _score_fid(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from .fid import FidScorer
-
     scorer = FidScorer(opts.fid_weights, opts.device, max(1, opts.batch_size // 2))
     idx = rows.with_output()
     keys, ref_images = _unique_refs(rows, [i for i in range(rows.n) if rows.ref[i] is not None])
@@ -239,10 +241,10 @@ def _score_fid(rows: _Rows, opts: ScoreOptions, progress) -> dict:
 
 
 def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    from ..errors import RowError
-    from .consistency import ConsistencyScorer, rmse
-
-    scorer = ConsistencyScorer()
+    try:
+        scorer = ConsistencyScorer()
+    except ReconstructorUnavailable as exc:
+        raise MetricUnavailable(str(exc)) from None
     idx = rows.with_pair()
     targets = _decode_all(sorted({rows.df["target_path"][i] for i in idx if rows.df["target_path"][i]}),
                           opts.workers)
@@ -354,19 +356,13 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
     _write_outputs(out_dir, scores, summary, rows, decoded, opts)
     state.clear()
     if console is not None:
-        from .summary_table import print_summary
-
         print_summary(console, summary)
     return ScoreResult(scores, summary, out_dir)
 
 
 def _make_progress(console):
     if console is None:
-        import contextlib
-
         return contextlib.nullcontext(), _null_progress
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=True)
 
@@ -417,8 +413,6 @@ def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Ro
     atomic_write_bytes(out_dir / "scores.parquet", buf.getvalue())
     atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if opts.report:
-        from .report import render_report
-
         atomic_write_bytes(out_dir / "report.html", render_report(scores, summary, decoded).encode())
 
 

@@ -18,8 +18,9 @@ from typing import Optional
 import numpy as np
 
 from ..images import atomic_write_bytes, centre_box, crop_square
-from .lighting import fit_sh
-from .reconstruct import FaceMesh, reconstruct
+from .light_fit import fit_sh
+from .mesh import FaceMesh
+from .reconstruct import reconstruct
 from .render import render
 
 FORMAT_VERSION = 2  # 2: + frame; version 1 files (training data prepared earlier) still load

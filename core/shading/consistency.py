@@ -1,11 +1,20 @@
-"""Pose and lighting consistency metrics (the paper's Pose-RMSE and Light-RMSE), pure numpy.
+"""Pose and lighting consistency of a generated image with its shading source (the per-image
+values behind the paper's Pose-RMSE and Light-RMSE).
 
-Both accept single vectors or stacks (leading batch axes) and return a float or an array.
+`pose_error_deg` and `light_error` are pure numpy: single vectors or stacks (leading batch axes)
+in, a float or an array out. `ConsistencyScorer` fits images with this package's reconstructor
+and SH fit and compares them; `fmu generate` writes its values per image and `fmu score`
+(core.scoring.consistency) computes and aggregates the same ones.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .condition import ANALYSIS_SIZE, analyse_frame
+from .light_fit import fit_sh
+from .mesh import ReconstructorUnavailable
+from .reconstruct import get_reconstructor, reconstruct
 
 
 def _wrap_deg(d: np.ndarray) -> np.ndarray:
@@ -45,3 +54,32 @@ def light_error(sh_a, sh_b) -> float | np.ndarray:
         raise ValueError("SH vectors differ in length")
     err = np.sqrt(np.mean((a - b) ** 2, axis=-1))
     return float(err) if err.ndim == 0 else err
+
+
+class ConsistencyScorer:
+    """Fits (pose, SH lighting) of images and compares them; raises ReconstructorUnavailable
+    when the reconstructor cannot run here."""
+
+    def __init__(self, reconstructor: str = "mediapipe"):
+        try:
+            get_reconstructor(reconstructor)      # builds the graph once; fails here if unusable
+        except Exception as exc:  # noqa: BLE001  any failure to build it means "cannot run here"
+            raise ReconstructorUnavailable(f"shading reconstructor {reconstructor!r} unavailable: "
+                                           f"{type(exc).__name__}: {exc}") from None
+        self.reconstructor = reconstructor
+
+    def fit(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pose (3,), sh (9,)) of the face in `image`; raises NoFaceError when there is none."""
+        mesh = reconstruct(image, backend=self.reconstructor)
+        return np.asarray(mesh.pose, np.float64), np.asarray(fit_sh(image, mesh), np.float64)
+
+    def fit_source(self, image: np.ndarray, output_side: int, box=None) -> tuple[np.ndarray, np.ndarray]:
+        """(pose, sh) of a reference/target as generation fitted it for its condition; `box` =
+        (left, top, side) of its frame (None: the centre square)."""
+        mesh, sh = analyse_frame(image, max(output_side, ANALYSIS_SIZE), self.reconstructor, box)
+        return np.asarray(mesh.pose, np.float64), np.asarray(sh, np.float64)
+
+    def errors(self, out_fit, source_fit) -> tuple[float, float]:
+        """(pose error in degrees, light error) of an output's fit against its source's."""
+        return (float(pose_error_deg(source_fit[0], out_fit[0])),
+                float(light_error(source_fit[1], out_fit[1])))

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .mesh import FaceMesh, ReconstructorUnavailable
 from .pose import euler_from_rotation
-from .reconstruct import FaceMesh
 
 REQUIRED_FILES = (
     "generic_model.pkl",           # FLAME 2020 model (flame.is.tue.mpg.de, licence required)
@@ -47,10 +48,6 @@ CROP_SCALE = 1.25
 _FLIP = np.diag([1.0, -1.0, -1.0])
 
 
-class ReconstructorUnavailable(RuntimeError):
-    """A configured reconstructor cannot run here (missing licensed files or packages)."""
-
-
 def missing_requirements(data_dir: str | os.PathLike | None) -> list[str]:
     problems = []
     if importlib.util.find_spec("decalib") is None:
@@ -65,13 +62,18 @@ def missing_requirements(data_dir: str | os.PathLike | None) -> list[str]:
 
 
 class DecaReconstructor:
+    """`landmarks(image) -> (478, 3)` points of the face (the registry passes the shared mediapipe
+    mesh's; NoFaceError when none): they place DECA's crop."""
+
     name = "deca"
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, device: str = "cpu"):
+    def __init__(self, landmarks: Callable[[np.ndarray], np.ndarray],
+                 data_dir: str | os.PathLike | None = None, device: str = "cpu"):
         data_dir = data_dir or os.environ.get("FMU_DECA_DATA")
         problems = missing_requirements(data_dir)
         if problems:
             raise ReconstructorUnavailable("DECA reconstructor unavailable: " + "; ".join(problems))
+        # deferred: optional (decalib, licensed files), imported only once they are known present
         from decalib.deca import DECA
         from decalib.utils.config import cfg as deca_cfg
 
@@ -88,18 +90,18 @@ class DecaReconstructor:
         cfg.model.face_eye_mask_path = str(d / "uv_face_eye_mask.png")
         cfg.model.mean_tex_path = str(d / "mean_texture.jpg")
         cfg.model.use_tex = False  # the BFM albedo file is optional and unused for shape
+        self._landmarks = landmarks
         self._device = device
         self._deca = DECA(config=cfg, device=device)
         self._faces = self._deca.flame.faces_tensor.cpu().numpy().astype(np.int32)
 
     def __call__(self, image_rgb: np.ndarray) -> FaceMesh:
+        # deferred: heavy (torch, scipy, scikit-image), needed only when DECA runs
         import torch
         from scipy.spatial.transform import Rotation
         from skimage.transform import SimilarityTransform, warp
 
-        from .reconstruct import get_reconstructor
-
-        points = get_reconstructor("mediapipe").landmarks(image_rgb)  # NoFaceError when none
+        points = self._landmarks(image_rgb)  # NoFaceError when none
         lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
         centre = (lo + hi) / 2.0
         side = (hi - lo).sum() / 2.0 * 1.1 * CROP_SCALE

@@ -1,4 +1,5 @@
-"""Second-order spherical-harmonics lighting: basis, shading and the least-squares fit.
+"""Second-order spherical-harmonics lighting: basis, shading and the robust least-squares solve
+(pure numpy on normals; `light_fit.fit_sh` applies it to a photo's face).
 
 Basis: the 9 real SH functions of Ramamoorthi & Hanrahan (2001), evaluated on unit normals
 in the VIEW frame (x right, y up, z toward the viewer; `view_normals` converts from the
@@ -16,16 +17,15 @@ mesh's pixel frame), in the order
 
 The shading of a normal n is sum_k sh[k] * Y_k(n), in image intensity units [0, 1]. The
 Lambertian convolution factors (pi, 2pi/3, pi/4) and the mean albedo are folded into the
-coefficients: what `fit_sh` returns is directly what `render` draws. So sh[2] > 0 means light
-from the front, sh[1] > 0 light from above, sh[3] > 0 light from the image's right.
+coefficients: what `fit_sh` (light_fit.py) returns is directly what `render` draws. So
+sh[2] > 0 means light from the front, sh[1] > 0 light from above, sh[3] > 0 light from the
+image's right.
 Intensities are sRGB values / 255, not linearised: the condition image lives in that space.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from ..errors import NoFaceError
 
 SH_CONSTANTS = np.array([0.282095, 0.488603, 0.488603, 0.488603,
                          1.092548, 1.092548, 0.315392, 1.092548, 0.546274])
@@ -76,20 +76,3 @@ def solve_sh(basis: np.ndarray, values: np.ndarray, trim: float = 2.5, iteration
         keep = new_keep
         sh = np.linalg.lstsq(basis[keep], values[keep], rcond=None)[0]
     return sh
-
-
-def fit_sh(image_rgb: np.ndarray, mesh, per_channel: bool = False, backend: str = "cpu") -> np.ndarray:
-    """Fit SH lighting to the visible face pixels of `image_rgb` (the image `mesh` was
-    reconstructed from, same frame). Returns (9,) float32 on luminance, or (3, 9) per RGB
-    channel with `per_channel=True`."""
-    from .render import normal_map
-
-    h, w = image_rgb.shape[:2]
-    normals, mask = normal_map(mesh, h, w, backend=backend)
-    if mask.sum() < MIN_FIT_PIXELS:
-        raise NoFaceError(f"face covers {int(mask.sum())} pixels: too few to fit lighting")
-    basis = sh_basis(view_normals(normals[mask]))
-    pixels = np.asarray(image_rgb, dtype=np.float64)[mask] / 255.0
-    values = pixels if per_channel else pixels @ LUMA
-    sh = solve_sh(basis, values)
-    return (sh.T if per_channel else sh).astype(np.float32)

@@ -13,54 +13,16 @@ needs the licensed FLAME/DECA files.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from ..errors import NoFaceError
+from ..native_log import quiet_native_stderr
+from .deca import DecaReconstructor
+from .mesh import FaceMesh, Reconstructor
 from .pose import euler_from_rotation, expression_descriptor, head_rotation
-
-
-@dataclass
-class FaceMesh:
-    """One reconstructed face in the frame of the image it came from.
-
-    vertices:   (N, 3) float32. x right, y down in image pixels (pixel centres at i + 0.5);
-                z = depth in pixels, positive AWAY from the camera, origin near the head
-                centre (so the nose tip has the smallest z).
-    triangles:  (T, 3) int32 vertex indices, consistently wound (sign fixed at render time).
-    rotation:   (3, 3) head rotation, columns = head's right/down/back axes (pose.py).
-    pose:       (3,) float32 yaw, pitch, roll in degrees (conventions in pose.py).
-    expression: (K,) float32 pose-free descriptor (backend-specific, see the backend).
-    frame_size: (height, width) of the image the coordinates refer to.
-    """
-
-    vertices: np.ndarray
-    triangles: np.ndarray
-    rotation: np.ndarray
-    pose: np.ndarray
-    expression: np.ndarray
-    frame_size: tuple[int, int]
-    backend: str = "mediapipe"
-
-    @property
-    def yaw(self) -> float:
-        return float(self.pose[0])
-
-    @property
-    def pitch(self) -> float:
-        return float(self.pose[1])
-
-    @property
-    def roll(self) -> float:
-        return float(self.pose[2])
-
-
-class Reconstructor(Protocol):
-    name: str
-
-    def __call__(self, image_rgb: np.ndarray) -> FaceMesh: ...
+from .topology import mediapipe_triangles
 
 
 class MediapipeReconstructor:
@@ -73,9 +35,8 @@ class MediapipeReconstructor:
     name = "mediapipe"
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
+        # deferred: heavy (mediapipe), built once per process on first use
         from mediapipe.python.solutions.face_mesh import FaceMesh as _MPFaceMesh
-
-        from ..native_log import quiet_native_stderr
 
         with quiet_native_stderr():  # the graph build logs to fd 2 (see core.native_log)
             self._mesh = _MPFaceMesh(static_image_mode=True, refine_landmarks=True,
@@ -93,8 +54,6 @@ class MediapipeReconstructor:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         with self._lock:
             if self._first_call:  # the first inference logs too
-                from ..native_log import quiet_native_stderr
-
                 with quiet_native_stderr():
                     result = self._mesh.process(image)
                 self._first_call = False
@@ -110,8 +69,6 @@ class MediapipeReconstructor:
         return max(all_points, key=lambda pts: np.ptp(pts[:, 0]) * np.ptp(pts[:, 1]))
 
     def __call__(self, image_rgb: np.ndarray) -> FaceMesh:
-        from .topology import mediapipe_triangles
-
         points = self.landmarks(image_rgb)
         rotation = head_rotation(points)
         return FaceMesh(
@@ -155,9 +112,8 @@ def reconstruct(image_rgb: np.ndarray, backend: str = "mediapipe") -> FaceMesh:
 
 
 def _deca_factory() -> Reconstructor:
-    from .deca import DecaReconstructor
-
-    return DecaReconstructor()
+    # DECA places its crop with the mediapipe mesh (the shared instance, built only when needed)
+    return DecaReconstructor(landmarks=lambda image: get_reconstructor("mediapipe").landmarks(image))
 
 
 register_reconstructor("mediapipe", MediapipeReconstructor)

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from .lighting import shade, view_normals
+from .render_cpu import rasterize
 
 BACKENDS = ("auto", "cpu", "pytorch3d")
 
@@ -28,7 +29,7 @@ def pytorch3d_available() -> bool:
     if importlib.util.find_spec("pytorch3d") is None:
         return False
     try:
-        import pytorch3d.renderer  # noqa: F401
+        import pytorch3d.renderer  # noqa: F401  (deferred: optional; this import is the probe)
     except Exception:  # a build for another torch fails with OSError/RuntimeError, not only ImportError
         return False
     return True
@@ -80,11 +81,11 @@ def normal_map(mesh, height: int, width: int, backend: str = "auto") -> tuple[np
     tris = np.asarray(mesh.triangles, dtype=np.int64)
     vn = vertex_normals(verts, tris)
     if backend == "pytorch3d":
+        # deferred: optional (pytorch3d) and heavy (torch)
         from .render_pytorch3d import interpolate_normals
         normals, mask = interpolate_normals(verts, tris, vn, height, width)
         n = normals[mask]
     else:
-        from .render_cpu import rasterize
         face, bary, _ = rasterize(verts[:, :2], verts[:, 2], tris, height, width)
         mask = face >= 0
         n = np.einsum("pk,pkc->pc", bary[mask], vn[tris[face[mask]]])

@@ -1,5 +1,5 @@
-"""pytorch3d rasteriser backend (used only when `import pytorch3d` works; it has no Linux
-wheels on PyPI, so it is never a dependency).
+"""pytorch3d rasteriser backend (imported by `render.normal_map` only when `import pytorch3d`
+works; it has no Linux wheels on PyPI, so it is never a dependency).
 
 Written against pytorch3d's documented API: `OrthographicCameras` with the identity
 extrinsics and `in_ndc=True` (so NDC = view coordinates), `MeshRasterizer`, and
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pytorch3d.ops import interpolate_face_attributes
+from pytorch3d.renderer import MeshRasterizer, OrthographicCameras, RasterizationSettings
+from pytorch3d.structures import Meshes
 
 
 def interpolate_normals(vertices: np.ndarray, triangles: np.ndarray, vertex_normals: np.ndarray,
                         height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as the cpu path of `render.normal_map`: ((H, W, 3) normals, (H, W) mask)."""
-    from pytorch3d.ops import interpolate_face_attributes
-    from pytorch3d.renderer import MeshRasterizer, OrthographicCameras, RasterizationSettings
-    from pytorch3d.structures import Meshes
-
     v = np.asarray(vertices, dtype=np.float64)
     s = float(min(height, width))
     ndc = np.stack([(width - 2.0 * v[:, 0]) / s,

@@ -125,6 +125,7 @@ def edge_face_counts(triangles: np.ndarray) -> dict[tuple[int, int], int]:
 @lru_cache(maxsize=1)
 def mediapipe_tesselation_triangles() -> np.ndarray:
     """The 852 consistently wound faces of mediapipe's 468-point tesselation (eyes, mouth open)."""
+    # deferred: heavy (mediapipe)
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
     tris = orient_consistently(triangles_from_edges(np.asarray(sorted(FACEMESH_TESSELATION))))
@@ -135,6 +136,7 @@ def mediapipe_tesselation_triangles() -> np.ndarray:
 @lru_cache(maxsize=1)
 def mediapipe_triangles() -> np.ndarray:
     """Tesselation faces plus the two eye fans (needs the 478 refined landmarks)."""
+    # deferred: heavy (mediapipe)
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
 
     base = mediapipe_tesselation_triangles()
