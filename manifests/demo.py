@@ -8,7 +8,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+
+from core.faces import get_backend
+from core.images import load_rgb, save_png
 
 DEMO_ROWS = [
     ("astronaut", "astronaut.png", "a portrait photo of a woman in a space suit, studio lighting", 2),
@@ -27,6 +31,7 @@ DEMO_MASKS = {
 
 
 def demo_photos() -> dict[str, Path]:
+    # deferred: heavy (insightface, scikit-image); imported only to find the photos they ship
     import insightface
     import skimage
 
@@ -54,11 +59,6 @@ def write_demo_inputs(folder: Path) -> Path:
 
 def write_demo_masks(folder: Path) -> None:
     """The masks next to the photos in `folder`, each the size of its photo (white = region)."""
-    import numpy as np
-
-    from core.faces import get_backend
-    from core.images import load_rgb, save_png
-
     backend = None
     for name, (photo, region) in DEMO_MASKS.items():
         if (folder / name).exists():

@@ -82,3 +82,33 @@ def test_missing_pack_is_unavailable(tmp_path, astronaut):
     assert result.summary["metrics"]["facesim_arcface"]["available"] is False
     assert "not found" in result.summary["metrics"]["facesim_arcface"]["reason"]
     assert result.scores["facesim_dlib"][0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_id_similarity_is_the_backends_own_on_both_paths(backend, astronaut):
+    """`FaceBackend.id_similarity`, the value `fmu generate` writes per image: the cosine of the most
+    confident faces, through the crop path (insightface) and through `detect` for a backend
+    without crops; no face is a reason, not a number."""
+    ref = max(backend.detect(astronaut), key=lambda f: f.score).embedding
+    flipped = astronaut[::-1].copy()
+    out = max(backend.detect(flipped), key=lambda f: f.score).embedding
+    expected = float(ref @ out / np.linalg.norm(ref) / np.linalg.norm(out))
+    value, reason = backend.id_similarity(ref, flipped)
+    assert reason is None and value == pytest.approx(expected, abs=1e-5)
+
+    from core.faces import FaceBackend
+
+    class DetectOnly(FaceBackend):  # no best_face_crop / embed_crops: best_face uses detect
+        name = "detect-only"
+
+        def detect(self, image):
+            return backend.detect(image)
+
+        def similarity(self, a, b):
+            return backend.similarity(a, b)
+
+    assert not DetectOnly.embeds_crops
+    value, reason = DetectOnly().id_similarity(ref, flipped)
+    assert reason is None and value == pytest.approx(expected, abs=1e-6)
+    blank = np.full((256, 256, 3), 100, np.uint8)
+    assert DetectOnly().id_similarity(ref, blank) == backend.id_similarity(ref, blank) == (
+        None, "no_face: no face detected in the output")

@@ -1,4 +1,5 @@
-"""Face analysis: detect, choose, align, embed. Backends share `base.FaceBackend`."""
+"""Face analysis: detect, choose, align, embed, and compare identities (dlib | insightface), with
+a content-hash cache of analyses. Backends share `base.FaceBackend`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Manifests: read (CSV/Parquet) -> validate (per-row problems) -> usable rows."""
+"""Generation manifests: read (CSV/Parquet) -> validate (per-row problems) -> usable rows."""
 
 from .read import read_manifest
 from .schema import COLUMNS, REQUIRED

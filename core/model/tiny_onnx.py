@@ -23,7 +23,7 @@ dynamic dimensions are exactly what insightface inspects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx

@@ -21,11 +21,11 @@ DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 def _image_processor_class():
     # The PIL processor needs no torchvision (the default one does, and it is absent here).
     try:
-        from transformers import CLIPImageProcessorPil
+        from transformers import CLIPImageProcessorPil  # deferred: heavy (transformers)
 
         return CLIPImageProcessorPil
     except ImportError:  # older transformers: the default processor is the PIL one
-        from transformers import CLIPImageProcessor
+        from transformers import CLIPImageProcessor  # deferred: heavy (transformers)
 
         return CLIPImageProcessor
 
@@ -36,6 +36,7 @@ def _pooled(out):
 
 class ClipScorer:
     def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16):
+        # deferred: heavy (transformers)
         from transformers import CLIPModel, CLIPTokenizer
 
         self.source = str(name_or_path or DEFAULT_CLIP)
@@ -49,7 +50,7 @@ class ClipScorer:
                               images, self.batch_size, self.device, self.model.config.projection_dim)
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
-        import torch
+        import torch  # deferred: heavy (torch)
 
         out = []
         max_len = min(77, self.model.config.text_config.max_position_embeddings)

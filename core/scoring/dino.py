@@ -18,18 +18,18 @@ DEFAULT_DINO = "facebook/dino-vits16"
 
 def _image_processor_class():
     try:
-        from transformers import ViTImageProcessorPil
+        from transformers import ViTImageProcessorPil  # deferred: heavy (transformers)
 
         return ViTImageProcessorPil
     except ImportError:
-        from transformers import ViTImageProcessor
+        from transformers import ViTImageProcessor  # deferred: heavy (transformers)
 
         return ViTImageProcessor
 
 
 class DinoScorer:
     def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16):
-        from transformers import ViTModel
+        from transformers import ViTModel  # deferred: heavy (transformers)
 
         self.source = str(name_or_path or DEFAULT_DINO)
         self.model = from_pretrained_local(ViTModel, self.source, "DINO", add_pooling_layer=False).to(device).eval()

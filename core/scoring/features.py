@@ -14,7 +14,7 @@ def normalise(x: np.ndarray) -> np.ndarray:
 def image_features(processor, forward: Callable, images: list[np.ndarray], batch_size: int, device,
                    dim: int) -> np.ndarray:
     """`forward(pixel_values) -> (B, dim)` over `images` in batches; (N, dim) unit vectors."""
-    import torch
+    import torch  # deferred: heavy (torch)
 
     out = []
     for i in range(0, len(images), batch_size):

@@ -60,13 +60,14 @@ class FidScorer:
             where = f"{weights} or " if weights else ""
             raise MetricUnavailable(f"no FID Inception weights ({WEIGHTS_NAME}) at {where}"
                                     f"{torch_hub_checkpoints()}; pass --fid-weights FILE")
+        # deferred: heavy (torch), once the weights exist
         from .inception_fid import load_fid_inception
 
         self.model = load_fid_inception(load_state_dict(path)).to(device)
         self.source, self.device, self.batch_size = str(path), device, batch_size
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # deferred: heavy (torch)
 
         out = []
         for i in range(0, len(images), self.batch_size):

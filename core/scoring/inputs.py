@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError, first_line
+from ..manifest.read import read_manifest as read_generation_manifest
 
 ROW_SCHEMA = {
     "id": pl.Utf8, "k": pl.Int64, "image_path": pl.Utf8, "reference_path": pl.Utf8,
@@ -66,8 +67,6 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
 def read_manifest(path: Path) -> pl.DataFrame:
     """A generation manifest read as `fmu generate` reads it, with ids as generate names them
     (`row<N>` where the id is missing), all as text."""
-    from ..manifest.read import read_manifest as read_generation_manifest
-
     df = read_generation_manifest(Path(path), required=("reference",))
     index = pl.int_range(pl.len()).cast(pl.String).str.zfill(6)
     ids = pl.col("id").cast(pl.String) if "id" in df.columns else pl.lit(None, pl.String)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import to_square
 from .weights import MetricUnavailable, first_existing, load_state_dict, torch_hub_checkpoints
 
 SIZE = 256
@@ -29,6 +30,7 @@ LIN_NAMES = ("alex.pth", "lpips_alex.pth", "alex.safetensors")
 
 
 def _torch_modules():
+    # deferred: heavy (torch); the module classes are built on first use
     import torch
     from torch import nn
 
@@ -104,7 +106,7 @@ class LpipsScorer:
         self.device, self.batch_size = device, batch_size
 
     def distances(self, refs: list[np.ndarray], outs: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # deferred: heavy (torch)
 
         vals = []
         for i in range(0, len(outs), self.batch_size):
@@ -127,9 +129,7 @@ def build_lpips(backbone_state: dict, lin_state: dict):
 
 def to_lpips_tensor(images: list[np.ndarray]):
     """uint8 HxWx3 -> (N, 3, 256, 256) float in [-1, 1], centre-cropped square first."""
-    import torch
-
-    from ..images import to_square
+    import torch  # deferred: heavy (torch)
 
     arr = np.stack([to_square(np.asarray(im), SIZE) for im in images]).astype(np.float32)
     return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()

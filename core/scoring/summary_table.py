@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+from rich.table import Table
+
 
 def _fmt(x, digits=4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
@@ -29,9 +32,6 @@ def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 def print_summary(console, summary: dict) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title=f"fmu score: {summary['n_ok']}/{summary['n_requested']} rows fully scored")
     for col in ("metric", "value", "n", "note"):
         table.add_column(col, overflow="fold")

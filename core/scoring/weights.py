@@ -34,11 +34,11 @@ def first_existing(candidates: list[Path | None]) -> Path | None:
 
 def load_state_dict(path: Path) -> dict:
     """safetensors or a pickled state dict, read with weights_only=True (no code execution)."""
-    import torch
+    import torch  # deferred: heavy (torch)
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # deferred: with torch
 
         return load_file(str(path), device="cpu")
     state = torch.load(str(path), map_location="cpu", weights_only=True)
