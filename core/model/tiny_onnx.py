@@ -22,8 +22,8 @@ dynamic dimensions are exactly what insightface inspects.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
