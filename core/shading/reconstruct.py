@@ -13,7 +13,7 @@ needs the licensed FLAME/DECA files.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
