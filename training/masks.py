@@ -83,25 +83,19 @@ class MaskMaker:
         phrases = extract_phrases(caption)
         covered = given_spans(caption, given)
         result = RowMasks(phrases=[p.text for p in phrases])
-        todo = []
-        for p in phrases:
-            if any(p.start < e and s < p.end for s, e in covered):
-                result.masked.append(p.text)
-            else:
-                todo.append(p)
-        if not todo:
-            return result
+        todo = [p for p in phrases if not any(p.start < e and s < p.end for s, e in covered)]
         stem = self._stem(digest, box)
-        outcomes = self._outcomes(stem, image, box, {p.regions for p in todo})
-        for p in todo:
-            name = f"{stem.name}-{'+'.join(p.regions)}.png"
-            produced = [r for r in p.regions if outcomes.get(r) is None]
-            if produced:
+        outcomes = self._outcomes(stem, image, box, {p.regions for p in todo}) if todo else {}
+        for p in phrases:
+            if p not in todo:  # a given mask covers it
+                result.masked.append(p.text)
+            elif any(outcomes.get(r) is None for r in p.regions):
+                name = f"{stem.name}-{'+'.join(p.regions)}.png"
                 result.entries.append({"mask": str((stem.parent / name).relative_to(self.out)), "phrase": p.text,
                                        "occurrence": occurrence_of(caption, p), "token_indices": None})
                 result.masked.append(p.text)
             else:
-                result.unmasked.append({"phrase": p.text, "reason": outcomes.get(p.regions[0]) or "not_supported"})
+                result.unmasked.append({"phrase": p.text, "reason": outcomes[p.regions[0]]})
         return result
 
     def _outcomes(self, stem: Path, image: np.ndarray, box, wanted: set[tuple[str, ...]]) -> dict:

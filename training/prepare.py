@@ -17,6 +17,7 @@ masked ones and why the others have no mask. `DATA/preview.html` shows the masks
 from __future__ import annotations
 
 import io
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -222,7 +223,10 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     task = progress.add_task("preparing", total=len(rows)) if progress else None
     results = []
     if cfg.workers > 1:
-        with ProcessPoolExecutor(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        # spawned, not forked: this process may already run model threads (mediapipe graphs, torch)
+        # that a forked child would inherit half-alive and deadlock on
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(cfg,)) as pool:
             for result in pool.map(prepare_row, rows, chunksize=4):
                 results.append(result)
                 if progress:

@@ -3,7 +3,8 @@
 One self-contained page (JPEG data URIs, no fetched script or style, like the score report): per
 row the image with every mask tinted and outlined in its phrase's colour, the caption, a legend
 (phrase -> colour, auto or given), and the phrases left without a mask with their reason. Big
-sets show an evenly spaced sample of `MAX_ROWS` rows.
+sets show an evenly spaced sample of `MAX_ROWS` rows. Where the masks cover a small part of the
+photo, a second view zooms on them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def sample_rows(n: int, limit: int = MAX_ROWS) -> list[int]:
 
 
 def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE) -> np.ndarray:
-    """The image scaled to fit side x side, each mask tinted (ALPHA) and outlined in PALETTE[k]."""
+    """The image scaled to fit side x side, each mask tinted (ALPHA) and outlined in PALETTE[k]
+    (in the order of the row's masks: the legend's colours)."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -47,6 +49,24 @@ def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE) -> np.
         edge = small & ~cv2.erode(small.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         out[edge] = colour
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, int, int, int] | None:
+    """(x1, y1, x2, y2): a square around all the masks (times `margin`) when they cover a small
+    part of the photo, so that small regions (lips, eyes) can be seen; None otherwise."""
+    if not masks:
+        return None
+    rows, cols = np.nonzero(np.logical_or.reduce(masks))
+    if rows.size == 0:
+        return None
+    h, w = shape[:2]
+    side = min(max(rows.ptp(), cols.ptp()) * margin + 8, h, w)
+    if side * side > 0.4 * h * w:
+        return None
+    cx, cy = (cols.min() + cols.max()) / 2, (rows.min() + rows.max()) / 2
+    x1 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y1 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return x1, y1, x1 + int(side), y1 + int(side)
 
 
 def _uri(image: np.ndarray) -> str:
@@ -81,8 +101,14 @@ def _row_section(out: Path, row: dict, report: dict) -> str:
                       f"<span class='src'>{source}</span></li>")
     for item in report.get("phrases_unmasked") or []:
         legend.append(f"<li class='none'>{html.escape(item['phrase'])}: {html.escape(item['reason'])}</li>")
-    return (f"<section><h3>{html.escape(str(row['id']))}</h3><div class='row'>"
-            f"<img src='{_uri(overlay(image, masks))}' alt='{html.escape(str(row['id']))}'>"
+    name = html.escape(str(row["id"]))
+    images = f"<img src='{_uri(overlay(image, masks))}' alt='{name}'>"
+    box = zoom_box(masks, image.shape)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        crop = overlay(image[y1:y2, x1:x2], [m[y1:y2, x1:x2] for m in masks], side=SIDE // 2 + SIDE // 4)
+        images += f"<img class='zoom' src='{_uri(crop)}' alt='{name}, masked regions'>"
+    return (f"<section><h3>{name}</h3><div class='row'>{images}"
             f"<div><p class='cap'>{html.escape(row.get('caption') or '')}</p><ul>{''.join(legend)}</ul></div>"
             f"</div></section>")
 

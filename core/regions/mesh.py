@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..errors import NoFaceError
+from ..shading.reconstruct import get_reconstructor
 from .base import (
     FRAME_SCALE,
     NOT_VISIBLE,
@@ -196,9 +197,6 @@ class MeshParser:
     regions = MESH_REGIONS
 
     def __init__(self, hair: bool = True):
-        from ..shading.reconstruct import get_reconstructor
-
-        self._reconstructor = get_reconstructor("mediapipe")
         self._hair = hair
         self._person = None
         self._lock = threading.Lock()
@@ -230,7 +228,9 @@ class MeshParser:
         frame = FaceFrame.around(box, shape)
         crop = frame.crop(np.asarray(image_rgb, dtype=np.uint8))
         try:
-            points = self._reconstructor.landmarks(crop)
+            # the shading channel's graph, built on first use (a parser made only to check the
+            # options builds nothing that a forked worker could inherit half-alive)
+            points = get_reconstructor("mediapipe").landmarks(crop)
             person = self._person_mask(crop) if self._hair else None
             masks, missing = mesh_regions(points, WORK_SIDE, person)
         except NoFaceError as exc:
