@@ -11,14 +11,20 @@ import pytest
 import torch
 from PIL import Image
 
-WORDS = ("[PAD] [UNK] [CLS] [SEP] [MASK] a woman man with red lips brown hair blue eyes thin eyebrows nose "
-         "smiling and").split()
+# the tiny captioners' vocabulary: BERT's special tokens, then a few words of face captions
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "woman", "man", "with", "red", "lips", "brown", "hair",
+         "blue", "eyes", "thin", "eyebrows", "nose", "smiling", "and"]
 
 
 @pytest.fixture(scope="module")
 def blip(tmp_path_factory):
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil,
-                              BlipProcessor)
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        BlipProcessor,
+    )
 
     folder = tmp_path_factory.mktemp("blip")
     (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
@@ -60,8 +66,14 @@ def test_captioner_matches_the_model(blip, astronaut):
 
 def test_vision_encoder_decoder_folder_without_a_processor(tmp_path, astronaut):
     """A VisionEncoderDecoder folder holds an image processor and a tokenizer, no processor."""
-    from transformers import (BertConfig, BertTokenizer, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
-                              ViTConfig, ViTImageProcessorPil)
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
 
     from training.captions import Captioner
 

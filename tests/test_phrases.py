@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from training.phrases import EXPRESSIONS, VOCABULARY, extract_phrases, regions_of, vocabulary_markdown
+from training.phrases import (
+    EXPRESSIONS,
+    VOCABULARY,
+    extract_phrases,
+    regions_of,
+    vocabulary_markdown,
+)
 
 # caption -> [(phrase text, regions)], in caption order
 CASES = [

@@ -3,6 +3,8 @@ here independently (the full photo through mediapipe's own FaceMesh, not fmu's f
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -204,5 +206,5 @@ def test_outlines_walk_loops_and_paths():
         assert walked == {frozenset(e) for e in edges}
     assert {frozenset(e) for loop in sets["lips"] for e in zip(loop, loop[1:] + loop[:1])} == \
         {frozenset(e) for e in fmc.FACEMESH_LIPS}
-    assert {frozenset(e) for path in sets["left_eyebrow"] for e in zip(path, path[1:])} == \
+    assert {frozenset(e) for path in sets["left_eyebrow"] for e in itertools.pairwise(path)} == \
         {frozenset(e) for e in fmc.FACEMESH_LEFT_EYEBROW}
