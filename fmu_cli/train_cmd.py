@@ -54,6 +54,9 @@ def prepare(
         error(str(exc))
         raise typer.Exit(2)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
+    if summary.phrases:
+        console.print(f"{summary.phrases_masked} of {summary.phrases} caption phrases masked "
+                      f"(the others' reasons: results.parquet) -> {summary.manifest.parent / 'preview.html'}")
     if summary.failed:
         import polars as pl
 

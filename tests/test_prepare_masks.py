@@ -57,6 +57,7 @@ def _rows(path) -> dict:
 def test_phrases_and_reasons_per_row(prepared):
     _, summary = prepared
     assert (summary.ok, summary.failed) == (5, 1)
+    assert (summary.phrases, summary.phrases_masked) == (14, 12)
     report = _rows(summary.report)
     a = report["astronaut"]
     assert a["phrases"] == ["smiling", "short brown hair", "full red lips", "thin eyebrows", "blue eyes", "small nose",

@@ -69,6 +69,8 @@ class PrepareSummary:
     seconds: float
     manifest: Path
     report: Path
+    phrases: int = 0          # caption phrases found in the usable rows
+    phrases_masked: int = 0   # ... with a mask (auto or given)
 
 
 def source_rows(source: Path) -> list[dict]:
@@ -245,14 +247,16 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     _write_parquet(out / "train.parquet", train)
     write_preview(out, train.to_dicts(), report.to_dicts(), cfg.parser if cfg.masks == "auto" else None)
     ok = train.height
+    phrase_counts = _phrase_counts(report)
     summary = PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
                              seconds=time.perf_counter() - start, manifest=out / "train.parquet",
-                             report=out / "results.parquet")
+                             report=out / "results.parquet", phrases=phrase_counts["phrases"],
+                             phrases_masked=phrase_counts["phrases_masked"])
     counts = report.group_by("status").len().sort("status")
     write_run_record(out, "prepare", config=asdict(cfg),
                      summary={"total": summary.total, "ok": ok, "failed": summary.failed,
                               "status_counts": dict(zip(counts["status"], counts["len"])),
-                              **_phrase_counts(report)},
+                              **phrase_counts},
                      timings={"wall_seconds": summary.seconds, "workers": cfg.workers})
     return summary
 
