@@ -25,12 +25,15 @@ Not landmarks, so not produced: ears, earrings, eyeglasses, hat, neck, necklace,
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from ..errors import NoFaceError
 from ..shading.reconstruct import get_reconstructor
+from ..shading.render_cpu import rasterize
+from ..shading.topology import mediapipe_triangles
 from .base import (
     FRAME_SCALE,
     NOT_VISIBLE,
@@ -40,7 +43,7 @@ from .base import (
     all_missing,
     finish,
 )
-from .landmark_sets import band_polygon, face_mesh_sets, split_at_corners
+from .landmark_sets import band_polygon, face_mesh_sets, polygon_area, split_at_corners
 
 MESH_VERSION = 1           # bump when the region geometry changes: it names the cached mask files
 VISIBLE_FRACTION = 0.5     # a feature with fewer of its landmarks on the visible surface is not visible
@@ -68,9 +71,16 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n
 
 
-def feature_polygons(points: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, list[int]], np.ndarray]:
-    """Polygons (N, 2) of the features, the landmark indices behind each, and the head's
-    across-axis u (image plane, subject's right eye -> left eye)."""
+class Features(NamedTuple):
+    polygons: dict[str, np.ndarray]   # (N, 2) outline of each of FEATURES
+    landmarks: dict[str, list[int]]   # the landmark indices behind each
+    across: np.ndarray                # the head's u axis in the image: subject's right eye -> left eye
+    outer_upper: np.ndarray           # (N, 2) the upper and lower arcs of the outer lip contour,
+    outer_lower: np.ndarray           # corner to corner
+
+
+def feature_polygons(points: np.ndarray) -> Features:
+    """The features' outlines from 478 landmarks (x, y pixels first)."""
     s, p = face_mesh_sets(), np.asarray(points, dtype=np.float64)
     across = _unit(p[s["left_eye"], :2].mean(0) - p[s["right_eye"], :2].mean(0))
     down = np.array([-across[1], across[0]])
@@ -82,7 +92,7 @@ def feature_polygons(points: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
         sources[f"{side}_eyebrow"] = a + b
     hull = cv2.convexHull(p[s["nose"], :2].astype(np.float32))[:, 0].astype(np.float64)
     polys["nose"], sources["nose"] = hull, s["nose"]
-    outer, inner = sorted(s["lips"], key=lambda loop: -abs(_area(p[loop, :2])))
+    outer, inner = sorted(s["lips"], key=lambda loop: -abs(polygon_area(p[loop, :2])))
     arcs = {}
     for name, loop in (("outer", outer), ("inner", inner)):
         one, two = split_at_corners(loop, p, across)
@@ -94,14 +104,7 @@ def feature_polygons(points: np.ndarray) -> tuple[dict[str, np.ndarray], dict[st
         polys[lip] = band_polygon(p[out_arc, :2], p[in_arc, :2])
         sources[lip] = out_arc + in_arc
     polys["mouth_opening"], sources["mouth_opening"] = p[inner, :2], inner
-    polys["_outer_upper"], polys["_outer_lower"] = p[arcs["outer"][0], :2], p[arcs["outer"][1], :2]
-    return polys, sources, across
-
-
-def _area(poly: np.ndarray) -> float:
-    from .landmark_sets import polygon_area
-
-    return polygon_area(poly)
+    return Features(polys, sources, across, p[arcs["outer"][0], :2], p[arcs["outer"][1], :2])
 
 
 def _visible_vertices(points: np.ndarray, surface_depth: np.ndarray, tolerance: float) -> np.ndarray:
@@ -124,11 +127,9 @@ def mesh_regions(points: np.ndarray, size: int, person: np.ndarray | None = None
     """All mesh regions of one face, (size x size) boolean masks in the frame the 478 landmarks
     `points` (x, y, z pixels, z away from the camera) are in; `person`: a person mask of the same
     frame for the hair. Returns (masks, reasons for the regions not produced)."""
-    from ..shading.render_cpu import rasterize
-    from ..shading.topology import mediapipe_triangles
-
     p = np.asarray(points, dtype=np.float64)
-    polys, sources, across = feature_polygons(p)
+    features = feature_polygons(p)
+    polys, sources, across = features.polygons, features.landmarks, features.across
     down = np.array([-across[1], across[0]])
     face_id, _, depth = rasterize(p[:, :2], p[:, 2], mediapipe_triangles(), size, size)
     u_pts, v_pts = p[:, :2] @ across, p[:, :2] @ down
@@ -178,7 +179,7 @@ def mesh_regions(points: np.ndarray, size: int, person: np.ndarray | None = None
     masks["cheeks"] = masks["left_cheek"] | masks["right_cheek"]
     below_nose = skin & ~masks["nose"] & (v > v_pts[nose_idx].max())
     masks["lower_face"] = below_nose
-    outer_upper, outer_lower = polys.pop("_outer_upper"), polys.pop("_outer_lower")
+    outer_upper, outer_lower = features.outer_upper, features.outer_lower
     corners = np.concatenate([outer_upper, outer_lower]) @ across
     margin = ZONE_MARGIN * float(np.ptp(corners))
     under_mouth = (u > corners.min() - margin) & (u < corners.max() + margin)
