@@ -26,19 +26,27 @@ def prepare(
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
     renderer: str = typer.Option("auto", help="Shading renderer: auto | cpu | pytorch3d."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models)."),
+    masks: str = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
+                              "mask wins for its phrase) | given: only the manifest's masks."),
+    parser: str = typer.Option("mesh", help="Face parser for auto masks: mesh (offline, mediapipe landmarks) | "
+                               "segformer:<folder or hub id> (a SegFormer face-parsing model)."),
+    captioner: Optional[str] = typer.Option(None, help="Image-to-text model (folder or hub id) that captions "
+                                            "rows without a caption (manifest / name.txt captions win)."),
 ) -> None:
-    """Analyse faces and render shading for every image; write DATA/train.parquet.
+    """Analyse faces, render shading and mask the caption's face regions; write DATA/train.parquet.
 
     Example:  fmu prepare my_photos/ --out data/ --resolution 64
     Rows without a usable face (or unreadable images) are listed in DATA/results.parquet
-    and left out. Re-running resumes: analyses are cached by image content.
+    and left out; it also lists each row's phrases and why a phrase has no mask. DATA/preview.html
+    shows the masks. Re-running resumes: analyses, captions and masks are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
     """
     from core.errors import UsageError
     from training.prepare import PrepareConfig, run_prepare
 
     cfg = PrepareConfig(source=source, out=out, face_backend=face_backend, face_models=face_models,
-                        resolution=resolution, renderer=renderer, workers=workers)
+                        resolution=resolution, renderer=renderer, workers=workers, masks=masks,
+                        parser=parser, captioner=captioner)
     try:
         with _progress() as progress:
             summary = run_prepare(cfg, progress=progress)
@@ -46,6 +54,9 @@ def prepare(
         error(str(exc))
         raise typer.Exit(2)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
+    if summary.phrases:
+        console.print(f"{summary.phrases_masked} of {summary.phrases} caption phrases masked "
+                      f"(the others' reasons: results.parquet) -> {summary.manifest.parent / 'preview.html'}")
     if summary.failed:
         import polars as pl
 

@@ -216,7 +216,11 @@ def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
     summary = run_prepare(PrepareConfig(source=examples / "train_example.csv", out=tmp_path / "data", resolution=64))
     assert (summary.ok, summary.failed) == (3, 0)
     train = pl.read_parquet(summary.manifest).sort("id")
-    assert dict(zip(train["id"], map(len, train["masks"].to_list()))) == {"astronaut": 2, "hanks": 1, "group": 0}
+    # the given masks, plus (default --masks auto) the mesh parser's mask for "smiling" in hanks's caption;
+    # the astronaut's "space suit" and "face" phrases keep their given masks
+    assert dict(zip(train["id"], map(len, train["masks"].to_list()))) == {"astronaut": 2, "hanks": 2, "group": 0}
+    auto = train.filter(pl.col("id") == "hanks")["masks"][0].to_list()[1]
+    assert auto["phrase"] == "smiling" and auto["mask"].startswith("masks/mesh-") and auto["mask"].endswith("-mouth.png")
 
 
 def test_train_commands_are_typer_commands():
@@ -289,7 +293,8 @@ def test_prepare_checks_mask_specs_as_training_will_use_them(tmp_path, photos, t
     pl.DataFrame({"id": list(specs), "image": ["hanks.png"] * len(specs), "caption": [caption] * len(specs),
                   "masks": [json.dumps([{"mask": "face.png", **spec}]) for spec in specs.values()]}
                  ).write_csv(folder / "t.csv")
-    summary = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "data", resolution=64))
+    # given masks only: the caption's "face" would also get an auto mask in the token-indices row
+    summary = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "data", resolution=64, masks="given"))
     assert (summary.ok, summary.failed) == (2, len(BAD_MASK_SPECS))
     report = pl.read_parquet(summary.report)
     reasons = dict(zip(report["id"], report["reason"]))

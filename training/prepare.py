@@ -1,17 +1,23 @@
-"""`fmu prepare`: images (a folder or a manifest) -> faces + shading in caches -> train.parquet.
+"""`fmu prepare`: images (a folder or a manifest) -> faces + shading + region masks -> train.parquet.
 
-Every image is decoded, its most confident face analysed (embedding, crop, box) and its shading
-condition rendered; both land in `DATA/cache` under the image's content hash, so re-running
-the same command recomputes nothing (resume) and `fmu train` reads them without a detector.
+The paper's four data stages, each cached so that re-running the same command recomputes
+nothing (resume): captions for rows without one (`--captioner`, training/captions.py), the
+caption's region phrases (training/phrases.py), a mask per phrase from a face parser on the
+row's face (`--parser`, core/regions, training/masks.py), and the phrase/mask pairs written in
+the `masks` column `fmu train` reads. Every image is decoded, its most confident face analysed
+(embedding, crop, box) and its shading condition rendered; both land in `DATA/cache` under the
+image's content hash, so `fmu train` reads them without a detector.
 Rows that fail (corrupt image, no face, unreadable caption file, missing or mis-sized mask,
 bad mask spec, phrase not in the caption) get a status and a reason in `DATA/results.parquet`
-and are left out of `DATA/train.parquet`; `DATA/run.json` records the command, its
-configuration, versions and counts.
+and are left out of `DATA/train.parquet`; results.parquet also lists each row's phrases, the
+masked ones and why the others have no mask. `DATA/preview.html` shows the masks;
+`DATA/run.json` records the command, its configuration, versions and counts.
 """
 
 from __future__ import annotations
 
 import io
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,16 +30,22 @@ from core.errors import ImageError, RowError, UsageError
 from core.faces import get_backend
 from core.faces.cache import FaceCache
 from core.images import atomic_write_bytes, load_rgb
+from core.regions import get_parser
 from core.run_record import write_run_record
 from core.runner.conditions import ConditionProvider
 
+from .captions import CaptionCache, Captioner
 from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
                    read_training_manifest)
+from .masks import MASK_MODES, MaskMaker
+from .preview import write_preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_CAPTION = "a photo of a person"
 REPORT_SCHEMA = {"id": pl.String, "image": pl.String, "status": pl.String, "reason": pl.String,
-                 "num_faces": pl.Int64, "seconds": pl.Float64}
+                 "num_faces": pl.Int64, "seconds": pl.Float64, "caption_source": pl.String,
+                 "phrases": pl.List(pl.String), "phrases_masked": pl.List(pl.String),
+                 "phrases_unmasked": pl.List(pl.Struct({"phrase": pl.String, "reason": pl.String}))}
 TRAIN_SCHEMA = {"id": pl.String, "image": pl.String, "caption": pl.String, "masks": MASK_DTYPE,
                 "image_sha256": pl.String, "face_file": pl.String, "shading_file": pl.String,
                 "width": pl.Int64, "height": pl.Int64, "num_faces": pl.Int64}
@@ -48,6 +60,9 @@ class PrepareConfig:
     resolution: int = 512           # side of the cached shading condition
     renderer: str = "auto"
     workers: int = 1
+    masks: str = "auto"             # auto: + masks from --parser for the caption's phrases | given
+    parser: str = "mesh"            # mesh | segformer:<folder or hub id>   (core.regions)
+    captioner: str | None = None    # image-to-text model for rows without a caption
 
 
 @dataclass
@@ -58,6 +73,8 @@ class PrepareSummary:
     seconds: float
     manifest: Path
     report: Path
+    phrases: int = 0          # caption phrases found in the usable rows
+    phrases_masked: int = 0   # ... with a mask (auto or given)
 
 
 def source_rows(source: Path) -> list[dict]:
@@ -68,8 +85,8 @@ def source_rows(source: Path) -> list[dict]:
         rows = []
         for path in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             caption, problem = _sidecar_caption(path.with_suffix(".txt"))
-            rows.append({"id": path.stem, "image": str(path.resolve()),
-                         "caption": caption or DEFAULT_CAPTION, "masks": [], "problem": problem})
+            rows.append({"id": path.stem, "image": str(path.resolve()), "caption": caption or DEFAULT_CAPTION,
+                         "caption_source": "sidecar" if caption else "default", "masks": [], "problem": problem})
         if not rows:
             raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
         return rows
@@ -79,8 +96,9 @@ def source_rows(source: Path) -> list[dict]:
     for i, row in enumerate(df.iter_rows(named=True)):
         image = Path(str(row["image"]))
         rows.append({"id": str(row.get("id") or image.stem or i), "image": str(image if image.is_absolute() else root / image),
-                     "caption": row.get("caption") or DEFAULT_CAPTION, "masks": row.get("masks"),
-                     "root": str(root)})
+                     "caption": row.get("caption") or DEFAULT_CAPTION,
+                     "caption_source": "manifest" if row.get("caption") else "default",
+                     "masks": row.get("masks"), "root": str(root)})
     return rows
 
 
@@ -100,18 +118,20 @@ def _sidecar_caption(sidecar: Path) -> tuple[str, str | None]:
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: PrepareConfig) -> None:
+def _init_worker(cfg: PrepareConfig, parser=None) -> None:
     cache_root = Path(cfg.out) / "cache"
     backend = get_backend(cfg.face_backend, models_dir=cfg.face_models)
     _WORKER.update(cfg=cfg, faces=FaceCache(cache_root, backend),
-                   shading=ConditionProvider(cache_root, cfg.renderer))
+                   shading=ConditionProvider(cache_root, cfg.renderer),
+                   masks=MaskMaker(Path(cfg.out), parser or get_parser(cfg.parser)) if cfg.masks == "auto" else None)
 
 
 def prepare_row(row: dict) -> dict:
     """Analyse one image; returns {"report": ..., "train": ... or None}. Never raises RowError."""
-    cfg, faces, shading = _WORKER["cfg"], _WORKER["faces"], _WORKER["shading"]
+    cfg, faces, shading, maker = _WORKER["cfg"], _WORKER["faces"], _WORKER["shading"], _WORKER["masks"]
     start = time.perf_counter()
-    report = {"id": row["id"], "image": row["image"], "status": "ok", "reason": None, "num_faces": None}
+    report = {"id": row["id"], "image": row["image"], "status": "ok", "reason": None, "num_faces": None,
+              "caption_source": row.get("caption_source")}
     try:
         if row.get("problem"):
             raise RowError(row["problem"], kind="bad_caption")
@@ -124,6 +144,10 @@ def prepare_row(row: dict) -> dict:
         report.update(status="failed", reason=exc.reason, seconds=time.perf_counter() - start)
         return {"report": report, "train": None}
     digest = file_digest(row["image"])  # the same digest the face cache just used (memoised)
+    if maker is not None:  # stages 2-4: phrases -> region masks -> (phrase, mask) pairs
+        auto = maker.row_masks(image, digest, analysis.bbox, row["caption"], masks)
+        masks = masks + auto.entries
+        report.update(phrases=auto.phrases, phrases_masked=auto.masked, phrases_unmasked=auto.unmasked)
     out = Path(cfg.out)
     train = {"id": row["id"], "image": row["image"], "caption": row["caption"], "masks": masks,
              "image_sha256": digest,
@@ -179,21 +203,36 @@ def _write_parquet(path: Path, df: pl.DataFrame) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_options(cfg: PrepareConfig):
+    """Usage errors before any row is touched: the mask mode, and a parser that loads (returned;
+    a broken model folder is one usage error here, not one per worker)."""
+    if cfg.masks not in MASK_MODES:
+        raise UsageError(f"--masks {cfg.masks!r}: use one of {', '.join(MASK_MODES)}")
+    return get_parser(cfg.parser) if cfg.masks == "auto" else None
+
+
 def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     start = time.perf_counter()
+    parser = _check_options(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = source_rows(Path(cfg.source))
+    captioner = Captioner(cfg.captioner) if cfg.captioner else None
+    out.mkdir(parents=True, exist_ok=True)
+    if captioner is not None:  # stage 1, batched in this process before the rows are shared out
+        CaptionCache(out / "cache", captioner).fill(rows, progress)
     task = progress.add_task("preparing", total=len(rows)) if progress else None
     results = []
     if cfg.workers > 1:
-        with ProcessPoolExecutor(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        # spawned, not forked: this process may already run model threads (mediapipe graphs, torch)
+        # that a forked child would inherit half-alive and deadlock on
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(cfg,)) as pool:
             for result in pool.map(prepare_row, rows, chunksize=4):
                 results.append(result)
                 if progress:
                     progress.advance(task)
     else:
-        _init_worker(cfg)
+        _init_worker(cfg, parser)
         for row in rows:
             results.append(prepare_row(row))
             if progress:
@@ -204,13 +243,26 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
                          schema=TRAIN_SCHEMA)
     _write_parquet(out / "results.parquet", report)
     _write_parquet(out / "train.parquet", train)
+    write_preview(out, train.to_dicts(), report.to_dicts(), cfg.parser if cfg.masks == "auto" else None)
     ok = train.height
+    phrase_counts = _phrase_counts(report)
     summary = PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
                              seconds=time.perf_counter() - start, manifest=out / "train.parquet",
-                             report=out / "results.parquet")
+                             report=out / "results.parquet", phrases=phrase_counts["phrases"],
+                             phrases_masked=phrase_counts["phrases_masked"])
     counts = report.group_by("status").len().sort("status")
     write_run_record(out, "prepare", config=asdict(cfg),
                      summary={"total": summary.total, "ok": ok, "failed": summary.failed,
-                              "status_counts": dict(zip(counts["status"], counts["len"]))},
+                              "status_counts": dict(zip(counts["status"], counts["len"])),
+                              **phrase_counts},
                      timings={"wall_seconds": summary.seconds, "workers": cfg.workers})
     return summary
+
+
+def _phrase_counts(report: pl.DataFrame) -> dict:
+    """Totals over the usable rows for run.json: phrases found, masked, and why not (by kind)."""
+    ok = report.filter(pl.col("status") == "ok")
+    unmasked = [item["reason"].split(":", 1)[0] for cell in ok["phrases_unmasked"].to_list() for item in cell or []]
+    return {"phrases": int(ok["phrases"].list.len().sum() or 0),
+            "phrases_masked": int(ok["phrases_masked"].list.len().sum() or 0),
+            "phrases_unmasked_by_reason": {k: unmasked.count(k) for k in sorted(set(unmasked))}}

@@ -1,0 +1,151 @@
+"""DATA/preview.html: a look at the prepared data, each image with its masks overlaid in colour.
+
+One self-contained page (JPEG data URIs, no fetched script or style, like the score report): per
+row the image with every mask tinted and outlined in its phrase's colour, the caption, a legend
+(phrase -> colour, auto or given), and the phrases left without a mask with their reason. Big
+sets show an evenly spaced sample of `MAX_ROWS` rows. Where the masks cover a small part of the
+photo, a second view zooms on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from core.errors import ImageError
+from core.images import atomic_write_bytes, load_rgb
+
+MAX_ROWS = 60
+SIDE = 320
+ALPHA = 0.45
+PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40), (255, 225, 25))
+
+
+def sample_rows(n: int, limit: int = MAX_ROWS) -> list[int]:
+    """All row indices, or `limit` evenly spaced ones (first and last included)."""
+    if n <= limit:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
+def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE) -> np.ndarray:
+    """The image scaled to fit side x side, each mask tinted (ALPHA) and outlined in PALETTE[k]
+    (in the order of the row's masks: the legend's colours)."""
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    for k, mask in enumerate(masks):
+        small = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) >= 128
+        colour = np.array(PALETTE[k % len(PALETTE)], np.float32)
+        out[small] = (1 - ALPHA) * out[small] + ALPHA * colour
+        edge = small & ~cv2.erode(small.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        out[edge] = colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, int, int, int] | None:
+    """(x1, y1, x2, y2): a square around all the masks (times `margin`) when they cover a small
+    part of the photo, so that small regions (lips, eyes) can be seen; None otherwise."""
+    if not masks:
+        return None
+    rows, cols = np.nonzero(np.logical_or.reduce(masks))
+    if rows.size == 0:
+        return None
+    h, w = shape[:2]
+    side = min(max(rows.ptp(), cols.ptp()) * margin + 8, h, w)
+    if side * side > 0.4 * h * w:
+        return None
+    cx, cy = (cols.min() + cols.max()) / 2, (rows.min() + rows.max()) / 2
+    x1 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y1 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return x1, y1, x1 + int(side), y1 + int(side)
+
+
+def _uri(image: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _path(out: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else out / p
+
+
+def _row_section(out: Path, row: dict, report: dict) -> str:
+    try:
+        image = load_rgb(row["image"])
+    except ImageError as exc:
+        return f"<section><h3>{html.escape(str(row['id']))}</h3><p class='err'>{html.escape(str(exc))}</p></section>"
+    masks, legend = [], []
+    for k, entry in enumerate(row.get("masks") or []):
+        try:
+            grey = np.asarray(Image.open(_path(out, entry["mask"])).convert("L"))
+        except OSError as exc:
+            legend.append(f"<li class='err'>{html.escape(entry.get('phrase') or '')}: {html.escape(str(exc))}</li>")
+            continue
+        masks.append(grey >= 128)
+        colour = "#{:02x}{:02x}{:02x}".format(*PALETTE[(len(masks) - 1) % len(PALETTE)])
+        source = "given" if Path(entry["mask"]).is_absolute() else "auto"
+        phrase = entry.get("phrase") or f"tokens {entry.get('token_indices')}"
+        nth = f" (#{entry['occurrence'] + 1})" if entry.get("occurrence") else ""
+        legend.append(f"<li><span class='sw' style='background:{colour}'></span>{html.escape(phrase)}{nth} "
+                      f"<span class='src'>{source}</span></li>")
+    for item in report.get("phrases_unmasked") or []:
+        legend.append(f"<li class='none'>{html.escape(item['phrase'])}: {html.escape(item['reason'])}</li>")
+    name = html.escape(str(row["id"]))
+    images = f"<img src='{_uri(overlay(image, masks))}' alt='{name}'>"
+    box = zoom_box(masks, image.shape)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        crop = overlay(image[y1:y2, x1:x2], [m[y1:y2, x1:x2] for m in masks], side=SIDE // 2 + SIDE // 4)
+        images += f"<img class='zoom' src='{_uri(crop)}' alt='{name}, masked regions'>"
+    return (f"<section><h3>{name}</h3><div class='row'>{images}"
+            f"<div><p class='cap'>{html.escape(row.get('caption') or '')}</p><ul>{''.join(legend)}</ul></div>"
+            f"</div></section>")
+
+
+def write_preview(out: Path, train_rows: list[dict], report_rows: list[dict], parser: str | None) -> Path:
+    """Write DATA/preview.html for the prepared rows; returns its path."""
+    out = Path(out)
+    by_id = {r["id"]: r for r in report_rows}
+    chosen = sample_rows(len(train_rows))
+    sections = "".join(_row_section(out, train_rows[i], by_id.get(train_rows[i]["id"], {})) for i in chosen)
+    failed = sum(1 for r in report_rows if r.get("status") != "ok")
+    shown = f"{len(chosen)} of {len(train_rows)}" if len(chosen) < len(train_rows) else f"all {len(train_rows)}"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fmu prepare preview</title>
+<style>
+body{{font-family:sans-serif;margin:20px;color:#222}} .row{{display:flex;gap:14px;align-items:flex-start}}
+img{{max-width:{SIDE}px;display:block}} section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}}
+.sw{{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle}}
+ul{{list-style:none;padding:0;font-size:13px}} .src{{color:#888;font-size:11px}} .none{{color:#a60}}
+.cap{{color:#555;font-size:13px;max-width:520px}} .err{{color:#c00}} #img-check{{font-size:12px;color:#666}}
+</style></head><body>
+<h1>fmu prepare</h1>
+<p>Showing {shown} usable rows{f'; {failed} excluded (see results.parquet)' if failed else ''}.
+Region parser: {html.escape(parser or 'none (given masks only)')}.</p>
+{sections}
+<p id="img-check">checking images…</p>
+<script>
+window.addEventListener('load', function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
+  var el = document.getElementById('img-check');
+  el.setAttribute('data-loaded', ok); el.setAttribute('data-total', imgs.length);
+  el.textContent = ok + ' of ' + imgs.length + ' images loaded';
+}});
+</script>
+</body></html>
+"""
+    path = out / "preview.html"
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
