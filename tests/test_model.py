@@ -52,12 +52,12 @@ def _unet_pred(model, ids, clip, down=None, mid=None):
 
 
 def test_id_tokens_change_the_unet_prediction(model):
-    model.set_id_scale(0.5)
+    model.pipe.set_ip_adapter_scale(0.5)
     clip = torch.randn(1, 1, 17, 32)
     a = _unet_pred(model, torch.randn(1, 1, 128), clip)
     b = _unet_pred(model, torch.randn(1, 1, 128), clip)
     assert (a - b).abs().max() > 1e-4
-    model.set_id_scale(0.0)
+    model.pipe.set_ip_adapter_scale(0.0)
     c = _unet_pred(model, torch.randn(1, 1, 128), clip)
     d = _unet_pred(model, torch.randn(1, 1, 128), clip)
     assert torch.equal(c, d)  # scale 0: the ID tokens are not attended to at all

@@ -39,7 +39,7 @@ def _inputs():
 
 @torch.no_grad()
 def _eps(model, inp):
-    model.set_id_scale(0.5)
+    model.pipe.set_ip_adapter_scale(0.5)
     added = model.identity_inputs(inp["ids"], inp["clip"], 0.7)
     return model.predict_noise(inp["latents"], 10, inp["text"], added, inp["control"], 0.5)
 
@@ -122,7 +122,7 @@ def test_from_base_is_a_fresh_ip_adapter_on_the_plain_unet(tiny_preset):
     assert torch.equal(model.shading_net.conv_in.weight, plain.conv_in.weight)  # ControlNet.from_unet
     # untrained: LoRA B = 0 and the ID attention off reproduce the plain UNet exactly
     inp = _inputs()
-    model.set_id_scale(0.0)
+    model.pipe.set_ip_adapter_scale(0.0)
     with torch.no_grad():
         added = model.identity_inputs(inp["ids"], inp["clip"], 1.0)
         ours = model.unet(inp["latents"], 10, encoder_hidden_states=inp["text"], added_cond_kwargs=added).sample

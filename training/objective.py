@@ -61,7 +61,7 @@ def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, gene
         ids = torch.where(keep_caption[:, None], batch["input_ids"].to(device), frozen.empty_ids.to(device))
         text = model.pipe.text_encoder(ids)[0]
         # image drop (50 %): the CLIP image input zeroed, as the authors do
-        clip_cond, clip_blank = model.clip_face_features(batch["face_crop"])
+        clip_cond, clip_blank = model.pipe.encode_image(batch["face_crop"], device, 1, output_hidden_states=True)
         keep_image = (rand(n) >= cfg.image_drop)[:, None, None]
         clip = torch.where(keep_image, clip_cond, clip_blank).float()
     noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)

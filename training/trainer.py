@@ -105,7 +105,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     params = select_trainable(model, cfg.mode)
     size = cfg.resolution or (TINY_SIZE if cfg.preset and not cfg.base_model else 512)
     store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
-    model.set_id_scale(1.0)
+    model.pipe.set_ip_adapter_scale(1.0)
     denoiser = Denoiser(model, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
@@ -242,7 +242,7 @@ def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: 
     was_training = model.unet.training
     model.unet.eval()
     images = model.generate(requests, settings)
-    model.set_id_scale(1.0)   # generate set the inference id_scale; training uses 1.0
+    model.pipe.set_ip_adapter_scale(1.0)   # generate set the inference id_scale; training uses 1.0
     model.unet.train(was_training)
     paths = []
     for i, image in enumerate(images):

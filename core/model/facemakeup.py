@@ -26,9 +26,11 @@ import torch
 from ..errors import UsageError, first_line
 from . import adapter as A
 from . import lora as L
+from . import pipeline
 from .convert import load_adapter_any
 from .load import load_base
-from .pipeline import Request, Settings, Timings, generate
+from .pipeline import Request, Timings
+from .settings import Settings
 
 
 @dataclass
@@ -151,15 +153,6 @@ class FaceMakeUp:
     def unet(self):
         return self.pipe.unet
 
-    def set_id_scale(self, scale: float) -> None:
-        self.pipe.set_ip_adapter_scale(scale)
-
-    @torch.no_grad()
-    def clip_face_features(self, crops: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Penultimate CLIP hidden states of the face crops and of blank crops (the unconditional
-        branch), as diffusers' IP-Adapter Plus path computes them."""
-        return self.pipe.encode_image(list(crops), self.device, 1, output_hidden_states=True)
-
     def _timed(self, fn, *args, **kwargs):
         start = time.perf_counter()
         out = fn(*args, **kwargs)
@@ -203,4 +196,4 @@ class FaceMakeUp:
 
     def generate(self, requests: list[Request], settings: Settings, callback=None) -> list[np.ndarray]:
         """Denoise one batch of requests that share `settings`; (H, W, 3) uint8 images (pipeline.py)."""
-        return generate(self, requests, settings, callback)
+        return pipeline.generate(self, requests, settings, callback)

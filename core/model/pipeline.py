@@ -60,9 +60,11 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
 
     added = None
     if getattr(unet, "encoder_hid_proj", None) is not None:
-        model.set_id_scale(settings.id_scale if identity_on else 0.0)
+        pipe.set_ip_adapter_scale(settings.id_scale if identity_on else 0.0)
         ids = torch.from_numpy(np.stack([r.id_embedding for r in requests])).to(model.device, model.dtype)
-        clip_cond, clip_uncond = model.clip_face_features([r.face_crop for r in requests])
+        # penultimate CLIP states of the face crops and of blank crops (the unconditional branch)
+        clip_cond, clip_uncond = pipe.encode_image([r.face_crop for r in requests], model.device, 1,
+                                                   output_hidden_states=True)
         if do_cfg:
             ids, clip = torch.cat([torch.zeros_like(ids), ids]), torch.cat([clip_uncond, clip_cond])
         else:
