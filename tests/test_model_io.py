@@ -199,3 +199,32 @@ def test_a_lora_file_written_in_the_old_layout_still_applies(tiny_preset, tmp_pa
     after, reference = _eps(model, inp), _eps(merged, inp)
     assert (after - before).abs().max() > 1e-2                     # the LoRA acts ...
     torch.testing.assert_close(after, reference, rtol=1e-4, atol=1e-5)  # ... as its merge says
+
+
+def test_an_adapter_without_shading_net_or_lora_gets_a_fresh_shading_net_and_saves(tiny_preset, tmp_path):
+    """An h94-style file (IP-Adapter layout, no ControlNet, no LoRA): `fresh_shading` (training)
+    starts a ShadingNet copied from the plain UNet, and the model saves and reloads without a LoRA."""
+    base, _ = tiny_preset
+    g = torch.Generator().manual_seed(5)
+    cfg = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=32, perceiver_heads=1)
+    plain = _plain_unet(base)
+    original = {"image_proj": {k: torch.randn(v.shape, generator=g) * 0.2
+                               for k, v in A.image_proj_template(cfg, 32).items()},
+                "ip_adapter": {k: torch.randn(v.shape, generator=g) * 0.2
+                               for k, v in A.ip_attn_template(plain).items()}}
+    path = tmp_path / "ip-adapter-faceid-plusv2_sd15.bin"
+    torch.save(original, path)
+
+    bare = FaceMakeUp.from_pretrained(base, path)
+    assert bare.shading_net is None and not getattr(bare.unet, "peft_config", None)
+    fresh = FaceMakeUp.from_pretrained(base, path, fresh_shading=True)
+    assert torch.equal(fresh.shading_net.conv_in.weight, plain.conv_in.weight)
+    assert all(torch.count_nonzero(p) == 0 for n, p in fresh.shading_net.named_parameters()
+               if n.startswith(("controlnet_down_blocks", "controlnet_mid_block")))  # zero convs
+    assert _states_equal(bare.unet, fresh.unet)
+
+    saved = fresh.save_pretrained(tmp_path / "converted")
+    again = FaceMakeUp.from_pretrained(base, saved)
+    assert _states_equal(fresh.unet, again.unet) and _states_equal(fresh.shading_net, again.shading_net)
+    with safe_open(str(saved), framework="pt") as fh:
+        assert {k.split(".")[0] for k in fh.keys()} == {"image_proj", "ip_attn", "shading"}
