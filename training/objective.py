@@ -47,6 +47,7 @@ class Frozen:
 
 def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator,
                    device: torch.device, weight_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch (`loss` = their weighted sum, the others detached for logging)."""
     model, sched = frozen.model, frozen.noise_scheduler
     vae, n = model.pipe.vae, batch["pixels"].shape[0]
     pixels = batch["pixels"].to(device, weight_dtype)
