@@ -103,7 +103,8 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = 
     from core.faces import get_backend
     from core.faces.crops import face_frame_box
     from core.images import load_rgb, save_png
-    from core.model.load import load_model, resolve_dtype
+    from core.model.facemakeup import FaceMakeUp
+    from core.model.load import resolve_dtype
     from core.model.pipeline import Request, Settings
     from core.model.settings import with_prefix
     from core.model.presets import SPECS, ensure_preset
@@ -113,7 +114,7 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = 
     start = time.perf_counter()
     base, adapter = ensure_preset(preset)
     size = SPECS[preset][1]
-    model = load_model(base, adapter, device=device, dtype=resolve_dtype("auto", device))
+    model = FaceMakeUp.from_pretrained(base, adapter, device=device, dtype=resolve_dtype("auto", device))
     backend = get_backend("dlib")
     df = pl.read_csv(manifest)
     out.mkdir(parents=True, exist_ok=True)

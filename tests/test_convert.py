@@ -10,7 +10,7 @@ import torch
 from core.errors import UsageError
 from core.model import adapter as A
 from core.model.convert import convert_file, load_adapter_any
-from core.model.load import load_model, new_shading_net
+from core.model.facemakeup import FaceMakeUp
 
 CFG = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=32, perceiver_heads=1, lora_rank=8)
 LORA = ("to_q", "to_k", "to_v", "to_out")
@@ -43,7 +43,7 @@ def _original(base, seed, lora_inside):
 
 def _controlnet_state(unet, seed):
     torch.manual_seed(seed)
-    net = new_shading_net(unet)
+    net = A.new_shading_net(unet)
     with torch.no_grad():
         for name, p in net.named_parameters():  # zero convs would hide a wrong mapping
             if "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
@@ -145,7 +145,7 @@ def test_authors_model_bin_matches_diffusers_loading_path(authors, tmp_path):
     summary = convert_file(path, tmp_path / "conv", base=base)
     assert summary["config"]["lora_rank"] == 8 and summary["shading"]
     assert summary["config"]["face_crop"] == "wide"  # the authors' CLIP face image
-    converted_model, direct_model = load_model(base, summary["path"]), load_model(base, path)
+    converted_model, direct_model = FaceMakeUp.from_pretrained(base, summary["path"]), FaceMakeUp.from_pretrained(base, path)
     assert converted_model.cfg.face_crop == direct_model.cfg.face_crop == "wide"
     converted = _fmu_noise(converted_model, inp)
     direct = _fmu_noise(direct_model, inp)  # --adapter model.bin without converting
@@ -158,7 +158,7 @@ def test_each_part_of_the_authors_file_changes_the_prediction(authors, tmp_path)
     """The parity above is not vacuous: LoRA and ShadingNet each move the prediction."""
     base, path, original, controlnet = authors
     inp = _inputs()
-    model = load_model(base, path)
+    model = FaceMakeUp.from_pretrained(base, path)
     with_all = _fmu_noise(model, inp)
     no_shading = _fmu_noise(model, inp, control=False)
     assert (with_all - no_shading).abs().max() > 1e-3
@@ -184,14 +184,14 @@ def test_h94_safetensors_with_kohya_lora_file_matches_diffusers(tiny_preset, tmp
         summary = convert_file(tmp_path / name, tmp_path / f"conv-{name}", base=base,
                                lora=tmp_path / "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
         assert not summary["shading"] and summary["config"]["lora_rank"] == 6
-        model = load_model(base, summary["path"])
+        model = FaceMakeUp.from_pretrained(base, summary["path"])
         assert model.shading_net is None and model.cfg.face_crop == "aligned"  # h94: the ArcFace crop
         torch.testing.assert_close(_fmu_noise(model, inp, control=False), reference, atol=1e-5, rtol=0)
-    direct = load_model(base, tmp_path / "ip-adapter-faceid-plusv2_sd15.bin",
+    direct = FaceMakeUp.from_pretrained(base, tmp_path / "ip-adapter-faceid-plusv2_sd15.bin",
                         lora=tmp_path / "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
     torch.testing.assert_close(_fmu_noise(direct, inp, control=False), reference, atol=1e-5, rtol=0)
     # without the LoRA file the identity channel alone is loaded: a different prediction
-    bare = load_model(base, tmp_path / "ip-adapter-faceid-plusv2_sd15.bin")
+    bare = FaceMakeUp.from_pretrained(base, tmp_path / "ip-adapter-faceid-plusv2_sd15.bin")
     assert (_fmu_noise(bare, inp, control=False) - reference).abs().max() > 1e-3
 
 

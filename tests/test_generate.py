@@ -143,17 +143,17 @@ def test_generate_applies_a_finetune_lora(demo, tmp_path, tiny_preset):
     """`fmu generate --lora` applies what `fmu finetune` writes: other images, same rows."""
     import torch
 
-    from core.model.load import load_model
-    from training.lora_apply import add_finetune_lora, save_lora
+    from core.model.facemakeup import FaceMakeUp
+    from core.model.lora import FINETUNE_ADAPTER, add_lora
 
     base, adapter = tiny_preset
-    model = load_model(base, adapter)
-    add_finetune_lora(model.unet, rank=2)
+    model = FaceMakeUp.from_pretrained(base, adapter)
+    add_lora(model.unet, rank=2, name=FINETUNE_ADAPTER)
     with torch.no_grad():
         for name, p in model.unet.named_parameters():
             if "lora_B.fmu_ft" in name:
                 p.normal_(0, 0.2)
-    save_lora(tmp_path / "lora.safetensors", model.unet)
+    model.save_lora_weights(tmp_path / "lora.safetensors")
     manifest, out, _ = demo
     with_lora = tmp_path / "with_lora"
     result = run([manifest, "--out", with_lora, *FAST, "--lora", tmp_path / "lora.safetensors"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.errors import UsageError
-from core.model.load import load_base, load_model, make_scheduler, resolve_dtype
+from core.model.facemakeup import FaceMakeUp
+from core.model.load import load_base, make_scheduler, resolve_dtype
 from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
 
 CPU = torch.device("cpu")
@@ -140,8 +141,8 @@ def test_single_file_model_generates_like_the_folder(single_files, tiny_preset):
     req = [Request(prompt="a portrait", id_embedding=rng.normal(size=128).astype(np.float32),
                    face_crop=rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), seed=3)]
     settings = Settings(steps=2, width=64, height=64)
-    a = load_model(base, adapter).generate(req, settings)[0]
-    b = load_model(root / "tiny.safetensors", adapter, base_config=base).generate(req, settings)[0]
+    a = FaceMakeUp.from_pretrained(base, adapter).generate(req, settings)[0]
+    b = FaceMakeUp.from_pretrained(root / "tiny.safetensors", adapter, base_config=base).generate(req, settings)[0]
     np.testing.assert_array_equal(a, b)
 
 
@@ -157,7 +158,7 @@ def test_scheduler_choice_reproduces_the_diffusers_pipeline(tiny_preset, name, c
     from diffusers import StableDiffusionPipeline
 
     base, adapter = tiny_preset
-    model = load_model(base, adapter, scheduler=name)
+    model = FaceMakeUp.from_pretrained(base, adapter, scheduler=name)
     assert type(model.pipe.scheduler).__name__ == cls
     pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
@@ -179,7 +180,7 @@ def test_vae_override_replaces_the_vae(tiny_preset, tmp_path):
     with torch.no_grad():
         vae.decoder.conv_out.bias.add_(0.5)
     vae.save_pretrained(tmp_path / "vae")
-    model = load_model(base, adapter, vae=tmp_path / "vae", vae_slicing=True, vae_tiling=True)
+    model = FaceMakeUp.from_pretrained(base, adapter, vae=tmp_path / "vae", vae_slicing=True, vae_tiling=True)
     assert torch.equal(model.pipe.vae.decoder.conv_out.bias, vae.decoder.conv_out.bias)
     assert model.pipe.vae.use_slicing and model.pipe.vae.use_tiling
     with pytest.raises(UsageError, match="cannot load VAE"):
@@ -199,7 +200,7 @@ def test_precision_and_device_rules():
 def test_offload_is_refused_on_cpu(tiny_preset):
     base, adapter = tiny_preset
     with pytest.raises(UsageError, match="needs a CUDA device"):
-        load_model(base, adapter, offload=True)
+        FaceMakeUp.from_pretrained(base, adapter, offload=True)
 
 
 def test_a_base_model_path_that_does_not_exist_is_named_as_such(tmp_path):

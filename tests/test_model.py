@@ -7,7 +7,7 @@ import torch
 
 from core.errors import UsageError
 from core.model import adapter as A
-from core.model.load import load_model
+from core.model.facemakeup import FaceMakeUp
 from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
 
 SIZE = 64
@@ -16,7 +16,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model(tiny_preset):
     base, adapter = tiny_preset
-    m = load_model(base, adapter)
+    m = FaceMakeUp.from_pretrained(base, adapter)
     torch.manual_seed(1)
     # the preset's LoRA starts at zero (B = 0) like a fresh adapter; give it weight so tests see it
     with torch.no_grad():
@@ -52,12 +52,12 @@ def _unet_pred(model, ids, clip, down=None, mid=None):
 
 
 def test_id_tokens_change_the_unet_prediction(model):
-    model.set_id_scale(0.5)
+    model.pipe.set_ip_adapter_scale(0.5)
     clip = torch.randn(1, 1, 17, 32)
     a = _unet_pred(model, torch.randn(1, 1, 128), clip)
     b = _unet_pred(model, torch.randn(1, 1, 128), clip)
     assert (a - b).abs().max() > 1e-4
-    model.set_id_scale(0.0)
+    model.pipe.set_ip_adapter_scale(0.0)
     c = _unet_pred(model, torch.randn(1, 1, 128), clip)
     d = _unet_pred(model, torch.randn(1, 1, 128), clip)
     assert torch.equal(c, d)  # scale 0: the ID tokens are not attended to at all
@@ -108,8 +108,8 @@ def test_saved_adapter_reloads_to_identical_outputs(model, tiny_preset, tmp_path
         for p in model.shading_net.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     path = tmp_path / "adapter.safetensors"
-    A.save_adapter(path, model.unet, model.cfg, shading_net=model.shading_net)
-    again = load_model(base, path)
+    model.save_pretrained(path)
+    again = FaceMakeUp.from_pretrained(base, path)
     settings = Settings(steps=3, width=SIZE, height=SIZE)
     for a, b in zip(model.generate(_requests(), settings), again.generate(_requests(), settings)):
         np.testing.assert_array_equal(a, b)

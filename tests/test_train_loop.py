@@ -118,7 +118,7 @@ def test_loss_goes_down_and_every_term_is_logged(run30):
 
 def test_final_adapter_loads_and_generates(run30, tiny_preset, prepared):
     from core.model.adapter import read_adapter
-    from core.model.load import load_model
+    from core.model.facemakeup import FaceMakeUp
     from core.model.pipeline import Request, Settings
     from training.data import TrainingSet
 
@@ -129,7 +129,7 @@ def test_final_adapter_loads_and_generates(run30, tiny_preset, prepared):
     assert trained.keys() == initial.keys()
     for group in ("image_proj.", "ip_attn.", "lora.", "shading."):  # every trainable part moved
         assert any(not torch.equal(trained[k], initial[k]) for k in trained if k.startswith(group)), group
-    model = load_model(base, summary.weights)
+    model = FaceMakeUp.from_pretrained(base, summary.weights)
     sample = TrainingSet(prepared.manifest, model.pipe.tokenizer, 64)[0]
     req = Request(prompt="a photo", id_embedding=sample.id_embedding.numpy(), face_crop=sample.face_crop, seed=1,
                   condition=(sample.condition[0].numpy() * 255).astype(np.uint8))
@@ -180,12 +180,11 @@ def test_two_processes_over_gloo(prepared, tmp_path):
 
 
 def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos, tmp_path):
-    from core.model.adapter import lora_state
-    from core.model.load import load_model
+    from core.model.facemakeup import FaceMakeUp
+    from core.model.lora import lora_state, read_lora_file
     from core.model.pipeline import Request, Settings
     from training.config import load_config
     from training.finetune import prepared_manifest
-    from training.lora_apply import apply_lora, read_lora
     from training.trainer import run_training
 
     _, summary = run30
@@ -205,17 +204,17 @@ def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos,
     assert json.loads((out / "run.json").read_text())["command"] == "finetune"
     assert json.loads((out / "data" / "run.json").read_text())["command"] == "prepare"
     assert pl.read_parquet(out / "results.parquet")["step"].to_list() == [r["step"] for r in losses]
-    tensors, meta = read_lora(result.weights)
+    tensors, meta = read_lora_file(result.weights)
     assert meta["rank"] == "2" and tensors and all("lora_" in k for k in tensors)
     assert any(v.abs().sum() > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at 0: it trained
 
-    model = load_model(base, summary.weights)
+    model = FaceMakeUp.from_pretrained(base, summary.weights)
     before = {k: v.clone() for k, v in lora_state(model.unet).items()}
     crop = np.zeros((224, 224, 3), np.uint8)
     req = Request(prompt="a photo", id_embedding=np.ones(128, np.float32) / np.sqrt(128), face_crop=crop, seed=2)
     settings = Settings(steps=2, width=64, height=64)
     plain = model.generate([req], settings)[0]
-    apply_lora(model, result.weights, scale=1.0)
+    model.load_lora_weights(result.weights, scale=1.0)
     from peft.utils import get_peft_model_state_dict
 
     applied = get_peft_model_state_dict(model.unet, adapter_name="fmu_ft")
@@ -250,7 +249,7 @@ def test_train_face_crop_wide_trains_on_wide_crops_and_records_it(prepared, tiny
     the samples are wide crops, the adapter written says so, and generation then cuts wide crops."""
     import training.trainer as trainer
     from core.errors import UsageError
-    from core.model.load import load_model
+    from core.model.facemakeup import FaceMakeUp
 
     seen = []
 
@@ -267,8 +266,8 @@ def test_train_face_crop_wide_trains_on_wide_crops_and_records_it(prepared, tiny
     assert seen and {style for style, _ in seen} == {"wide"}
     crops = {c.tobytes() for c in (wide[i].face_crop for i in range(len(wide)))}
     assert all(c.tobytes() in crops for _, c in seen)  # each one a wide crop of a training image
-    assert load_model(tiny_preset[0], out / "adapter.safetensors").cfg.face_crop == "wide"
-    assert load_model(*tiny_preset).cfg.face_crop == "aligned"  # the preset's adapter is untouched
+    assert FaceMakeUp.from_pretrained(tiny_preset[0], out / "adapter.safetensors").cfg.face_crop == "wide"
+    assert FaceMakeUp.from_pretrained(*tiny_preset).cfg.face_crop == "aligned"  # the preset's adapter is untouched
     # a LoRA rides on its adapter's style: asking for another one is refused before training
     with pytest.raises(UsageError, match="same"):
         trainer.run_training(_cfg(prepared.manifest, tmp_path / "lora", mode="lora", max_steps=1,

@@ -9,7 +9,8 @@ import torch
 
 from core.errors import UsageError
 from core.model.convert import load_adapter_any
-from core.model.load import load_base, load_model
+from core.model.facemakeup import FaceMakeUp
+from core.model.load import load_base
 from core.model.weights_io import read_state
 
 
@@ -65,7 +66,7 @@ def test_code_carrying_adapter_is_refused_by_load_model(tmp_path, tiny_preset):
     marker = tmp_path / "PWNED"
     path = _evil_pickle(tmp_path / "model.bin", marker)
     with pytest.raises(UsageError, match="refused"):
-        load_model(base, path)
+        FaceMakeUp.from_pretrained(base, path)
     assert not marker.exists()
 
 

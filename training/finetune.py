@@ -2,9 +2,10 @@
 
 The loop, losses and checkpoints are `trainer.run_training` with `mode="lora"`: the adapter's
 projection, IP attention, identity LoRA and ShadingNet stay frozen; only a NEW peft LoRA
-(`fmu_ft`, rank configurable) trains, and the result is a LoRA file that `apply_lora` (and
-`fmu generate --lora`) puts back on top of the same adapter. A plain image folder is prepared
-automatically into OUT/data (captions from sidecar .txt files, no masks).
+(`fmu_ft`, rank configurable) trains, and the result is a LoRA file that
+`FaceMakeUp.load_lora_weights` (and `fmu generate --lora`) puts back on top of the same adapter.
+A plain image folder is prepared automatically into OUT/data (captions from sidecar .txt files,
+no masks).
 """
 
 from __future__ import annotations

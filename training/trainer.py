@@ -4,9 +4,10 @@
 
 The model is Face-MakeUpV2's: the UNet with the FaceID-PlusV2 identity channel (projection,
 IP attention, LoRA) and the ShadingNet (a ControlNet fed the shading render, cross-attending to
-the 4 ID tokens). accelerate carries devices, processes (torchrun / accelerate launch), gradient
-accumulation, mixed precision and checkpoint state; the data order is our own (`DataOrder`) so
-that a resume continues with exactly the next batch.
+the 4 ID tokens), built by trainable.py; one step's losses are objective.py's. accelerate
+carries devices, processes (torchrun / accelerate launch), gradient accumulation, mixed precision
+and checkpoint state; the data order is our own (`DataOrder`) so that a resume continues with
+exactly the next batch.
 """
 
 from __future__ import annotations
@@ -18,201 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from core.errors import UsageError
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import DataOrder, TrainingSet, collate
-from .losses import attention_map_loss, identity_loss, identity_loss_weights, predict_x0, total_attention_map_loss
+from .objective import Denoiser, Frozen, compute_losses
+from .trainable import build_model, load_trained_weights, save_trained_weights, select_trainable, weights_name
 
-
-# ----------------------------------------------------------------------------- the model
-
-class Denoiser(torch.nn.Module):
-    """The trainable forward pass as one module (what DDP wraps): identity channel + ShadingNet
-    + UNet -> ε̂. Holds the UNet and ShadingNet as children; the FaceMakeUp only by reference."""
-
-    def __init__(self, model, cfg: TrainConfig):
-        super().__init__()
-        self.unet, self.shading_net = model.unet, model.shading_net
-        self.__dict__["model"] = model
-        self.s_scale, self.shading_scale = cfg.s_scale, cfg.shading_scale
-
-    def forward(self, noisy, timesteps, text, id_embeddings, clip_embeds, condition):
-        model = self.model
-        added = model.identity_inputs(id_embeddings, clip_embeds, self.s_scale)
-        tokens = model.id_tokens(added)
-        return model.predict_noise(noisy, timesteps, text, added, condition, self.shading_scale, tokens)
-
-
-def build_model(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype):
-    """FaceMakeUp to train: from an adapter checkpoint (the preset's by default) or fresh."""
-    from core.model import adapter as A
-    from core.model.load import load_base, load_model, new_shading_net
-    from core.model.pipeline import FaceMakeUp
-    from core.model.presets import ensure_preset
-
-    if cfg.base_model:
-        base, init = cfg.base_model, cfg.init_adapter
-    elif cfg.preset:
-        base, preset_adapter = ensure_preset(cfg.preset)
-        init = cfg.init_adapter or preset_adapter
-    else:
-        raise UsageError("give --preset or --base-model")
-    if init is not None:
-        model = load_model(base, init, device=str(device), dtype=torch.float32,
-                           image_encoder=cfg.image_encoder)
-        if model.shading_net is None:
-            model.shading_net = new_shading_net(_plain_unet_copy(base)).to(device)
-    else:
-        pipe = load_base(base, device, torch.float32, image_encoder=cfg.image_encoder)
-        shading_net = new_shading_net(pipe.unet)  # from the plain UNet, before the identity channel
-        acfg = A.AdapterConfig(id_embed_dim=cfg.id_embed_dim, clip_hidden_dim=pipe.image_encoder.config.hidden_size,
-                               embed_dims=pipe.unet.config.cross_attention_dim,
-                               perceiver_heads=max(1, pipe.unet.config.cross_attention_dim // 64),
-                               lora_rank=cfg.lora_rank, shading=True)
-        A.install_identity_channel(pipe.unet, acfg)
-        A.add_lora(pipe.unet, acfg.lora_rank)
-        model = FaceMakeUp(pipe=pipe, cfg=acfg, shading_net=shading_net.to(device), device=device)
-    if cfg.face_crop and cfg.face_crop != model.cfg.face_crop:
-        if cfg.mode == "lora":  # generation takes the style from the adapter the LoRA rides on
-            raise UsageError(f"face_crop {cfg.face_crop!r}: the adapter was trained with "
-                             f"{model.cfg.face_crop!r} crops, and a LoRA on top of it must use the same")
-        model.cfg.face_crop = cfg.face_crop
-    # frozen parts may run in bf16 (mixed precision); trainable ones stay fp32 for the optimizer
-    for frozen in (model.pipe.vae, model.pipe.text_encoder, model.pipe.image_encoder):
-        frozen.requires_grad_(False).to(device, weight_dtype)
-    model.unet.train()
-    model.shading_net.train()
-    return model
-
-
-def _plain_unet_copy(base):
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel.from_pretrained(str(base), subfolder="unet")
-
-
-def select_trainable(model, mode: str) -> list[torch.nn.Parameter]:
-    """full: projection, IP attention (to_k_ip/to_v_ip), LoRA, ShadingNet. lora: the new LoRA only.
-    (peft's add_adapter leaves only LoRA trainable, so the rest is switched on by hand.)"""
-    from .lora_apply import ADAPTER_NAME
-
-    unet, shading = model.unet, model.shading_net
-    unet.requires_grad_(False)
-    shading.requires_grad_(False)
-    if mode == "full":
-        unet.encoder_hid_proj.requires_grad_(True)
-        for proc in unet.attn_processors.values():
-            if hasattr(proc, "to_k_ip"):
-                proc.to_k_ip.requires_grad_(True)
-                proc.to_v_ip.requires_grad_(True)
-        for name, p in unet.named_parameters():
-            if "lora_" in name:
-                p.requires_grad_(True)
-        shading.requires_grad_(True)
-    else:
-        for name, p in unet.named_parameters():
-            if "lora_" in name and f".{ADAPTER_NAME}." in name:
-                p.requires_grad_(True)
-    params = [p for p in list(unet.parameters()) + list(shading.parameters()) if p.requires_grad]
-    if not params:
-        raise RuntimeError(f"nothing to train in mode {mode!r}")
-    return params
-
-
-def save_trained_weights(model, mode: str, path: Path, meta: dict) -> None:
-    """full: an fmu adapter (loads in `fmu generate --adapter`); lora: a LoRA file (`--lora`)."""
-    from core.model.adapter import save_adapter
-
-    from .lora_apply import save_lora
-
-    if mode == "full":
-        save_adapter(path, model.unet, model.cfg, shading_net=model.shading_net, extra_meta=meta)
-    else:
-        save_lora(path, model.unet, extra_meta=meta)
-
-
-def load_trained_weights(model, mode: str, path: Path) -> None:
-    from core.model import adapter as A
-
-    from .lora_apply import load_lora_weights, read_lora
-
-    if mode == "full":
-        tensors, _ = A.read_adapter(path)
-        A.image_projection(model.unet).load_state_dict(A.split(tensors, "image_proj"), strict=True)
-        A.load_ip_attention_state(model.unet, A.split(tensors, "ip_attn"))
-        A.load_lora_state(model.unet, A.split(tensors, "lora"))
-        model.shading_net.load_state_dict(A.split(tensors, "shading"), strict=True)
-    else:
-        load_lora_weights(model.unet, read_lora(path)[0])
-
-
-def weights_name(mode: str) -> str:
-    return "adapter.safetensors" if mode == "full" else "lora.safetensors"
-
-
-# ----------------------------------------------------------------------------- the losses
-
-@dataclass
-class Frozen:
-    """Frozen helpers the loss needs besides the trained modules."""
-
-    model: object            # FaceMakeUp (VAE, text encoder, image encoder, tokenizer)
-    noise_scheduler: object  # DDPMScheduler with the base model's betas
-    id_encoder: object | None
-    store: object            # AttentionStore of the text cross-attention maps
-    empty_ids: torch.Tensor  # the tokens of "" (caption drop)
-
-
-def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator,
-                   device: torch.device, weight_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    model, sched = frozen.model, frozen.noise_scheduler
-    vae, n = model.pipe.vae, batch["pixels"].shape[0]
-    pixels = batch["pixels"].to(device, weight_dtype)
-
-    def rand(*shape):  # every random draw comes from this rank's generator (exact resume)
-        return torch.rand(*shape, generator=generator).to(device)
-
-    with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.sample(generator=generator) * vae.config.scaling_factor
-        # caption drop (5 %): the empty caption, and no L_map pairs for that sample
-        keep_caption = rand(n) >= cfg.caption_drop
-        ids = torch.where(keep_caption[:, None], batch["input_ids"].to(device), frozen.empty_ids.to(device))
-        text = model.pipe.text_encoder(ids)[0]
-        # image drop (50 %): the CLIP image input zeroed, as the authors do
-        clip_cond, clip_blank = model.clip_face_features(batch["face_crop"])
-        keep_image = (rand(n) >= cfg.image_drop)[:, None, None]
-        clip = torch.where(keep_image, clip_cond, clip_blank).float()
-    noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-    timesteps = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator).to(device)
-    noisy = sched.add_noise(latents, noise, timesteps).float()
-
-    eps = denoiser(noisy, timesteps, text.float(), batch["id_embedding"].to(device),
-                   clip, batch["condition"].to(device))
-    mse = F.mse_loss(eps.float(), noise.float())
-
-    tokens = [t if keep else [[] for _ in t] for t, keep in zip(batch["token_indices"], keep_caption.tolist())]
-    l_map = total_attention_map_loss([attention_map_loss(m, batch["masks"], tokens) for m in frozen.store.values()])
-
-    weights = identity_loss_weights(timesteps, cfg.id_t_min, cfg.id_t_max, cfg.lambda_id)
-    l_id = torch.zeros((), device=device)
-    if frozen.id_encoder is not None and bool((weights > 0).any()):
-        x0 = predict_x0(eps, noisy, timesteps, sched)
-        decoded = vae.decode((x0 / vae.config.scaling_factor).to(weight_dtype)).sample
-        generated = (decoded.float() / 2 + 0.5).clamp(0, 1)
-        boxes = batch["face_box"].to(device)
-        with torch.no_grad():
-            reference = frozen.id_encoder((batch["pixels"].to(device) / 2 + 0.5).clamp(0, 1), boxes)
-        l_id = identity_loss(reference, frozen.id_encoder(generated, boxes), weights)
-
-    total = mse + cfg.lambda_map * l_map + l_id
-    return {"loss": total, "mse": mse.detach(), "map": l_map.detach(), "id": l_id.detach()}
-
-
-# ----------------------------------------------------------------------------- the loop
 
 @dataclass
 class TrainSummary:
@@ -271,7 +86,6 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     from core.model.presets import TINY_SIZE
 
     from .attention_capture import install_attention_capture
-    from .lora_apply import add_finetune_lora
 
     start_time = time.perf_counter()
     manifest = prepared_manifest_path(cfg.data)
@@ -288,12 +102,10 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
     # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
     model = build_model(cfg, device, weight_dtype)
-    if cfg.mode == "lora":
-        add_finetune_lora(model.unet, cfg.lora_rank)
     params = select_trainable(model, cfg.mode)
     size = cfg.resolution or (TINY_SIZE if cfg.preset and not cfg.base_model else 512)
     store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
-    model.set_id_scale(1.0)
+    model.pipe.set_ip_adapter_scale(1.0)
     denoiser = Denoiser(model, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
@@ -430,7 +242,7 @@ def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: 
     was_training = model.unet.training
     model.unet.eval()
     images = model.generate(requests, settings)
-    model.set_id_scale(1.0)   # generate set the inference id_scale; training uses 1.0
+    model.pipe.set_ip_adapter_scale(1.0)   # generate set the inference id_scale; training uses 1.0
     model.unet.train(was_training)
     paths = []
     for i, image in enumerate(images):

@@ -1,14 +1,16 @@
-"""The identity channel's weights: FaceID-PlusV2 projection, IP attention, LoRA, ShadingNet.
+"""The pieces of fmu's adapter: FaceID-PlusV2 projection, IP attention, identity LoRA, ShadingNet.
 
-Structure comes from diffusers' own IP-Adapter loader (`unet._load_ip_adapter_weights`), fed a
-state dict in the original IP-Adapter training layout (`image_proj`, `ip_adapter`) — the layout
-of the authors' `model.bin` and of h94's files, so those load through the same call. A fresh
-adapter is built from a zero template of that layout and then initialised the IP-Adapter way
-(image projection: default init; to_k_ip/to_v_ip: copies of the UNet's to_k/to_v).
+Structure comes from diffusers' own IP-Adapter loader (`pipe.load_ip_adapter`), fed a state dict
+in the original IP-Adapter training layout (`image_proj`, `ip_adapter`) — the layout of the
+authors' `model.bin` and of h94's files. A fresh adapter is built from a zero template of that
+layout and then initialised the IP-Adapter way (image projection: default init; to_k_ip/to_v_ip:
+copies of the UNet's to_k/to_v). The identity LoRA is the peft adapter `fmu_id` (lora.py); the
+ShadingNet is a ControlNet copied from the plain UNet.
 
 fmu's own checkpoint (`adapter.safetensors`) stores the modules' diffusers-layout weights under
 `image_proj.`, `ip_attn.`, `lora.` and `shading.` with the sizes in the metadata, so loading
 rebuilds the structure from the template and then loads every tensor strictly.
+`FaceMakeUp.from_pretrained` / `save_pretrained` (facemakeup.py) are the way in and out.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from diffusers import ControlNetModel
+from safetensors.torch import save
 from torch import nn
 
+from ..images import atomic_write_bytes
+from . import lora as L
+from .weights_io import read_fmu_file
+
 FORMAT = "fmu-adapter/1"
+ADAPTER_FILE = "adapter.safetensors"   # the file's name inside a folder
 PERCEIVER_DEPTH = 4        # fixed by diffusers' FaceID-Plus loader
 PERCEIVER_DIM_HEAD = 64    # idem: heads = to_q.out_features // 64
-LORA_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 
 
 @dataclass
@@ -40,6 +48,14 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AdapterConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def for_pipe(cls, pipe, **fields) -> "AdapterConfig":
+        """The sizes a base pipeline's components dictate (CLIP width, UNet cross-attention
+        width, 64-wide heads); everything else as given or the default."""
+        cross = pipe.unet.config.cross_attention_dim
+        return cls(**{"clip_hidden_dim": pipe.image_encoder.config.hidden_size, "embed_dims": cross,
+                      "perceiver_heads": max(1, cross // PERCEIVER_DIM_HEAD), **fields})
 
 
 def image_proj_template(cfg: AdapterConfig, cross_attention_dim: int) -> dict[str, torch.Tensor]:
@@ -87,105 +103,92 @@ def _attention_modules(unet):
     return [(n, modules[n]) for n in names]
 
 
-def install_identity_channel(unet, cfg: AdapterConfig, original: dict | None = None) -> None:
-    """Install projection + IP attention processors through diffusers' loader.
-
-    `original` is a state dict in the IP-Adapter training layout ({'image_proj', 'ip_adapter'});
-    without it a freshly initialised adapter is installed."""
-    fresh = original is None
-    if fresh:
-        original = {"image_proj": image_proj_template(cfg, unet.config.cross_attention_dim),
-                    "ip_adapter": ip_attn_template(unet)}
-    unet._load_ip_adapter_weights([original], low_cpu_mem_usage=False)
-    if fresh:
-        proj = image_projection(unet)
-        for module in proj.modules():
-            if isinstance(module, (nn.Linear, nn.LayerNorm)):
-                module.reset_parameters()
+def install_identity_channel(pipe, cfg: AdapterConfig) -> None:
+    """Install a freshly initialised projection + IP attention processors into `pipe.unet`
+    through diffusers' IP-Adapter loader (fed the zero template, then initialised)."""
+    unet = pipe.unet
+    template = {"image_proj": image_proj_template(cfg, unet.config.cross_attention_dim),
+                "ip_adapter": ip_attn_template(unet)}
+    # image_encoder_folder=None: fmu attaches its own CLIP image encoder (load.load_base);
+    # low_cpu_mem_usage=False: real modules, initialised in the order fresh adapters always were
+    pipe.load_ip_adapter(template, subfolder=None, weight_name=None, image_encoder_folder=None,
+                         low_cpu_mem_usage=False)
+    for module in image_projection(unet).modules():
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):
+            module.reset_parameters()
 
 
 def image_projection(unet):
     return unet.encoder_hid_proj.image_projection_layers[0]
 
 
+def _ip_processors(unet) -> nn.ModuleDict:
+    return nn.ModuleDict({k.replace(".", "__"): v for k, v in unet.attn_processors.items()
+                          if hasattr(v, "to_k_ip")})
+
+
 def ip_attention_state(unet) -> dict[str, torch.Tensor]:
-    procs = nn.ModuleDict({k.replace(".", "__"): v for k, v in unet.attn_processors.items()
-                           if hasattr(v, "to_k_ip")})
-    return procs.state_dict()
+    return _ip_processors(unet).state_dict()
 
 
 def load_ip_attention_state(unet, sd: dict[str, torch.Tensor]) -> None:
-    procs = nn.ModuleDict({k.replace(".", "__"): v for k, v in unet.attn_processors.items()
-                           if hasattr(v, "to_k_ip")})
-    procs.load_state_dict(sd, strict=True)
+    _ip_processors(unet).load_state_dict(sd, strict=True)
 
 
-def add_lora(unet, rank: int) -> None:
-    from peft import LoraConfig
-
-    # UNet attention only: the perceiver inside the projection has to_q/to_k too.
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGETS),
-                     adapter_name="fmu_id")
+def new_shading_net(unet):
+    """ShadingNet = a ControlNet copied from the plain UNet; its cross-attention will see ID tokens."""
+    return ControlNetModel.from_unet(unet, conditioning_channels=3)
 
 
-def lora_state(unet) -> dict[str, torch.Tensor]:
-    from peft.utils import get_peft_model_state_dict
-
-    return get_peft_model_state_dict(unet, adapter_name="fmu_id")
-
-
-def load_lora_state(unet, sd: dict[str, torch.Tensor]) -> None:
-    from peft.utils import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(unet, sd, adapter_name="fmu_id")
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise ValueError(f"LoRA weights do not fit this UNet: {unexpected[:3]} ...")
+def shading_net_from_state(shading_config: dict, state: dict[str, torch.Tensor]):
+    net = ControlNetModel.from_config(shading_config)
+    net.load_state_dict(state, strict=True)
+    return net
 
 
-def _prefixed(prefix: str, sd: dict) -> dict:
-    return {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in sd.items()}
-
-
-def save_adapter(path: Path, unet, cfg: AdapterConfig, shading_net=None, extra_meta: dict | None = None) -> None:
-    from safetensors.torch import save
-
-    from ..images import atomic_write_bytes
-
-    tensors = {}
-    tensors.update(_prefixed("image_proj", image_projection(unet).state_dict()))
-    tensors.update(_prefixed("ip_attn", ip_attention_state(unet)))
-    tensors.update(_prefixed("lora", lora_state(unet)))
+def pack_adapter(cfg: AdapterConfig, parts: dict[str, dict], shading_config: dict | None = None,
+                 extra_meta: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of an fmu adapter file from its parts' state dicts, keyed by part:
+    `image_proj`, `ip_attn`, `lora`, `shading` (with `shading_config`)."""
+    tensors = {f"{part}.{k}": v.detach().contiguous().cpu() for part, sd in parts.items() for k, v in sd.items()}
     meta = {"format": FORMAT, "config": json.dumps(asdict(cfg))}
-    if shading_net is not None:
-        tensors.update(_prefixed("shading", shading_net.state_dict()))
-        meta["shading_config"] = json.dumps(dict(shading_net.config))
+    if shading_config is not None:
+        meta["shading_config"] = json.dumps(dict(shading_config))
     meta.update({k: json.dumps(v) for k, v in (extra_meta or {}).items()})
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    return tensors, meta
 
 
-def fmu_file_meta(path: Path, expected_format: str, what: str) -> dict:
-    """Metadata of an fmu safetensors file whose `format` tag is `expected_format`, read from
-    its header alone (UsageError for a missing, unreadable or foreign file)."""
-    from ..errors import UsageError
-    from .weights_io import read_safetensors_metadata
+def adapter_state(unet, cfg: AdapterConfig, shading_net=None, extra_meta: dict | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of the adapter installed in `unet` (+ its ShadingNet)."""
+    parts = {"image_proj": image_projection(unet).state_dict(), "ip_attn": ip_attention_state(unet)}
+    if L.has_lora(unet, L.ID_ADAPTER):  # h94's FaceID-PlusV2 without its LoRA file has none
+        parts["lora"] = L.lora_state(unet, L.ID_ADAPTER)
+    if shading_net is not None:
+        parts["shading"] = shading_net.state_dict()
+    return pack_adapter(cfg, parts, dict(shading_net.config) if shading_net is not None else None, extra_meta)
 
+
+def load_adapter_state(unet, tensors: dict[str, torch.Tensor], shading_net=None) -> None:
+    """Load an adapter file's tensors into the adapter installed in `unet` (and `shading_net`),
+    every part strictly; the identity LoRA when the file has one."""
+    image_projection(unet).load_state_dict(split(tensors, "image_proj"), strict=True)
+    load_ip_attention_state(unet, split(tensors, "ip_attn"))
+    lora = split(tensors, "lora")
+    if lora:
+        L.load_lora_state(unet, lora, L.ID_ADAPTER)
+    if shading_net is not None:
+        shading_net.load_state_dict(split(tensors, "shading"), strict=True)
+
+
+def write_adapter(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write an adapter file atomically: `path` itself (.safetensors) or `path/adapter.safetensors`."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{what} {path}: no such file")
-    meta = read_safetensors_metadata(path)
-    if meta.get("format") != expected_format:
-        raise UsageError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
-    return meta
-
-
-def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first."""
-    from .weights_io import read_state
-
-    meta = fmu_file_meta(path, expected_format, what)
-    return read_state(path), meta
+    if path.suffix != ".safetensors":
+        path = path / ADAPTER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+    return path
 
 
 def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,6 +41,7 @@ import torch
 
 from ..errors import UsageError
 from . import adapter as A
+from .lora import LORA_TARGETS
 from .weights_io import read_safetensors_metadata, read_state
 
 CONTROLNET_KEYS = ("controlnet",)
@@ -81,7 +81,7 @@ def shading_skeleton(unet):
 
 def lora_targets(unet) -> dict[str, tuple[int, int]]:
     """{module name: (out_features, in_features)} for every Linear fmu puts LoRA on."""
-    pattern = re.compile(A.LORA_TARGETS)
+    pattern = re.compile(LORA_TARGETS)
     return {name: (m.out_features, m.in_features) for name, m in unet.named_modules()
             if pattern.fullmatch(name) and isinstance(m, torch.nn.Linear)}
 
@@ -186,6 +186,8 @@ def convert_image_proj(image_proj: dict, cfg: A.AdapterConfig, cross_attention_d
 
     template = A.image_proj_template(cfg, cross_attention_dim)
     _check_shapes("image_proj", image_proj, {k: v.shape for k, v in template.items()})
+    # private, but the one step needed: the public `load_ip_adapter` converts only while loading
+    # into a pipeline with a materialised UNet, and conversion here needs none (meta skeleton)
     stub = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
     module = UNet2DConditionModel._convert_ip_adapter_image_proj_to_diffusers(
         stub, {k: v.float() for k, v in image_proj.items()}, low_cpu_mem_usage=False)
@@ -270,6 +272,7 @@ def lora_from_ip_adapter(ip_adapter: dict, skeleton) -> dict:
     """The FaceID LoRAAttnProcessor weights inside `ip_adapter`, via diffusers' own extraction."""
     if not any("_lora." in k for k in ip_adapter):
         return {}
+    # private, for the reason of convert_image_proj: `load_ip_adapter` does this only while loading
     extracted = skeleton._load_ip_adapter_loras([{"ip_adapter": ip_adapter}])
     found = extracted.get(0, {})
     n_src = sum("_lora." in k for k in ip_adapter)
@@ -310,17 +313,15 @@ def convert_original(original: dict, controlnet: dict | None, unet_config: dict,
     # stripped of its ShadingNet cannot be told from h94's: `fmu generate --face-crop wide`.
     cfg.face_crop = "wide" if controlnet is not None else "aligned"
 
-    tensors = {}
-    tensors.update(A._prefixed("image_proj", convert_image_proj(original["image_proj"], cfg, cross)))
-    tensors.update(A._prefixed("ip_attn", convert_ip_attention(original["ip_adapter"], skeleton)))
-    tensors.update(A._prefixed("lora", lora_state))
-    meta = {"format": A.FORMAT, "config": json.dumps(asdict(cfg)),
-            "converted_from": json.dumps({"layout": "ip-adapter", **(source or {})})}
+    parts = {"image_proj": convert_image_proj(original["image_proj"], cfg, cross),
+             "ip_attn": convert_ip_attention(original["ip_adapter"], skeleton), "lora": lora_state}
+    shading_config = None
     if controlnet is not None:
         net = shading_skeleton(skeleton)
         _check_shapes("controlnet (ShadingNet)", controlnet, {k: v.shape for k, v in net.state_dict().items()})
-        tensors.update(A._prefixed("shading", controlnet))
-        meta["shading_config"] = json.dumps(dict(net.config))
+        parts["shading"], shading_config = controlnet, dict(net.config)
+    tensors, meta = A.pack_adapter(cfg, parts, shading_config,
+                                   {"converted_from": {"layout": "ip-adapter", **(source or {})}})
     return {k: v.float().contiguous() for k, v in tensors.items()}, meta
 
 
@@ -345,15 +346,8 @@ def convert_file(src: str | Path, out: str | Path, lora: str | Path | None = Non
                  base: str | Path | None = None, base_config: str | Path | None = None,
                  offline: bool = True) -> dict:
     """Write `src` (+ `lora`) as an fmu adapter; returns a summary for the CLI."""
-    from safetensors.torch import save
-
-    from ..images import atomic_write_bytes
-
     tensors, meta = load_adapter_any(src, base_unet_config(base, offline, base_config), lora)
-    out = Path(out)
-    path = out if out.suffix == ".safetensors" else out / "adapter.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    path = A.write_adapter(Path(out), tensors, meta)
     cfg = json.loads(meta["config"])
     parts = {p: sum(1 for k in tensors if k.startswith(p + ".")) for p in ("image_proj", "ip_attn", "lora", "shading")}
     return {"path": path, "config": cfg, "tensors": parts,

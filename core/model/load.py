@@ -1,24 +1,20 @@
-"""Build a FaceMakeUp model from a base SD1.5 model and an adapter checkpoint.
+"""Load the base SD1.5 model (components only) that `FaceMakeUp.from_pretrained` puts an adapter on.
 
 Base models: a diffusers folder, a hub id (the local Hugging Face cache only unless
 `offline=False`), or a single-file SD1.5 checkpoint (`.safetensors` / `.ckpt`, original LDM
 layout) read by diffusers' `from_single_file` with its component configs taken from
 `base_config` (a diffusers folder such as the tiny preset's base or any SD1.5 folder, or a hub
 id in the cache). Optional: a separate VAE (`vae=`, e.g. stabilityai/sd-vae-ft-mse, the
-authors' choice), the scheduler, VAE slicing/tiling, `torch.compile`, model CPU offload.
-Adapters: anything `convert.load_adapter_any` reads (fmu, authors' `model.bin`, h94 files).
+authors' choice), the scheduler, VAE slicing/tiling, the CLIP image encoder.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..errors import UsageError, first_line
-from . import adapter as A
-from .pipeline import FaceMakeUp
 from .weights_io import PICKLE_SUFFIXES, read_state
 
 SCHEDULERS = ("ddim", "dpm++", "euler")
@@ -52,8 +48,6 @@ def make_scheduler(name: str, config):
 def is_single_file(base: str | Path) -> bool:
     path = Path(str(base))
     return path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES
-
-
 
 
 def _from_single_file(base: Path, dtype, offline: bool, base_config):
@@ -128,74 +122,3 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if move else pipe
-
-
-def load_model(base: str | Path, adapter_path: Path | None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, offline: bool = True, shading: bool = True,
-               image_encoder: str | Path | None = None, *, lora: str | Path | None = None,
-               vae: str | Path | None = None, scheduler: str = "ddim",
-               base_config: str | Path | None = None, vae_slicing: bool = False,
-               vae_tiling: bool = False, compile: bool = False, offload: bool = False) -> FaceMakeUp:
-    """The model for `fmu generate`. `adapter_path`: any adapter `load_adapter_any` reads;
-    `lora`: a separate LoRA file for IP-Adapter checkpoints (h94's *_lora.safetensors).
-
-    `offload`: diffusers' model CPU offload (accelerate hooks move each model to the GPU when it
-    runs); the ShadingNet gets its own hook and stays on the GPU once used. CUDA only.
-    `compile`: `torch.compile` of the UNet and ShadingNet in place (`Module.compile`)."""
-    from diffusers import ControlNetModel
-
-    from .convert import load_adapter_any
-
-    dev = torch.device(device)
-    if offload and dev.type != "cuda":
-        raise UsageError(f"--offload moves models between CPU and GPU; it needs a CUDA device, not {device}")
-    if adapter_path is None:
-        raise UsageError("an adapter checkpoint is required (--adapter)")
-    pipe = load_base(base, dev, dtype, offline, image_encoder, vae=vae, scheduler=scheduler,
-                     base_config=base_config, vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-                     move=not offload)
-    unet = pipe.unet
-    try:
-        tensors, meta = load_adapter_any(Path(adapter_path), dict(unet.config), lora)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load adapter {adapter_path}: {exc}") from None
-    cfg = A.AdapterConfig.from_dict(json.loads(meta["config"]))
-    shading_net = None
-    if shading and "shading_config" in meta:
-        # built from the plain UNet, before the identity channel changes its config
-        shading_net = ControlNetModel.from_config(json.loads(meta["shading_config"]))
-        shading_net.load_state_dict(A.split(tensors, "shading"), strict=True)
-        shading_net.to(dtype=dtype).eval()
-    A.install_identity_channel(unet, cfg)
-    try:
-        A.image_projection(unet).load_state_dict(A.split(tensors, "image_proj"), strict=True)
-        A.load_ip_attention_state(unet, A.split(tensors, "ip_attn"))
-    except RuntimeError as exc:
-        raise UsageError(f"adapter {adapter_path} does not fit base model {base}: {first_line(exc, None)}") from None
-    lora_sd = A.split(tensors, "lora")
-    if lora_sd:
-        A.add_lora(unet, cfg.lora_rank)
-        A.load_lora_state(unet, lora_sd)
-    unet.to(dtype=dtype).eval()
-    if offload:
-        from accelerate import cpu_offload_with_hook
-
-        pipe.enable_model_cpu_offload(device=dev)
-        if shading_net is not None:
-            cpu_offload_with_hook(shading_net, dev)
-    else:
-        unet.to(dev)
-        if shading_net is not None:
-            shading_net.to(dev)
-    if compile:
-        unet.compile()
-        if shading_net is not None:
-            shading_net.compile()
-    return FaceMakeUp(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype)
-
-
-def new_shading_net(unet):
-    """ShadingNet = a ControlNet copied from the UNet; its cross-attention will see ID tokens."""
-    from diffusers import ControlNetModel
-
-    return ControlNetModel.from_unet(unet, conditioning_channels=3)

@@ -67,8 +67,8 @@ def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -
     from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
                               CLIPVisionConfig, CLIPVisionModelWithProjection)
 
-    from . import adapter as A
-    from .load import new_shading_net
+    from .adapter import AdapterConfig
+    from .facemakeup import FaceMakeUp
     from .tiny_tokenizer import write_tiny_tokenizer_files
 
     version, size, widths, layers, cross_dim = SPECS[name]
@@ -104,10 +104,6 @@ def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -
     pipe.save_pretrained(base_dir, safe_serialization=True)
     shutil.rmtree(tok_dir, ignore_errors=True)
 
-    cfg = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=cross_dim, perceiver_heads=1,
-                          lora_rank=4, shading=True)
-    shading_net = new_shading_net(unet)
-    A.install_identity_channel(unet, cfg)
-    A.add_lora(unet, cfg.lora_rank)
-    A.save_adapter(adapter_path, unet, cfg, shading_net=shading_net,
-                   extra_meta={"preset": version, "seed": seed})
+    cfg = AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=cross_dim, perceiver_heads=1,
+                        lora_rank=4, shading=True)
+    FaceMakeUp.from_pipe(pipe, cfg).save_pretrained(adapter_path, extra_meta={"preset": version, "seed": seed})

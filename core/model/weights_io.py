@@ -91,3 +91,19 @@ def _unsafe_detail(exc: Exception) -> str:
     return first_line(exc)
 
 
+def fmu_file_meta(path: Path, expected_format: str, what: str) -> dict:
+    """Metadata of an fmu safetensors file whose `format` tag is `expected_format`, read from
+    its header alone (UsageError for a missing, unreadable or foreign file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    meta = read_safetensors_metadata(path)
+    if meta.get("format") != expected_format:
+        raise UsageError(f"{path} is not an fmu {what} (format={meta.get('format')!r})")
+    return meta
+
+
+def read_fmu_file(path: Path, expected_format: str, what: str) -> tuple[dict, dict]:
+    """Tensors and metadata of an fmu safetensors file, checking its `format` tag first."""
+    meta = fmu_file_meta(path, expected_format, what)
+    return read_state(path), meta

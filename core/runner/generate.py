@@ -148,11 +148,9 @@ def _check_options(cfg: GenerateConfig) -> None:
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
     if cfg.lora is not None:  # its header here: a bad file is one usage error, not a failed worker
-        from training.lora_apply import FORMAT
+        from ..model.lora import lora_file_meta
 
-        from ..model.adapter import fmu_file_meta
-
-        fmu_file_meta(Path(cfg.lora), FORMAT, "LoRA file")
+        lora_file_meta(Path(cfg.lora))
 
 
 def _failure_records(df, validation) -> list[dict]:

@@ -41,7 +41,8 @@ class Worker:
     def __init__(self, cfg, device: str, model_spec: tuple):
         import torch
 
-        from ..model.load import load_model, resolve_dtype
+        from ..model.facemakeup import FaceMakeUp
+        from ..model.load import resolve_dtype
 
         base, adapter, _, _ = model_spec
         if cfg.threads:
@@ -55,7 +56,7 @@ class Worker:
         self.store = ResultStore(self.out)
         self.backend = get_backend(cfg.face_backend, device=device, models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
-        self.model = load_model(
+        self.model = FaceMakeUp.from_pretrained(
             base, adapter, device=device, dtype=resolve_dtype(cfg.precision, device), shading=cfg.shading,
             image_encoder=cfg.image_encoder, lora=cfg.adapter_lora, vae=cfg.vae, scheduler=cfg.scheduler,
             base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
@@ -64,9 +65,7 @@ class Worker:
         self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop,
                                pick="largest" if cfg.multi_face == "largest" else "best")
         if cfg.lora is not None:
-            from training.lora_apply import apply_lora
-
-            apply_lora(self.model, cfg.lora, scale=cfg.lora_scale)
+            self.model.load_lora_weights(cfg.lora, scale=cfg.lora_scale)
         self.conditions = ConditionProvider(cache_root, cfg.renderer,
                                             enabled=cfg.shading and self.model.shading_net is not None,
                                             frame_scale=cfg.frame_scale if cfg.frame == "face" else None)

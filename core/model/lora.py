@@ -1,0 +1,97 @@
+"""LoRA on the UNet's attention layers: adding, reading, applying and writing LoRA states and files.
+
+Every LoRA here is a named peft adapter on the UNet (diffusers' `add_adapter` / `set_adapters`,
+peft's `get_peft_model_state_dict` / `set_peft_model_state_dict`) over the same layers
+(`LORA_TARGETS`):
+
+- `fmu_id` (`ID_ADAPTER`): the identity LoRA of an adapter checkpoint; its state is stored
+  under `lora.` inside `adapter.safetensors` (see `adapter.py`).
+- `fmu_ft` (`FINETUNE_ADAPTER`): a LoRA from `fmu finetune`, trained on top of an adapter whose
+  own LoRA stays as it was. It is a file of its own (format "fmu-lora/1"): the adapter's peft-layout
+  weights, with its rank, alpha and target pattern in the metadata. Applying it adds the same
+  adapter and activates it next to the others, with weight `scale`.
+
+diffusers' `save_lora_adapter` / `load_lora_adapter` write and expect their own key prefix and
+metadata, and infer the targets from the keys; fmu-lora/1 files predate this module and keep
+loading, so the file is read and written here with the LoraConfig it records.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from ..images import atomic_write_bytes
+from .weights_io import fmu_file_meta, read_fmu_file
+
+FORMAT = "fmu-lora/1"
+ID_ADAPTER = "fmu_id"
+FINETUNE_ADAPTER = "fmu_ft"
+# UNet attention only: the perceiver inside the image projection has to_q/to_k too.
+LORA_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+
+
+def add_lora(unet, rank: int, alpha: float | None = None, name: str = ID_ADAPTER, weight: float = 1.0) -> None:
+    """A new, freshly initialised LoRA (B = 0) named `name`, active next to the existing ones;
+    every adapter keeps weight 1 except the new one (`weight`)."""
+    from peft import LoraConfig  # deferred: peft pulls in torch; file checks here run without it
+
+    existing = list(getattr(unet, "peft_config", {}) or {})
+    with warnings.catch_warnings():  # several adapters on one model is the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                    target_modules=LORA_TARGETS), adapter_name=name)
+    unet.set_adapters(existing + [name], weights=[1.0] * len(existing) + [weight])
+
+
+def has_lora(unet, name: str) -> bool:
+    return name in (getattr(unet, "peft_config", None) or {})
+
+
+def lora_state(unet, name: str = ID_ADAPTER) -> dict:
+    """The weights of LoRA `name`, peft layout (`<module>.lora_A.weight` / `.lora_B.weight`)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(unet, adapter_name=name)
+
+
+def load_lora_state(unet, state: dict, name: str = ID_ADAPTER) -> None:
+    """Load peft-layout weights into the existing LoRA `name`; refused when any does not fit."""
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(unet, state, adapter_name=name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"LoRA weights do not fit this UNet: {unexpected[:3]} ...")
+
+
+def lora_file_meta(path: Path) -> dict:
+    """The header of a LoRA file (UsageError for a missing, unreadable or foreign file)."""
+    return fmu_file_meta(Path(path), FORMAT, "LoRA file")
+
+
+def read_lora_file(path: Path) -> tuple[dict, dict]:
+    """(peft-layout tensors, metadata) of a LoRA file."""
+    return read_fmu_file(Path(path), FORMAT, "LoRA file")
+
+
+def write_lora_file(path: Path, unet, name: str = FINETUNE_ADAPTER, extra_meta: dict | None = None) -> None:
+    """LoRA `name` as an fmu-lora/1 safetensors file: its weights and its LoraConfig."""
+    from safetensors.torch import save  # deferred like peft: it imports torch
+
+    config = unet.peft_config[name]
+    tensors = {k: v.detach().contiguous().cpu() for k, v in lora_state(unet, name).items()}
+    meta = {"format": FORMAT, "rank": str(config.r), "alpha": str(config.lora_alpha),
+            "target_modules": str(config.target_modules)}
+    meta.update({k: json.dumps(v) for k, v in (extra_meta or {}).items()})
+    atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+
+
+def apply_lora_file(unet, path: Path, scale: float = 1.0, name: str = FINETUNE_ADAPTER) -> None:
+    """Add the LoRA of `path` to `unet` as adapter `name` with weight `scale`."""
+    tensors, meta = read_lora_file(path)
+    if has_lora(unet, name):
+        raise ValueError(f"a LoRA named {name!r} is already applied")
+    add_lora(unet, int(meta["rank"]), float(meta["alpha"]), name=name, weight=scale)
+    load_lora_state(unet, tensors, name)
