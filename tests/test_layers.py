@@ -34,18 +34,6 @@ LAYERS: dict[str, int] = {
     "core": 8,             # utilities: errors, images, digests, native_log, run_record (and core/__init__)
 }
 
-# Known violations another branch of issue 12 removes: (importer, imported module) for an upward
-# import, (importer, "module._name") for a private name. The lead deletes each entry when merging
-# that branch (test_pending_entries_still_exist fails on an entry whose import is gone); nothing
-# else belongs here.
-PENDING: set[tuple[str, str]] = {
-    # helper "model": LoRA files move to core/model/lora.py, training/lora_apply.py goes away.
-    ("core.runner.worker", "training.lora_apply"),
-    ("core.runner.generate", "training.lora_apply"),
-    # helper "model": convert.py stops using adapter.py's private `_prefixed`.
-    ("core.model.convert", "core.model.adapter._prefixed"),
-}
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -200,7 +188,7 @@ def upward(graph: Graph) -> list[str]:
     return sorted(
         f"{e.importer}:{e.line} -> {e.target}"
         for e in graph.edges
-        if layer_of(e.target) < layer_of(e.importer) and (e.importer, e.target) not in PENDING
+        if layer_of(e.target) < layer_of(e.importer)
     )
 
 
@@ -305,16 +293,9 @@ def test_no_upward_imports():
     assert upward(build_graph(repo_sources())) == []
 
 
-def test_pending_entries_still_exist():
-    """An allow-list entry whose import is gone must be deleted, not kept as a silent exemption."""
-    graph = build_graph(repo_sources())
-    found = {(e.importer, e.target) for e in graph.edges} | {(p.importer, p.name) for p in graph.private}
-    assert PENDING <= found, sorted(PENDING - found)
-
-
 def test_no_private_names_across_modules():
     graph = build_graph(repo_sources())
-    assert [str(p) for p in graph.private if (p.importer, p.name) not in PENDING] == []
+    assert [str(p) for p in graph.private] == []
 
 
 def test_relative_imports_stay_inside_the_packages():
