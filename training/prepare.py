@@ -11,7 +11,6 @@ configuration, versions and counts.
 
 from __future__ import annotations
 
-import io
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -20,8 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from core.errors import ImageError, RowError, UsageError
-from core.images import atomic_write_bytes, load_rgb
+from core.images import load_rgb
 from core.runner.runinfo import write_run_record
+from core.tables import write_table
 
 from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
                    read_training_manifest)
@@ -175,12 +175,6 @@ def _check_tokens(caption: str, mask: dict, name: str) -> None:
         raise RowError(f"mask {name}: {exc}", kind="bad_masks") from None
 
 
-def _write_parquet(path: Path, df: pl.DataFrame) -> None:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     start = time.perf_counter()
     out = Path(cfg.out)
@@ -204,8 +198,8 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],
                          schema=TRAIN_SCHEMA)
-    _write_parquet(out / "results.parquet", report)
-    _write_parquet(out / "train.parquet", train)
+    write_table(out / "results.parquet", report)
+    write_table(out / "train.parquet", train)
     ok = train.height
     summary = PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
                              seconds=time.perf_counter() - start, manifest=out / "train.parquet",

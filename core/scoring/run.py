@@ -10,7 +10,6 @@ unavailable with its reason; nothing crashes the run.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import polars as pl
 
 from ..errors import ImageError, UsageError
 from ..images import atomic_write_bytes, load_rgb
+from ..tables import write_table
 from . import facesim
 from .face_batch import face_embeddings
 from ..runner.runinfo import read_run_json
@@ -412,9 +412,7 @@ def _summary(rows: _Rows, metrics: dict, timings: dict, total_s: float) -> dict:
 
 def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Rows, decoded: dict,
                    opts: ScoreOptions) -> None:
-    buf = io.BytesIO()
-    scores.write_parquet(buf)
-    atomic_write_bytes(out_dir / "scores.parquet", buf.getvalue())
+    write_table(out_dir / "scores.parquet", scores)
     atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if opts.report:
         from .report import render_report
