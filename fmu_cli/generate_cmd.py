@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, err, error, shown
+from .console import console, err, error, progress_bar, shown
 
 
 def generate(
@@ -89,8 +88,7 @@ def generate(
         err.print("[red]error:[/] --face-crop must be 'aligned' or 'wide'")
         raise typer.Exit(2)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress, stop_on_sigterm():
+        with progress_bar() as progress, stop_on_sigterm():
             summary = run_generate(cfg, progress=progress)
     except UsageError as exc:
         error(str(exc))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .console import console, err, error
+from .console import console, err, error, progress_bar
 
 
 def score(
@@ -66,11 +66,12 @@ def score(
         if run_dir is not None:
             if not run_dir.is_dir():
                 raise UsageError(f"{run_dir} is not a folder")
-            result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None)
+            result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None,
+                               progress=progress_bar(transient=True))
             if out is not None:
                 err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
         else:
-            result = score_images(images, manifest, out, opts, console=console)
+            result = score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True))
     except UsageError as exc:
         error(str(exc))
         raise typer.Exit(2)

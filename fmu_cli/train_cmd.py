@@ -6,15 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, error, shown
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+from .console import console, error, progress_bar, shown
 
 
 def prepare(
@@ -40,7 +34,7 @@ def prepare(
     cfg = PrepareConfig(source=source, out=out, face_backend=face_backend, face_models=face_models,
                         resolution=resolution, renderer=renderer, workers=workers)
     try:
-        with _progress() as progress:
+        with progress_bar() as progress:
             summary = run_prepare(cfg, progress=progress)
     except UsageError as exc:
         error(str(exc))
@@ -64,7 +58,7 @@ def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = Non
 
     try:
         cfg = load_config(config, overrides, defaults)
-        with _progress() as progress:
+        with progress_bar() as progress:
             summary = run_training(cfg, progress=progress, log=console.print)
     except UsageError as exc:
         error(str(exc))
