@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .console import console, err
+from .console import console
 
 
 def convert(
@@ -26,14 +26,9 @@ def convert(
 
     Example:  fmu convert ip-adapter-faceid-plusv2_sd15.bin --lora ip-adapter-faceid-plusv2_sd15_lora.safetensors --out adapters/h94
     """
-    from core.errors import UsageError
     from core.model.convert import convert_file
 
-    try:
-        summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
-    except UsageError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2)
+    summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
     table = Table(title=f"converted {escape(src.name)}")
     table.add_column("part")
     table.add_column("value", justify="right")

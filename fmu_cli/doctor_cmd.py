@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .choices import FaceBackend, chosen
 from .console import console
 
 
@@ -16,7 +17,7 @@ def doctor(
     base_config: Optional[str] = typer.Option(None, "--base-config", help="Config folder for a single-file base."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Check this adapter (fmu, authors' model.bin, h94 file)."),
     lora: Optional[str] = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint."),
-    face_backend: Optional[str] = typer.Option(None, "--face-backend", help="dlib | insightface: require it."),
+    face_backend: Optional[FaceBackend] = typer.Option(None, "--face-backend", help="Require this face backend."),
     face_models: Optional[str] = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / antelopev2 layout)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
 ) -> None:
@@ -30,7 +31,7 @@ def doctor(
     from core.doctor import diagnose
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
-                      face_backend=face_backend, face_models=face_models,
+                      face_backend=chosen(face_backend), face_models=face_models,
                       devices=devices.split(",") if devices else None)
     table = Table(title="fmu doctor", show_lines=False)
     for column in ("area", "item", "status", "detail"):
