@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError
-from .schema import COLUMNS, REQUIRED
+from .schema import REQUIRED
 
 
 def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFrame:
@@ -47,7 +47,3 @@ def _sniff_separator(path: Path) -> str:
     counts = {sep: header.count(sep) for sep in (",", "\t", ";", "|")}
     best = max(counts, key=counts.get)
     return best if counts[best] > 0 else ","
-
-
-def known_columns(df: pl.DataFrame) -> list[str]:
-    return [c for c in df.columns if c in COLUMNS]

@@ -36,9 +36,6 @@ class Request:
 @dataclass
 class Timings:
     model_seconds: float = 0.0        # inside UNet / ShadingNet calls
-    total_seconds: float = 0.0
-    calls: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -74,7 +71,6 @@ class FaceMakeUp:
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         self.timings.model_seconds += time.perf_counter() - start
-        self.timings.calls += 1
         return out
 
     def identity_inputs(self, id_embeddings: torch.Tensor, clip_embeds: torch.Tensor,
@@ -114,7 +110,6 @@ class FaceMakeUp:
     @torch.no_grad()
     def generate(self, requests: list[Request], settings: Settings, callback=None) -> list[np.ndarray]:
         """Denoise one batch of requests that share `settings`; returns (H, W, 3) uint8 images."""
-        start = time.perf_counter()
         pipe, unet, n = self.pipe, self.unet, len(requests)
         do_cfg = settings.guidance_scale > 1.0
         identity_on = settings.id_scale > 0
@@ -168,5 +163,4 @@ class FaceMakeUp:
 
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
         images = pipe.image_processor.postprocess(image, output_type="np", do_denormalize=[True] * n)
-        self.timings.total_seconds += time.perf_counter() - start
         return [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]

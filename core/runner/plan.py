@@ -29,10 +29,6 @@ class Job:
     settings: Settings
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.row.id, self.k, self.row.index)
-
-    @property
     def image_name(self) -> str:
         return f"images/{self.row.id}_{self.k}.png"
 
