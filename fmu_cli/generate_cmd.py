@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -19,19 +18,19 @@ from .console import console, err, error, progress_bar, shown
 def generate(
     manifest: Path = typer.Argument(..., help="CSV or Parquet manifest (see manifests/README.md)."),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder."),
-    preset: Optional[str] = typer.Option(D.preset, help="Built-in model preset (offline toy models)."),
-    base_model: Optional[str] = typer.Option(D.base_model, help="SD1.5 diffusers folder or hub id (overrides --preset)."),
-    adapter: Optional[Path] = typer.Option(D.adapter, help="fmu adapter checkpoint (.safetensors)."),
-    image_encoder: Optional[str] = typer.Option(D.image_encoder, help="CLIP ViT-H/14 image encoder folder."),
-    face_backend: Optional[FaceBackend] = typer.Option(D.face_backend, help="Face analysis (default: dlib for "
-                                                       "the tiny preset, else insightface)."),
-    face_models: Optional[Path] = typer.Option(D.face_models, help="insightface models folder (buffalo_l layout)."),
+    preset: str | None = typer.Option(D.preset, help="Built-in model preset (offline toy models)."),
+    base_model: str | None = typer.Option(D.base_model, help="SD1.5 diffusers folder or hub id (overrides --preset)."),
+    adapter: Path | None = typer.Option(D.adapter, help="fmu adapter checkpoint (.safetensors)."),
+    image_encoder: str | None = typer.Option(D.image_encoder, help="CLIP ViT-H/14 image encoder folder."),
+    face_backend: FaceBackend | None = typer.Option(D.face_backend, help="Face analysis (default: dlib for "
+                                                    "the tiny preset, else insightface)."),
+    face_models: Path | None = typer.Option(D.face_models, help="insightface models folder (buffalo_l layout)."),
     multi_face: MultiFace = typer.Option(D.multi_face, help="Which face of a photo with several is used: the "
                                          "detector's most confident (best, the authors' choice), the biggest "
                                          "(largest), or none (error: the row fails)."),
-    face_crop: Optional[FaceCrop] = typer.Option(D.face_crop, help="The face image the CLIP encoder sees; "
-                                                 "default: the style the adapter was trained with (wide for "
-                                                 "the authors' checkpoint, aligned for h94's and fmu's)."),
+    face_crop: FaceCrop | None = typer.Option(D.face_crop, help="The face image the CLIP encoder sees; "
+                                              "default: the style the adapter was trained with (wide for "
+                                              "the authors' checkpoint, aligned for h94's and fmu's)."),
     devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
                                 "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)"),
     batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together."),
@@ -48,15 +47,17 @@ def generate(
     frame_scale: float = typer.Option(D.frame_scale, help="Side of the face frame / side of the face's landmark box."),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image."),
     renderer: Renderer = typer.Option(D.renderer, help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
-    cache_dir: Optional[Path] = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache)."),
-    threads: Optional[int] = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
-                                          "bit-identical images across 1 or N processes."),
-    lora: Optional[Path] = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top."),
+    cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache)."),
+    threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
+                                       "bit-identical images across 1 or N processes."),
+    lora: Path | None = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top."),
     lora_scale: float = typer.Option(D.lora_scale, help="Weight of --lora."),
-    adapter_lora: Optional[Path] = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 --adapter."),
-    vae: Optional[str] = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder."),
+    adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
+                                             "--adapter."),
+    vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder."),
     scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors')."),
-    base_config: Optional[str] = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a single-file --base-model."),
+    base_config: str | None = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a "
+                                           "single-file --base-model."),
     precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on CUDA, fp32 on CPU)."),
     vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory)."),
     vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images)."),
@@ -86,9 +87,8 @@ def generate(
         with progress_bar() as progress, stop_on_sigterm():
             summary = run_generate(cfg, progress=progress)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        error(f"{exc}; finished images and results are kept: re-run the same command "
-                  "to resume")
-        raise typer.Exit(1)
+        error(f"{exc}; finished images and results are kept: re-run the same command to resume")
+        raise typer.Exit(1) from None
     if summary.interrupted:
         import signal
 
@@ -135,8 +135,8 @@ def stop_on_sigterm():
 
 def validate_manifest(
     manifest: Path = typer.Argument(..., help="CSV or Parquet manifest."),
-    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer folder for the prompt-length check "
-                                            "(default: the tiny preset's)."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer folder for the prompt-length check "
+                                         "(default: the tiny preset's)."),
 ) -> None:
     """List every problem of every row; exit 1 when any row is unusable.
 
@@ -160,7 +160,7 @@ def validate_manifest(
     raise typer.Exit(1 if bad else 0)
 
 
-def _tokenizer(path: Optional[str]):
+def _tokenizer(path: str | None):
     from transformers import CLIPTokenizer
 
     if path is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,28 +14,37 @@ from .choices import comma_list
 from .console import console, err, progress_bar
 
 
+def _face_backends() -> tuple[str, ...]:
+    return FACE_BACKENDS
+
+
 def _metrics() -> tuple[str, ...]:
     from core.scoring import METRICS  # deferred: the scoring package pulls polars and its models' code
 
     return (*METRICS, "all")
 
 
+BACKEND_LIST, METRIC_LIST = comma_list(_face_backends), comma_list(_metrics)
+
+
 def score(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run folder written by `fmu generate`."),
-    images: Optional[Path] = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
-    manifest: Optional[Path] = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
-    out: Optional[Path] = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
-    id_model: Optional[Path] = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
-    face_backend: Any = typer.Option(  # Any: a tuple of names from comma_list
-        None, parser=comma_list(lambda: FACE_BACKENDS), metavar="LIST",
-        help=f"Face backend(s) for FaceSim: {', '.join(FACE_BACKENDS)} or a comma list of them "
-             "(default: the run's backend, else dlib)."),
+    run_dir: Path | None = typer.Argument(None, help="Run folder written by `fmu generate`."),
+    images: Path | None = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
+    manifest: Path | None = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
+    out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
+    id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
+    face_backend: Any = typer.Option(  # Any: a tuple of names (comma_list)
+        None, parser=BACKEND_LIST, metavar="LIST",
+        help="Face backend(s) for FaceSim: dlib, insightface or a comma list of them (default: the run's "
+             "backend, else dlib)."),
     det_size: int = typer.Option(640, min=32, help="insightface detector input size (paper: 640)."),
-    clip_model: Optional[str] = typer.Option(None, help="CLIP folder or cached hub id (default openai/clip-vit-large-patch14)."),
-    dino_model: Optional[str] = typer.Option(None, help="DINO ViT folder or cached hub id (default facebook/dino-vits16)."),
-    lpips_weights: Optional[Path] = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
-    fid_weights: Optional[Path] = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
-    metrics: Any = typer.Option("all", parser=comma_list(_metrics), metavar="LIST",
+    clip_model: str | None = typer.Option(None, help="CLIP folder or cached hub id (default "
+                                          "openai/clip-vit-large-patch14)."),
+    dino_model: str | None = typer.Option(None, help="DINO ViT folder or cached hub id (default "
+                                          "facebook/dino-vits16)."),
+    lpips_weights: Path | None = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
+    fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
+    metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
                                 help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -30,13 +29,17 @@ def _fail(message: str) -> None:
 def shade(
     image: Path = typer.Argument(..., help="Reference photo (any format Pillow reads)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the condition PNG."),
-    target: Optional[Path] = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo instead."),
-    renderer: Renderer = typer.Option("auto", "--renderer", help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
+    target: Path | None = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo "
+                                       "instead."),
+    renderer: Renderer = typer.Option("auto", "--renderer", help="Shading renderer (auto: pytorch3d when "
+                                      "installed, else cpu)."),
     size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of the square condition image."),
     frame: Frame = typer.Option("face", "--frame", help="The square of the photo rendered (as in `fmu generate`)."),
-    frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, help="Face frame side / landmark-box side."),
-    face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is cut around."),
-    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, help="Face frame side / "
+                                      "landmark-box side."),
+    face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is "
+                                             "cut around."),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
 ) -> None:
     """Render the untextured, SH-shaded face mesh that conditions the 3D channel.
 
@@ -89,7 +92,7 @@ def shade(
                   f"y={top})", soft_wrap=True)
 
 
-def _face_backend(name: str, models: Optional[Path]):
+def _face_backend(name: str, models: Path | None):
     try:
         return get_backend(name, models_dir=models)
     except Exception as exc:  # noqa: BLE001  missing model files, a broken install: one line, exit 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -19,8 +18,9 @@ def prepare(
     source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
                                   "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/."),
-    face_backend: FaceBackend = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) or insightface (ArcFace 512-d)."),
-    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    face_backend: FaceBackend = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) or insightface "
+                                             "(ArcFace 512-d)."),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
     renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models)."),
@@ -50,7 +50,7 @@ def prepare(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = None) -> None:
+def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
     from training.config import load_config
     from training.trainer import run_training
 
@@ -64,41 +64,42 @@ def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = Non
 
 
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
-    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    init_adapter: Optional[Path] = typer.Option(None, help="Start from this fmu adapter (default: the "
-                                                "preset's; with --base-model: a fresh one)."),
-    image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
-    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
-    resolution: Optional[int] = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
-    face_crop: Optional[FaceCrop] = typer.Option(None, help="The face image the CLIP encoder is trained on "
-                                                 "(wide: the authors' crop); default: the --init-adapter's "
-                                                 "style, aligned for a fresh adapter. Recorded in the "
-                                                 "adapter, so generate follows it."),
-    max_steps: Optional[int] = typer.Option(None, help=f"Optimizer steps (default {T.max_steps})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Images per process per micro-batch (default {T.batch_size})."),
-    grad_accum: Optional[int] = typer.Option(None, help=f"Gradient accumulation micro-batches (default {T.grad_accum})."),
-    lr: Optional[float] = typer.Option(None, help=f"AdamW learning rate (default {T.lr:g})."),
-    weight_decay: Optional[float] = typer.Option(None, help=f"AdamW weight decay (default {T.weight_decay:g})."),
-    lr_schedule: Optional[str] = typer.Option(None, help="A diffusers scheduler: constant, linear, cosine, "
-                                              f"constant_with_warmup ... (default {T.lr_schedule})."),
-    warmup_steps: Optional[int] = typer.Option(None, help=f"Learning-rate warm-up steps (default {T.warmup_steps})."),
-    mixed_precision: Optional[MixedPrecision] = typer.Option(None, help="Default: bf16 on GPU, no on CPU."),
-    lambda_map: Optional[float] = typer.Option(None, help=f"L_map weight (default {T.lambda_map:g})."),
-    lambda_id: Optional[float] = typer.Option(None, help=f"L_id weight (default {T.lambda_id:g}; 0 turns it off)."),
-    id_t_min: Optional[int] = typer.Option(None, help=f"L_id applies for timesteps >= this (default {T.id_t_min})."),
-    id_t_max: Optional[int] = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
-    image_drop: Optional[float] = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
-    caption_drop: Optional[float] = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
-    checkpoint_every: Optional[int] = typer.Option(None, help=f"Checkpoint every N steps (default {T.checkpoint_every})."),
-    keep_checkpoints: Optional[int] = typer.Option(None, help=f"Keep the last K checkpoints (default {T.keep_checkpoints})."),
-    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
-    validate_every: Optional[int] = typer.Option(None, help="Validation images every N steps (0: off)."),
-    seed: Optional[int] = typer.Option(None, help=f"Random seed (default {T.seed})."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    init_adapter: Path | None = typer.Option(None, help="Start from this fmu adapter (default: the "
+                                             "preset's; with --base-model: a fresh one)."),
+    image_encoder: str | None = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
+    resolution: int | None = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
+    face_crop: FaceCrop | None = typer.Option(None, help="The face image the CLIP encoder is trained on "
+                                              "(wide: the authors' crop); default: the --init-adapter's "
+                                              "style, aligned for a fresh adapter. Recorded in the "
+                                              "adapter, so generate follows it."),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {T.max_steps})."),
+    batch_size: int | None = typer.Option(None, help=f"Images per process per micro-batch (default {T.batch_size})."),
+    grad_accum: int | None = typer.Option(None, help=f"Gradient accumulation micro-batches (default {T.grad_accum})."),
+    lr: float | None = typer.Option(None, help=f"AdamW learning rate (default {T.lr:g})."),
+    weight_decay: float | None = typer.Option(None, help=f"AdamW weight decay (default {T.weight_decay:g})."),
+    lr_schedule: str | None = typer.Option(None, help="A diffusers scheduler: constant, linear, cosine, "
+                                           f"constant_with_warmup ... (default {T.lr_schedule})."),
+    warmup_steps: int | None = typer.Option(None, help=f"Learning-rate warm-up steps (default {T.warmup_steps})."),
+    mixed_precision: MixedPrecision | None = typer.Option(None, help="Default: bf16 on GPU, no on CPU."),
+    lambda_map: float | None = typer.Option(None, help=f"L_map weight (default {T.lambda_map:g})."),
+    lambda_id: float | None = typer.Option(None, help=f"L_id weight (default {T.lambda_id:g}; 0 turns it off)."),
+    id_t_min: int | None = typer.Option(None, help=f"L_id applies for timesteps >= this (default {T.id_t_min})."),
+    id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
+    image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
+    caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
+    checkpoint_every: int | None = typer.Option(None, help=f"Checkpoint every N steps (default {T.checkpoint_every})."),
+    keep_checkpoints: int | None = typer.Option(None, help=f"Keep the last K checkpoints (default "
+                                                f"{T.keep_checkpoints})."),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
+    validate_every: int | None = typer.Option(None, help="Validation images every N steps (0: off)."),
+    seed: int | None = typer.Option(None, help=f"Random seed (default {T.seed})."),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes."),
 ) -> None:
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
@@ -117,19 +118,20 @@ def finetune(
     data: Path = typer.Option(..., "--data", help="A small folder of images (prepared automatically) "
                               "or a prepared manifest / data folder."),
     out: Path = typer.Option(Path("runs/finetune"), "--out", "-o", help="Run folder; writes OUT/lora.safetensors."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny)."),
-    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    rank: Optional[int] = typer.Option(None, help=f"Rank of the new LoRA (default {FINETUNE_DEFAULTS['lora_rank']})."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny)."),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    rank: int | None = typer.Option(None, help=f"Rank of the new LoRA (default {FINETUNE_DEFAULTS['lora_rank']})."),
     face_backend: FaceBackend = typer.Option("dlib", help="Face analysis for automatic preparation."),
-    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id."),
-    max_steps: Optional[int] = typer.Option(None, help=f"Optimizer steps (default {FINETUNE_DEFAULTS['max_steps']})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Images per micro-batch (default {FINETUNE_DEFAULTS['batch_size']})."),
-    lr: Optional[float] = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
-    lambda_id: Optional[float] = typer.Option(None, help="L_id weight."),
-    checkpoint_every: Optional[int] = typer.Option(None),
-    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
-    seed: Optional[int] = typer.Option(None),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id."),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {FINETUNE_DEFAULTS['max_steps']})."),
+    batch_size: int | None = typer.Option(None, help=f"Images per micro-batch (default "
+                                          f"{FINETUNE_DEFAULTS['batch_size']})."),
+    lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
+    lambda_id: float | None = typer.Option(None, help="L_id weight."),
+    checkpoint_every: int | None = typer.Option(None),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
+    seed: int | None = typer.Option(None),
 ) -> None:
     """Finetune a NEW LoRA on top of an fmu adapter (everything else frozen).
 

@@ -103,17 +103,21 @@ def test_help_lists_the_choices(command, choices):
         assert listed in text, listed
 
 
-def test_score_help_names_every_metric():
+def test_score_help_names_every_metric_and_backend():
+    from core.faces import BACKENDS
     from core.scoring import METRICS
 
-    assert _params("score")["metrics"].help == f"Comma list of {', '.join(METRICS)}, or all."
+    params = _params("score")
+    assert params["metrics"].help == f"Comma list of {', '.join(METRICS)}, or all."
+    assert params["face_backend"].help.startswith(f"Face backend(s) for FaceSim: {', '.join(BACKENDS)} or a")
 
 
 @pytest.mark.parametrize("args, message", [
     (["validate", "absent.csv"], "error: manifest not found"),
     (["generate", "absent.csv"], "error: manifest not found"),
     (["score"], "error: give either RUN_DIR or --images DIR --manifest FILE"),
-    (["finetune", "--from", "a.safetensors", "--data", "absent"], "error: --data absent: neither a folder nor a manifest"),
+    (["finetune", "--from", "a.safetensors", "--data", "absent"],
+     "error: --data absent: neither a folder nor a manifest"),
     (["generate"], "error: Missing argument 'manifest'."),
     (["nonsense"], "error: No such command 'nonsense'."),
 ])

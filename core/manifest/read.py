@@ -31,7 +31,7 @@ def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFr
             raise UsageError(f"manifest must be .csv, .tsv or .parquet, got {path.name}")
     except UsageError:
         raise
-    except Exception as exc:  # polars raises several exception types for malformed files
+    except Exception as exc:  # noqa: BLE001  polars raises several exception types for malformed files
         raise UsageError(f"cannot read manifest {path}: {exc}".splitlines()[0]) from None
     df = df.rename({c: c.strip().lower() for c in df.columns})
     missing = [c for c in required if c not in df.columns]

@@ -9,7 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..faces.crops import FRAME_SCALE
-from ..model.settings import DEFAULTS as IMAGE, PROMPT_PREFIX
+from ..model.settings import DEFAULTS as IMAGE
+from ..model.settings import PROMPT_PREFIX
 
 
 @dataclass

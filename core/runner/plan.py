@@ -74,7 +74,7 @@ class Units:
     def total(self) -> int:
         return sum(n for _, n in self.spans)
 
-    def subset(self, indices) -> "Units":
+    def subset(self, indices) -> Units:
         return Units(self.jobs, self.defaults, [self.spans[i] for i in indices])
 
 
