@@ -9,7 +9,7 @@ re-queues the unit of a worker that dies. Multi-node runs use an existing launch
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
+import time
 from collections.abc import Callable
 
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
@@ -63,7 +63,10 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
     ctx = mp.get_context("spawn")  # CUDA and forked torch do not mix
-    tasks, results = ctx.Queue(), ctx.Queue()
+    # results: a SimpleQueue, whose put() has written the message when it returns. A Queue hands
+    # it to a feeder thread, and a worker killed right after (OOM, segfault) takes its last
+    # "start"/"done" along: the unit it was on would never be re-queued or settled
+    tasks, results = ctx.Queue(), ctx.SimpleQueue()
     for uid in range(len(units)):
         tasks.put(uid)
     procs = {}
@@ -91,10 +94,7 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
              "gave_up": [], "errors": []}
     stopping = False
     while True:
-        try:
-            kind, wid, uid, payload = results.get(timeout=0.2)
-        except queue.Empty:
-            kind = None
+        kind, wid, uid, payload = _next_message(results, timeout=0.2)
         if kind == "start":
             attempts[uid] += 1
             started[uid] = wid
@@ -135,3 +135,13 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
                                  + (stats["errors"][-1].splitlines()[-1] if stats["errors"] else ""))
             break
     return stats
+
+
+def _next_message(results, timeout: float) -> tuple:
+    """The next worker message, or (None,) * 4 after `timeout` s (SimpleQueue.get cannot time out)."""
+    deadline = time.monotonic() + timeout
+    while results.empty():
+        if time.monotonic() >= deadline:
+            return (None, None, None, None)
+        time.sleep(0.01)
+    return results.get()

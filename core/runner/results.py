@@ -1,6 +1,6 @@
 """Results table: shards appended per batch, merged into one results.parquet.
 
-Each finished batch writes `DIR/.shards/<n>.parquet` atomically, so a crash loses at most the
+Each finished batch writes `DIR/.shards/<time>-<n>.parquet` atomically, so a crash loses at most the
 batch in flight; the merge keeps the newest record per (id, k). Resume = read what is done.
 
 A finished image stays done while its row's inputs match the plan (`INPUTS`) and its reference
@@ -12,6 +12,7 @@ the image is redone only when the bytes differ.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -52,7 +53,10 @@ class ResultStore:
 
     def append(self, records: list[dict]) -> None:
         if records:
-            write_table(self.shards / f"{uuid.uuid4().hex}.parquet", _frame(records))
+            # named by the time written, so the sorted shards are in write order and the newest
+            # record of an image wins the merge (a re-run's ok over a killed run's failure)
+            name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            write_table(self.shards / name, _frame(records))
 
     def _all(self) -> pl.DataFrame:
         frames = []
