@@ -9,7 +9,6 @@ re-queues the unit of a worker that dies. Multi-node runs use an existing launch
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 from collections.abc import Callable
 
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
@@ -63,10 +62,7 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
     ctx = mp.get_context("spawn")  # CUDA and forked torch do not mix
-    # results: a SimpleQueue, whose put() has written the message when it returns. A Queue hands
-    # it to a feeder thread, and a worker killed right after (OOM, segfault) takes its last
-    # "start"/"done" along: the unit it was on would never be re-queued or settled
-    tasks, results = ctx.Queue(), ctx.SimpleQueue()
+    tasks, results = ctx.Queue(), _Messages(ctx)
     for uid in range(len(units)):
         tasks.put(uid)
     procs = {}
@@ -94,7 +90,7 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
              "gave_up": [], "errors": []}
     stopping = False
     while True:
-        kind, wid, uid, payload = _next_message(results, timeout=0.2)
+        kind, wid, uid, payload = results.get(timeout=0.2)
         if kind == "start":
             attempts[uid] += 1
             started[uid] = wid
@@ -137,11 +133,21 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
     return stats
 
 
-def _next_message(results, timeout: float) -> tuple:
-    """The next worker message, or (None,) * 4 after `timeout` s (SimpleQueue.get cannot time out)."""
-    deadline = time.monotonic() + timeout
-    while results.empty():
-        if time.monotonic() >= deadline:
-            return (None, None, None, None)
-        time.sleep(0.01)
-    return results.get()
+
+class _Messages:
+    """Worker -> parent messages on a pipe. `put` has written the message when it returns: a
+    multiprocessing.Queue hands it to a feeder thread, and a worker killed right after (OOM,
+    segfault) takes its last "start"/"done" along, so its unit would never be re-queued or settled
+    and the run would wait forever. (SimpleQueue writes at once too, but cannot wait with a timeout.)"""
+
+    def __init__(self, ctx):
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        self.lock = ctx.Lock()  # one writer at a time: messages from two workers never interleave
+
+    def put(self, message: tuple) -> None:
+        with self.lock:
+            self.writer.send(message)
+
+    def get(self, timeout: float) -> tuple:
+        """The next message, or (None,) * 4 when none came within `timeout` seconds."""
+        return self.reader.recv() if self.reader.poll(timeout) else (None, None, None, None)
