@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fmu-installed
 # torch freely would download a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test env system-deps clean
+.PHONY: demo test lint env system-deps clean
 
 env: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
+
+# ruff (installed by the test extra), configured in pyproject.toml
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf runs .pytest_cache

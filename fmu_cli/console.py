@@ -8,6 +8,7 @@ import warnings
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=False, highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
@@ -24,6 +25,14 @@ def shown(value) -> str:
 def error(message: str) -> None:
     """`error: message` on stderr; escaped, since paths and values may hold [brackets]."""
     err.print(f"[red]error:[/] {escape(message)}")
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """The bar of every long command: what, how far, done/total, time spent and time left.
+    `transient`: cleared when done (for commands that print a summary table in its place)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, transient=transient)
 
 
 def quiet_libraries() -> None:

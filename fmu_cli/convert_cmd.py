@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .console import console, err
+from .console import console
 
 
 def convert(
-    src: Path = typer.Argument(..., help="model.bin (authors), ip-adapter-faceid-plusv2_sd15.bin/.safetensors (h94), or an fmu adapter."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (writes adapter.safetensors) or a .safetensors path."),
-    lora: Optional[Path] = typer.Option(None, "--lora", help="Separate LoRA file (e.g. ip-adapter-faceid-plusv2_sd15_lora.safetensors)."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model whose UNet layout to map onto (default: SD1.5)."),
-    base_config: Optional[str] = typer.Option(None, "--base-config", help="Config folder when --base is a single file."),
+    src: Path = typer.Argument(..., help="model.bin (authors), ip-adapter-faceid-plusv2_sd15.bin/.safetensors "
+                               "(h94), or an fmu adapter."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (writes adapter.safetensors) or a "
+                             ".safetensors path."),
+    lora: Path | None = typer.Option(None, "--lora", help="Separate LoRA file (e.g. "
+                                     "ip-adapter-faceid-plusv2_sd15_lora.safetensors)."),
+    base: str | None = typer.Option(None, "--base", help="Base model whose UNet layout to map onto (default: SD1.5)."),
+    base_config: str | None = typer.Option(None, "--base-config", help="Config folder when --base is a single file."),
 ) -> None:
     """Convert an IP-Adapter-layout checkpoint (+ LoRA) into fmu's adapter format.
 
     Pickles are read only with torch.load(weights_only=True); files carrying code are refused.
     `fmu generate --adapter` also accepts these files directly; converting once saves the work.
 
-    Example:  fmu convert ip-adapter-faceid-plusv2_sd15.bin --lora ip-adapter-faceid-plusv2_sd15_lora.safetensors --out adapters/h94
+    Example:  fmu convert ip-adapter-faceid-plusv2_sd15.bin
+              --lora ip-adapter-faceid-plusv2_sd15_lora.safetensors --out adapters/h94
     """
-    from core.errors import UsageError
     from core.model.convert import convert_file
 
-    try:
-        summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
-    except UsageError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2)
+    summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
     table = Table(title=f"converted {escape(src.name)}")
     table.add_column("part")
     table.add_column("value", justify="right")

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .choices import FaceBackend, chosen
 from .console import console
 
 
 def doctor(
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="Check this base: diffusers folder, hub id or single file."),
-    base_config: Optional[str] = typer.Option(None, "--base-config", help="Config folder for a single-file base."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Check this adapter (fmu, authors' model.bin, h94 file)."),
-    lora: Optional[str] = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint."),
-    face_backend: Optional[str] = typer.Option(None, "--face-backend", help="dlib | insightface: require it."),
-    face_models: Optional[str] = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / antelopev2 layout)."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
+    base_model: str | None = typer.Option(None, "--base-model", help="Check this base: diffusers folder, hub id "
+                                          "or single file."),
+    base_config: str | None = typer.Option(None, "--base-config", help="Config folder for a single-file base."),
+    adapter: str | None = typer.Option(None, "--adapter", help="Check this adapter (fmu, authors' model.bin, "
+                                       "h94 file)."),
+    lora: str | None = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint."),
+    face_backend: FaceBackend | None = typer.Option(None, "--face-backend", help="Require this face backend."),
+    face_models: str | None = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / "
+                                           "antelopev2 layout)."),
+    devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
 ) -> None:
     """Report which weights, devices, providers and backends are usable here, and why not.
 
@@ -30,7 +32,7 @@ def doctor(
     from core.doctor import diagnose
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
-                      face_backend=face_backend, face_models=face_models,
+                      face_backend=chosen(face_backend), face_models=face_models,
                       devices=devices.split(",") if devices else None)
     table = Table(title="fmu doctor", show_lines=False)
     for column in ("area", "item", "status", "detail"):

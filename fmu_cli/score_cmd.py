@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
-from .console import console, err, error
+from core.errors import UsageError
+from core.faces import BACKENDS as FACE_BACKENDS
+
+from .choices import comma_list
+from .console import console, err, progress_bar
+
+
+def _face_backends() -> tuple[str, ...]:
+    return FACE_BACKENDS
+
+
+def _metrics() -> tuple[str, ...]:
+    from core.scoring import METRICS  # deferred: the scoring package pulls polars and its models' code
+
+    return (*METRICS, "all")
+
+
+BACKEND_LIST, METRIC_LIST = comma_list(_face_backends), comma_list(_metrics)
 
 
 def score(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run folder written by `fmu generate`."),
-    images: Optional[Path] = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
-    manifest: Optional[Path] = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
-    out: Optional[Path] = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
-    id_model: Optional[Path] = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
-    face_backend: Optional[str] = typer.Option(
-        None, help="dlib | insightface | dlib,insightface (default: the run's backend, else dlib)."),
+    run_dir: Path | None = typer.Argument(None, help="Run folder written by `fmu generate`."),
+    images: Path | None = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
+    manifest: Path | None = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
+    out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
+    id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
+    face_backend: Any = typer.Option(  # Any: a tuple of names (comma_list)
+        None, parser=BACKEND_LIST, metavar="LIST",
+        help="Face backend(s) for FaceSim: dlib, insightface or a comma list of them (default: the run's "
+             "backend, else dlib)."),
     det_size: int = typer.Option(640, min=32, help="insightface detector input size (paper: 640)."),
-    clip_model: Optional[str] = typer.Option(None, help="CLIP folder or cached hub id (default openai/clip-vit-large-patch14)."),
-    dino_model: Optional[str] = typer.Option(None, help="DINO ViT folder or cached hub id (default facebook/dino-vits16)."),
-    lpips_weights: Optional[Path] = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
-    fid_weights: Optional[Path] = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
-    metrics: str = typer.Option("all", help="Comma list of facesim,clip,dino,lpips,fid,consistency or 'all'."),
+    clip_model: str | None = typer.Option(None, help="CLIP folder or cached hub id (default "
+                                          "openai/clip-vit-large-patch14)."),
+    dino_model: str | None = typer.Option(None, help="DINO ViT folder or cached hub id (default "
+                                          "facebook/dino-vits16)."),
+    lpips_weights: Path | None = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
+    fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
+    metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
+                                help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces."),
     batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch."),
@@ -39,41 +61,27 @@ def score(
     a failure (0 in the strict FaceSim mean). Exit code: 0 all rows scored, 1 some rows failed
     (unreadable, missing reference, no face), 2 usage error.
     """
-    from core.errors import UsageError
     from core.scoring import METRICS, ScoreOptions, score_images, score_run
 
     if (run_dir is None) == (images is None):
-        err.print("[red]error:[/] give either RUN_DIR or --images DIR --manifest FILE")
-        raise typer.Exit(2)
+        raise UsageError("give either RUN_DIR or --images DIR --manifest FILE")
     if images is not None and manifest is None:
-        err.print("[red]error:[/] --images needs --manifest")
-        raise typer.Exit(2)
-    chosen = METRICS if metrics.strip() == "all" else tuple(m.strip() for m in metrics.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in METRICS]
-    if unknown:
-        err.print(f"[red]error:[/] unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-        raise typer.Exit(2)
-    backends = [b.strip() for b in face_backend.split(",") if b.strip()] if face_backend else ["dlib"]
-    for b in backends:
-        if b not in ("dlib", "insightface"):
-            err.print(f"[red]error:[/] unknown face backend {b!r}; choose dlib or insightface")
-            raise typer.Exit(2)
-    opts = ScoreOptions(face_backends=backends, id_model=id_model, det_size=det_size, clip_model=clip_model,
-                        dino_model=dino_model, lpips_weights=lpips_weights, fid_weights=fid_weights,
-                        metrics=chosen, device=device, workers=workers, batch_size=batch_size,
-                        report=not no_report)
-    try:
-        if run_dir is not None:
-            if not run_dir.is_dir():
-                raise UsageError(f"{run_dir} is not a folder")
-            result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None)
-            if out is not None:
-                err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
-        else:
-            result = score_images(images, manifest, out, opts, console=console)
-    except UsageError as exc:
-        error(str(exc))
-        raise typer.Exit(2)
+        raise UsageError("--images needs --manifest")
+    chosen = METRICS if "all" in metrics else metrics
+    opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
+                        clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
+                        fid_weights=fid_weights, metrics=chosen, device=device, workers=workers,
+                        batch_size=batch_size, report=not no_report)
+    if run_dir is not None:
+        if not run_dir.is_dir():
+            raise UsageError(f"{run_dir} is not a folder")
+        # the bar shows while the metrics run and is cleared before the summary table
+        result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None,
+                           progress=progress_bar(transient=True))
+        if out is not None:
+            err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
+    else:
+        result = score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True))
     console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
                   + (", report.html" if not no_report else ""))
     if not result.all_ok:

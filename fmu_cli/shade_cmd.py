@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from core.errors import RowError, UsageError
+from core.faces import get_backend
+from core.faces.crops import FRAME_SCALE, face_frame_box
 from core.images import load_rgb, save_png
+from core.runner.conditions import parse_frame
+from core.shading import make_condition
+from core.shading.render import resolve_backend
 
+from .choices import FaceBackend, Frame, Renderer, chosen
 from .console import console, error
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str) -> None:
+    """The photo (or target) is unusable: one line, exit 1."""
     error(message)
-    raise typer.Exit(code)
+    raise typer.Exit(1)
 
 
 def shade(
     image: Path = typer.Argument(..., help="Reference photo (any format Pillow reads)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the condition PNG."),
-    target: Optional[Path] = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo instead."),
-    renderer: str = typer.Option("auto", "--renderer", help="auto | cpu | pytorch3d"),
+    target: Path | None = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo "
+                                       "instead."),
+    renderer: Renderer = typer.Option("auto", "--renderer", help="Shading renderer (auto: pytorch3d when "
+                                      "installed, else cpu)."),
     size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of the square condition image."),
-    frame: str = typer.Option("face", "--frame", help="face | centre: the square of the photo rendered "
-                              "(as in `fmu generate`)."),
-    frame_scale: float = typer.Option(5.0, "--frame-scale", min=0.1, help="Face frame side / landmark-box side."),
-    face_backend: str = typer.Option("dlib", "--face-backend", help="dlib | insightface: finds the face "
-                                     "the face frame is cut around."),
-    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    frame: Frame = typer.Option("face", "--frame", help="The square of the photo rendered (as in `fmu generate`)."),
+    frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, help="Face frame side / "
+                                      "landmark-box side."),
+    face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is "
+                                             "cut around."),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
 ) -> None:
     """Render the untextured, SH-shaded face mesh that conditions the 3D channel.
 
@@ -47,24 +55,14 @@ def shade(
 
     Exit code: 0 written, 1 the photo (or target) is unusable (no face, unreadable), 2 usage error.
     """
-    from core.faces.crops import face_frame_box
-    from core.shading import make_condition
-
-    from core.shading.render import resolve_backend
-
-    from core.runner.conditions import parse_frame
-
-    try:
-        frame = parse_frame(frame)
-    except UsageError as exc:
-        _fail(str(exc), 2)
+    frame, renderer = parse_frame(chosen(frame)), chosen(renderer)
     if out.is_dir():
-        _fail(f"--out {out} is a folder; give the PNG file to write", 2)
+        raise UsageError(f"--out {out} is a folder; give the PNG file to write")
     try:
         resolve_backend(renderer)
-    except (ValueError, RuntimeError) as exc:  # unknown, or pytorch3d not installed
-        _fail(str(exc), 2)
-    backend = _face_backend(face_backend, face_models) if frame == "face" else None
+    except RuntimeError as exc:  # pytorch3d asked for and not installed
+        raise UsageError(str(exc)) from None
+    backend = _face_backend(chosen(face_backend), face_models) if frame == "face" else None
     try:
         ref = load_rgb(image)
         tgt = load_rgb(target) if target is not None else None
@@ -78,7 +76,7 @@ def shade(
     try:
         save_png(out, result.condition)
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}", 2)
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     left, top, side = result.frame
 
     source = f"target {target}" if result.from_target else str(image)
@@ -94,10 +92,8 @@ def shade(
                   f"y={top})", soft_wrap=True)
 
 
-def _face_backend(name: str, models: Optional[Path]):
-    from core.faces import get_backend
-
+def _face_backend(name: str, models: Path | None):
     try:
         return get_backend(name, models_dir=models)
-    except Exception as exc:  # noqa: BLE001  unknown name, missing model files: one line, exit 1
-        _fail(f"face backend {name!r} unavailable: {exc}", 2)
+    except Exception as exc:  # noqa: BLE001  missing model files, a broken install: one line, exit 2
+        raise UsageError(f"face backend {name!r} unavailable: {exc}") from None

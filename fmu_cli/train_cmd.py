@@ -3,34 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .console import console, error, shown
+from training.config import FINETUNE_DEFAULTS
+from training.config import TrainConfig as T
 
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
+from .console import console, progress_bar, shown
 
 
 def prepare(
     source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
                                   "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/."),
-    face_backend: str = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) | insightface (ArcFace 512-d)."),
-    face_models: Optional[Path] = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    face_backend: FaceBackend = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) or insightface "
+                                             "(ArcFace 512-d)."),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
-    renderer: str = typer.Option("auto", help="Shading renderer: auto | cpu | pytorch3d."),
+    renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
     workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models)."),
-    masks: str = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
+    masks: MaskMode = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
                               "mask wins for its phrase) | given: only the manifest's masks."),
     parser: str = typer.Option("mesh", help="Face parser for auto masks: mesh (offline, mediapipe landmarks) | "
                                "segformer:<folder or hub id> (a SegFormer face-parsing model)."),
-    captioner: Optional[str] = typer.Option(None, help="Image-to-text model (folder or hub id) that captions "
+    captioner: str | None = typer.Option(None, help="Image-to-text model (folder or hub id) that captions "
                                             "rows without a caption (manifest / name.txt captions win)."),
 ) -> None:
     """Analyse faces, render shading and mask the caption's face regions; write DATA/train.parquet.
@@ -41,18 +39,13 @@ def prepare(
     shows the masks. Re-running resumes: analyses, captions and masks are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
     """
-    from core.errors import UsageError
     from training.prepare import PrepareConfig, run_prepare
 
-    cfg = PrepareConfig(source=source, out=out, face_backend=face_backend, face_models=face_models,
-                        resolution=resolution, renderer=renderer, workers=workers, masks=masks,
+    cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
+                        resolution=resolution, renderer=chosen(renderer), workers=workers, masks=chosen(masks),
                         parser=parser, captioner=captioner)
-    try:
-        with _progress() as progress:
-            summary = run_prepare(cfg, progress=progress)
-    except UsageError as exc:
-        error(str(exc))
-        raise typer.Exit(2)
+    with progress_bar() as progress:
+        summary = run_prepare(cfg, progress=progress)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
     if summary.phrases:
         console.print(f"{summary.phrases_masked} of {summary.phrases} caption phrases masked "
@@ -68,18 +61,13 @@ def prepare(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = None) -> None:
-    from core.errors import UsageError
+def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
     from training.config import load_config
     from training.trainer import run_training
 
-    try:
-        cfg = load_config(config, overrides, defaults)
-        with _progress() as progress:
-            summary = run_training(cfg, progress=progress, log=console.print)
-    except UsageError as exc:
-        error(str(exc))
-        raise typer.Exit(2)
+    cfg = load_config(config, overrides, defaults)
+    with progress_bar() as progress:
+        summary = run_training(cfg, progress=progress, log=console.print)
     if summary.weights is not None:
         last = summary.losses[-1] if summary.losses else {}
         console.print(f"{summary.steps} steps on {summary.world_size} process(es) in {summary.seconds:.1f}s, "
@@ -87,40 +75,42 @@ def _run(overrides: dict, config: Optional[Path], defaults: Optional[dict] = Non
 
 
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
-    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    init_adapter: Optional[Path] = typer.Option(None, help="Start from this fmu adapter (default: the "
-                                                "preset's; with --base-model: a fresh one)."),
-    image_encoder: Optional[str] = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
-    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
-    resolution: Optional[int] = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
-    face_crop: Optional[str] = typer.Option(None, help="aligned | wide: the face image the CLIP encoder "
-                                            "is trained on (wide: the authors' crop); default: the "
-                                            "--init-adapter's style, aligned for a fresh adapter. "
-                                            "Recorded in the adapter, so generate follows it."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per process per micro-batch (default 8)."),
-    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation micro-batches."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default 1e-2)."),
-    lr_schedule: Optional[str] = typer.Option(None, help="constant | linear | cosine | constant_with_warmup ..."),
-    warmup_steps: Optional[int] = typer.Option(None),
-    mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 | fp16 (default bf16 on GPU, no on CPU)."),
-    lambda_map: Optional[float] = typer.Option(None, help="L_map weight (default 1e-3)."),
-    lambda_id: Optional[float] = typer.Option(None, help="L_id weight (default 1.0; 0 turns it off)."),
-    id_t_min: Optional[int] = typer.Option(None, help="L_id applies for timesteps >= this."),
-    id_t_max: Optional[int] = typer.Option(None, help="... and <= this (default 500)."),
-    image_drop: Optional[float] = typer.Option(None, help="CLIP image drop rate (default 0.5)."),
-    caption_drop: Optional[float] = typer.Option(None, help="Caption drop rate (default 0.05)."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps."),
-    keep_checkpoints: Optional[int] = typer.Option(None, help="Keep the last K checkpoints."),
-    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
-    validate_every: Optional[int] = typer.Option(None, help="Validation images every N steps (0: off)."),
-    seed: Optional[int] = typer.Option(None),
-    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    init_adapter: Path | None = typer.Option(None, help="Start from this fmu adapter (default: the "
+                                             "preset's; with --base-model: a fresh one)."),
+    image_encoder: str | None = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
+    resolution: int | None = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
+    face_crop: FaceCrop | None = typer.Option(None, help="The face image the CLIP encoder is trained on "
+                                              "(wide: the authors' crop); default: the --init-adapter's "
+                                              "style, aligned for a fresh adapter. Recorded in the "
+                                              "adapter, so generate follows it."),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {T.max_steps})."),
+    batch_size: int | None = typer.Option(None, help=f"Images per process per micro-batch (default {T.batch_size})."),
+    grad_accum: int | None = typer.Option(None, help=f"Gradient accumulation micro-batches (default {T.grad_accum})."),
+    lr: float | None = typer.Option(None, help=f"AdamW learning rate (default {T.lr:g})."),
+    weight_decay: float | None = typer.Option(None, help=f"AdamW weight decay (default {T.weight_decay:g})."),
+    lr_schedule: str | None = typer.Option(None, help="A diffusers scheduler: constant, linear, cosine, "
+                                           f"constant_with_warmup ... (default {T.lr_schedule})."),
+    warmup_steps: int | None = typer.Option(None, help=f"Learning-rate warm-up steps (default {T.warmup_steps})."),
+    mixed_precision: MixedPrecision | None = typer.Option(None, help="Default: bf16 on GPU, no on CPU."),
+    lambda_map: float | None = typer.Option(None, help=f"L_map weight (default {T.lambda_map:g})."),
+    lambda_id: float | None = typer.Option(None, help=f"L_id weight (default {T.lambda_id:g}; 0 turns it off)."),
+    id_t_min: int | None = typer.Option(None, help=f"L_id applies for timesteps >= this (default {T.id_t_min})."),
+    id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
+    image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
+    caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
+    checkpoint_every: int | None = typer.Option(None, help=f"Checkpoint every N steps (default {T.checkpoint_every})."),
+    keep_checkpoints: int | None = typer.Option(None, help=f"Keep the last K checkpoints (default "
+                                                f"{T.keep_checkpoints})."),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
+    validate_every: int | None = typer.Option(None, help="Validation images every N steps (0: off)."),
+    seed: int | None = typer.Option(None, help=f"Random seed (default {T.seed})."),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes."),
 ) -> None:
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
@@ -130,6 +120,7 @@ def train(
     Writes OUT/adapter.safetensors (use with `fmu generate --adapter`).
     """
     overrides = {k: v for k, v in locals().items() if k != "config"}
+    overrides.update(face_crop=chosen(face_crop), mixed_precision=chosen(mixed_precision))
     _run(overrides, config)
 
 
@@ -138,36 +129,32 @@ def finetune(
     data: Path = typer.Option(..., "--data", help="A small folder of images (prepared automatically) "
                               "or a prepared manifest / data folder."),
     out: Path = typer.Option(Path("runs/finetune"), "--out", "-o", help="Run folder; writes OUT/lora.safetensors."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: Optional[str] = typer.Option(None, help="Model preset (default tiny)."),
-    base_model: Optional[str] = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    rank: Optional[int] = typer.Option(None, help="Rank of the new LoRA (default 16)."),
-    face_backend: str = typer.Option("dlib", help="For automatic preparation: dlib | insightface."),
-    id_model: Optional[Path] = typer.Option(None, help="ArcFace ONNX for L_id."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 500)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per micro-batch (default 2)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-4)."),
-    lambda_id: Optional[float] = typer.Option(None, help="L_id weight."),
-    checkpoint_every: Optional[int] = typer.Option(None),
-    resume: Optional[str] = typer.Option(None, help="'latest' or a checkpoint folder."),
-    seed: Optional[int] = typer.Option(None),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny)."),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    rank: int | None = typer.Option(None, help=f"Rank of the new LoRA (default {FINETUNE_DEFAULTS['lora_rank']})."),
+    face_backend: FaceBackend = typer.Option("dlib", help="Face analysis for automatic preparation."),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id."),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {FINETUNE_DEFAULTS['max_steps']})."),
+    batch_size: int | None = typer.Option(None, help=f"Images per micro-batch (default "
+                                          f"{FINETUNE_DEFAULTS['batch_size']})."),
+    lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
+    lambda_id: float | None = typer.Option(None, help="L_id weight."),
+    checkpoint_every: int | None = typer.Option(None),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
+    seed: int | None = typer.Option(None),
 ) -> None:
     """Finetune a NEW LoRA on top of an fmu adapter (everything else frozen).
 
     Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
     Writes OUT/lora.safetensors (use with `fmu generate --lora`).
     """
-    from core.errors import UsageError
     from training.finetune import prepared_manifest
 
-    try:
-        manifest = prepared_manifest(data, out, face_backend)
-    except UsageError as exc:
-        error(str(exc))
-        raise typer.Exit(2)
+    manifest = prepared_manifest(data, out, chosen(face_backend))
     overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
                  "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "lambda_id": lambda_id,
                  "checkpoint_every": checkpoint_every, "resume": resume, "seed": seed}
     # finetune's own defaults sit under the TOML file, which sits under the flags
-    _run(overrides, config, defaults={"max_steps": 500, "batch_size": 2, "lora_rank": 16})
+    _run(overrides, config, defaults=FINETUNE_DEFAULTS)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import typer
 
+from .app import Commands
 from .console import quiet_libraries
 from .train_cmd import finetune, prepare, train
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True)
 app.command("train")(train)
 app.command("finetune")(finetune)
 app.command("prepare")(prepare)

@@ -59,12 +59,6 @@ def exif_rotated(upright: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _save(img: Image.Image, path: Path, **kw) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, **kw)
-    return path.name
-
-
 def write_files(folder: Path, photos: dict[str, Path]) -> dict[str, Path]:
     """Write every input file; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -227,15 +227,11 @@ def test_lora_given_twice_is_refused(authors, tiny_preset, tmp_path):
 
 
 def test_fmu_convert_cli_writes_an_adapter_and_refuses_bad_input(authors, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from fmu_cli import convert_cmd
+    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
 
     base, path, _, _ = authors
-    app = typer.Typer()
-    app.command("convert")(convert_cmd.convert)
-    app.command("noop")(lambda: None)
     runner = CliRunner()
     result = runner.invoke(app, ["convert", str(path), "--out", str(tmp_path / "a"), "--base", str(base)],
                            env={"COLUMNS": "200"})

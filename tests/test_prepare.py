@@ -156,13 +156,7 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
 def test_prepare_cli_exit_code_and_resume(tmp_path, photos):
     from typer.testing import CliRunner
 
-    import typer
-
-    from fmu_cli.train_cmd import prepare
-
-    app = typer.Typer()
-    app.command()(prepare)
-    app.command("noop")(lambda: None)
+    from fmu_cli.app import app
     folder = tmp_path / "img"
     folder.mkdir()
     shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
@@ -224,14 +218,10 @@ def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
 
 
 def test_train_commands_are_typer_commands():
-    import typer
     from typer.testing import CliRunner
 
-    from fmu_cli.train_cmd import finetune, train
+    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
 
-    app = typer.Typer()
-    app.command("train")(train)
-    app.command("finetune")(finetune)
     runner = CliRunner()
     assert "--resume" in runner.invoke(app, ["train", "--help"]).output
     assert "--from" in runner.invoke(app, ["finetune", "--help"]).output

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -103,17 +102,15 @@ def test_images_and_manifest_form(tmp_path, astronaut):
 
 
 def _cli():
-    from fmu_cli.score_cmd import score
+    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
 
-    app = typer.Typer()
-    app.command()(score)
     return app
 
 
 def test_cli_exit_codes(run_dir, tmp_path, astronaut):
     runner = CliRunner()
     app = _cli()
-    res = runner.invoke(app, [str(run_dir), "--metrics", "facesim", "--no-report"])
+    res = runner.invoke(app, ["score", str(run_dir), "--metrics", "facesim", "--no-report"])
     assert res.exit_code == 1, res.output
     assert "facesim_dlib" in res.output and "no_face" in res.output
     assert not (run_dir / "report.html").exists()
@@ -122,15 +119,15 @@ def test_cli_exit_codes(run_dir, tmp_path, astronaut):
     save_png(good / "images" / "x_0.png", astronaut)
     save_png(good / "ref.png", astronaut)
     pl.DataFrame([_row(0, "images/x_0.png", good / "ref.png", rid="x")]).write_parquet(good / "results.parquet")
-    res = runner.invoke(app, [str(good), "--metrics", "facesim", "--face-backend", "dlib"])
+    res = runner.invoke(app, ["score", str(good), "--metrics", "facesim", "--face-backend", "dlib"])
     assert res.exit_code == 0, res.output
     assert (good / "report.html").is_file()
     # usage errors
-    assert runner.invoke(app, []).exit_code == 2
-    assert runner.invoke(app, [str(good), "--metrics", "nope"]).exit_code == 2
-    assert runner.invoke(app, ["--images", str(good)]).exit_code == 2
-    assert runner.invoke(app, [str(tmp_path / "no_such_run")]).exit_code == 2
-    assert runner.invoke(app, [str(good), "--face-backend", "vgg"]).exit_code == 2
+    assert runner.invoke(app, ["score"]).exit_code == 2
+    assert runner.invoke(app, ["score", str(good), "--metrics", "nope"]).exit_code == 2
+    assert runner.invoke(app, ["score", "--images", str(good)]).exit_code == 2
+    assert runner.invoke(app, ["score", str(tmp_path / "no_such_run")]).exit_code == 2
+    assert runner.invoke(app, ["score", str(good), "--face-backend", "vgg"]).exit_code == 2
 
 
 def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir, monkeypatch):
@@ -201,8 +198,8 @@ def test_damaged_tables_are_one_line_usage_errors(tmp_path, astronaut):
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.parquet").write_text("not parquet")
-    res = runner.invoke(app, [str(run)])
+    res = runner.invoke(app, ["score", str(run)])
     assert res.exit_code == 2 and "results.parquet is not a readable Parquet table" in res.output
     save_png(tmp_path / "imgs" / "x.png", astronaut)
-    res = runner.invoke(app, ["--images", str(tmp_path / "imgs"), "--manifest", str(run / "results.parquet")])
+    res = runner.invoke(app, ["score", "--images", str(tmp_path / "imgs"), "--manifest", str(run / "results.parquet")])
     assert res.exit_code == 2 and "cannot read manifest" in res.output

@@ -1,21 +1,17 @@
-"""`fmu shade` through Typer's CliRunner on a throwaway app."""
+"""`fmu shade` through Typer's CliRunner on fmu's app."""
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from core.images import load_rgb
-from fmu_cli.shade_cmd import shade
+from fmu_cli.app import app as fmu_app
 
 
 @pytest.fixture(scope="module")
 def app():
-    a = typer.Typer()
-    a.command()(shade)
-    a.command("noop")(lambda: None)  # two commands: `shade` stays a named subcommand as in fmu
-    return a
+    return fmu_app  # the real app: its handler turns usage errors into exit 2
 
 
 def test_shade_writes_the_condition_and_prints_pose(app, tmp_path, astronaut):

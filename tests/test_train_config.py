@@ -7,7 +7,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from core.errors import UsageError
@@ -76,11 +75,8 @@ def test_resolution_must_be_a_positive_multiple_of_16():
 
 
 def _app():
-    from fmu_cli.train_cmd import finetune, train
+    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
 
-    app = typer.Typer()
-    app.command("train")(train)
-    app.command("finetune")(finetune)
     return app
 
 

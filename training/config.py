@@ -39,7 +39,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    mixed_precision: str | None = None    # default: bf16 on CUDA, no (fp32) on CPU
+    mixed_precision: str | None = None    # one of MIXED_PRECISIONS; default: bf16 on CUDA, no (fp32) on CPU
     max_steps: int = 1000
     seed: int = 0
     workers: int = 0                      # DataLoader worker processes
@@ -69,6 +69,10 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
+# `fmu finetune`'s own defaults: a small identity or domain set, a small LoRA
+FINETUNE_DEFAULTS = {"max_steps": 500, "batch_size": 2, "lora_rank": 16}
+MIXED_PRECISIONS = ("no", "bf16", "fp16")  # accelerate's names
+MASK_MODES = ("auto", "given")  # `fmu prepare --masks`: region masks from the parser, or only given ones
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
 # need step rules / metrics that the training loop does not pass
 UNSUPPORTED_SCHEDULES = {"piecewise_constant", "reduce_lr_on_plateau"}
@@ -125,6 +129,8 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None,
         raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise UsageError("batch_size, grad_accum and max_steps must be >= 1")
+    if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISIONS:
+        raise UsageError(f"mixed_precision {cfg.mixed_precision!r}: use one of {', '.join(MIXED_PRECISIONS)}")
     if cfg.lr_schedule not in _lr_schedules():
         raise UsageError(f"lr_schedule {cfg.lr_schedule!r}: use one of {', '.join(_lr_schedules())}")
     # the attention maps L_map reads are resolution/16 wide: the latent (resolution/8) must halve evenly

@@ -16,7 +16,6 @@ masked ones and why the others have no mask. `DATA/preview.html` shows the masks
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,15 +28,17 @@ from core.digests import file_digest
 from core.errors import ImageError, RowError, UsageError
 from core.faces import get_backend
 from core.faces.cache import FaceCache
-from core.images import atomic_write_bytes, load_rgb
+from core.images import load_rgb
 from core.regions import get_parser
 from core.run_record import write_run_record
 from core.runner.conditions import ConditionProvider
+from core.tables import write_table
 
 from .captions import CaptionCache, Captioner
 from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
                    read_training_manifest)
-from .masks import MASK_MODES, MaskMaker
+from .config import MASK_MODES
+from .masks import MaskMaker
 from .preview import write_preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -197,12 +198,6 @@ def _check_tokens(caption: str, mask: dict, name: str) -> None:
         raise RowError(f"mask {name}: {exc}", kind="bad_masks") from None
 
 
-def _write_parquet(path: Path, df: pl.DataFrame) -> None:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _check_options(cfg: PrepareConfig):
     """Usage errors before any row is touched: the mask mode, and a parser that loads (returned;
     a broken model folder is one usage error here, not one per worker)."""
@@ -241,8 +236,8 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],
                          schema=TRAIN_SCHEMA)
-    _write_parquet(out / "results.parquet", report)
-    _write_parquet(out / "train.parquet", train)
+    write_table(out / "results.parquet", report)
+    write_table(out / "train.parquet", train)
     write_preview(out, train.to_dicts(), report.to_dicts(), cfg.parser if cfg.masks == "auto" else None)
     ok = train.height
     phrase_counts = _phrase_counts(report)

@@ -277,11 +277,9 @@ def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, f
 def _write_results(out: Path) -> None:
     """results.parquet: one row per logged step with each loss term (from losses.jsonl, which
     resuming keeps exact), rewritten atomically at every checkpoint and at the end."""
-    import io
-
     import polars as pl
 
-    from core.images import atomic_write_bytes
+    from core.tables import write_table
 
     log = out / "losses.jsonl"
     rows = []
@@ -290,6 +288,4 @@ def _write_results(out: Path) -> None:
             rows.append(json.loads(line))
         except ValueError:
             continue  # a line torn by a kill: resuming redoes that step
-    buf = io.BytesIO()
-    pl.DataFrame(rows, infer_schema_length=None).write_parquet(buf)
-    atomic_write_bytes(out / "results.parquet", buf.getvalue())
+    write_table(out / "results.parquet", pl.DataFrame(rows, infer_schema_length=None))

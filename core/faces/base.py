@@ -11,7 +11,7 @@ photo). "largest" takes the biggest box; "error" refuses images with more than o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,7 +63,6 @@ class FaceAnalysis:
     landmarks: np.ndarray
     num_faces: int
     backend: str
-    extra: dict = field(default_factory=dict)
 
 
 class FaceBackend:

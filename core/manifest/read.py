@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError
-from .schema import COLUMNS, REQUIRED
+from .schema import REQUIRED
 
 
 def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFrame:
@@ -31,7 +31,7 @@ def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFr
             raise UsageError(f"manifest must be .csv, .tsv or .parquet, got {path.name}")
     except UsageError:
         raise
-    except Exception as exc:  # polars raises several exception types for malformed files
+    except Exception as exc:  # noqa: BLE001  polars raises several exception types for malformed files
         raise UsageError(f"cannot read manifest {path}: {exc}".splitlines()[0]) from None
     df = df.rename({c: c.strip().lower() for c in df.columns})
     missing = [c for c in required if c not in df.columns]
@@ -47,7 +47,3 @@ def _sniff_separator(path: Path) -> str:
     counts = {sep: header.count(sep) for sep in (",", "\t", ";", "|")}
     best = max(counts, key=counts.get)
     return best if counts[best] > 0 else ","
-
-
-def known_columns(df: pl.DataFrame) -> list[str]:
-    return [c for c in df.columns if c in COLUMNS]

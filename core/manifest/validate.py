@@ -62,10 +62,6 @@ class Validation:
     id_series: pl.Series             # id of every manifest row, in order
 
     @property
-    def ids(self) -> list[str]:
-        return self.id_series.to_list()
-
-    @property
     def rows(self) -> list[Row]:
         return rows_from_table(self.table)
 

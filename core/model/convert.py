@@ -45,7 +45,6 @@ from .lora import LORA_TARGETS
 from .weights_io import read_safetensors_metadata, read_state
 
 CONTROLNET_KEYS = ("controlnet",)
-LORA_PARTS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
 
 # The UNet of every SD1.5 checkpoint (runwayml / stable-diffusion-v1-5 unet/config.json):
 # used when converting without --base.

@@ -157,7 +157,6 @@ class FaceMakeUp:
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         self.timings.model_seconds += time.perf_counter() - start
-        self.timings.calls += 1
         return out
 
     def identity_inputs(self, id_embeddings: torch.Tensor, clip_embeds: torch.Tensor,

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError, first_line
+from .settings import SCHEDULERS
 from .weights_io import PICKLE_SUFFIXES, read_state
 
-SCHEDULERS = ("ddim", "dpm++", "euler")
 SINGLE_FILE_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

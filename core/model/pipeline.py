@@ -35,16 +35,12 @@ class Request:
 @dataclass
 class Timings:
     model_seconds: float = 0.0        # inside UNet / ShadingNet calls
-    total_seconds: float = 0.0
-    calls: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
 def generate(model, requests: list[Request], settings: Settings, callback=None) -> list[np.ndarray]:
     """Denoise one batch of requests that share `settings` with `model` (a FaceMakeUp); returns
     (H, W, 3) uint8 images."""
-    start = time.perf_counter()
     pipe, unet, n = model.pipe, model.unet, len(requests)
     do_cfg = settings.guidance_scale > 1.0
     identity_on = settings.id_scale > 0
@@ -100,5 +96,4 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
 
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
     images = pipe.image_processor.postprocess(image, output_type="np", do_denormalize=[True] * n)
-    model.timings.total_seconds += time.perf_counter() - start
     return [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]

@@ -32,10 +32,6 @@ def preset_paths(name: str) -> tuple[Path, Path]:
     return root / "base", root / "adapter.safetensors"
 
 
-def preset_size(name: str) -> int:
-    return SPECS[name][1]
-
-
 def ensure_preset(name: str) -> tuple[Path, Path]:
     if name not in PRESETS:
         from ..errors import UsageError
@@ -56,10 +52,6 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return base, adapter
-
-
-def build_tiny(base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
-    build_preset("tiny", base_dir, adapter_path, seed)
 
 
 def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -> None:

@@ -1,4 +1,5 @@
-"""Generation settings: plain values, importable without torch (planning large manifests)."""
+"""What an image is made with, and the defaults (the authors' demo): plain values, importable
+without torch, read by the runner's `GenerateConfig` and through it by the `fmu generate` flags."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 
 @dataclass
 class Settings:
+    """One image's sampling settings; a manifest row may override steps, guidance_scale,
+    id_scale, width and height."""
+
     steps: int = 50
     guidance_scale: float = 7.5
     id_scale: float = 0.5
@@ -16,10 +20,13 @@ class Settings:
     width: int = 512
     height: int = 512
 
-    def key(self) -> tuple:
-        return (self.steps, self.guidance_scale, self.id_scale, self.s_scale, self.shading_scale,
-                self.lora_scale, self.width, self.height)
 
+DEFAULTS = Settings()
+
+# the samplers `core.model.load.make_scheduler` builds (DDIM: the authors' choice)
+SCHEDULERS = ("ddim", "dpm++", "euler")
+# weight precisions; auto: fp16 on CUDA, fp32 on CPU (core.model.load.resolve_dtype)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 # the authors' demo puts "best quality " before every prompt that does not already start with it
 PROMPT_PREFIX = "best quality"

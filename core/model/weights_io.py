@@ -14,7 +14,6 @@ from pathlib import Path
 from ..errors import UsageError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
-WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 
 
 def looks_like_safetensors(path: Path) -> bool:

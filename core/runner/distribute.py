@@ -9,7 +9,6 @@ re-queues the unit of a worker that dies. Multi-node runs use an existing launch
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 from collections.abc import Callable
 
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
@@ -63,7 +62,7 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
     ctx = mp.get_context("spawn")  # CUDA and forked torch do not mix
-    tasks, results = ctx.Queue(), ctx.Queue()
+    tasks, results = ctx.Queue(), _Messages(ctx)
     for uid in range(len(units)):
         tasks.put(uid)
     procs = {}
@@ -91,10 +90,7 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
              "gave_up": [], "errors": []}
     stopping = False
     while True:
-        try:
-            kind, wid, uid, payload = results.get(timeout=0.2)
-        except queue.Empty:
-            kind = None
+        kind, wid, uid, payload = results.get(timeout=0.2)
         if kind == "start":
             attempts[uid] += 1
             started[uid] = wid
@@ -135,3 +131,23 @@ def _supervise(units: list, procs: dict, tasks, results, on_done: Callable, n_wo
                                  + (stats["errors"][-1].splitlines()[-1] if stats["errors"] else ""))
             break
     return stats
+
+
+
+class _Messages:
+    """Worker -> parent messages on a pipe. `put` has written the message when it returns: a
+    multiprocessing.Queue hands it to a feeder thread, and a worker killed right after (OOM,
+    segfault) takes its last "start"/"done" along, so its unit would never be re-queued or settled
+    and the run would wait forever. (SimpleQueue writes at once too, but cannot wait with a timeout.)"""
+
+    def __init__(self, ctx):
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        self.lock = ctx.Lock()  # one writer at a time: messages from two workers never interleave
+
+    def put(self, message: tuple) -> None:
+        with self.lock:
+            self.writer.send(message)
+
+    def get(self, timeout: float) -> tuple:
+        """The next message, or (None,) * 4 when none came within `timeout` seconds."""
+        return self.reader.recv() if self.reader.poll(timeout) else (None, None, None, None)

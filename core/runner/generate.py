@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -19,50 +19,9 @@ from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
 from ..run_record import read_run_json, write_run_json
 from .conditions import frame_label, parse_frame
+from .config import GenerateConfig
 from .plan import KEY, Units, plan_table
 from .results import ResultStore
-
-
-@dataclass
-class GenerateConfig:
-    manifest: Path
-    out: Path
-    preset: str | None = "tiny"
-    base_model: str | None = None
-    adapter: Path | None = None
-    image_encoder: str | None = None
-    face_backend: str | None = None       # default: the preset's (dlib) or insightface
-    face_models: Path | None = None
-    multi_face: str = "best"              # best | largest | error (core.faces.base)
-    face_crop: str | None = None     # CLIP face image style; None: the adapter's own (core.faces.crops)
-    device: str = "cpu"
-    batch_size: int = 4
-    seed: int = 0
-    steps: int | None = None
-    guidance_scale: float = 7.5
-    id_scale: float = 0.5
-    s_scale: float = 0.7
-    shading_scale: float = 0.5
-    shading: bool = True
-    frame: str = "face"                   # face | centre: the photo region generated (conditions.py)
-    frame_scale: float = 5.0              # face frame side / landmark-box side (authors' demo: 5)
-    save_conditions: bool = False
-    renderer: str = "auto"
-    cache_dir: Path | None = None
-    prefix: str = "best quality"
-    threads: int | None = None            # torch intra-op threads per worker (None: torch's default)
-    lora: Path | None = None              # an fmu finetune LoRA (fmu-lora/1), applied on top
-    lora_scale: float = 1.0
-    adapter_lora: Path | None = None      # h94-style separate LoRA file that belongs to --adapter
-    vae: str | None = None                # VAE override (the authors used sd-vae-ft-mse)
-    scheduler: str = "ddim"               # ddim | dpm++ | euler
-    base_config: str | None = None        # diffusers folder / hub id for single-file bases
-    precision: str = "auto"               # auto: fp16 on CUDA, fp32 on CPU
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-    compile: bool = False
-    offload: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -126,15 +85,16 @@ def parse_devices(spec: str) -> list[str]:
     return devices or ["cpu"]
 
 
-def _check_options(cfg: GenerateConfig) -> None:
-    """Run-wide values get the checks the manifest's per-row values get (a bad one would fail
+def _resolved(cfg: GenerateConfig) -> GenerateConfig:
+    """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
+    Run-wide values get the checks the manifest's per-row values get (a bad one would fail
     every row, or slip into the results unnoticed)."""
     import math
 
     from ..manifest.schema import BOUNDS
     from ..shading.render import BACKENDS
 
-    cfg.frame = parse_frame(cfg.frame)
+    frame = parse_frame(cfg.frame)
     if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
         raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
     if cfg.renderer not in BACKENDS:
@@ -151,6 +111,8 @@ def _check_options(cfg: GenerateConfig) -> None:
         from ..model.lora import lora_file_meta
 
         lora_file_meta(Path(cfg.lora))
+    backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
+    return replace(cfg, frame=frame, face_backend=backend)
 
 
 def _failure_records(df, validation) -> list[dict]:
@@ -175,7 +137,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     from .ranks import Ranks
 
     start = time.perf_counter()
-    _check_options(cfg)
+    cfg = _resolved(cfg)  # from here on: the run's own copy, the caller's config stays as given
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
@@ -190,14 +152,12 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
 
     model_spec = _resolve_model(cfg)
     base, adapter_path, default_size, model_identity = model_spec
-    if cfg.face_backend is None:
-        cfg.face_backend = "dlib" if cfg.preset and not cfg.base_model else "insightface"
     tokenizer = _load_tokenizer(cfg.base_config or base)
     # the limit applies to what the text encoder sees: the prompt with its prefix
     validation = validate(df, manifest_path.parent,
                           count_tokens=lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
                           token_limit=tokenizer.model_max_length)
-    defaults = Settings(steps=cfg.steps or 50, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
+    defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
                         width=default_size, height=default_size)
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(

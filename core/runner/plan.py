@@ -29,10 +29,6 @@ class Job:
     settings: Settings
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.row.id, self.k, self.row.index)
-
-    @property
     def image_name(self) -> str:
         return f"images/{self.row.id}_{self.k}.png"
 
@@ -78,7 +74,7 @@ class Units:
     def total(self) -> int:
         return sum(n for _, n in self.spans)
 
-    def subset(self, indices) -> "Units":
+    def subset(self, indices) -> Units:
         return Units(self.jobs, self.defaults, [self.spans[i] for i in indices])
 
 

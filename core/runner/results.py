@@ -1,6 +1,6 @@
 """Results table: shards appended per batch, merged into one results.parquet.
 
-Each finished batch writes `DIR/.shards/<n>.parquet` atomically, so a crash loses at most the
+Each finished batch writes `DIR/.shards/<time>-<n>.parquet` atomically, so a crash loses at most the
 batch in flight; the merge keeps the newest record per (id, k). Resume = read what is done.
 
 A finished image stays done while its row's inputs match the plan (`INPUTS`) and its reference
@@ -11,15 +11,15 @@ the image is redone only when the bytes differ.
 
 from __future__ import annotations
 
-import io
 import os
+import time
 import uuid
 from pathlib import Path
 
 import polars as pl
 
 from ..digests import file_digest, file_stamp
-from ..images import atomic_write_bytes
+from ..tables import write_table
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
 # what an image was made from: a finished image counts as done only while these still match the
@@ -45,12 +45,6 @@ def _frame(records: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([{c: r.get(c) for c in SCHEMA} for r in records], schema=SCHEMA)
 
 
-def _write_parquet(path: Path, df: pl.DataFrame) -> None:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 class ResultStore:
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
@@ -59,7 +53,10 @@ class ResultStore:
 
     def append(self, records: list[dict]) -> None:
         if records:
-            _write_parquet(self.shards / f"{uuid.uuid4().hex}.parquet", _frame(records))
+            # named by the time written, so the sorted shards are in write order and the newest
+            # record of an image wins the merge (a re-run's ok over a killed run's failure)
+            name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            write_table(self.shards / name, _frame(records))
 
     def _all(self) -> pl.DataFrame:
         frames = []
@@ -105,7 +102,7 @@ class ResultStore:
         stale ones from an edited manifest do not linger."""
         rank = order.select(KEY).with_row_index("_rank")
         df = self.latest().join(rank, on=KEY, how="inner").sort("_rank").drop("_rank")
-        _write_parquet(self.final, df)
+        write_table(self.final, df)
         for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
             p.unlink(missing_ok=True)
         return df

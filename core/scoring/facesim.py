@@ -17,7 +17,6 @@ out. Both means and both counts are reported.
 
 from __future__ import annotations
 
-import math
 
 from ..faces.base import FaceBackend
 
@@ -47,7 +46,3 @@ def facesim_summary(values: list[float | None], face_found: list[bool]) -> dict:
         "mean_strict": (sum(detected) / n) if n else None,     # no face counts as 0
         "mean_detected": (sum(detected) / len(detected)) if detected else None,
     }
-
-
-def finite_or_none(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)

@@ -11,7 +11,6 @@ unavailable with its reason; nothing crashes the run.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import ImageError, RowError, UsageError
 from ..faces import get_backend
@@ -28,6 +26,7 @@ from ..images import atomic_write_bytes, load_rgb
 from ..run_record import read_run_json
 from ..shading.consistency import ConsistencyScorer
 from ..shading.mesh import ReconstructorUnavailable
+from ..tables import write_table
 from . import facesim
 from .clip_score import ClipScorer, clip_i, clip_t
 from .consistency import rmse
@@ -288,13 +287,14 @@ def _null_progress(label, total):
 
 
 def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None = None,
-               console=None) -> ScoreResult:
-    """Score prepared rows (see `inputs`) and write scores.parquet, summary.json, report.html."""
+               console=None, progress=None) -> ScoreResult:
+    """Score prepared rows (see `inputs`) and write scores.parquet, summary.json, report.html.
+    `progress`: a rich Progress shown while the metrics run (None: no bar)."""
     opts = opts or ScoreOptions()
     out_dir = Path(out_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    progress_ctx, progress = _make_progress(console)
+    progress_ctx, progress = _make_progress(progress)
     with progress_ctx:
         t = time.perf_counter()
         paths = sorted({p for col in ("image_path", "reference_path") for p in rows_df[col] if p})
@@ -360,11 +360,10 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
     return ScoreResult(scores, summary, out_dir)
 
 
-def _make_progress(console):
-    if console is None:
+def _make_progress(prog):
+    """A task factory over the caller's bar; the bar shows while the metrics run (entered here)."""
+    if prog is None:
         return contextlib.nullcontext(), _null_progress
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
 
     def new_task(label, total):
         task_id = prog.add_task(label, total=total)
@@ -408,16 +407,14 @@ def _summary(rows: _Rows, metrics: dict, timings: dict, total_s: float) -> dict:
 
 def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Rows, decoded: dict,
                    opts: ScoreOptions) -> None:
-    buf = io.BytesIO()
-    scores.write_parquet(buf)
-    atomic_write_bytes(out_dir / "scores.parquet", buf.getvalue())
+    write_table(out_dir / "scores.parquet", scores)
     atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if opts.report:
         atomic_write_bytes(out_dir / "report.html", render_report(scores, summary, decoded).encode())
 
 
 def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
-              backend_from_run: bool = True) -> ScoreResult:
+              backend_from_run: bool = True, progress=None) -> ScoreResult:
     """Score `RUN_DIR/results.parquet`. Without explicit backends, the run's own face backend
     (run.json) is used, so a run generated with ArcFace is scored with ArcFace."""
     opts = opts or ScoreOptions()
@@ -426,15 +423,15 @@ def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
         opts.face_backends = [info["face_backend"]]
         if opts.id_model is None and info.get("face_models"):
             opts.id_model = Path(info["face_models"])
-    return score_rows(rows_from_run(run_dir), Path(run_dir), opts, console)
+    return score_rows(rows_from_run(run_dir), Path(run_dir), opts, console, progress)
 
 
 def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
-                 opts: ScoreOptions | None = None, console=None) -> ScoreResult:
+                 opts: ScoreOptions | None = None, console=None, progress=None) -> ScoreResult:
     """Score a folder of `<id>_<k>.png` / `<id>.png` images paired by a manifest; outputs go to
     `out_dir` (default: the images folder)."""
     if out_dir is None:
         out_dir = Path(images_dir)
     if not Path(images_dir).is_dir():
         raise UsageError(f"--images {images_dir} is not a folder")
-    return score_rows(rows_from_images(images_dir, manifest), Path(out_dir), opts, console)
+    return score_rows(rows_from_images(images_dir, manifest), Path(out_dir), opts, console, progress)

@@ -54,10 +54,6 @@ def shade(normals_view: np.ndarray, sh: np.ndarray) -> np.ndarray:
     return basis @ sh if sh.ndim == 1 else basis @ sh.T
 
 
-def luminance(image_rgb: np.ndarray) -> np.ndarray:
-    return (np.asarray(image_rgb, dtype=np.float64) / 255.0) @ LUMA
-
-
 def solve_sh(basis: np.ndarray, values: np.ndarray, trim: float = 2.5, iterations: int = 2) -> np.ndarray:
     """Least squares `basis @ sh = values`, refitted `iterations` times without the pixels
     whose residual exceeds `trim` robust sigmas (eyes, brows, lips, speculars, hair strands

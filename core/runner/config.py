@@ -1,0 +1,59 @@
+"""The options of a generate run and their defaults, in one place: `fmu generate` builds its flags
+from `DEFAULTS`, and `run_generate` fills in what the user left open. Plain values, importable
+without torch (the command line reads them before anything heavy loads)."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from types import SimpleNamespace
+
+from ..faces.crops import FRAME_SCALE
+from ..model.settings import DEFAULTS as IMAGE
+from ..model.settings import PROMPT_PREFIX
+
+
+@dataclass
+class GenerateConfig:
+    manifest: Path
+    out: Path = Path("runs/latest")
+    preset: str | None = "tiny"
+    base_model: str | None = None
+    adapter: Path | None = None
+    image_encoder: str | None = None
+    face_backend: str | None = None       # None: dlib for a preset, else insightface
+    face_models: Path | None = None
+    multi_face: str = "best"              # best | largest | error (core.faces.base)
+    face_crop: str | None = None          # CLIP face image style; None: the adapter's own (core.faces.crops)
+    device: str = "cpu"
+    batch_size: int = 4
+    seed: int = 0
+    # per-image settings (a manifest row may override steps, guidance_scale, id_scale)
+    steps: int = IMAGE.steps
+    guidance_scale: float = IMAGE.guidance_scale
+    id_scale: float = IMAGE.id_scale
+    s_scale: float = IMAGE.s_scale
+    shading_scale: float = IMAGE.shading_scale
+    shading: bool = True
+    frame: str = "face"                   # face | centre: the photo region generated (conditions.py)
+    frame_scale: float = FRAME_SCALE      # face frame side / landmark-box side
+    save_conditions: bool = False
+    renderer: str = "auto"
+    cache_dir: Path | None = None
+    prefix: str = PROMPT_PREFIX
+    threads: int | None = None            # torch intra-op threads per worker (None: torch's default)
+    lora: Path | None = None              # an fmu finetune LoRA (fmu-lora/1), applied on top
+    lora_scale: float = 1.0
+    adapter_lora: Path | None = None      # h94-style separate LoRA file that belongs to --adapter
+    vae: str | None = None                # VAE override (the authors used sd-vae-ft-mse)
+    scheduler: str = "ddim"               # one of core.model.settings.SCHEDULERS
+    base_config: str | None = None        # diffusers folder / hub id for single-file bases
+    precision: str = "auto"               # one of core.model.settings.PRECISIONS
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    compile: bool = False
+    offload: bool = False
+
+
+# every option's default by name (`DEFAULTS.batch_size`)
+DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(GenerateConfig) if f.default is not MISSING})

@@ -1,0 +1,155 @@
+"""One source of options: generate's defaults live in one place, every closed choice is an enum
+built from the core's own tuple (listed in --help, refused by Typer with exit 2), and every
+command's usage errors end the same way."""
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from core.runner.config import DEFAULTS, GenerateConfig
+from fmu_cli.app import app
+
+
+def _params(command: str) -> dict:
+    return {p.name: p for p in typer.main.get_command(app).commands[command].params}
+
+
+def _plain(value):
+    return getattr(value, "value", value)
+
+
+def test_generate_flags_default_to_the_run_config():
+    params = _params("generate")
+    flag_of = {"device": "devices", "shading": "no_shading"}
+    options = {name: default for name, default in vars(DEFAULTS).items() if name != "prefix"}  # not a flag
+    # every option of the run but the prompt prefix is a flag; every flag but the manifest an option
+    assert {flag_of.get(name, name) for name in options} == set(params) - {"manifest"}
+    for name, default in options.items():
+        flag = params[flag_of.get(name, name)]
+        expected = (not default) if name == "shading" else default
+        assert _plain(flag.default) == expected, name
+
+
+def test_image_defaults_are_the_authors_demo():
+    """DESIGN.md §3: 50 DDIM steps, CFG 7.5, id_scale 0.5, s_scale 0.7, ControlNet scale 0.5,
+    prefix "best quality"; the face frame is 5x the landmark box."""
+    cfg = GenerateConfig(manifest=Path("m.csv"))
+    assert (cfg.steps, cfg.guidance_scale, cfg.id_scale, cfg.s_scale, cfg.shading_scale) == (50, 7.5, 0.5, 0.7, 0.5)
+    assert (cfg.scheduler, cfg.prefix, cfg.frame_scale) == ("ddim", "best quality", 5.0)
+
+
+def test_choices_are_the_cores_own_tuples():
+    from core.faces import BACKENDS, MULTI_FACE_POLICIES
+    from core.faces.crops import CROP_STYLES
+    from core.model import load
+    from core.model.settings import PRECISIONS, SCHEDULERS
+    from core.runner.conditions import FRAMES, parse_frame
+    from core.shading.render import BACKENDS as RENDERERS
+    from fmu_cli import choices
+
+    def names(enum):
+        return [m.value for m in enum]
+
+    assert names(choices.FaceBackend) == list(BACKENDS)
+    assert names(choices.MultiFace) == list(MULTI_FACE_POLICIES)
+    assert names(choices.FaceCrop) == list(CROP_STYLES)
+    assert names(choices.Renderer) == list(RENDERERS)
+    assert names(choices.Scheduler) == list(SCHEDULERS) == list(load.SCHEDULERS)
+    assert [parse_frame(f) for f in names(choices.Frame)] == [*FRAMES, "centre"]
+    # the precisions offered are exactly the ones the loader turns into a dtype, plus auto
+    assert set(names(choices.Precision)) == set(PRECISIONS) == {"auto", *load.PRECISIONS}
+    for name in SCHEDULERS:  # every offered sampler is one the loader builds
+        from diffusers import DDIMScheduler
+
+        assert load.make_scheduler(name, DDIMScheduler().config) is not None
+
+
+@pytest.mark.parametrize("args, option", [
+    (["generate", "m.csv", "--scheduler", "heun"], "--scheduler"),
+    (["generate", "m.csv", "--precision", "fp8"], "--precision"),
+    (["generate", "m.csv", "--frame", "side"], "--frame"),
+    (["generate", "m.csv", "--multi-face", "first"], "--multi-face"),
+    (["generate", "m.csv", "--face-backend", "vgg"], "--face-backend"),
+    (["shade", "a.png", "--out", "c.png", "--renderer", "opengl"], "--renderer"),
+    (["shade", "a.png", "--out", "c.png", "--face-backend", "vgg"], "--face-backend"),
+    (["prepare", "imgs", "--out", "d", "--renderer", "gl"], "--renderer"),
+    (["train", "--data", "d", "--mixed-precision", "fp8"], "--mixed-precision"),
+    (["train", "--data", "d", "--face-crop", "tight"], "--face-crop"),
+    (["finetune", "--from", "a", "--data", "d", "--face-backend", "vgg"], "--face-backend"),
+    (["doctor", "--face-backend", "vgg"], "--face-backend"),
+    (["score", "run", "--metrics", "facesim,nope"], "--metrics"),
+    (["score", "run", "--face-backend", "dlib,vgg"], "--face-backend"),
+])
+def test_a_value_outside_the_choices_is_refused_by_typer(tmp_path, args, option):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: Invalid value for '{option}'"), result.output
+    assert "is not one of" in lines[0]
+
+
+@pytest.mark.parametrize("command, choices", [
+    ("generate", ["best|largest|error", "aligned|wide", "face|centre|center", "auto|cpu|pytorch3d",
+                  "ddim|dpm++|euler", "auto|fp32|fp16|bf16", "dlib|insightface"]),
+    ("train", ["no|bf16|fp16", "aligned|wide"]),
+    ("score", ["facesim, clip, dino, lpips, fid, consistency, or all", "dlib, insightface"]),
+])
+def test_help_lists_the_choices(command, choices):
+    text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output
+    for listed in choices:
+        assert listed in text, listed
+
+
+def test_score_help_names_every_metric_and_backend():
+    from core.faces import BACKENDS
+    from core.scoring import METRICS
+
+    params = _params("score")
+    assert params["metrics"].help == f"Comma list of {', '.join(METRICS)}, or all."
+    assert params["face_backend"].help.startswith(f"Face backend(s) for FaceSim: {', '.join(BACKENDS)} or a")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "absent.csv"], "error: manifest not found"),
+    (["generate", "absent.csv"], "error: manifest not found"),
+    (["score"], "error: give either RUN_DIR or --images DIR --manifest FILE"),
+    (["finetune", "--from", "a.safetensors", "--data", "absent"],
+     "error: --data absent: neither a folder nor a manifest"),
+    (["generate"], "error: Missing argument 'manifest'."),
+    (["nonsense"], "error: No such command 'nonsense'."),
+])
+def test_usage_errors_of_every_command_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_run_generate_leaves_the_config_it_was_given(tmp_path, tiny_preset):
+    """The run resolves `center` and the default face backend into its own copy; the caller's
+    config is unchanged and run.json records what the run used."""
+    from core.runner.generate import run_generate
+
+    (tmp_path / "m.csv").write_text("id,reference,prompt\na,missing.png,a photo\n")
+    cfg = GenerateConfig(manifest=tmp_path / "m.csv", out=tmp_path / "out", frame="center", steps=2)
+    given = json.dumps(vars(cfg), default=str)
+    summary = run_generate(cfg)
+    assert (summary.total, summary.failed) == (1, 1)  # the row's reference is missing
+    assert json.dumps(vars(cfg), default=str) == given
+    recorded = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert recorded["config"]["frame"] == "centre" and recorded["config"]["face_backend"] == "dlib"
+
+
+def test_the_progress_bar_shows_time_left():
+    from rich.progress import TimeRemainingColumn
+
+    from fmu_cli.console import progress_bar
+
+    bar = progress_bar()
+    assert any(isinstance(column, TimeRemainingColumn) for column in bar.columns)
+    assert progress_bar(transient=True).live.transient
