@@ -98,7 +98,6 @@ def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devi
 
 def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = "cpu") -> dict:
     """The authors' demo style: per row, analyse the reference, shade it, denoise batch 1, save."""
-    import torch
 
     from core.faces import get_backend
     from core.faces.crops import face_frame_box
@@ -106,8 +105,8 @@ def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = 
     from core.model.facemakeup import FaceMakeUp
     from core.model.load import resolve_dtype
     from core.model.pipeline import Request, Settings
-    from core.model.settings import with_prefix
     from core.model.presets import SPECS, ensure_preset
+    from core.model.settings import with_prefix
     from core.runner.conditions import ANALYSIS_SIZE
     from core.shading import make_condition
 

@@ -29,9 +29,9 @@ def fmu_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Path]:
-    from manifests.demo import demo_photos
-
     import skimage
+
+    from manifests.demo import demo_photos
 
     found = demo_photos()
     found["chelsea.png"] = Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"  # a cat: no face

@@ -11,16 +11,15 @@ import io
 import json
 from pathlib import Path
 
+import corpus  # tests/corpus.py (pytest puts tests/ on sys.path)
 import numpy as np
 import polars as pl
 import pytest
+from corpus import OK
 from PIL import Image
 from typer.testing import CliRunner
 
 from fmu_cli.app import app
-
-import corpus  # tests/corpus.py (pytest puts tests/ on sys.path)
-from corpus import OK
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--no-shading", "--batch-size", "4"]

@@ -309,7 +309,7 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_end(trained):
     assert [p.name for p in list_checkpoints(trained)] == [f"checkpoint-{s:08d}" for s in (6, 8, 10)]  # last 3
     assert_only_complete_files(trained)
     steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
-    assert set(steps) == set(range(1, 11))  # every step logged 
+    assert set(steps) == set(range(1, 11))  # every step logged
 
 
 def test_train_resume_does_not_duplicate_log_lines(trained):

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from core.images import decode_rgb, load_rgb
-from core.scoring.facesim import facesim_summary
 from core.scoring.face_batch import face_embeddings
+from core.scoring.facesim import facesim_summary
 
 
 def _insightface_image(name: str) -> np.ndarray:

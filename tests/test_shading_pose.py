@@ -5,8 +5,7 @@ import pytest
 
 from core.errors import NoFaceError
 from core.images import load_rgb, to_square
-from core.shading.pose import (euler_from_rotation, expression_descriptor, head_rotation,
-                               rotation_from_euler)
+from core.shading.pose import euler_from_rotation, expression_descriptor, head_rotation, rotation_from_euler
 from core.shading.reconstruct import reconstruct
 
 

@@ -3,8 +3,8 @@ photo, and (when pytorch3d imports) cpu vs pytorch3d."""
 
 import numpy as np
 import pytest
-from skimage.draw import polygon
 from scipy.spatial import ConvexHull
+from skimage.draw import polygon
 
 from core.images import to_square
 from core.shading import render_cpu

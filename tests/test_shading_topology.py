@@ -5,8 +5,14 @@ from collections import Counter
 
 import numpy as np
 
-from core.shading.topology import (boundary_loops, edge_face_counts, mediapipe_tesselation_triangles,
-                                   mediapipe_triangles, orient_consistently, triangles_from_edges)
+from core.shading.topology import (
+    boundary_loops,
+    edge_face_counts,
+    mediapipe_tesselation_triangles,
+    mediapipe_triangles,
+    orient_consistently,
+    triangles_from_edges,
+)
 
 
 def _edges_of(tris):

@@ -227,11 +227,11 @@ def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos,
 def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
     """An adapter trained with the authors' wide crop (their model.bin) is trained on wide crops,
     cut from the image and the prepared landmarks; fmu's own default stays the aligned crop."""
+    from transformers import CLIPTokenizer
+
     from core.faces.cache import read_entry as load_face
     from core.faces.crops import wide_crop
     from core.images import load_rgb
-    from transformers import CLIPTokenizer
-
     from training.data import TrainingSet
 
     tok = CLIPTokenizer.from_pretrained(tiny_preset[0] / "tokenizer")

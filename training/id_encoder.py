@@ -234,7 +234,7 @@ class IdEncoder(torch.nn.Module):
         self.input_size, self.input_mean, self.input_std = input_size, input_mean, input_std
 
     @classmethod
-    def from_onnx(cls, path: str | Path) -> "IdEncoder":
+    def from_onnx(cls, path: str | Path) -> IdEncoder:
         model = onnx.load(str(path))
         dims = model.graph.input[0].type.tensor_type.shape.dim
         size = dims[2].dim_value if len(dims) == 4 and dims[2].dim_value else 112

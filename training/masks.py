@@ -26,7 +26,6 @@ import numpy as np
 from core.images import atomic_write_bytes, save_png
 from core.regions import RegionParser
 
-from .config import MASK_MODES
 from .data import phrase_occurrence_spans, phrase_spans
 from .phrases import Phrase, extract_phrases
 

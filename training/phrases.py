@@ -160,7 +160,7 @@ def extract_phrases(caption: str) -> list[Phrase]:
                 if start - 2 < 0 or start == first or not _joined(caption, tokens[start - 2], tokens[start - 1]):
                     break
                 before = words[start - 2]
-                if _is_stop(before) or (start - 2) in is_head and (start - 2) not in expression_only:
+                if _is_stop(before) or ((start - 2) in is_head and (start - 2) not in expression_only):
                     break
                 start -= 1
                 continue

@@ -35,9 +35,15 @@ from core.runner.conditions import ConditionProvider
 from core.tables import write_table
 
 from .captions import CaptionCache, Captioner
-from .data import (MASK_DTYPE, check_token_indices, parse_masks, phrase_occurrence_spans, phrase_spans,
-                   read_training_manifest)
 from .config import MASK_MODES
+from .data import (
+    MASK_DTYPE,
+    check_token_indices,
+    parse_masks,
+    phrase_occurrence_spans,
+    phrase_spans,
+    read_training_manifest,
+)
 from .masks import MaskMaker
 from .preview import write_preview
 

@@ -16,7 +16,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..images import check_size
-
 from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES
 
 ERROR, WARNING = "error", "warning"

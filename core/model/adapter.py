@@ -46,11 +46,11 @@ class AdapterConfig:
     face_crop: str = "aligned"       # the CLIP face image it was trained with (core.faces.crops)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AdapterConfig":
+    def from_dict(cls, d: dict) -> AdapterConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def for_pipe(cls, pipe, **fields) -> "AdapterConfig":
+    def for_pipe(cls, pipe, **fields) -> AdapterConfig:
         """The sizes a base pipeline's components dictate (CLIP width, UNet cross-attention
         width, 64-wide heads); everything else as given or the default."""
         cross = pipe.unet.config.cross_attention_dim

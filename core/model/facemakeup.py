@@ -51,7 +51,7 @@ class FaceMakeUp:
                         lora: str | Path | None = None, vae: str | Path | None = None,
                         scheduler: str = "ddim", base_config: str | Path | None = None,
                         vae_slicing: bool = False, vae_tiling: bool = False, compile: bool = False,
-                        offload: bool = False) -> "FaceMakeUp":
+                        offload: bool = False) -> FaceMakeUp:
         """The model from a base (`load.load_base`: diffusers folder, hub id in the local cache,
         single file + `base_config`) and `adapter`: any checkpoint `convert.load_adapter_any`
         reads; `lora`: a separate LoRA file for IP-Adapter checkpoints (h94's *_lora.safetensors).
@@ -106,7 +106,7 @@ class FaceMakeUp:
         return cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype)
 
     @classmethod
-    def from_pipe(cls, pipe, cfg: A.AdapterConfig, *, device: str | torch.device | None = None) -> "FaceMakeUp":
+    def from_pipe(cls, pipe, cfg: A.AdapterConfig, *, device: str | torch.device | None = None) -> FaceMakeUp:
         """A fresh, untrained adapter (ShadingNet when `cfg.shading`) on a base pipeline's
         components; the model lives where the pipeline does unless `device` says otherwise."""
         shading_net = A.new_shading_net(pipe.unet) if cfg.shading else None  # before the identity channel
@@ -119,7 +119,7 @@ class FaceMakeUp:
 
     @classmethod
     def from_base(cls, base: str | Path, *, device: str | torch.device = "cpu", offline: bool = True,
-                  image_encoder: str | Path | None = None, **config) -> "FaceMakeUp":
+                  image_encoder: str | Path | None = None, **config) -> FaceMakeUp:
         """A fresh adapter on a base model (fp32, for training); `config`: AdapterConfig fields
         (id_embed_dim, lora_rank, ...), the sizes the base dictates filled in."""
         dev = torch.device(device)

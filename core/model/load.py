@@ -94,7 +94,7 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(base), safety_checker=None, requires_safety_checker=False, dtype=dtype,
                 local_files_only=offline)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise UsageError(f"cannot load base model {base!s}: {first_line(exc, None)}") from None
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if vae is not None:

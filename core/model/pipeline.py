@@ -9,13 +9,12 @@ channel off the loop reproduces `StableDiffusionPipeline` exactly.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .settings import Settings  # noqa: F401  (re-exported: callers import it from here)
+from .settings import Settings
 
 # the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
 DEFAULT_NEGATIVE = ("black image, Easy Negative, worst quality, low quality, lowers, monochrome, grayscales, "

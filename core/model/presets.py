@@ -56,8 +56,14 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
 
 def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
-                              CLIPVisionConfig, CLIPVisionModelWithProjection)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     from .adapter import AdapterConfig
     from .facemakeup import FaceMakeUp

@@ -163,7 +163,7 @@ def _check_planted(faces, det_size: int = 640) -> None:
         box, kps = np.asarray(box), np.asarray(kps)
         if box.shape != (4,) or kps.shape != (5, 2):
             raise ValueError("each planted face is (box (4,), kps (5, 2)) in detector fractions")
-        if not (0.0 <= box.min() and box.max() <= 1.0):
+        if not (box.min() >= 0.0 and box.max() <= 1.0):
             raise ValueError(f"planted box {box.tolist()} is not within [0, 1]")
         cell = tuple(np.floor((box[:2] + box[2:]) / 2 * det_size / PLANT_STRIDE + 0.5))
         if cell in cells:

@@ -21,7 +21,6 @@ from PIL import Image
 from ..digests import file_digest
 from ..shading.condition import ANALYSIS_SIZE
 
-
 FRAMES = ("face", "centre")
 
 

@@ -17,7 +17,6 @@ out. Both means and both counts are reported.
 
 from __future__ import annotations
 
-
 from ..faces.base import FaceBackend
 
 COLUMN = {"insightface": "facesim_arcface", "dlib": "facesim_dlib"}

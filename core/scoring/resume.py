@@ -59,7 +59,7 @@ class ScoreState:
         self.rows: dict | None = None
 
     @classmethod
-    def load(cls, out_dir: Path, key: str) -> "ScoreState":
+    def load(cls, out_dir: Path, key: str) -> ScoreState:
         state = cls(out_dir, key)
         try:
             data = json.loads(state.path.read_text())

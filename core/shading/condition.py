@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -42,7 +41,7 @@ ANALYSIS_SIZE = 512
 
 
 def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediapipe",
-                  box: Optional[tuple] = None) -> tuple[FaceMesh, np.ndarray]:
+                  box: tuple | None = None) -> tuple[FaceMesh, np.ndarray]:
     """Mesh and SH lighting of an image in the generation frame (the square `box` = (left, top,
     side), default the centre square, at `size`): the fit a condition is rendered from, and the
     source side of Pose/Light-RMSE."""
@@ -53,9 +52,9 @@ def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediap
     return mesh, fit_sh(frame, mesh, backend="cpu")
 
 
-def make_condition(image_rgb: np.ndarray, target_rgb: Optional[np.ndarray] = None, size: int = 512,
+def make_condition(image_rgb: np.ndarray, target_rgb: np.ndarray | None = None, size: int = 512,
                    renderer: str = "auto", reconstructor: str = "mediapipe",
-                   box: Optional[tuple] = None) -> ShadingResult:
+                   box: tuple | None = None) -> ShadingResult:
     """Condition image for a reference, or for its target when one is given (then the
     reference is not reconstructed at all: nothing of its geometry is drawn; its face is
     checked by the face-analysis stage). `box` is the frame in the image rendered (default: its
