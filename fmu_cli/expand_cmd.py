@@ -12,13 +12,14 @@ from .console import console, error, shown
 def expand(
     manifest: Path = typer.Argument(..., help="CSV or Parquet generation manifest."),
     out: Path = typer.Option(..., "--out", "-o", help="The manifest to write: .csv or .parquet."),
-    yaw: list[str] | None = typer.Option(None, "--yaw", help="Degrees: start:stop:step (stop included), "
-                                            "e.g. -45:45:15, or a comma list; repeatable."),
-    pitch: list[str] | None = typer.Option(None, "--pitch", help="Degrees, like --yaw."),
-    roll: list[str] | None = typer.Option(None, "--roll", help="Degrees, like --yaw."),
-    expression: list[str] | None = typer.Option(None, "--expression", help="Images whose expression to "
+    yaw: list[str] | None = typer.Option(None, "--yaw", metavar="RANGE|LIST", help="Degrees: start:stop:step "
+                                         "(stop included), e.g. -45:45:15, or a comma list; repeatable."),
+    pitch: list[str] | None = typer.Option(None, "--pitch", metavar="RANGE|LIST", help="Degrees, like --yaw."),
+    roll: list[str] | None = typer.Option(None, "--roll", metavar="RANGE|LIST", help="Degrees, like --yaw."),
+    expression: list[str] | None = typer.Option(None, "--expression", metavar="IMAGES",
+                                                   help="Images whose expression to "
                                                    "use, or neutral; comma list or repeated."),
-    light: list[str] | None = typer.Option(None, "--light", help="Presets (front,left,right,...), "
+    light: list[str] | None = typer.Option(None, "--light", metavar="LIGHTS", help="Presets (front,left,right,...), "
                                               "az=..,el=..[,strength=..] or nine SH numbers; separate "
                                               "specs with ';' or repeat --light."),
 ) -> None:

@@ -3,7 +3,8 @@
 Images are embedded as JPEG data URIs (thumbnails), plots are inline SVG generated here, no
 script or stylesheet is fetched. Groups (one per reference id) show reference | condition |
 outputs with their scores; the worst groups come first (failures, then no face, then the
-lowest identity similarity). A small inline script marks images that failed to decode.
+lowest identity similarity). Rows that asked for a pose, expression or light also appear in one
+grid per reference (control_grid.py). A small inline script marks images that failed to decode.
 """
 
 from __future__ import annotations

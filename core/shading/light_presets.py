@@ -49,8 +49,7 @@ PRESETS: dict[str, tuple[float, tuple[tuple[float, float, float], ...], str]] = 
     "bottom": (AMBIENT, ((0.0, -90.0, STRENGTH),), "from below: chin and jaw bright"),
     "key-left": (AMBIENT, ((-45.0, 30.0, STRENGTH),), "portrait key light, high on the image's left"),
     "key-right": (AMBIENT, ((45.0, 30.0, STRENGTH),), "portrait key light, high on the image's right"),
-    "rim": (0.1, ((-120.0, 0.0, 0.5), (120.0, 0.0, 0.5)), "two lights behind either side: bright "
-                                                          "silhouette, dark centre"),
+    "rim": (0.1, ((-120.0, 0.0, 0.5), (120.0, 0.0, 0.5)), "two lights behind, either side: bright edges"),
     "flat": (0.7, (), "ambient only: no shading, only the silhouette"),
 }
 ALIASES = {"ambient": "flat"}
