@@ -101,7 +101,7 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
     recorded; editing one cell redoes exactly that row; results written before the columns existed
     keep their images."""
     rows = [("plain", None, None, None), ("posed", 30.0, "left", None), ("mixed", -20.0, None, "tom_hanks.png"),
-            ("yaw200", 200.0, None, None), ("sideways", None, "sideways", None),
+            ("shut", None, None, "neutral"), ("yaw200", 200.0, None, None), ("sideways", None, "sideways", None),
             ("no_expr", None, None, "nope.png"), ("cat_expr", None, None, "chelsea.png")]
     manifest = folder / "m.csv"
 
@@ -116,7 +116,7 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
     assert first.exit_code == 1, first.output
     df = pl.read_parquet(out / "results.parquet")
     by_id = {r["id"]: r for r in df.iter_rows(named=True)}
-    assert {i for i, r in by_id.items() if r["status"] == "ok"} == {"plain", "posed", "mixed"}
+    assert {i for i, r in by_id.items() if r["status"] == "ok"} == {"plain", "posed", "mixed", "shut"}
     assert by_id["yaw200"]["error"] == "out_of_range: yaw=200.0 outside [-90.0, 90.0]"
     assert by_id["sideways"]["error"].startswith("bad_light: light 'sideways' is not a preset")
     assert by_id["no_expr"]["error"] == f"missing_file: expression: file not found: {folder / 'nope.png'}"
@@ -124,6 +124,7 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
     assert (by_id["posed"]["yaw"], by_id["posed"]["light"], by_id["posed"]["expression"]) == (30.0, "left", None)
     assert by_id["mixed"]["expression"] == str(folder / "tom_hanks.png") and by_id["mixed"]["expression_sha256"]
     assert by_id["plain"]["yaw"] is None and by_id["plain"]["expression_stamp"] is None
+    assert by_id["shut"]["expression"] == "neutral" and by_id["shut"]["expression_sha256"] is None
     conditions = {i: np.asarray(Image.open(out / "conditions" / f"{i}.png")) for i in ("plain", "posed", "mixed")}
     assert not np.array_equal(conditions["plain"], conditions["posed"])
 
@@ -134,16 +135,16 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
     rows[1] = ("posed", 35.0, "left", None)         # one cell edited
     write(rows)
     second = cli("generate", manifest, "--out", out, *FAST)
-    assert "3 ok, 4 failed, 2 of them finished earlier and kept" in second.output, second.output
+    assert "4 ok, 4 failed, 3 of them finished earlier and kept" in second.output, second.output
     after = mtimes()
     assert after["posed_0.png"] != before["posed_0.png"]
-    assert after["plain_0.png"] == before["plain_0.png"] and after["mixed_0.png"] == before["mixed_0.png"]
+    assert all(after[f"{i}_0.png"] == before[f"{i}_0.png"] for i in ("plain", "mixed", "shut"))
     assert pl.read_parquet(out / "results.parquet").filter(pl.col("id") == "posed")["yaw"].to_list() == [35.0]
 
     # the expression image replaced under the same path: its row is made again
     Image.open(folder / "astronaut.png").save(folder / "tom_hanks.png")
     third = cli("generate", manifest, "--out", out, *FAST)
-    assert "2 of them finished earlier and kept" in third.output
+    assert "3 of them finished earlier and kept" in third.output
     assert mtimes()["mixed_0.png"] != after["mixed_0.png"]
 
     # results.parquet as an fmu without these columns wrote it: the rows that ask for nothing stay done
@@ -154,6 +155,15 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
     fourth = cli("generate", manifest, "--out", out, *FAST)
     assert "1 of them finished earlier and kept" in fourth.output
     assert mtimes()["plain_0.png"] == kept["plain_0.png"]
+
+    # no 3D channel: a row that asks for a pose cannot get it and says so; the others are made
+    bare = cli("generate", manifest, "--out", folder / "bare", *FAST, "--no-shading")
+    assert bare.exit_code == 1
+    df = pl.read_parquet(folder / "bare" / "results.parquet")
+    reasons = dict(zip(df["id"], df["error"]))
+    assert reasons["plain"] is None
+    assert reasons["posed"] == ("no_condition: pose, expression or light asked for, but there is no 3D condition "
+                                "(--no-shading)")
 
 
 def test_generate_scores_the_output_against_the_request(tmp_path, astronaut):

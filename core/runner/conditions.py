@@ -13,6 +13,7 @@ centre square (the training frame).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..shading.controls import resolve as resolve_controls
 from ..shading.expression import expression_mesh
 
 FRAMES = ("face", "centre")
+EXPRESSIONS_KEPT = 256  # expression meshes remembered per worker (~20 kB each)
 
 
 def parse_frame(name: str) -> str:
@@ -55,7 +57,7 @@ class ConditionProvider:
         self.computed = 0
         self._shading = None
         self._scorer = None
-        self._expressions: dict[str, object] = {}  # expression image digest -> its mesh
+        self._expressions: OrderedDict[str, object] = OrderedDict()  # expression image digest -> its mesh
         if enabled:
             from .. import shading  # imported only when the 3D channel is on
 
@@ -92,6 +94,9 @@ class ConditionProvider:
             digest = file_digest(expression)
             if digest not in self._expressions:
                 self._expressions[digest] = expression_mesh(load_rgb(expression))
+                if len(self._expressions) > EXPRESSIONS_KEPT:
+                    self._expressions.popitem(last=False)
+            self._expressions.move_to_end(digest)
             mesh = self._expressions[digest]
         return resolve_controls(request, expression=mesh)
 
