@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from core.errors import UsageError
 
-from . import convert_cmd, demo_cmd, doctor_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd
+from . import convert_cmd, demo_cmd, doctor_cmd, expand_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd
 from .console import error, quiet_libraries
 
 
@@ -51,6 +51,7 @@ app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
 
 app.command("generate")(generate_cmd.generate)
 app.command("validate")(generate_cmd.validate_manifest)
+app.command("expand")(expand_cmd.expand)
 app.command("shade")(shade_cmd.shade)
 app.command("score")(score_cmd.score)
 app.command("prepare")(train_cmd.prepare)

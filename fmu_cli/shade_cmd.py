@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -14,6 +15,8 @@ from core.faces.crops import FRAME_SCALE, face_frame_box
 from core.images import load_rgb, save_png
 from core.runner.conditions import parse_frame
 from core.shading import make_condition
+from core.shading.controls import POSE_BOUNDS, ControlRequest, is_neutral, resolve
+from core.shading.light_presets import LightError, parse_light
 from core.shading.render import resolve_backend
 
 from .choices import FaceBackend, Frame, Renderer, chosen
@@ -40,6 +43,15 @@ def shade(
     face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is "
                                              "cut around."),
     face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+    yaw: float | None = typer.Option(None, "--yaw", help="Head yaw of the render, degrees (-90..90; > 0 "
+                                        "turns toward the image's right). Default: as fitted."),
+    pitch: float | None = typer.Option(None, "--pitch", help="Head pitch, degrees (-60..60; > 0 looks up)."),
+    roll: float | None = typer.Option(None, "--roll", help="Head roll, degrees (-90..90; > 0 clockwise)."),
+    expression: str | None = typer.Option(None, "--expression", help="Image whose expression the face "
+                                             "wears, or neutral (mouth closed)."),
+    light: str | None = typer.Option(None, "--light", help="A preset (front, left, right, top, bottom, "
+                                        "key-left, key-right, rim, flat), az=..,el=..[,strength=..] or nine "
+                                        "SH numbers (manifests/README.md)."),
 ) -> None:
     """Render the untextured, SH-shaded face mesh that conditions the 3D channel.
 
@@ -47,15 +59,19 @@ def shade(
     around the face, FRAME-SCALE times its landmark box; --frame centre: the centre square)
     and resized to SIZE, the face mesh is reconstructed, its lighting fitted, and the mesh
     rendered grey on black. With --target the target's mesh, pose, expression and lighting
-    (and frame) are used.
+    (and frame) are used. --yaw/--pitch/--roll, --expression and --light replace those parts,
+    as the manifest columns of the same names do in `fmu generate`.
 
     Example:
 
         fmu shade photo.jpg --out cond.png --target other.jpg
 
+        fmu shade photo.jpg --out cond.png --yaw 30 --light left
+
     Exit code: 0 written, 1 the photo (or target) is unusable (no face, unreadable), 2 usage error.
     """
     frame, renderer = parse_frame(chosen(frame)), chosen(renderer)
+    request = _control_request(yaw, pitch, roll, expression, light)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the PNG file to write")
     try:
@@ -70,7 +86,14 @@ def shade(
         if backend is not None:
             source = tgt if tgt is not None else ref
             box = face_frame_box(backend.analyse(source).landmarks, source.shape, frame_scale)
-        result = make_condition(ref, tgt, size=size, renderer=renderer, box=box)
+    except RowError as exc:
+        _fail(exc.reason)
+    try:
+        controls = resolve(request)
+    except RowError as exc:  # the expression image is unusable
+        _fail(f"expression {exc.reason}")
+    try:
+        result = make_condition(ref, tgt, size=size, renderer=renderer, box=box, controls=controls)
     except RowError as exc:
         _fail(exc.reason)
     try:
@@ -88,8 +111,28 @@ def shade(
     for k, value in enumerate(result.sh):
         table.add_row(f"sh[{k}]", f"{value:+.4f}")
     console.print(table)
+    if not request.empty:
+        asked = ", ".join(f"{k} {getattr(request, k)}" for k in ("yaw", "pitch", "roll", "expression", "light")
+                          if getattr(request, k) is not None)
+        console.print(f"asked for: {escape(asked)}", soft_wrap=True)
     console.print(f"wrote {escape(str(out))} ({size}x{size}; frame: the {side}x{side} square at x={left}, "
                   f"y={top})", soft_wrap=True)
+
+
+def _control_request(yaw, pitch, roll, expression, light):
+    """The controls asked for, checked like the manifest columns (UsageError when unusable)."""
+    for name, value in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
+        lo, hi = POSE_BOUNDS[name]
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise UsageError(f"--{name} {value:g}: outside [{lo:g}, {hi:g}]")
+    if expression is not None and not is_neutral(expression) and not Path(expression).is_file():
+        raise UsageError(f"--expression {expression}: no such image file")
+    if light is not None:
+        try:
+            parse_light(light)
+        except LightError as exc:
+            raise UsageError(f"--light: {exc}") from None
+    return ControlRequest(yaw=yaw, pitch=pitch, roll=roll, expression=expression, light=light)
 
 
 def _face_backend(name: str, models: Path | None):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from ..shading.controls import CONTROL_COLUMNS, POSE_BOUNDS
+
 REQUIRED = ("reference", "prompt")
 
 # column -> (polars dtype, description). Documented for users in manifests/README.md.
@@ -20,6 +22,11 @@ COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "steps": (pl.Int64, "denoising steps"),
     "width": (pl.Int64, "output width (multiple of 8)"),
     "height": (pl.Int64, "output height (multiple of 8)"),
+    "yaw": (pl.Float64, "head yaw of the rendered face, degrees (> 0: toward the image's right)"),
+    "pitch": (pl.Float64, "head pitch of the rendered face, degrees (> 0: looking up)"),
+    "roll": (pl.Float64, "head roll of the rendered face, degrees (> 0: clockwise)"),
+    "expression": (pl.String, "image whose expression the rendered face wears, or `neutral`"),
+    "light": (pl.String, "light of the rendered face: a preset, az=..,el=..[,strength=..] or 9 SH numbers"),
 }
 
 # Inclusive bounds for numeric columns: beyond them a value is a mistake, not a wish.
@@ -31,8 +38,11 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "steps": (1, 1000),
     "width": (64, 2048),
     "height": (64, 2048),
+    **POSE_BOUNDS,
 }
 
 OVERRIDES = ("id_scale", "guidance_scale", "steps", "width", "height")
+# the 3D channel's controls (core.shading.controls): they change the condition a row is rendered with
+CONTROLS = CONTROL_COLUMNS
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"

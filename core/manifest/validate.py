@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +16,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..images import check_size
-from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES
+from ..shading.controls import ControlRequest, is_neutral
+from ..shading.light_presets import LightError, parse_light
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES
 
 ERROR, WARNING = "error", "warning"
 
@@ -46,11 +48,12 @@ class Row:
     num_images: int = 1
     target: Path | None = None
     overrides: dict | None = None
+    controls: ControlRequest = field(default_factory=ControlRequest)  # pose, expression, light (None: as fitted)
 
 
 # the usable-rows table: one row per usable manifest row, typed, paths resolved
 TABLE_COLUMNS = ["row", "id", "reference", "target", "prompt", "negative_prompt", "seed", "num_images",
-                 *OVERRIDES]
+                 *OVERRIDES, *CONTROLS]
 
 
 @dataclass
@@ -82,8 +85,14 @@ def rows_from_table(table: pl.DataFrame) -> list[Row]:
         rows.append(Row(index=r["row"], id=r["id"], reference=Path(r["reference"]), prompt=r["prompt"],
                         negative_prompt=r["negative_prompt"], seed=r["seed"], num_images=r["num_images"],
                         target=Path(r["target"]) if r["target"] else None,
-                        overrides={k: r[k] for k in OVERRIDES if r[k] is not None}))
+                        overrides={k: r[k] for k in OVERRIDES if r[k] is not None},
+                        controls=control_request(r)))
     return rows
+
+
+def control_request(record: dict) -> ControlRequest:
+    """The controls of a usable-rows table record (a missing column: not asked for)."""
+    return ControlRequest(**{c: record.get(c) for c in CONTROLS})
 
 
 def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
@@ -203,11 +212,14 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
     add(typed["reference"].is_null() & ~bad_cells["reference"], "reference", "missing_reference",
         lambda i: "reference is empty")
     resolved = {}
-    for column in ("reference", "target"):
+    for column in ("reference", "target", "expression"):
         values = typed[column]
         mapping: dict[str, str] = {}
         failing: dict[str, tuple[str, str]] = {}
         for value in values.drop_nulls().unique().to_list():
+            if column == "expression" and is_neutral(value):
+                mapping[value] = "neutral"
+                continue
             if _is_url(value):
                 failing[value] = ("url_not_supported", f"{column} {value!r} is a URL; download it and give a path")
                 continue
@@ -221,12 +233,25 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
             for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
                 problems.append(Problem(i, ids[i], column, ERROR, *failing[values[i]]))
 
+    lights = typed["light"]
+    bad_lights: dict[str, LightError] = {}
+    for value in lights.drop_nulls().unique().to_list():
+        try:
+            parse_light(value)
+        except LightError as exc:
+            bad_lights[value] = exc
+    for kind in sorted({exc.kind for exc in bad_lights.values()}):  # bad_light, out_of_range
+        add(lights.is_in([v for v, exc in bad_lights.items() if exc.kind == kind]), "light", kind,
+            lambda i: str(bad_lights[lights[i]]))
+
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({
         "row": index, "id": ids, "reference": resolved["reference"], "target": resolved["target"],
         "prompt": prompts, "negative_prompt": typed["negative_prompt"], "seed": typed["seed"],
         "num_images": typed["num_images"].fill_null(1), **{k: typed[k] for k in OVERRIDES},
+        "yaw": typed["yaw"], "pitch": typed["pitch"], "roll": typed["roll"],
+        "expression": resolved["expression"], "light": lights,
     }).filter(usable)
     problems.sort(key=lambda p: (p.row, p.level != ERROR))
     return Validation(table=table, problems=problems, total=n, id_series=ids)

@@ -13,15 +13,21 @@ centre square (the training frame).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..digests import file_digest
+from ..images import load_rgb
 from ..shading.condition import ANALYSIS_SIZE
+from ..shading.controls import ControlRequest, Controls
+from ..shading.controls import resolve as resolve_controls
+from ..shading.expression import expression_mesh
 
 FRAMES = ("face", "centre")
+EXPRESSIONS_KEPT = 256  # expression meshes remembered per worker (~20 kB each)
 
 
 def parse_frame(name: str) -> str:
@@ -51,6 +57,7 @@ class ConditionProvider:
         self.computed = 0
         self._shading = None
         self._scorer = None
+        self._expressions: OrderedDict[str, object] = OrderedDict()  # expression image digest -> its mesh
         if enabled:
             from .. import shading  # imported only when the 3D channel is on
 
@@ -60,26 +67,48 @@ class ConditionProvider:
     def wants_landmarks(self) -> bool:
         return self.enabled and self.frame_scale is not None
 
-    def path(self, reference: Path, target: Path | None, size: int, landmarks=None) -> Path:
+    def path(self, reference: Path, target: Path | None, size: int, landmarks=None,
+             request: ControlRequest | None = None) -> Path:
         """Where the square condition for these inputs is cached."""
-        key = self._key(reference, target, size, landmarks)
+        key = self._key(reference, target, size, landmarks, request)
         return self.root / key[:2] / f"{key}.npz"
 
-    def _key(self, reference: Path, target: Path | None, size: int, landmarks) -> str:
+    def _key(self, reference: Path, target: Path | None, size: int, landmarks, request) -> str:
         parts = [file_digest(p) if p else "-" for p in (reference, target)]
         frame = "centre"
         if self.frame_scale is not None:  # the face frame follows from the landmarks and scale
             points = np.asarray(landmarks, dtype=np.float32).tobytes()
             frame = f"face{self.frame_scale!r}:{hashlib.sha256(points).hexdigest()[:16]}"
-        return hashlib.sha256(f"{parts[0]}:{parts[1]}:{size}:{self.renderer}:{frame}".encode()).hexdigest()
+        text = f"{parts[0]}:{parts[1]}:{size}:{self.renderer}:{frame}"
+        if request is not None and not request.empty:  # no controls: the key (and cache) of before
+            expression = request.expression_file
+            text += ":" + request.key(file_digest(expression) if expression else None)
+        return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, reference: Path, target: Path | None, width: int, height: int, landmarks=None):
+    def resolve(self, request: ControlRequest) -> Controls:
+        """`request` ready for the renderer; an expression image is reconstructed once per file
+        version (NoFaceError / ImageError when it cannot be)."""
+        expression = request.expression_file
+        mesh = None
+        if expression is not None:
+            digest = file_digest(expression)
+            if digest not in self._expressions:
+                self._expressions[digest] = expression_mesh(load_rgb(expression))
+                if len(self._expressions) > EXPRESSIONS_KEPT:
+                    self._expressions.popitem(last=False)
+            self._expressions.move_to_end(digest)
+            mesh = self._expressions[digest]
+        return resolve_controls(request, expression=mesh)
+
+    def get(self, reference: Path, target: Path | None, width: int, height: int, landmarks=None,
+            request: ControlRequest | None = None):
         """The condition in the output's frame: the square render, centre-cropped to the
         output's aspect ratio and resized. `landmarks`: the face landmarks of the image rendered
-        (the target's when there is one), required by the face frame."""
+        (the target's when there is one), required by the face frame. `request`: the pose,
+        expression and light asked for (core.shading.controls)."""
         if self.wants_landmarks and landmarks is None:
             raise ValueError("the face frame needs the landmarks of the image rendered")
-        result = self._square(reference, target, max(width, height), landmarks)
+        result = self._square(reference, target, max(width, height), landmarks, request)
         if result is None or (width, height) == result.condition.shape[::-1]:
             return result
         side = result.condition.shape[0]
@@ -89,13 +118,12 @@ class ConditionProvider:
         result.condition = np.asarray(crop.resize((width, height), Image.Resampling.BOX))
         return result
 
-    def _square(self, reference: Path, target: Path | None, size: int, landmarks):
+    def _square(self, reference: Path, target: Path | None, size: int, landmarks, request):
         if not self.enabled:
             return None
         from ..faces.crops import face_frame_box
-        from ..images import load_rgb
 
-        path = self.path(reference, target, size, landmarks)
+        path = self.path(reference, target, size, landmarks, request)
         if path.exists():
             try:
                 cached = self._shading.load_shading(path)
@@ -108,8 +136,9 @@ class ConditionProvider:
         source = target_image if target_image is not None else image
         box = None if self.frame_scale is None else face_frame_box(landmarks, source.shape, self.frame_scale)
         # reconstruct at >= 512 px (the face mesh needs detail), then fit the render to the output
+        controls = self.resolve(request) if request is not None and not request.empty else None
         result = self._shading.make_condition(image, target_image, size=max(size, ANALYSIS_SIZE),
-                                              renderer=self.renderer, box=box)
+                                              renderer=self.renderer, box=box, controls=controls)
         if result.condition.shape[0] != size:
             small = Image.fromarray(result.condition).resize((size, size), Image.Resampling.BOX)
             result.condition = np.asarray(small)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..manifest.validate import Row
+from ..manifest.validate import Row, control_request
 from ..model.settings import Settings
 
 SETTING_COLUMNS = ["steps", "guidance_scale", "id_scale", "width", "height"]
@@ -83,7 +83,7 @@ def jobs_from_frame(frame: pl.DataFrame, defaults: Settings) -> list[Job]:
     for r in frame.iter_rows(named=True):
         row = Row(index=r["row"], id=r["id"], reference=Path(r["reference"]), prompt=r["prompt"],
                   negative_prompt=r["negative_prompt"], num_images=r["num_images"],
-                  target=Path(r["target"]) if r["target"] else None)
+                  target=Path(r["target"]) if r["target"] else None, controls=control_request(r))
         settings = replace(defaults, **{c: r[c] for c in SETTING_COLUMNS})
         jobs.append(Job(row, r["k"], r["seed"], settings))
     return jobs

@@ -25,9 +25,11 @@ KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distin
 # what an image was made from: a finished image counts as done only while these still match the
 # plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
 INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
-          "width", "height", "frame"]
+          "width", "height", "frame", "yaw", "pitch", "roll", "expression", "light"]
 # (path column, its stamp, its sha256) for the files an image was made from
-SOURCES = [("reference", "reference_stamp", "reference_sha256"), ("target", "target_stamp", "target_sha256")]
+SOURCES = [("reference", "reference_stamp", "reference_sha256"), ("target", "target_stamp", "target_sha256"),
+           ("expression", "expression_stamp", "expression_sha256")]
+NOT_A_FILE = "neutral"  # the one `expression` value that names no file
 SCHEMA = {
     "id": pl.String, "k": pl.Int64, "row": pl.Int64, "status": pl.String, "error": pl.String, "seed": pl.Int64,
     "prompt": pl.String, "negative_prompt": pl.String, "reference": pl.String, "target": pl.String, "image": pl.String,
@@ -38,6 +40,9 @@ SCHEMA = {
     "frame_side": pl.Int64, "batch_seconds": pl.Float64, "analysis_seconds": pl.Float64,
     "finished_at": pl.Float64, "worker": pl.String, "reference_stamp": pl.String,
     "reference_sha256": pl.String, "target_stamp": pl.String, "target_sha256": pl.String,
+    # the 3D controls as the manifest gave them (null: not asked for; paths resolved like reference's)
+    "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.String, "light": pl.String,
+    "expression_stamp": pl.String, "expression_sha256": pl.String,
 }
 
 
@@ -124,6 +129,7 @@ def _sources_unchanged(matched: pl.DataFrame) -> pl.Series:
     keep = pl.Series([True] * matched.height, dtype=pl.Boolean)
     for path_col, stamp_col, digest_col in SOURCES:
         paths = matched[path_col]
+        paths = paths.set((paths == NOT_A_FILE).fill_null(False), None)
         stamps = {p: file_stamp(p) for p in paths.drop_nulls().unique().to_list()}
         current = paths.replace_strict(stamps, default=None, return_dtype=pl.String)
         moved = paths.is_not_null() & (current.is_null() | (current != matched[stamp_col]).fill_null(True))

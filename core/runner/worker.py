@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..digests import file_digest, file_stamp
@@ -84,7 +84,7 @@ class Worker:
                            "target": str(job.row.target) if job.row.target else None,
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
-                           "height": job.settings.height, "frame": self.frame}
+                           "height": job.settings.height, "frame": self.frame, **asdict(job.row.controls)}
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
                 _record_source(base_record, "reference", job.row.reference)
@@ -98,11 +98,24 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001
                     records.append(_failed(base_record, f"target {_reason(exc, 'analysis_failed')}"))
                     continue
+            request = job.row.controls
+            if not request.empty:  # pose / expression / light asked for: they need the 3D channel
+                if not self.conditions.enabled:
+                    records.append(_failed(base_record, f"no_condition: pose, expression or light asked for, "
+                                                        f"but there is no 3D condition ({self._no_condition()})"))
+                    continue
+                try:
+                    if request.expression_file:
+                        _record_source(base_record, "expression", Path(request.expression_file))
+                    self.conditions.resolve(request)
+                except Exception as exc:  # noqa: BLE001  an unusable expression image fails its row only
+                    records.append(_failed(base_record, f"expression {_reason(exc, 'shading_failed')}"))
+                    continue
             try:
                 if job.row.target:
                     _record_source(base_record, "target", job.row.target)
                 condition = self.conditions.get(job.row.reference, job.row.target, job.settings.width,
-                                                job.settings.height, landmarks)
+                                                job.settings.height, landmarks, request)
             except Exception as exc:  # noqa: BLE001
                 where = "target" if job.row.target else "reference"
                 records.append(_failed(base_record, f"{where} shading {_reason(exc, 'shading_failed')}"))
@@ -150,12 +163,14 @@ class Worker:
             record["id_similarity"], record["id_similarity_reason"] = self.backend.id_similarity(
                 analysis.embedding, image)
             if condition is None:  # nothing to be consistent with: say why the columns are empty
-                why = "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
-                record["consistency_reason"] = f"no_condition: no 3D condition ({why})"
+                record["consistency_reason"] = f"no_condition: no 3D condition ({self._no_condition()})"
             else:
                 record.update(self.conditions.consistency(condition, image))
             records.append(record)
         return records
+
+    def _no_condition(self) -> str:
+        return "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
 
     def save(self, unit_id, records: list[dict], on_done=None, strict: bool = False) -> None:
         """Append the unit's shard together with any earlier one that could not be written, then

@@ -10,6 +10,9 @@ side, 512)), so `fmu score` gives the numbers `fmu generate` wrote for the same 
 - light error per row: `shading.light_error` = RMSE of the norm-normalised 9 SH coefficients
   fitted to each image's visible face (`fit_sh` on the reconstructed mesh);
 - the run's Pose-RMSE / Light-RMSE = sqrt(mean over rows of the squared per-row errors).
+Rows that asked for a pose or light (`yaw`, `pitch`, `roll`, `light`) are compared with the request
+instead: the asked angles replace the fitted ones and the asked light replaces the fitted SH
+(`core.shading.controls.requested_fit`), as generate's condition did.
 The reconstructor is the shading channel's default (mediapipe FaceMesh, offline). An image
 where it finds no face has no value; such rows are counted in `n_no_fit`.
 """

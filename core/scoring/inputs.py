@@ -2,8 +2,9 @@
 
 Both forms become one table with absolute paths, so every metric sees the same thing:
 `id, k, image_path, reference_path, target_path, condition_path, prompt, gen_status, gen_error`,
-and `frame_left, frame_top, frame_side` (the square of the shading source an image shows, as
-generate recorded it; null for paired images, which are taken to show the centre square).
+`frame_left, frame_top, frame_side` (the square of the shading source an image shows, as
+generate recorded it; null for paired images, which are taken to show the centre square), and the
+3D controls asked for, `yaw, pitch, roll, expression, light` (null: not asked for).
 Rows the generator did not produce keep their status and reason; nothing is dropped.
 """
 
@@ -16,12 +17,14 @@ import polars as pl
 
 from ..errors import UsageError, first_line
 from ..manifest.read import read_manifest as read_generation_manifest
+from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, is_neutral
 
 ROW_SCHEMA = {
     "id": pl.Utf8, "k": pl.Int64, "image_path": pl.Utf8, "reference_path": pl.Utf8,
     "target_path": pl.Utf8, "condition_path": pl.Utf8, "prompt": pl.Utf8,
     "gen_status": pl.Utf8, "gen_error": pl.Utf8,
     "frame_left": pl.Int64, "frame_top": pl.Int64, "frame_side": pl.Int64,
+    "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.Utf8, "light": pl.Utf8,
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FRAME_COLUMNS = ("frame_left", "frame_top", "frame_side")
@@ -60,6 +63,7 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
             "gen_status": r.get("status") or "ok",
             "gen_error": r.get("error"),
             **{c: r.get(c) for c in FRAME_COLUMNS},
+            **{c: r.get(c) for c in CONTROL_COLUMNS},
         })
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
 
@@ -82,6 +86,21 @@ def _int(value) -> int:
         return 0  # a damaged k cell: the row is still scored, as image 0
 
 
+def _controls(base: Path, entry: dict) -> tuple[dict, str | None]:
+    """A manifest row's 3D controls as generate reads them (paths resolved), and the problem
+    when an angle is not a number."""
+    values = {c: (entry.get(c) or "").strip() or None for c in CONTROL_COLUMNS}
+    for angle in POSE_ANGLES:
+        if values[angle] is not None:
+            try:
+                values[angle] = float(values[angle])
+            except ValueError:
+                return {}, f"wrong_type: {angle}={values[angle]!r} is not a number"
+    if values["expression"] is not None and not is_neutral(values["expression"]):
+        values["expression"] = _abs(base, values["expression"])
+    return values, None
+
+
 _K_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<k>\d+)$")
 
 
@@ -101,14 +120,16 @@ def rows_from_images(images_dir: Path, manifest: Path) -> pl.DataFrame:
             stem, k = m["id"], int(m["k"])
         entry = by_id.get(stem)
         seen.add(stem)
+        controls, bad = _controls(base, entry) if entry else ({}, None)
         rows.append({
             "id": stem, "k": k, "image_path": str(path.resolve()),
             "reference_path": _abs(base, entry["reference"]) if entry else None,
             "target_path": _abs(base, entry.get("target")) if entry else None,
             "condition_path": None,
             "prompt": (entry.get("prompt") or "") if entry else "",
-            "gen_status": "ok" if entry else "failed",
-            "gen_error": None if entry else f"no manifest row for image {path.name}",
+            "gen_status": "ok" if entry and not bad else "failed",
+            "gen_error": bad if entry else f"no manifest row for image {path.name}",
+            **controls,
         })
     for ident, entry in by_id.items():
         if ident not in seen:

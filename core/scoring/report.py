@@ -3,7 +3,8 @@
 Images are embedded as JPEG data URIs (thumbnails), plots are inline SVG generated here, no
 script or stylesheet is fetched. Groups (one per reference id) show reference | condition |
 outputs with their scores; the worst groups come first (failures, then no face, then the
-lowest identity similarity). A small inline script marks images that failed to decode.
+lowest identity similarity). Rows that asked for a pose, expression or light also appear in one
+grid per reference (control_grid.py). A small inline script marks images that failed to decode.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..images import load_rgb
+from .control_grid import grid_layout, grids_html
 from .summary_table import metric_lines
 
 THUMB = 224
@@ -151,6 +153,11 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
                     for a, v, n, note in metric_lines(summary))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["status_counts"].items()))
 
+    grids = grid_layout(rows)
+    grid_part = (f"<h2>Control grids</h2><p>One table per reference whose rows asked for a pose, "
+                 f"expression or light; errors are against what was asked.</p>{grids_html(grids, uri, THUMB // 2)}"
+                 if grids else "")
+
     sections = []
     for g in ordered:
         first = g[0]
@@ -173,12 +180,14 @@ display:flex;align-items:center;justify-content:center;color:#888}}
 .st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
+table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{THUMB // 2}px;display:inline-block}}
 </style></head><body>
 <h1>fmu score</h1>
 <p>{summary['n_ok']}/{summary['n_requested']} rows fully scored; rows by status: {html.escape(counts)}.
 An output with no detected face counts as 0 in the strict FaceSim mean.</p>
 <table><tr><th>metric</th><th>value</th><th>n</th><th>note</th></tr>{table}</table>
 <h2>Distributions</h2><div class="plots">{''.join(plots)}</div>
+{grid_part}
 <h2>Rows, worst first</h2>
 {''.join(sections)}
 <p id="img-check">checking images…</p>

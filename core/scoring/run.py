@@ -25,6 +25,8 @@ from ..faces import get_backend
 from ..images import atomic_write_bytes, load_rgb
 from ..run_record import read_run_json
 from ..shading.consistency import ConsistencyScorer
+from ..shading.controls import CONTROL_COLUMNS, ControlRequest, requested_fit
+from ..shading.light_presets import LightError
 from ..shading.mesh import ReconstructorUnavailable
 from ..tables import write_table
 from . import facesim
@@ -259,7 +261,7 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
         return source_fits[key]
 
     pose, light = rows.column("pose_error_deg"), rows.column("light_error")
-    n_no_fit = 0
+    n_no_fit = n_requested = 0
     for i in idx:
         task(1)
         key = rows.df["target_path"][i] or rows.df["reference_path"][i]
@@ -277,9 +279,19 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
             n_no_fit += 1
             rows.errors[i].append("; ".join(f"pose/light {who}: {f.reason}" for who, f in bad))
             continue
+        # asked-for pose or light: the output is compared with the request, not with the photo
+        request = ControlRequest(**{c: rows.df[c][i] for c in CONTROL_COLUMNS if c in rows.df.columns})
+        if not request.empty:
+            try:
+                src = requested_fit(src, request)
+            except LightError as exc:
+                rows.errors[i].append(f"pose/light request: {exc.kind}: {exc}")
+                continue
+            n_requested += 1
         pose[i], light[i] = scorer.errors(out, src)
     return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light), "n": sum(v is not None for v in pose),
-            "n_no_fit": n_no_fit, "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
+            "n_no_fit": n_no_fit, "n_against_request": n_requested,
+            "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
 
 
 def _null_progress(label, total):
@@ -380,6 +392,7 @@ def _scores_frame(rows: _Rows) -> pl.DataFrame:
         "error": pl.Series(["; ".join(e) if e else None for e in rows.errors], dtype=pl.Utf8),
         "image": df["image_path"], "reference": df["reference_path"],
         "condition": df["condition_path"], "prompt": df["prompt"],
+        **{c: df[c] for c in CONTROL_COLUMNS if c in df.columns},
     }
     for name, vals in rows.values.items():
         dtype = pl.Boolean if name.endswith("_match") else pl.Int64 if name.startswith("faces_") else pl.Float64

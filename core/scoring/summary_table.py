@@ -24,6 +24,8 @@ def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
             lines.append((name, _fmt(m["value"], 2), f"{m['n_outputs']} vs {m['n_references']}", m["note"]))
         elif name == "pose_light":
             note = f"{m['n_no_fit']} rows without a 3D fit"
+            if m.get("n_against_request"):
+                note += f"; {m['n_against_request']} against the pose/light asked for"
             lines.append(("pose_rmse_deg", _fmt(m["pose_rmse_deg"], 2), str(m["n"]), note))
             lines.append(("light_rmse", _fmt(m["light_rmse"]), str(m["n"]), "RMSE of norm-normalised SH; " + note))
         else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..images import atomic_write_bytes, centre_box, crop_square
+from .controls import Controls, apply_controls
 from .light_fit import fit_sh
 from .mesh import FaceMesh
 from .reconstruct import reconstruct
@@ -54,15 +55,18 @@ def analyse_frame(image_rgb: np.ndarray, size: int, reconstructor: str = "mediap
 
 def make_condition(image_rgb: np.ndarray, target_rgb: np.ndarray | None = None, size: int = 512,
                    renderer: str = "auto", reconstructor: str = "mediapipe",
-                   box: tuple | None = None) -> ShadingResult:
+                   box: tuple | None = None, controls: Controls | None = None) -> ShadingResult:
     """Condition image for a reference, or for its target when one is given (then the
     reference is not reconstructed at all: nothing of its geometry is drawn; its face is
     checked by the face-analysis stage). `box` is the frame in the image rendered (default: its
-    centre square). Raises NoFaceError when the image rendered has no face."""
+    centre square). `controls`: the pose, expression and light asked for instead of the fitted
+    ones (controls.py). Raises NoFaceError when the image rendered has no face."""
     from_target = target_rgb is not None
     source = np.asarray(target_rgb if from_target else image_rgb, dtype=np.uint8)
     box = tuple(int(v) for v in (box if box is not None else centre_box(source.shape)))
     mesh, sh = analyse_frame(source, size, reconstructor, box)
+    if controls is not None and not controls.empty:
+        mesh, sh = apply_controls(mesh, sh, controls)
     condition = render(mesh, sh, size=size, backend=renderer)
     return ShadingResult(condition=condition, pose=np.asarray(mesh.pose, dtype=np.float32),
                          sh=np.asarray(sh, dtype=np.float32), expression=mesh.expression,

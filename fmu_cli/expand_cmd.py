@@ -1,0 +1,54 @@
+"""`fmu expand`: a manifest times a grid of pose / expression / light values -> an explicit manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .console import console, error, shown
+
+
+def expand(
+    manifest: Path = typer.Argument(..., help="CSV or Parquet generation manifest."),
+    out: Path = typer.Option(..., "--out", "-o", help="The manifest to write: .csv or .parquet."),
+    yaw: list[str] | None = typer.Option(None, "--yaw", metavar="RANGE|LIST", help="Degrees: start:stop:step "
+                                         "(stop included), e.g. -45:45:15, or a comma list; repeatable."),
+    pitch: list[str] | None = typer.Option(None, "--pitch", metavar="RANGE|LIST", help="Degrees, like --yaw."),
+    roll: list[str] | None = typer.Option(None, "--roll", metavar="RANGE|LIST", help="Degrees, like --yaw."),
+    expression: list[str] | None = typer.Option(None, "--expression", metavar="IMAGES",
+                                                   help="Images whose expression to "
+                                                   "use, or neutral; comma list or repeated."),
+    light: list[str] | None = typer.Option(None, "--light", metavar="LIGHTS", help="Presets (front,left,right,...), "
+                                              "az=..,el=..[,strength=..] or nine SH numbers; separate "
+                                              "specs with ';' or repeat --light."),
+) -> None:
+    """Write one manifest row per (row, combination of the values given), ids suffixed by the values
+    (astro -> astro_yaw-45_light-left). Generate it with `fmu generate OUT`. Give the rows a `seed`
+    to have every cell of a grid start from the same noise.
+
+    Example:  fmu expand faces.csv --yaw -45:45:15 --light front,left,right --out grid.csv
+
+    Exit code: 0 written, 2 usage error (bad range, unknown light, missing expression image).
+    """
+    # deferred: keeps `fmu --help` fast (polars, the shading package)
+    from core.errors import UsageError
+    from core.manifest.expand import expand_manifest, parse_angles, split_expressions, split_lights, write_manifest
+
+    try:
+        axes = {name: parse_angles(name, values) for name, values in (("yaw", yaw), ("pitch", pitch),
+                                                                       ("roll", roll)) if values}
+        if expression:
+            axes["expression"] = split_expressions(expression)
+        if light:
+            axes["light"] = split_lights(light)
+        table = expand_manifest(manifest, axes, out)
+        write_manifest(table, out)
+    except UsageError as exc:
+        error(str(exc))
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        error(f"cannot write {out}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
+    console.print(f"wrote {shown(out)}: {table.height} rows ({sizes} per manifest row)")
