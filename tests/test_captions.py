@@ -139,14 +139,10 @@ def test_prepare_captions_rows_without_one_and_caches_them(blip, tmp_path, photo
 
 
 def test_broken_captioner_is_a_usage_error(tmp_path, blip, photos):
-    import typer
     from typer.testing import CliRunner
 
-    from fmu_cli.train_cmd import prepare
+    from fmu_cli.app import app
 
-    app = typer.Typer()
-    app.command()(prepare)
-    app.command("noop")(lambda: None)
     folder = tmp_path / "img"
     folder.mkdir()
     shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")

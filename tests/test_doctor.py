@@ -5,17 +5,13 @@ import importlib.util
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from core.doctor import diagnose
-from fmu_cli import doctor_cmd
+from fmu_cli.app import app
 
 
 def _cli(*args):
-    app = typer.Typer()
-    app.command("doctor")(doctor_cmd.doctor)
-    app.command("noop")(lambda: None)  # two commands: typer keeps the subcommand name
     return CliRunner().invoke(app, ["doctor", *args], env={"COLUMNS": "240"})
 
 

@@ -157,15 +157,11 @@ def test_prepare_with_a_segformer_folder(copies, tmp_path, photos):
     """The CLI path: `fmu prepare --parser segformer:<folder>` masks what the parser has (hair,
     clothes) that the mesh parser has not; a broken folder stops the run with exit code 2."""
     import polars as pl
-    import typer
     from typer.testing import CliRunner
 
-    from fmu_cli.train_cmd import prepare
+    from fmu_cli.app import app
 
     folder, _, _ = copies
-    app = typer.Typer()
-    app.command()(prepare)
-    app.command("noop")(lambda: None)
     images = tmp_path / "img"
     images.mkdir()
     shutil.copy(photos["astronaut.png"], images / "astronaut.png")
