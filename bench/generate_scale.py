@@ -212,7 +212,8 @@ def main(argv=None) -> int:
         print(f"workers      {ips(w2) / ips(w1):.2f}x  (2 workers x {max(1, threads // 2)} threads {ips(w2):.2f} img/s,"
               f" 1 worker x {threads} threads {ips(w1):.2f} img/s)")
         print(f"analyses     {fmu['analyses']} for {rows} rows, {len(refs)} distinct references")
-        print(f"manifest     {args.rows:,} rows: validate + plan {big['seconds']:.2f}s, peak RSS {big['rss_mb']:.0f} MB")
+        print(f"manifest     {args.rows:,} rows: validate + plan {big['seconds']:.2f}s, "
+              f"peak RSS {big['rss_mb']:.0f} MB")
 
         # correctness (what --quick asserts in CI): counts, never times
         assert fmu["images"] == naive["images"] == rows and fmu["failed"] == 0, (fmu, naive)

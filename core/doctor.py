@@ -96,9 +96,10 @@ def check_torch(report: Report, devices: list[str]) -> None:
         elif kind == "cuda" and (not index or index.isdigit()):
             i = int(index or 0)
             ok = i < n
+            why = "CPU build of torch" if torch.version.cuda is None else "check drivers / CUDA_VISIBLE_DEVICES"
             report.add("device", device, ok,
                        f"{torch.cuda.get_device_name(i)}" if ok else
-                       f"requested but torch sees {n} CUDA device(s) ({'CPU build of torch' if torch.version.cuda is None else 'check drivers / CUDA_VISIBLE_DEVICES'})",
+                       f"requested but torch sees {n} CUDA device(s) ({why})",
                        required=True)
         else:
             report.add("device", device, False, "unknown device: use cpu, cuda or cuda:N", required=True)

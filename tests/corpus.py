@@ -196,7 +196,7 @@ def peak_rss_mb_of(code: str, cwd: Path) -> tuple[float, str]:
     wrapped = code + "\nimport resource, sys\nprint('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     done = subprocess.run([sys.executable, "-c", wrapped], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    kb = [int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("PEAK_KB")][0]
+    kb = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("PEAK_KB"))
     return kb / 1024, done.stdout
 
 

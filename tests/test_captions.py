@@ -30,7 +30,8 @@ def blip(tmp_path_factory):
     (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"), model_max_length=64)
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
     config = BlipConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0, "sep_token_id": 3,
@@ -87,8 +88,8 @@ def test_vision_encoder_decoder_folder_without_a_processor(tmp_path, astronaut):
     torch.manual_seed(0)
     model = VisionEncoderDecoderModel(config=config).eval()
     for cfg in (model.config, model.generation_config):
-        cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = (tokenizer.cls_token_id, tokenizer.pad_token_id,
-                                                                          tokenizer.sep_token_id)
+        cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = (
+            tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     images = ViTImageProcessorPil(size={"height": 32, "width": 32})
@@ -135,7 +136,8 @@ def test_prepare_captions_rows_without_one_and_caches_them(blip, tmp_path, photo
     assert dict(zip(*pl.read_parquet(again.manifest).sort("id").select("id", "caption"))) == captions
     # without a captioner the default caption stays
     plain = run_prepare(PrepareConfig(source=folder, out=tmp_path / "plain", resolution=64))
-    assert dict(zip(*pl.read_parquet(plain.manifest).sort("id").select("id", "caption")))["astronaut"] == DEFAULT_CAPTION
+    captions = dict(zip(*pl.read_parquet(plain.manifest).sort("id").select("id", "caption")))
+    assert captions["astronaut"] == DEFAULT_CAPTION
 
 
 def test_broken_captioner_is_a_usage_error(tmp_path, blip, photos):

@@ -145,7 +145,8 @@ def test_authors_model_bin_matches_diffusers_loading_path(authors, tmp_path):
     summary = convert_file(path, tmp_path / "conv", base=base)
     assert summary["config"]["lora_rank"] == 8 and summary["shading"]
     assert summary["config"]["face_crop"] == "wide"  # the authors' CLIP face image
-    converted_model, direct_model = FaceMakeUp.from_pretrained(base, summary["path"]), FaceMakeUp.from_pretrained(base, path)
+    converted_model = FaceMakeUp.from_pretrained(base, summary["path"])
+    direct_model = FaceMakeUp.from_pretrained(base, path)
     assert converted_model.cfg.face_crop == direct_model.cfg.face_crop == "wide"
     converted = _fmu_noise(converted_model, inp)
     direct = _fmu_noise(direct_model, inp)  # --adapter model.bin without converting

@@ -248,7 +248,8 @@ def _check_one_ok(out: Path, result, rows: int = 1) -> pl.DataFrame:
 def test_csv_dialects(tmp_path, photos, tiny_preset, variant):
     _one_row_inputs(tmp_path, photos)
     sep = {"bom": ",", "semicolon": ";", "tab": "\t"}[variant]
-    text = sep.join(["id", "reference", "prompt"]) + "\n" + sep.join(["hanks", "hanks.png", '"a photo, smiling"']) + "\n"
+    text = (sep.join(["id", "reference", "prompt"]) + "\n"
+            + sep.join(["hanks", "hanks.png", '"a photo, smiling"']) + "\n")
     data = text.encode("utf-8")
     path = tmp_path / ("m.tsv" if variant == "tab" else "m.csv")
     path.write_bytes(b"\xef\xbb\xbf" + data if variant == "bom" else data)

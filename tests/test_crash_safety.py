@@ -316,5 +316,6 @@ def test_train_resume_does_not_duplicate_log_lines(trained):
     """Steps 3.. logged by the killed run are past checkpoint 2: the resume drops and redoes them."""
     steps = [json.loads(line)["step"] for line in (trained / "losses.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))
-    positions = [json.loads(line)["position"] for line in (trained / "samples" / "rank0.jsonl").read_text().splitlines()]
+    samples = (trained / "samples" / "rank0.jsonl").read_text().splitlines()
+    positions = [json.loads(line)["position"] for line in samples]
     assert positions == list(range(10))

@@ -30,7 +30,8 @@ def test_reports_the_true_state_of_this_machine(tiny_preset):
     assert "not found" in report.find("faces", "insightface buffalo_l").detail
     assert report.find("faces", "INSIGHTFACE_HOME").detail.endswith("empty-insightface")
     assert report.find("shading", "renderer cpu").ok
-    assert report.find("shading", "renderer pytorch3d").ok is (importlib.util.find_spec("pytorch3d") is not None) is False
+    assert (report.find("shading", "renderer pytorch3d").ok
+            is (importlib.util.find_spec("pytorch3d") is not None) is False)
     assert report.find("shading", "reconstructor mediapipe").ok
     assert report.find("shading", "reconstructor deca").ok is False
     assert report.exit_code == 0  # nothing was requested

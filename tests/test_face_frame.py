@@ -83,7 +83,7 @@ def run(args):
 
 def test_generate_records_the_frame_and_resumes_only_under_the_same_one(canvas, photos, dlib_backend,
                                                                         tmp_path, fmu_home):
-    folder, wide = canvas
+    _folder, wide = canvas
     tom = photos["tom_hanks.png"]
     manifest = tmp_path / "m.csv"
     pl.DataFrame({"id": ["wide", "moved"], "reference": [str(wide), str(wide)],

@@ -38,7 +38,7 @@ def demo(tmp_path_factory, fmu_home):
 
 
 def test_demo_writes_images_results_and_run_json(demo):
-    manifest, out, result = demo
+    _manifest, out, result = demo
     assert result.exit_code == 0, result.output
     df = pl.read_parquet(out / "results.parquet")
     expected = [(rid, k) for rid, _, _, n in DEMO_ROWS for k in range(n)]
@@ -278,7 +278,8 @@ def test_bad_run_options_are_one_line_usage_errors(case, tmp_path, photos, fmu_h
     out = tmp_path / "out"
     (tmp_path / "junk.safetensors").write_text("junk")
     (tmp_path / "afile").write_text("x")
-    extra = {"lora_junk": ["--lora", tmp_path / "junk.safetensors"], "lora_missing": ["--lora", tmp_path / "no.safetensors"],
+    extra = {"lora_junk": ["--lora", tmp_path / "junk.safetensors"],
+             "lora_missing": ["--lora", tmp_path / "no.safetensors"],
              "seed_huge": ["--seed", "99999999999999999999"], "renderer": ["--renderer", "foo"],
              "out_is_file": [], "guidance_nan": ["--guidance-scale", "nan"],
              "id_scale_negative": ["--id-scale", "-1"], "damaged_results": []}[case]

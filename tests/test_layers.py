@@ -127,7 +127,7 @@ def build_graph(sources: dict[str, tuple[str, bool]]) -> Graph:
     for name, tree in trees.items():
         for private in _private_definitions(tree):
             definers.setdefault(private, []).append(name)
-    for importer, (text, is_package) in sources.items():
+    for importer, (_text, is_package) in sources.items():
         tree = trees[importer]
         own = _private_definitions(tree)
         aliases: dict[str, str] = {}  # local name -> internal module it is bound to

@@ -41,21 +41,25 @@ def unet_to_ldm(sd, cfg):
     out = {}
     for k, v in sd.items():
         if k in fixed:
-            out[fixed[k]] = v; continue
+            out[fixed[k]] = v
+            continue
         new = None
         if k.startswith("up_blocks.") and ".upsamplers.0.conv." in k:
-            i = int(k.split(".")[1]); L = cfg["layers_per_block"]
+            i = int(k.split(".")[1])
+            L = cfg["layers_per_block"]
             has_attn = "CrossAttn" in cfg["up_block_types"][i]
             new = f"output_blocks.{i * (L + 1) + L}.{2 if has_attn else 1}.conv." + k.split(".conv.")[1]
         else:
-            for d, l in pm.items():
+            for d, ldm in pm.items():
                 if k.startswith(d):
                     rest = k[len(d):]
                     if ".resnets." in d:
                         for a, b in RES:
                             if rest.startswith(a + "."):
-                                rest = b + rest[len(a):]; break
-                    new = l + rest; break
+                                rest = b + rest[len(a):]
+                                break
+                    new = ldm + rest
+                    break
         assert new is not None, k
         out[new] = v
     return {"model.diffusion_model." + k: v for k, v in out.items()}
@@ -69,7 +73,8 @@ def vae_to_ldm(sd, cfg):
     out = {}
     for k, v in sd.items():
         if k in fixed:
-            out[fixed[k]] = v; continue
+            out[fixed[k]] = v
+            continue
         p = k.split(".")
         if p[1] == "down_blocks":
             if p[3] == "resnets":
@@ -87,9 +92,11 @@ def vae_to_ldm(sd, cfg):
                 new = f"{p[0]}.mid.block_{int(p[3]) + 1}." + ".".join(p[4:])
             else:
                 rest = ".".join(p[4:])
-                for a, b in [("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"), ("group_norm", "norm")]:
+                for a, b in [("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"),
+                             ("group_norm", "norm")]:
                     if rest.startswith(a + "."):
-                        rest = b + rest[len(a):]; break
+                        rest = b + rest[len(a):]
+                        break
                 new = f"{p[0]}.mid.attn_1.{rest}"
                 if v.ndim == 2:
                     v = v[:, :, None, None]
@@ -103,7 +110,8 @@ def pipe_to_ldm(pipe):
     sd = {}
     sd.update(unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
     sd.update(vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
-    sd.update({"cond_stage_model.transformer." + ("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in pipe.text_encoder.state_dict().items()})
+    sd.update({"cond_stage_model.transformer." + ("" if k.startswith("text_model.") else "text_model.") + k: v
+               for k, v in pipe.text_encoder.state_dict().items()})
     return {k: v.contiguous() for k, v in sd.items()}
 
 

@@ -77,7 +77,7 @@ def test_save_pretrained_reloads_to_identical_tensors_and_prediction(tiny_preset
     from peft.utils import get_peft_model_state_dict
 
     with safe_open(str(path), framework="pt") as fh:
-        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118  safe_open is no dict
     assert {k.split(".")[0] for k in tensors} == {"image_proj", "ip_attn", "lora", "shading"}
     peft_lora = get_peft_model_state_dict(model.unet, adapter_name="fmu_id")
     assert {k[len("lora."):] for k in tensors if k.startswith("lora.")} == set(peft_lora)
@@ -227,4 +227,4 @@ def test_an_adapter_without_shading_net_or_lora_gets_a_fresh_shading_net_and_sav
     again = FaceMakeUp.from_pretrained(base, saved)
     assert _states_equal(fresh.unet, again.unet) and _states_equal(fresh.shading_net, again.shading_net)
     with safe_open(str(saved), framework="pt") as fh:
-        assert {k.split(".")[0] for k in fh.keys()} == {"image_proj", "ip_attn", "shading"}
+        assert {k.split(".")[0] for k in fh.keys()} == {"image_proj", "ip_attn", "shading"}  # noqa: SIM118  safe_open is no dict

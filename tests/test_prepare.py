@@ -45,7 +45,7 @@ def test_phrase_tokens_with_tiny_tokenizer_and_repeated_phrase(tokenizer):
     assert len(man_positions) == 2
     assert first == man_positions[0] and second == man_positions[1]
     assert every == first + second
-    woman = [pos for word, pos in words if word == "woman"][0]
+    woman = next(pos for word, pos in words if word == "woman")
     assert not set(woman) & set(every)            # "man" inside "woman" is not a match
     assert phrase_token_indices(tokenizer, caption, "red hat") == \
         [p for word, pos in words if word in ("red", "hat") for p in pos]
@@ -121,7 +121,8 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
     assert train["id"].to_list() == ["astronaut", "hanks"]
     assert train["caption"].to_list() == [DEFAULT_CAPTION, "a portrait of a man, face close up"]
     assert train["image_sha256"][1] == content_hash((folder / "hanks.png").read_bytes())
-    assert all((tmp_path / "data" / f).is_file() for f in train["face_file"].to_list() + train["shading_file"].to_list())
+    assert all((tmp_path / "data" / f).is_file()
+               for f in train["face_file"].to_list() + train["shading_file"].to_list())
 
     # the same images as a manifest with masks, once as CSV (JSON cell) and once as Parquet
     mask = _face_mask(folder / "hanks_mask.png", folder / "hanks.png")
@@ -129,8 +130,8 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
     masks = [{"mask": "hanks_mask.png", "phrase": "face", "occurrence": None, "token_indices": None},
              {"mask": "hanks_mask.png", "phrase": None, "occurrence": None, "token_indices": [1, 2]}]
     rows = {"id": ["hanks", "nope"], "image": ["hanks.png", "hanks.png"], "caption": [caption, caption]}
-    pl.DataFrame({**rows, "masks": [json.dumps(masks),
-                                    json.dumps([{"mask": "hanks_mask.png", "phrase": "dog"}])]}).write_csv(folder / "t.csv")
+    dog = json.dumps([{"mask": "hanks_mask.png", "phrase": "dog"}])
+    pl.DataFrame({**rows, "masks": [json.dumps(masks), dog]}).write_csv(folder / "t.csv")
     pl.DataFrame({**rows, "masks": [masks, [{"mask": "hanks_mask.png", "phrase": "dog", "occurrence": None,
                                             "token_indices": None}]]}).write_parquet(folder / "t.parquet")
     out_csv = run_prepare(PrepareConfig(source=folder / "t.csv", out=tmp_path / "csv", resolution=64))
@@ -214,7 +215,8 @@ def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
     # the astronaut's "space suit" and "face" phrases keep their given masks
     assert dict(zip(train["id"], map(len, train["masks"].to_list()))) == {"astronaut": 2, "hanks": 2, "group": 0}
     auto = train.filter(pl.col("id") == "hanks")["masks"][0].to_list()[1]
-    assert auto["phrase"] == "smiling" and auto["mask"].startswith("masks/mesh-") and auto["mask"].endswith("-mouth.png")
+    assert auto["phrase"] == "smiling"
+    assert auto["mask"].startswith("masks/mesh-") and auto["mask"].endswith("-mouth.png")
 
 
 def test_train_commands_are_typer_commands():

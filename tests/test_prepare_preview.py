@@ -23,7 +23,8 @@ def test_overlay_tints_and_outlines_exactly_the_mask(astronaut):
     out = overlay(astronaut, [mask, second], side=512).astype(np.float64)  # 512: no resize
     rim = mask & ~ndimage.binary_erosion(mask)
     inner = mask & ~rim
-    expected = np.clip(np.float32(1 - ALPHA) * astronaut.astype(np.float32) + np.float32(ALPHA) * np.float32(PALETTE[0]), 0, 255)
+    expected = np.clip(np.float32(1 - ALPHA) * astronaut.astype(np.float32)
+                       + np.float32(ALPHA) * np.float32(PALETTE[0]), 0, 255)
     np.testing.assert_allclose(out[inner], np.floor(expected[inner]), atol=1)
     assert (out[rim] == PALETTE[0]).all() and (out[second & ~ndimage.binary_erosion(second)] == PALETTE[1]).all()
     untouched = ~(mask | second)

@@ -58,7 +58,8 @@ def report(tmp_path_factory):
     cond = np.zeros((512, 512, 3), np.uint8)
     cond[128:384, 160:352] = 200                                                      # a stand-in render
     save_png(run / "conditions" / "a.png", cond)
-    pl.DataFrame([dict(id="a", k=k, status="ok", error=None, seed=k, prompt="an astronaut", reference=str(root / "ref.png"),
+    pl.DataFrame([dict(id="a", k=k, status="ok", error=None, seed=k, prompt="an astronaut",
+                       reference=str(root / "ref.png"),
                        target=None, image=f"images/a_{k}.png", condition="conditions/a.png") for k in range(3)]
                  ).write_parquet(run / "results.parquet")
     (run / "run.json").write_text(json.dumps({"face_backend": "dlib", "face_models": None}))

@@ -125,7 +125,8 @@ def _lpips_reference(backbone: dict, lins: dict, a: np.ndarray, b: np.ndarray) -
     """LPIPS written out with functional ops from the two state dicts."""
     def feats(img):
         x = torch.tensor(img, dtype=torch.float32).permute(2, 0, 1)[None] / 127.5 - 1
-        x = (x - torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)) / torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+        shift, scale = torch.tensor([-.030, -.088, -.188]), torch.tensor([.458, .448, .450])
+        x = (x - shift.view(1, 3, 1, 1)) / scale.view(1, 3, 1, 1)
         out = []
         for j, (idx, stride, pad) in enumerate(((0, 4, 2), (3, 1, 2), (6, 1, 1), (8, 1, 1), (10, 1, 1))):
             if j in (1, 2):
@@ -151,7 +152,8 @@ def test_lpips_matches_functional_reference(tmp_path):
         backbone[f"features.{idx}.weight"] = torch.randn(cout, cin, k, k, generator=g) * (2 / (cin * k * k)) ** 0.5
         backbone[f"features.{idx}.bias"] = torch.randn(cout, generator=g) * 0.01
     backbone["classifier.1.weight"] = torch.zeros(4, 4)   # present in the real file; must be ignored
-    lins = {f"lin{j}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for j, c in enumerate((64, 192, 384, 256, 256))}
+    lins = {f"lin{j}.model.1.weight": torch.rand(1, c, 1, 1, generator=g)
+            for j, c in enumerate((64, 192, 384, 256, 256))}
     torch.save(backbone, tmp_path / "alexnet-owt-7be5be79.pth")
     torch.save(lins, tmp_path / "alex.pth")
     scorer = LpipsScorer(tmp_path)

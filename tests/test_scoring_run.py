@@ -58,7 +58,8 @@ def test_bad_rows_are_reported_and_the_rest_scored(run_dir, astronaut):
     by = {(r["id"], r["k"]): r for r in s.to_dicts()}
     assert by[("astro", 0)]["status"] == "ok" and by[("astro", 1)]["status"] == "ok"
     ref = _direct(astronaut)
-    for k, img in ((0, astronaut[:, ::-1]), (1, Image.fromarray(astronaut).rotate(8, resample=Image.Resampling.BICUBIC))):
+    rotated = Image.fromarray(astronaut).rotate(8, resample=Image.Resampling.BICUBIC)
+    for k, img in ((0, astronaut[:, ::-1]), (1, rotated)):
         expected = 1.0 - np.linalg.norm(ref - _direct(np.asarray(img)))
         assert by[("astro", k)]["facesim_dlib"] == pytest.approx(expected, abs=1e-5)
         assert by[("astro", k)]["facesim_dlib_match"] is True
@@ -79,7 +80,8 @@ def test_bad_rows_are_reported_and_the_rest_scored(run_dir, astronaut):
     # weights that are not on this machine: reported with a reason, not a crash
     assert summary["metrics"]["clip_t"]["available"] is False
     assert "not found locally" in summary["metrics"]["clip_t"]["reason"]
-    assert summary["metrics"]["lpips"]["available"] is False and "--lpips-weights" in summary["metrics"]["lpips"]["reason"]
+    lpips = summary["metrics"]["lpips"]
+    assert lpips["available"] is False and "--lpips-weights" in lpips["reason"]
     html = (run_dir / "report.html").read_text()
     assert html.count("data:image/jpeg;base64,") >= 5 and "<svg" in html
 

@@ -25,8 +25,10 @@ def test_pose_error_batched_and_shape_checked():
 
 
 def test_light_error_by_hand():
-    a = np.zeros(9); a[0] = 2.0                    # normalised: e0
-    b = np.zeros(9); b[0] = 3.0; b[1] = 4.0        # normalised: (0.6, 0.8, 0, ...)
+    a = np.zeros(9)
+    a[0] = 2.0                                     # normalised: e0
+    b = np.zeros(9)
+    b[0], b[1] = 3.0, 4.0                          # normalised: (0.6, 0.8, 0, ...)
     expected = math.sqrt(((1 - 0.6) ** 2 + 0.8 ** 2) / 9)
     assert light_error(a, b) == pytest.approx(expected)
     # Scale invariance: albedo/exposure factors do not count as a lighting change.

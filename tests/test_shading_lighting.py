@@ -53,7 +53,7 @@ def test_fit_ignores_an_occluder(scene):
     _, mesh = scene
     grey = render(mesh, TRUE_SH, 512, backend="cpu")
     image = np.repeat(grey[..., None], 3, axis=2)
-    ys, xs = np.nonzero(grey)
+    ys, _xs = np.nonzero(grey)
     # A black bar across the eyes (~10 % of the face): plain least squares would be pulled down.
     top = int(np.percentile(ys, 30))
     image[top:top + int(0.1 * np.ptp(ys)), :] = 0

@@ -16,7 +16,7 @@ def test_deca_refuses_and_names_the_missing_files(tmp_path, monkeypatch):
     problems = " ".join(missing_requirements(tmp_path))
     assert "generic_model.pkl" in problems and "deca_model.tar" in problems
     assert "head_template.obj" not in problems
-    with pytest.raises(ReconstructorUnavailable, match="generic_model.pkl"):
+    with pytest.raises(ReconstructorUnavailable, match=r"generic_model\.pkl"):
         reconstruct(np.zeros((64, 64, 3), np.uint8), backend="deca")
     assert set(REQUIRED_FILES) >= {"generic_model.pkl", "deca_model.tar"}
 

@@ -44,7 +44,8 @@ def test_plain_pickle_payload_really_would_run(tmp_path):
 def test_code_carrying_pickle_is_refused_unexecuted(tmp_path, name):
     marker = tmp_path / "PWNED"
     path = _evil_pickle(tmp_path / name, marker)
-    with pytest.raises(UsageError, match=r"refused: besides tensors it holds Python objects.*nothing in the file was executed"):
+    with pytest.raises(UsageError,
+                       match=r"refused: besides tensors it holds Python objects.*nothing in the file was executed"):
         read_state(path)
     with pytest.raises(UsageError, match="refused"):
         load_adapter_any(path)
@@ -91,7 +92,7 @@ def test_wrong_layout_gives_a_clear_error(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"conv.weight": torch.ones(2, 2)}, tmp_path / "other.safetensors")
-    with pytest.raises(UsageError, match="neither an fmu adapter nor an IP-Adapter checkpoint.*found conv"):
+    with pytest.raises(UsageError, match=r"neither an fmu adapter nor an IP-Adapter checkpoint.*found conv"):
         load_adapter_any(tmp_path / "other.safetensors")
     torch.save({"image_proj": {"proj.weight": torch.ones(4, 4)}, "ip_adapter": {"1.to_k_ip.weight": torch.ones(4, 4)}},
                tmp_path / "plain_ip_adapter.bin")

@@ -35,8 +35,9 @@ class Captioner:
             self.images, self.tokenizer = _processors(folder)
         except UsageError:
             raise
-        except Exception as exc:  # a broken folder raises many types (OSError, ValueError, KeyError...)
-            raise UsageError(f"--captioner {source}: cannot load an image-to-text model: {first_line(exc, 160)}") from None
+        except Exception as exc:  # noqa: BLE001  a broken folder fails in many ways (OSError, ValueError, KeyError)
+            raise UsageError(f"--captioner {source}: cannot load an image-to-text model: "
+                             f"{first_line(exc, 160)}") from None
         self.source, self.max_new_tokens = source, max_new_tokens
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
@@ -50,7 +51,8 @@ class Captioner:
         inputs = self.images(images=list(images), return_tensors="pt").to(self.device)
         with torch.no_grad():
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return [re.sub(r"\s+", " ", text).strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [re.sub(r"\s+", " ", text).strip() for text in texts]
 
 
 def _processors(folder: Path):

@@ -163,7 +163,7 @@ def read_training_manifest(path: Path) -> pl.DataFrame:
     try:
         df = pl.read_parquet(path) if path.suffix.lower() == ".parquet" else \
             pl.read_csv(path, infer_schema=False)
-    except Exception as exc:  # polars raises several types for malformed files
+    except Exception as exc:  # noqa: BLE001  polars raises several types for malformed files
         raise UsageError(f"cannot read training manifest {path}: {exc}".splitlines()[0]) from None
     if "image" not in df.columns:
         raise UsageError(f"training manifest {path.name} needs an 'image' column (has {df.columns})")

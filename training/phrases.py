@@ -201,5 +201,6 @@ def vocabulary_markdown() -> str:
     by_regions: dict[tuple, list[str]] = {}
     for word, regions in EXPRESSIONS.items():
         by_regions.setdefault(regions, []).append(word)
-    lines += [f"| {', '.join(words)} | {', '.join(f'`{r}`' for r in regions)} |" for regions, words in by_regions.items()]
+    lines += [f"| {', '.join(words)} | {', '.join(f'`{r}`' for r in regions)} |"
+              for regions, words in by_regions.items()]
     return "\n".join(lines)

@@ -102,7 +102,8 @@ def source_rows(source: Path) -> list[dict]:
     rows = []
     for i, row in enumerate(df.iter_rows(named=True)):
         image = Path(str(row["image"]))
-        rows.append({"id": str(row.get("id") or image.stem or i), "image": str(image if image.is_absolute() else root / image),
+        rows.append({"id": str(row.get("id") or image.stem or i),
+                     "image": str(image if image.is_absolute() else root / image),
                      "caption": row.get("caption") or DEFAULT_CAPTION,
                      "caption_source": "manifest" if row.get("caption") else "default",
                      "masks": row.get("masks"), "root": str(root)})

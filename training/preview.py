@@ -86,7 +86,7 @@ def _row_section(out: Path, row: dict, report: dict) -> str:
     except ImageError as exc:
         return f"<section><h3>{html.escape(str(row['id']))}</h3><p class='err'>{html.escape(str(exc))}</p></section>"
     masks, legend = [], []
-    for k, entry in enumerate(row.get("masks") or []):
+    for entry in row.get("masks") or []:
         try:
             grey = np.asarray(Image.open(_path(out, entry["mask"])).convert("L"))
         except OSError as exc:

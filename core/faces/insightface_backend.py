@@ -96,7 +96,7 @@ def load_pack_models(folder: Path, providers: list, pack: str = "buffalo_l"):
     for path in files:
         try:
             model = get_model(str(path), providers=providers)
-        except Exception as exc:  # a truncated download or an LFS pointer: say which file
+        except Exception as exc:  # noqa: BLE001  a truncated download or an LFS pointer: say which file
             problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
             continue
         task = getattr(model, "taskname", None)

@@ -38,7 +38,7 @@ class FaceMakeUp:
     pipe: object                      # diffusers StableDiffusionPipeline (components only)
     cfg: A.AdapterConfig
     shading_net: object | None = None
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     timings: Timings = field(default_factory=Timings)
 

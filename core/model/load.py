@@ -67,7 +67,7 @@ def _from_single_file(base: Path, dtype, offline: bool, base_config):
                 "; offline, a single file needs its component configs: pass --base-config with an SD1.5 "
                 "diffusers folder (or a hub id in the local cache)")
         raise UsageError(f"cannot load single-file base model {base}: {first_line(exc, None)}{hint}") from None
-    except Exception as exc:  # diffusers' SingleFileComponentError and friends
+    except Exception as exc:  # noqa: BLE001  diffusers' SingleFileComponentError and friends
         raise UsageError(f"cannot load single-file base model {base} (with config {base_config}): "
                          f"{first_line(exc, None)}") from None
 

@@ -11,7 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = ["a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "to", "for", "by", "from", "is", "are", "this", "that", "photo", "portrait", "picture", "image", "person", "man", "woman", "boy", "girl", "child", "face", "head", "hair", "eyes", "smile", "smiling", "wearing", "shirt", "hat", "glasses", "red", "blue", "green", "black", "white", "yellow", "brown", "grey", "gray", "dark", "light", "bright", "soft", "studio", "outdoor", "indoor", "garden", "beach", "city", "street", "park", "forest", "mountain", "sky", "sunset", "night", "day", "background", "close", "up", "closeup", "best", "quality", "high", "detailed", "realistic", "cinematic", "lighting", "professional", "young", "old", "happy", "sad", "standing", "sitting", "looking", "camera", "astronaut", "suit", "space", "jacket", "dress", "painting", "oil", "style", "art", "sketch", "watercolor", "worst", "low", "blurry", "lowres", "bad", "anatomy", "deformed", "ugly", "disfigured", "text", "watermark", "cartoon", "anime"]
+WORDS = [
+    "a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "to", "for", "by", "from", "is", "are", "this",
+    "that", "photo", "portrait", "picture", "image", "person", "man", "woman", "boy", "girl", "child", "face",
+    "head", "hair", "eyes", "smile", "smiling", "wearing", "shirt", "hat", "glasses", "red", "blue", "green",
+    "black", "white", "yellow", "brown", "grey", "gray", "dark", "light", "bright", "soft", "studio", "outdoor",
+    "indoor", "garden", "beach", "city", "street", "park", "forest", "mountain", "sky", "sunset", "night", "day",
+    "background", "close", "up", "closeup", "best", "quality", "high", "detailed", "realistic", "cinematic",
+    "lighting", "professional", "young", "old", "happy", "sad", "standing", "sitting", "looking", "camera",
+    "astronaut", "suit", "space", "jacket", "dress", "painting", "oil", "style", "art", "sketch", "watercolor",
+    "worst", "low", "blurry", "lowres", "bad", "anatomy", "deformed", "ugly", "disfigured", "text", "watermark",
+    "cartoon", "anime",
+]
 
 
 def bytes_to_unicode() -> dict[int, str]:

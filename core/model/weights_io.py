@@ -47,7 +47,7 @@ def read_safetensors_metadata(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as fh:
             return fh.metadata() or {}
-    except Exception as exc:  # SafetensorError is not exported under a stable name
+    except Exception as exc:  # noqa: BLE001  SafetensorError is not exported under a stable name
         raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
                          f"{first_line(exc)}") from None
 
@@ -57,7 +57,7 @@ def _read_safetensors(path: Path) -> dict:
 
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  as above: SafetensorError has no stable import name
         raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "
                          f"{first_line(exc)}") from None
 

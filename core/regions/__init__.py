@@ -56,7 +56,8 @@ def get_parser(spec: str) -> RegionParser:
     model that cannot be loaded."""
     kind, _, argument = str(spec).partition(":")
     if kind not in _FACTORIES:
-        raise UsageError(f"--parser {spec!r}: use one of {', '.join(k + ('' if k == 'mesh' else ':<model>') for k in parser_kinds())}")
+        kinds = ", ".join(k + ("" if k == "mesh" else ":<model>") for k in parser_kinds())
+        raise UsageError(f"--parser {spec!r}: use one of {kinds}")
     return _FACTORIES[kind](argument or None)
 
 

@@ -28,7 +28,7 @@ def local_model_folder(name: str, what: str) -> Path:
 
         try:
             return Path(snapshot_download(name, local_files_only=True))
-        except Exception as exc:  # not cached / not a valid id: hub raises several types
+        except Exception as exc:  # noqa: BLE001  not cached / not a valid id: hub raises several types
             raise UsageError(f"{what} {name!r}: no such folder, and not in the Hugging Face cache (fmu does "
                              f"not download; `huggingface-cli download {name}` once): {first_line(exc, 120)}") from None
     raise UsageError(f"{what} {name}: no such folder")

@@ -104,7 +104,7 @@ class SegformerParser:
                 raise ValueError(f"its config is a {config.model_type!r} model, not segformer")
             self.model = SegformerForSemanticSegmentation.from_pretrained(folder, local_files_only=True).eval()
             self.processor = _processor_class().from_pretrained(folder, local_files_only=True)
-        except Exception as exc:  # a broken folder raises many types (OSError, ValueError, safetensors...)
+        except Exception as exc:  # noqa: BLE001  a broken folder fails in many ways (OSError, ValueError, safetensors)
             raise UsageError(f"{what}{source}: cannot load a SegFormer face parser: {first_line(exc, 160)}") from None
         self.classes = label_classes(self.model.config.id2label)
         if not self.classes:

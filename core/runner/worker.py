@@ -228,7 +228,7 @@ class Worker:
                 try:
                     images, seconds = self.denoise(prep)
                     error = None
-                except Exception as exc:  # a failed batch fails its rows, never the run
+                except Exception as exc:  # noqa: BLE001  a failed batch fails its rows, never the run
                     images, seconds = None, 0.0
                     error = f"generation_failed: {type(exc).__name__}: {exc}".splitlines()[0]
                 if pending_write is not None:

@@ -3,8 +3,8 @@
 FID = |mu_o - mu_r|^2 + Tr(S_o + S_r - 2 (S_o S_r)^(1/2)), as in pytorch-fid (unbiased
 covariances, np.cov); the matrix square root's trace is computed exactly without `sqrtm`.
 Features come from `inception_fid` with pytorch-fid's published weights
-`pt_inception-2015-12-05-6726825d.pth` (found with --fid-weights or in the torch hub cache). It is a set metric: one number per run, with
-the two set sizes; with fewer than 2048 images per set it is biased upward and only
+`pt_inception-2015-12-05-6726825d.pth` (found with --fid-weights or in the torch hub cache). It is a
+set metric: one number per run, with the two set sizes; with fewer than 2048 images per set it is biased upward and only
 comparable between runs of equal sizes (reported next to it).
 """
 

@@ -78,7 +78,7 @@ def _lpips_package_lin() -> Path | None:
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "alex.pth"
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
 
 
 def find_weights(weights_dir: Path | None) -> tuple[Path, Path]:

@@ -142,7 +142,7 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
     col = facesim.column_for(backend_name)
     try:
         backend = get_backend(backend_name, device=opts.device, models_dir=opts.id_model, det_size=opts.det_size)
-    except Exception as exc:  # missing pack, missing onnx files, ...: the metric is unavailable
+    except Exception as exc:  # noqa: BLE001  missing pack, missing onnx files, ...: the metric is unavailable
         raise MetricUnavailable(f"face backend {backend_name!r}: {exc}") from None
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
@@ -327,7 +327,7 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
                 result = fn(rows, *args, opts, progress)
             except MetricUnavailable as exc:
                 return {"available": False, "reason": str(exc)}
-            except Exception as exc:  # a broken model file is this metric's problem, not the run's
+            except Exception as exc:  # noqa: BLE001  a broken model file is this metric's problem, not the run's
                 return {"available": False, "reason": f"failed: {type(exc).__name__}: {exc}"[:300]}
             finally:
                 timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)

@@ -30,7 +30,7 @@ def pytorch3d_available() -> bool:
         return False
     try:
         import pytorch3d.renderer  # noqa: F401  (deferred: optional; this import is the probe)
-    except Exception:  # a build for another torch fails with OSError/RuntimeError, not only ImportError
+    except Exception:  # noqa: BLE001  a build for another torch fails with OSError/RuntimeError, not only ImportError
         return False
     return True
 
