@@ -36,8 +36,14 @@ def progress_bar(transient: bool = False) -> Progress:
 
 
 def quiet_libraries() -> None:
-    """Library progress bars and deprecation chatter would drown fmu's own progress."""
+    """Library progress bars and deprecation chatter would drown fmu's own progress.
+
+    Environment switches and stdlib logging only: importing diffusers to call its
+    `disable_progress_bar()` would cost every command, `fmu --help` included, seconds. diffusers
+    has no environment switch for its tqdm bars ("Loading pipeline components"), tqdm itself does
+    (`TQDM_DISABLE`, read when tqdm is imported); fmu shows its own rich bars instead."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")       # mediapipe / TFLite C++ logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -46,13 +52,3 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
     for name in ("diffusers", "transformers", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass

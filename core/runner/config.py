@@ -19,6 +19,7 @@ class GenerateConfig:
     out: Path = Path("runs/latest")
     preset: str | None = "tiny"
     base_model: str | None = None
+    weights: Path | None = None           # a `fmu weights pull` folder: fills the model options left open
     adapter: Path | None = None
     image_encoder: str | None = None
     face_backend: str | None = None       # None: dlib for a preset, else insightface

@@ -111,8 +111,27 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
         from ..model.lora import lora_file_meta
 
         lora_file_meta(Path(cfg.lora))
+    cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
     return replace(cfg, frame=frame, face_backend=backend)
+
+
+def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
+    """--weights DIR: the pulled files fill every model option the user left open (an explicit flag
+    wins); insightface's pack is needed only when insightface analyses the faces."""
+    if cfg.weights is None:
+        return cfg
+    from ..weights.layout import ROLES, generate_options
+
+    need = [r for r in ROLES if getattr(cfg, r) is None]
+    if cfg.face_backend == "dlib" and "face_models" in need:
+        need.remove("face_models")
+    if "adapter" not in need and "adapter_lora" in need:  # a LoRA belongs to the adapter it came with
+        need.remove("adapter_lora")
+    found = generate_options(cfg.weights, need)
+    filled = {role: (str(path) if role in ("base_model", "vae", "image_encoder") else path)
+              for role, path in found.items() if role in need}
+    return replace(cfg, **filled, face_backend=cfg.face_backend or "insightface")
 
 
 def _failure_records(df, validation) -> list[dict]:
