@@ -155,7 +155,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     from .distribute import inline_distributor, multiprocess_distributor, rank_shard
     from .ranks import Ranks
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     cfg = _resolved(cfg)  # from here on: the run's own copy, the caller's config stays as given
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
@@ -239,5 +239,6 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
                             "world_size": ranks.world},
-                   validation=[asdict(p) for p in validation.problems])
+                   validation=[asdict(p) for p in validation.problems], started=started_at,
+                   made=summary.ok - summary.skipped)
     return summary
