@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from core.runner.config import DEFAULTS as D
@@ -31,6 +32,8 @@ def generate(
     lora: Path | None = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top.",
                                      rich_help_panel=P.MODELS),
     lora_scale: float = typer.Option(D.lora_scale, help="Weight of --lora.", rich_help_panel=P.MODELS),
+    force_lora: bool = typer.Option(D.force_lora, "--force-lora", help="Apply --lora even when it was trained on "
+                                    "another adapter (it records the adapter's sha256).", rich_help_panel=P.MODELS),
     adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
                                              "--adapter.", rich_help_panel=P.MODELS),
     vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder.", rich_help_panel=P.MODELS),
@@ -105,12 +108,13 @@ def generate(
         seed=seed, steps=steps, guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale,
         shading_scale=shading_scale, shading=not no_shading, frame=chosen(frame), frame_scale=frame_scale,
         save_conditions=save_conditions, renderer=chosen(renderer), cache_dir=cache_dir, threads=threads, lora=lora,
-        lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
+        lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload)
     try:
         with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress)
+            summary = run_generate(cfg, progress=progress, log=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}",
+                                                                                     soft_wrap=True))
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None

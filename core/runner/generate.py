@@ -107,13 +107,23 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     for name in ("s_scale", "shading_scale", "lora_scale"):
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
-    if cfg.lora is not None:  # its header here: a bad file is one usage error, not a failed worker
-        from ..model.lora import lora_file_meta
-
-        lora_file_meta(Path(cfg.lora))
     cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
     return replace(cfg, frame=frame, face_backend=backend)
+
+
+def _check_lora(cfg: GenerateConfig, log) -> None:
+    """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
+    before anything runs, not a failed worker or silently different images."""
+    from ..model.lora import check_lora_adapter
+    from ..model.presets import ensure_preset
+
+    adapter = cfg.adapter
+    if adapter is None and cfg.preset and not cfg.base_model:
+        adapter = ensure_preset(cfg.preset)[1]
+    warning = check_lora_adapter(Path(cfg.lora), adapter, force=cfg.force_lora)
+    if warning and log is not None:
+        log(warning)
 
 
 def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
@@ -149,7 +159,8 @@ def _failure_records(df, validation) -> list[dict]:
     return records
 
 
-def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
+def run_generate(cfg: GenerateConfig, progress=None, log=None) -> RunSummary:
+    """`log`: where a warning line goes (the CLI prints it; None: dropped)."""
     from functools import partial
 
     from .distribute import inline_distributor, multiprocess_distributor, rank_shard
@@ -157,6 +168,8 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
 
     start, started_at = time.perf_counter(), time.time()
     cfg = _resolved(cfg)  # from here on: the run's own copy, the caller's config stays as given
+    if cfg.lora is not None:
+        _check_lora(cfg, log)
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
