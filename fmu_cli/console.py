@@ -8,7 +8,18 @@ import warnings
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
 console = Console(stderr=False, highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
@@ -27,12 +38,37 @@ def error(message: str) -> None:
     err.print(f"[red]error:[/] {escape(message)}")
 
 
+class RateColumn(ProgressColumn):
+    """Units per second, named by the task's `unit` field (`add_task(..., unit="steps")`)."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit")
+        if not unit:
+            return Text("")
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+
+
+class DetailColumn(ProgressColumn):
+    """The task's `detail` field: what the work reports as it goes (training: each loss term)."""
+
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("detail", "")))
+
+
 def progress_bar(transient: bool = False) -> Progress:
-    """The bar of every long command: what, how far, done/total, time spent and time left.
+    """The bar of every long command: what, how far, done/total, the rate (for tasks that name a
+    `unit`), time spent and time left, then the task's `detail` (training: its loss terms).
     `transient`: cleared when done (for commands that print a summary table in its place)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn(),
                     console=console, transient=transient)
+
+
+def download_bar() -> Progress:
+    """Downloads: bytes done / total, speed, ETA."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
 
 
 def quiet_libraries() -> None:

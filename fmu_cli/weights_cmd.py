@@ -13,7 +13,7 @@ from core.errors import UsageError
 from core.weights.layout import default_dir, missing_roles, roles_of
 from core.weights.sets import DEFAULT_SET, SETS, piece_names
 
-from .console import console, err, progress_bar
+from .console import console, download_bar, err
 from .panels import Command, Group
 
 WeightSet = enum.StrEnum("WeightSet", {name: name for name in SETS})
@@ -53,7 +53,7 @@ def pull(
     name = set_name.value
     folder = (folder or default_dir()).expanduser()
     pieces = _only(only, name)
-    with progress_bar() as progress:
+    with download_bar() as progress:
         summary = run_pull(name, folder, pieces, progress=progress)
     table = Table("piece", "status", "detail", title=f"weights set {name} -> {escape(str(folder))}")
     for piece in summary.pieces:

@@ -163,7 +163,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, position),
                                          collate_fn=collate, num_workers=cfg.workers)
-    task = progress.add_task("training", total=cfg.max_steps, completed=step) \
+    task = progress.add_task("training", total=cfg.max_steps, completed=step, unit="steps") \
         if progress is not None and accelerator.is_main_process else None
     history, sums, micro = [], {}, 0
     batches = iter(loader)
@@ -198,7 +198,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
             with open(out / "losses.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step, **means}) + "\n")
         if task is not None:
-            progress.update(task, completed=step, description=f"training loss {means['loss']:.4f}")
+            progress.update(task, completed=step, detail=loss_line(means))
         if cfg.validate_every and step % cfg.validate_every == 0 and accelerator.is_main_process:
             validate(model, dataset, cfg, out / "validation" / f"step-{step:08d}", size)
             store.clear()
@@ -225,6 +225,11 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
                         {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts, started_at,
                         made=len(history))
     return summary
+
+
+def loss_line(means: dict) -> str:
+    """The progress line's loss terms: the total, then each term of the objective (mse, map, id)."""
+    return "  ".join(f"{name} {means[name]:.4g}" for name in ("loss", "mse", "map", "id") if name in means)
 
 
 @torch.no_grad()

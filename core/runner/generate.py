@@ -204,7 +204,7 @@ def run_generate(cfg: GenerateConfig, progress=None, log=None) -> RunSummary:
     if ranks.is_main:
         store.append(failures)
 
-    task = progress.add_task("generating", total=units.total) if progress else None
+    task = progress.add_task("generating", total=units.total, unit="images") if progress else None
 
     def on_done(uid: int, error: str | None) -> None:
         if error is not None:  # the unit never ran: its rows fail with the reason
