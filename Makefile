@@ -33,6 +33,8 @@ system-deps:
 demo: $(STAMP)
 	$(FMU) demo-inputs runs/demo-inputs
 	$(FMU) generate runs/demo-inputs/manifest.csv --out runs/demo --steps 20 --save-conditions
+	# the toy model's images are noise; the scoring example of real photos shows the metrics measuring
+	$(FMU) score --images runs/demo-inputs/score-example/images --manifest runs/demo-inputs/score-example/manifest.csv
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
