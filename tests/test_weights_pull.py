@@ -280,3 +280,24 @@ def test_authors_checkpoint_parts_checked_then_unpacked_or_explained(tmp_path, t
     adapter = roles_of(tmp_path / "w")["adapter"]
     tensors, meta = A.read_adapter(adapter)
     assert "shading_config" in meta and any(k.startswith("shading.") for k in tensors)
+
+
+def test_doctor_points_at_weights_pull_for_what_is_missing(tmp_path, fmu_home):
+    from core.doctor import diagnose
+
+    report = diagnose()
+    row = next(c for c in report.checks if c.area == "weights" and c.name.startswith("pulled weights"))
+    assert row.ok is None and "`fmu weights pull --set authors`" in row.detail   # the default folder: information
+    buffalo = report.find("faces", "insightface buffalo_l")
+    assert buffalo.ok is False and "fmu weights pull --set authors --only insightface" in buffalo.detail
+
+    folder = tmp_path / "w"
+    (folder / "sd-vae-ft-mse").mkdir(parents=True)
+    (folder / RECORD).write_text(json.dumps({"format": "fmu-weights/1", "set": "h94",
+                                             "roles": {"vae": "sd-vae-ft-mse"}}))
+    report = diagnose(weights=str(folder))
+    assert report.exit_code == 1
+    missing = {c.name: c for c in report.failures}
+    assert set(missing) == {"--base-model", "--image-encoder", "--adapter", "--adapter-lora", "--face-models"}
+    assert f"fmu weights pull --set h94 --dir {folder}" in missing["--adapter"].detail
+    assert report.find("weights", "--vae").ok is True
