@@ -13,8 +13,6 @@ Progress: one rich task per piece, fed by a tqdm stand-in huggingface_hub accept
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import zipfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -24,18 +22,6 @@ from ..digests import file_digest
 from ..errors import first_line
 from .layout import read_record, write_record
 from .sets import BASE, SETS, HubPiece, UrlFile, UrlPiece
-
-# RAR extractors, in order of preference, with the arguments that extract volume 1 (and the volumes
-# after it) into a folder. `unar` is free (Debian/Ubuntu main, Homebrew); `unrar` is non-free
-# (Debian non-free / Ubuntu multiverse); 7-Zip reads RAR where its RAR codec is installed (upstream
-# 7-Zip, or Debian's 7zip-rar). No PyPI package ships an extractor binary.
-RAR_TOOLS = (
-    ("unrar", lambda archive, out: ["unrar", "x", "-o+", "-y", str(archive), f"{out}{os.sep}"]),
-    ("unar", lambda archive, out: ["unar", "-force-overwrite", "-no-directory", "-output-directory", str(out),
-                                   str(archive)]),
-    ("7z", lambda archive, out: ["7z", "x", "-y", f"-o{out}", str(archive)]),
-    ("7zz", lambda archive, out: ["7zz", "x", "-y", f"-o{out}", str(archive)]),
-)
 
 
 class PullError(Exception):
@@ -188,13 +174,6 @@ def _unzip(archive: Path, into: Path) -> None:
         nested.rmdir()
 
 
-def rar_tool() -> tuple[str, object] | None:
-    for name, command in RAR_TOOLS:
-        if shutil.which(name):
-            return name, command
-    return None
-
-
 def manual_unpack_help(piece: UrlPiece, target: Path) -> str:
     first = target / piece.files[0].name
     return (f"install a RAR extractor (`apt-get install unar`, or unrar / 7-Zip with RAR support) and re-run "
@@ -203,22 +182,31 @@ def manual_unpack_help(piece: UrlPiece, target: Path) -> str:
 
 
 def _unrar_and_convert(piece: UrlPiece, target: Path, base: Path | None) -> str:
+    """The volumes -> target/unpacked/ (rarfile, which runs the first RAR extractor it finds: unrar,
+    unar or 7-Zip; bsdtar is left out, it reads no multi-volume archive) -> model.bin -> the fmu
+    adapter. A model.bin already unpacked there (by hand) is converted without extracting again."""
+    import rarfile  # deferred: only the authors' set needs it
+
     from ..model.convert import convert_file  # deferred: converting imports torch and diffusers
 
     out = target / "unpacked"
     found = sorted(out.rglob("*.bin")) if out.is_dir() else []
     if not found:
-        tool = rar_tool()
-        if tool is None:
+        first = target / piece.files[0].name
+        try:
+            rarfile.tool_setup(bsdtar=False)
+        except rarfile.RarCannotExec:
             raise PullError("the RAR volumes are downloaded but no extractor is installed: "
-                            + manual_unpack_help(piece, target))
-        name, command = tool
-        out.mkdir(parents=True, exist_ok=True)
-        run = subprocess.run(command(target / piece.files[0].name, out), capture_output=True, text=True)
+                            + manual_unpack_help(piece, target)) from None
+        try:
+            with rarfile.RarFile(first) as archive:
+                archive.extractall(out)
+        except (rarfile.Error, OSError) as exc:
+            raise PullError(f"cannot unpack {first.name}: {first_line(exc)}; " + manual_unpack_help(piece, target)) \
+                from None
         found = sorted(out.rglob("*.bin"))
-        if run.returncode != 0 or not found:
-            tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no .bin file in the archive"]
-            raise PullError(f"{name} could not unpack {piece.files[0].name}: {tail[0]}")
+        if not found:
+            raise PullError(f"{first.name} holds no .bin checkpoint")
     model_bin = next((p for p in found if p.name == "model.bin"), found[0])
     base_ok = base is not None and (base / "unet" / "config.json").is_file()
     summary = convert_file(model_bin, target / "adapter.safetensors", base=base if base_ok else None)
