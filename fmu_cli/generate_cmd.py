@@ -111,10 +111,12 @@ def generate(
         lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload)
+    def warn(line: str) -> None:
+        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+
     try:
         with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, log=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}",
-                                                                                     soft_wrap=True))
+            summary = run_generate(cfg, progress=progress, log=warn)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None

@@ -55,7 +55,7 @@ def _generate(tmp_path, photos, *args):
 
 
 def test_generate_applies_it_on_its_adapter_and_refuses_another(loras, tmp_path, photos):
-    adapter, folder = loras
+    _, folder = loras
     ok = _generate(tmp_path / "a", photos, "--lora", folder / "lora.safetensors")
     assert ok.exit_code == 0, ok.output
     assert "warning" not in ok.output
