@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.fmu-installed
 # torch first and pinned: it is the CPU build on this machine's disk; letting pip resolve
 # torch freely would download a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# insightface without its requirements (they name onnxruntime and opencv-python: see pyproject.toml)
+INSIGHTFACE ?= insightface>=0.7.3
 
 .PHONY: demo test lint env system-deps clean
 
@@ -16,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[cpu,test]"
+	$(PY) -m pip install -q --no-deps "$(INSIGHTFACE)"
 	touch $(STAMP)
 
 # Debian's Chromium renders report.html in the report test; installed when missing and we can.
@@ -30,6 +33,8 @@ system-deps:
 demo: $(STAMP)
 	$(FMU) demo-inputs runs/demo-inputs
 	$(FMU) generate runs/demo-inputs/manifest.csv --out runs/demo --steps 20 --save-conditions
+	# the toy model's images are noise; the scoring example of real photos shows the metrics measuring
+	$(FMU) score --images runs/demo-inputs/score-example/images --manifest runs/demo-inputs/score-example/manifest.csv
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q

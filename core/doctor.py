@@ -37,6 +37,7 @@ from .scoring.lpips import find_weights
 from .scoring.weights import MetricUnavailable, torch_hub_checkpoints
 from .shading.deca import missing_requirements
 from .shading.render import pytorch3d_available
+from .weights.layout import default_dir, missing_roles, pull_command, read_record, roles_of
 
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
               "SG161222/Realistic_Vision_V4.0_noVAE", "SG161222/Realistic_Vision_V5.1_noVAE")
@@ -192,7 +193,8 @@ def check_base_models(report: Report) -> None:
                "built" if adapter.exists() else "built from configs on first use (offline)")
     repos = cached_sd15_repos()
     report.add("base model", "SD1.5 in HF cache", bool(repos),
-               ", ".join(repos) if repos else "none found in the local Hugging Face cache")
+               ", ".join(repos) if repos else "none found in the local Hugging Face cache "
+               f"(`{pull_command(default_dir())}` fetches the authors' one)")
 
 
 def check_adapter(report: Report, adapter: str, base: str | None, base_config: str | None, lora: str | None) -> None:
@@ -235,7 +237,8 @@ def check_face_backends(report: Report, wanted: str | None, models_dir: str | No
             names = ", ".join(sorted(p.name for p in folder.glob("*.onnx")))
             report.add("faces", f"insightface {pack}", True, f"{folder}: {names}", required=required)
         except Exception as exc:
-            report.add("faces", f"insightface {pack}", False, _reason(exc), required=required)
+            hint = f" (`{pull_command(default_dir())} --only insightface` fetches it)" if pack == "buffalo_l" else ""
+            report.add("faces", f"insightface {pack}", False, _reason(exc) + hint, required=required)
 
 
 def check_metric_weights(report: Report) -> None:
@@ -256,7 +259,26 @@ def check_metric_weights(report: Report) -> None:
     report.add("weights", "CLIP ViT-H image encoder", bool(encoders),
                ", ".join(encoders) if encoders else
                "neither h94/IP-Adapter models/image_encoder nor laion/CLIP-ViT-H-14 in the HF cache; "
-               "pass --image-encoder DIR (the tiny preset carries its own)")
+               "pass --image-encoder DIR (the tiny preset carries its own) or fetch it: "
+               f"`{pull_command(default_dir())} --only image-encoder`")
+
+
+def check_weights(report: Report, folder: str | None) -> None:
+    """A `fmu weights pull` folder (default $FMU_HOME/weights): what it holds for `fmu generate
+    --weights`, and the command that fetches what is missing. Required when asked for (--weights)."""
+    path = Path(folder).expanduser() if folder else default_dir()
+    required = folder is not None
+    record = read_record(path)
+    if not record:
+        report.add("weights", f"pulled weights {path}", False if required else None,
+                   f"none yet; `{pull_command(path)}` fetches what a real run needs", required=required)
+        return
+    for role, found in roles_of(path).items():
+        report.add("weights", f"--{role.replace('_', '-')}", True, str(found), required=required)
+    for role in missing_roles(path):
+        report.add("weights", f"--{role.replace('_', '-')}", False,
+                   f"missing from {path}; `{pull_command(path, record.get('set'))}` fetches it (and resumes)",
+                   required=required)
 
 
 def check_shading(report: Report) -> None:
@@ -278,7 +300,7 @@ def check_shading(report: Report) -> None:
 
 def diagnose(base_model: str | None = None, base_config: str | None = None, adapter: str | None = None,
              lora: str | None = None, face_backend: str | None = None, face_models: str | None = None,
-             devices: list[str] | None = None) -> Report:
+             devices: list[str] | None = None, weights: str | None = None) -> Report:
     devices = [d.strip().lower() for d in (devices or []) if d.strip()]
     report = Report()
     check_torch(report, devices)
@@ -292,5 +314,6 @@ def diagnose(base_model: str | None = None, base_config: str | None = None, adap
         report.add("faces", face_backend, False, "unknown face backend: dlib or insightface", required=True)
     check_face_backends(report, face_backend, face_models)
     check_metric_weights(report)
+    check_weights(report, weights)
     check_shading(report)
     return report

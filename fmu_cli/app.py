@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import typer
-from typer.core import TyperGroup
 
 from core.errors import UsageError
 
-from . import convert_cmd, demo_cmd, doctor_cmd, expand_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd
-from .console import error, quiet_libraries
+from . import convert_cmd, demo_cmd, doctor_cmd, expand_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd, weights_cmd
+from .console import console, error, quiet_libraries
+from .panels import Command, Group
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def usage_errors_exit_2():
         raise typer.Exit(2) from None
 
 
-class Commands(TyperGroup):
+class Commands(Group):
     """fmu's command group: usage errors of every command go through `usage_errors_exit_2`."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
@@ -46,20 +46,37 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
 
 
-app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
+# add_completion: --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+app = typer.Typer(cls=Commands, add_completion=True, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Face-MakeUpV2 batch processor: generate, score, train, finetune.")
 
-app.command("generate")(generate_cmd.generate)
-app.command("validate")(generate_cmd.validate_manifest)
-app.command("expand")(expand_cmd.expand)
-app.command("shade")(shade_cmd.shade)
-app.command("score")(score_cmd.score)
-app.command("prepare")(train_cmd.prepare)
-app.command("train")(train_cmd.train)
-app.command("finetune")(train_cmd.finetune)
-app.command("convert")(convert_cmd.convert)
-app.command("doctor")(doctor_cmd.doctor)
-app.command("demo-inputs")(demo_cmd.demo_inputs)
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"fmu {version('fmu')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            console.print("fmu (not installed: no package metadata)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                       help="Print fmu's version and exit.")) -> None:
+    """Face-MakeUpV2 batch processor: generate, score, train, finetune."""
+
+
+for name, function in (("generate", generate_cmd.generate), ("validate", generate_cmd.validate_manifest),
+                       ("expand", expand_cmd.expand),
+                       ("shade", shade_cmd.shade), ("score", score_cmd.score), ("prepare", train_cmd.prepare),
+                       ("train", train_cmd.train), ("finetune", train_cmd.finetune),
+                       ("convert", convert_cmd.convert), ("doctor", doctor_cmd.doctor),
+                       ("demo-inputs", demo_cmd.demo_inputs)):
+    app.command(name, cls=Command)(function)
+app.add_typer(weights_cmd.app, name="weights")
 
 
 def main() -> None:

@@ -8,7 +8,18 @@ import warnings
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
 console = Console(stderr=False, highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
@@ -27,17 +38,48 @@ def error(message: str) -> None:
     err.print(f"[red]error:[/] {escape(message)}")
 
 
+class RateColumn(ProgressColumn):
+    """Units per second, named by the task's `unit` field (`add_task(..., unit="steps")`)."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit")
+        if not unit:
+            return Text("")
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+
+
+class DetailColumn(ProgressColumn):
+    """The task's `detail` field: what the work reports as it goes (training: each loss term)."""
+
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("detail", "")))
+
+
 def progress_bar(transient: bool = False) -> Progress:
-    """The bar of every long command: what, how far, done/total, time spent and time left.
+    """The bar of every long command: what, how far, done/total, the rate (for tasks that name a
+    `unit`), time spent and time left, then the task's `detail` (training: its loss terms).
     `transient`: cleared when done (for commands that print a summary table in its place)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn(),
                     console=console, transient=transient)
 
 
+def download_bar() -> Progress:
+    """Downloads: bytes done / total, speed, ETA."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+
+
 def quiet_libraries() -> None:
-    """Library progress bars and deprecation chatter would drown fmu's own progress."""
+    """Library progress bars and deprecation chatter would drown fmu's own progress.
+
+    Environment switches and stdlib logging only: importing diffusers to call its
+    `disable_progress_bar()` would cost every command, `fmu --help` included, seconds. diffusers
+    has no environment switch for its tqdm bars ("Loading pipeline components"), tqdm itself does
+    (`TQDM_DISABLE`, read when tqdm is imported); fmu shows its own rich bars instead."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")       # mediapipe / TFLite C++ logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -46,13 +88,3 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
     for name in ("diffusers", "transformers", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass

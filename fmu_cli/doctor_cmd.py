@@ -6,21 +6,28 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from . import panels as P
 from .choices import FaceBackend, chosen
 from .console import console
 
 
 def doctor(
     base_model: str | None = typer.Option(None, "--base-model", help="Check this base: diffusers folder, hub id "
-                                          "or single file."),
-    base_config: str | None = typer.Option(None, "--base-config", help="Config folder for a single-file base."),
+                                          "or single file.", rich_help_panel=P.MODELS),
+    base_config: str | None = typer.Option(None, "--base-config", help="Config folder for a single-file base.",
+                                            rich_help_panel=P.MODELS),
     adapter: str | None = typer.Option(None, "--adapter", help="Check this adapter (fmu, authors' model.bin, "
-                                       "h94 file)."),
-    lora: str | None = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint."),
-    face_backend: FaceBackend | None = typer.Option(None, "--face-backend", help="Require this face backend."),
+                                       "h94 file).", rich_help_panel=P.MODELS),
+    lora: str | None = typer.Option(None, "--lora", help="Separate LoRA file for an IP-Adapter checkpoint.",
+                                    rich_help_panel=P.MODELS),
+    face_backend: FaceBackend | None = typer.Option(None, "--face-backend", help="Require this face backend.",
+                                                        rich_help_panel=P.FACES),
     face_models: str | None = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / "
-                                           "antelopev2 layout)."),
-    devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
+                                           "antelopev2 layout).", rich_help_panel=P.FACES),
+    devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1.",
+                                       rich_help_panel=P.DEVICES),
+    weights: str | None = typer.Option(None, "--weights", help="Require this `fmu weights pull` folder to be complete "
+                                       "(default: report on $FMU_HOME/weights).", rich_help_panel=P.MODELS),
 ) -> None:
     """Report which weights, devices, providers and backends are usable here, and why not.
 
@@ -33,7 +40,7 @@ def doctor(
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
                       face_backend=chosen(face_backend), face_models=face_models,
-                      devices=devices.split(",") if devices else None)
+                      devices=devices.split(",") if devices else None, weights=weights)
     table = Table(title="fmu doctor", show_lines=False)
     for column in ("area", "item", "status", "detail"):
         table.add_column(column, overflow="fold")

@@ -6,63 +6,91 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from core.runner.config import DEFAULTS as D
 from core.runner.config import GenerateConfig
 
+from . import panels as P
 from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
 from .console import console, err, error, progress_bar, shown
 
 
 def generate(
     manifest: Path = typer.Argument(..., help="CSV or Parquet manifest (see manifests/README.md)."),
-    out: Path = typer.Option(D.out, "--out", "-o", help="Output folder."),
-    preset: str | None = typer.Option(D.preset, help="Built-in model preset (offline toy models)."),
-    base_model: str | None = typer.Option(D.base_model, help="SD1.5 diffusers folder or hub id (overrides --preset)."),
-    adapter: Path | None = typer.Option(D.adapter, help="fmu adapter checkpoint (.safetensors)."),
-    image_encoder: str | None = typer.Option(D.image_encoder, help="CLIP ViT-H/14 image encoder folder."),
+    preset: str | None = typer.Option(D.preset, help="Built-in model preset (offline toy models).",
+                                      rich_help_panel=P.MODELS),
+    weights: Path | None = typer.Option(D.weights, help="A folder filled by `fmu weights pull`: its files fill every "
+                                        "model option left open (an explicit flag wins).", rich_help_panel=P.MODELS),
+    base_model: str | None = typer.Option(D.base_model, help="SD1.5 diffusers folder or hub id (overrides --preset).",
+                                          rich_help_panel=P.MODELS),
+    adapter: Path | None = typer.Option(D.adapter, help="fmu adapter checkpoint (.safetensors).",
+                                        rich_help_panel=P.MODELS),
+    image_encoder: str | None = typer.Option(D.image_encoder, help="CLIP ViT-H/14 image encoder folder.",
+                                             rich_help_panel=P.MODELS),
+    lora: Path | None = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top.",
+                                     rich_help_panel=P.MODELS),
+    lora_scale: float = typer.Option(D.lora_scale, help="Weight of --lora.", rich_help_panel=P.MODELS),
+    force_lora: bool = typer.Option(D.force_lora, "--force-lora", help="Apply --lora even when it was trained on "
+                                    "another adapter (it records the adapter's sha256).", rich_help_panel=P.MODELS),
+    adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
+                                             "--adapter.", rich_help_panel=P.MODELS),
+    vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder.", rich_help_panel=P.MODELS),
+    base_config: str | None = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a "
+                                           "single-file --base-model.", rich_help_panel=P.MODELS),
     face_backend: FaceBackend | None = typer.Option(D.face_backend, help="Face analysis (default: dlib for "
-                                                    "the tiny preset, else insightface)."),
-    face_models: Path | None = typer.Option(D.face_models, help="insightface models folder (buffalo_l layout)."),
+                                                    "the tiny preset, else insightface).", rich_help_panel=P.FACES),
+    face_models: Path | None = typer.Option(D.face_models, help="insightface models folder (buffalo_l layout).",
+                                            rich_help_panel=P.FACES),
     multi_face: MultiFace = typer.Option(D.multi_face, help="Which face of a photo with several is used: the "
                                          "detector's most confident (best, the authors' choice), the biggest "
-                                         "(largest), or none (error: the row fails)."),
+                                         "(largest), or none (error: the row fails).", rich_help_panel=P.FACES),
     face_crop: FaceCrop | None = typer.Option(D.face_crop, help="The face image the CLIP encoder sees; "
                                               "default: the style the adapter was trained with (wide for "
-                                              "the authors' checkpoint, aligned for h94's and fmu's)."),
-    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
-                                "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)"),
-    batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together."),
-    steps: int = typer.Option(D.steps, min=1, help="Denoising steps (a manifest row may override)."),
-    seed: int = typer.Option(D.seed, help="Base seed for rows without one (row seed = base + row number)."),
-    guidance_scale: float = typer.Option(D.guidance_scale, help="Classifier-free guidance."),
-    id_scale: float = typer.Option(D.id_scale, help="Identity-channel strength (0 turns it off)."),
-    s_scale: float = typer.Option(D.s_scale, help="FaceID-PlusV2 shortcut weight."),
-    shading_scale: float = typer.Option(D.shading_scale, help="ShadingNet (3D channel) conditioning scale."),
-    no_shading: bool = typer.Option(not D.shading, "--no-shading", help="Run the identity channel alone."),
+                                              "the authors' checkpoint, aligned for h94's and fmu's).",
+                                              rich_help_panel=P.FACES),
     frame: Frame = typer.Option(D.frame, help="The photo region an image shows. face (the authors' demo): a "
                                 "square around the shading source's face, FRAME-SCALE times its landmark "
-                                "box; centre: the photo's centre square."),
-    frame_scale: float = typer.Option(D.frame_scale, help="Side of the face frame / side of the face's landmark box."),
-    save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image."),
-    renderer: Renderer = typer.Option(D.renderer, help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
-    cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache)."),
+                                "box; centre: the photo's centre square.", rich_help_panel=P.FACES),
+    frame_scale: float = typer.Option(D.frame_scale, help="Side of the face frame / side of the face's landmark box.",
+                                      rich_help_panel=P.FACES),
+    renderer: Renderer = typer.Option(D.renderer, help="Shading renderer (auto: pytorch3d when installed, else cpu).",
+                                      rich_help_panel=P.FACES),
+    steps: int = typer.Option(D.steps, min=1, help="Denoising steps (a manifest row may override).",
+                              rich_help_panel=P.SAMPLING),
+    seed: int = typer.Option(D.seed, help="Base seed for rows without one (row seed = base + row number).",
+                             rich_help_panel=P.SAMPLING),
+    guidance_scale: float = typer.Option(D.guidance_scale, help="Classifier-free guidance.",
+                                         rich_help_panel=P.SAMPLING),
+    id_scale: float = typer.Option(D.id_scale, help="Identity-channel strength (0 turns it off).",
+                                   rich_help_panel=P.SAMPLING),
+    s_scale: float = typer.Option(D.s_scale, help="FaceID-PlusV2 shortcut weight.", rich_help_panel=P.SAMPLING),
+    shading_scale: float = typer.Option(D.shading_scale, help="ShadingNet (3D channel) conditioning scale.",
+                                        rich_help_panel=P.SAMPLING),
+    no_shading: bool = typer.Option(not D.shading, "--no-shading", help="Run the identity channel alone.",
+                                    rich_help_panel=P.SAMPLING),
+    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors').", rich_help_panel=P.SAMPLING),
+    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
+                                "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)",
+                                rich_help_panel=P.DEVICES),
     threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
-                                       "bit-identical images across 1 or N processes."),
-    lora: Path | None = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top."),
-    lora_scale: float = typer.Option(D.lora_scale, help="Weight of --lora."),
-    adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
-                                             "--adapter."),
-    vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder."),
-    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors')."),
-    base_config: str | None = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a "
-                                           "single-file --base-model."),
-    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on CUDA, fp32 on CPU)."),
-    vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory)."),
-    vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images)."),
-    compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the UNet and ShadingNet."),
-    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (CUDA only)."),
+                                       "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
+    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on CUDA, fp32 on CPU).",
+                                        rich_help_panel=P.DEVICES),
+    batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together.", rich_help_panel=P.SPEED),
+    vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory).",
+                                     rich_help_panel=P.SPEED),
+    vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images).", rich_help_panel=P.SPEED),
+    compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the UNet and ShadingNet.",
+                                 rich_help_panel=P.SPEED),
+    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (CUDA only).",
+                                 rich_help_panel=P.SPEED),
+    out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
+    save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
+                                         rich_help_panel=P.OUTPUT),
+    cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
+                                          rich_help_panel=P.OUTPUT),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -74,18 +102,21 @@ def generate(
     from core.runner.generate import run_generate
 
     cfg = GenerateConfig(
-        manifest=manifest, out=out, preset=preset, base_model=base_model, adapter=adapter,
+        manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,
         image_encoder=image_encoder, face_backend=chosen(face_backend), face_models=face_models,
         multi_face=chosen(multi_face), face_crop=chosen(face_crop), device=devices.strip(), batch_size=batch_size,
         seed=seed, steps=steps, guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale,
         shading_scale=shading_scale, shading=not no_shading, frame=chosen(frame), frame_scale=frame_scale,
         save_conditions=save_conditions, renderer=chosen(renderer), cache_dir=cache_dir, threads=threads, lora=lora,
-        lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
+        lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload)
+    def warn(line: str) -> None:
+        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+
     try:
         with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress)
+            summary = run_generate(cfg, progress=progress, log=warn)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None

@@ -10,6 +10,7 @@ import typer
 from core.errors import UsageError
 from core.faces import BACKENDS as FACE_BACKENDS
 
+from . import panels as P
 from .choices import comma_list
 from .console import console, err, progress_bar
 
@@ -31,25 +32,32 @@ def score(
     run_dir: Path | None = typer.Argument(None, help="Run folder written by `fmu generate`."),
     images: Path | None = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
     manifest: Path | None = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
-    out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images)."),
-    id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim."),
+    out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images).",
+                                    rich_help_panel=P.OUTPUT),
+    id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim (a pulled "
+                                         "weights folder has it at DIR/insightface/models).", rich_help_panel=P.MODELS),
     face_backend: Any = typer.Option(  # Any: a tuple of names (comma_list)
         None, parser=BACKEND_LIST, metavar="LIST",
         help="Face backend(s) for FaceSim: dlib, insightface or a comma list of them (default: the run's "
-             "backend, else dlib)."),
-    det_size: int = typer.Option(640, min=32, help="insightface detector input size (paper: 640)."),
+             "backend, else dlib).", rich_help_panel=P.FACES),
+    det_size: int = typer.Option(640, min=32, help="insightface detector input size (paper: 640).",
+                                 rich_help_panel=P.FACES),
     clip_model: str | None = typer.Option(None, help="CLIP folder or cached hub id (default "
-                                          "openai/clip-vit-large-patch14)."),
+                                          "openai/clip-vit-large-patch14).", rich_help_panel=P.MODELS),
     dino_model: str | None = typer.Option(None, help="DINO ViT folder or cached hub id (default "
-                                          "facebook/dino-vits16)."),
-    lpips_weights: Path | None = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth."),
-    fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
+                                          "facebook/dino-vits16).", rich_help_panel=P.MODELS),
+    lpips_weights: Path | None = typer.Option(None, help="Folder with alexnet-owt-7be5be79.pth and LPIPS alex.pth.",
+                                              rich_help_panel=P.MODELS),
+    fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid).",
+                                            rich_help_panel=P.MODELS),
     metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
                                 help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
-    workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces."),
-    batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N (one "
+                               "device: scoring is not split across devices).", rich_help_panel=P.DEVICES),
+    workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces.",
+                                rich_help_panel=P.SPEED),
+    batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch.", rich_help_panel=P.SPEED),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html.", rich_help_panel=P.OUTPUT),
 ) -> None:
     """Score generated images: FaceSim, CLIP-T/I, DINO, LPIPS, FID, Pose/Light-RMSE.
 

@@ -12,12 +12,13 @@ import typer
 
 from .app import Commands
 from .console import quiet_libraries
+from .panels import Command
 from .train_cmd import finetune, prepare, train
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True)
-app.command("train")(train)
-app.command("finetune")(finetune)
-app.command("prepare")(prepare)
+app.command("train", cls=Command)(train)
+app.command("finetune", cls=Command)(finetune)
+app.command("prepare", cls=Command)(prepare)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The offline demo's inputs: real photos that ship inside installed packages, copied at run time
-(fmu commits no third-party photos), a manifest that uses them, and the masks that
-`examples/train_example.csv` names (rough boxes from the dlib face detector)."""
+(fmu commits no third-party photos), a manifest that uses them, the masks that
+`examples/train_example.csv` names (rough boxes from the dlib face detector), and a small scoring
+example of real photos (`score-example/`) on which `fmu score` measures identity similarity."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from PIL import Image
 
 from core.faces import get_backend
 from core.images import load_rgb, save_png
@@ -48,6 +50,7 @@ def write_demo_inputs(folder: Path) -> Path:
         if not (folder / name).exists():
             shutil.copyfile(src, folder / name)
     write_demo_masks(folder)
+    write_score_example(folder)
     manifest = folder / "manifest.csv"
     pl.DataFrame({
         "id": [r[0] for r in DEMO_ROWS], "reference": [r[1] for r in DEMO_ROWS],
@@ -73,3 +76,35 @@ def write_demo_masks(folder: Path) -> None:
         mask[max(y1, 0):y2, max(x1, 0):x2] = 255
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         save_png(folder / name, mask)
+
+
+SCORE_EXAMPLE = "score-example"
+
+
+def write_score_example(folder: Path) -> Path:
+    """A small scoring example of real photos, so that `fmu score` shows its metrics measuring
+    something offline (the demo's generated images are noise from toy weights, so no face is found
+    in them): FOLDER/score-example/images/ holds, as stand-ins for generated outputs, the astronaut
+    mirrored (the same person: a high FaceSim) and the largest face of t1.jpg (another person: a low
+    one), paired with the astronaut by FOLDER/score-example/manifest.csv. Returns the manifest.
+
+        fmu score --images FOLDER/score-example/images --manifest FOLDER/score-example/manifest.csv
+    """
+    folder = Path(folder)
+    example = folder / SCORE_EXAMPLE
+    photos = demo_photos()
+    astronaut = load_rgb(photos["astronaut.png"])
+    group = load_rgb(photos["t1.jpg"])
+    face = max(get_backend("dlib").detect(group), key=lambda f: f.area)
+    x1, y1, x2, y2 = face.bbox
+    cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, 2.2 * max(x2 - x1, y2 - y1)
+    box = [round(v) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)]
+    box = [max(box[0], 0), max(box[1], 0), min(box[2], group.shape[1]), min(box[3], group.shape[0])]
+    other = np.asarray(Image.fromarray(group[box[1]:box[3], box[0]:box[2]]).resize((256, 256),
+                                                                                   Image.Resampling.LANCZOS))
+    save_png(example / "images" / "astronaut_0.png", np.ascontiguousarray(astronaut[:, ::-1]))
+    save_png(example / "images" / "astronaut_1.png", other)
+    manifest = example / "manifest.csv"
+    pl.DataFrame({"id": ["astronaut"], "reference": ["../astronaut.png"],
+                  "prompt": ["a portrait photo of a woman in a space suit"]}).write_csv(manifest)
+    return manifest

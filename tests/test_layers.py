@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "core.faces": 7,
     "core.shading": 7,
     "core.manifest": 7,
+    "core.weights": 7,     # fmu weights pull: the sets, the layout, fetching (converts with core.model)
     "core": 8,             # utilities: errors, images, digests, native_log, run_record (and core/__init__)
 }
 

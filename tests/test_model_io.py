@@ -6,6 +6,7 @@ files round-trip, and a file in the fmu-lora/1 layout written before core/model/
 still applies — checked against an independent merge of its weights into the UNet.
 """
 
+import hashlib
 import json
 import re
 from dataclasses import asdict
@@ -145,7 +146,10 @@ def test_lora_file_write_read_apply_round_trip(tiny_preset, tmp_path):
 
     tensors, meta = L.read_lora_file(path)
     assert tensors.keys() == state.keys() and all(torch.equal(tensors[k], state[k]) for k in state)
-    assert meta == {"format": "fmu-lora/1", "rank": "2", "alpha": "2", "target_modules": OLD_TARGETS, "steps": "3"}
+    # the adapter it rides on is named by the sha256 of its file (tests/test_lora_identity.py)
+    adapter_digest = json.dumps(hashlib.sha256(adapter.read_bytes()).hexdigest())
+    assert meta == {"format": "fmu-lora/1", "rank": "2", "alpha": "2", "target_modules": OLD_TARGETS, "steps": "3",
+                    "adapter_sha256": adapter_digest}
     assert L.lora_file_meta(path) == meta
 
     other = FaceMakeUp.from_pretrained(base, adapter)

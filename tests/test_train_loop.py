@@ -290,3 +290,42 @@ def test_resume_latest_without_a_checkpoint_says_it_starts_at_step_0(prepared, t
     assert [h["step"] for h in summary.losses] == [1]
     notice = [line for line in lines if "no checkpoint" in line]
     assert notice == [f"--resume latest: no checkpoint in {out / 'checkpoints'}, training starts at step 0"]
+
+
+def test_progress_line_shows_each_loss_term_and_the_step_rate(prepared, tmp_path):
+    """The trainer reports to the progress object it is given (the CLI's rich bar): one update per
+    optimizer step, carrying the step and each loss term of that step (the values losses.jsonl logs);
+    the bar renders them with steps/s and the ETA."""
+    import io
+
+    from rich.console import Console
+
+    from fmu_cli.console import progress_bar
+    from training.trainer import loss_line, run_training
+
+    bar = progress_bar()  # never started: nothing is drawn, the table is rendered below
+    calls = []
+
+    class Recorder:  # forwards to the real bar, keeping what the trainer sent
+        def add_task(self, *args, **kwargs):
+            calls.append(("add", kwargs))
+            return bar.add_task(*args, **kwargs)
+
+        def update(self, task, **kwargs):
+            calls.append(("update", kwargs))
+            bar.update(task, **kwargs)
+
+    out = tmp_path / "t"
+    run_training(_cfg(prepared.manifest, out, max_steps=3, validate_every=0, checkpoint_every=0), progress=Recorder())
+    assert calls[0] == ("add", {"total": 3, "completed": 0, "unit": "steps"})
+    logged = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    updates = [kw for kind, kw in calls if kind == "update"]
+    assert [u["completed"] for u in updates] == [1, 2, 3]
+    assert [u["detail"] for u in updates] == [loss_line(row) for row in logged]
+    for name in ("loss", "mse", "map", "id"):
+        assert f"{name} {logged[-1][name]:.4g}" in updates[-1]["detail"]
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(bar.make_tasks_table(bar.tasks))
+    rendered = screen.file.getvalue()
+    assert "3/3" in rendered and "steps/s" in rendered and "mse " in rendered and "ETA" in rendered
+

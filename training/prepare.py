@@ -257,7 +257,7 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
                      summary={"total": summary.total, "ok": ok, "failed": summary.failed,
                               "status_counts": dict(zip(counts["status"], counts["len"])),
                               **phrase_counts},
-                     timings={"wall_seconds": summary.seconds, "workers": cfg.workers})
+                     timings={"wall_seconds": summary.seconds, "workers": cfg.workers}, made=ok)
     return summary
 
 

@@ -87,7 +87,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
     from .attention_capture import install_attention_capture
 
-    start_time = time.perf_counter()
+    start_time, started_at = time.perf_counter(), time.time()
     manifest = prepared_manifest_path(cfg.data)
     out = Path(cfg.out)
     cuda = torch.cuda.is_available()
@@ -153,7 +153,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
                                                    if isinstance(v, (int, float, str, bool))})
         run_facts = {"world_size": world, "mixed_precision": accelerator.mixed_precision,
                      "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from}
-        _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts)
+        _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts, started_at)
     seen_log = out / "samples" / f"rank{rank}.jsonl"
     seen_log.parent.mkdir(parents=True, exist_ok=True)
     # a run killed after its last checkpoint logged steps that resuming will redo: drop them
@@ -163,7 +163,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, position),
                                          collate_fn=collate, num_workers=cfg.workers)
-    task = progress.add_task("training", total=cfg.max_steps, completed=step) \
+    task = progress.add_task("training", total=cfg.max_steps, completed=step, unit="steps") \
         if progress is not None and accelerator.is_main_process else None
     history, sums, micro = [], {}, 0
     batches = iter(loader)
@@ -198,7 +198,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
             with open(out / "losses.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": step, **means}) + "\n")
         if task is not None:
-            progress.update(task, completed=step, description=f"training loss {means['loss']:.4f}")
+            progress.update(task, completed=step, detail=loss_line(means))
         if cfg.validate_every and step % cfg.validate_every == 0 and accelerator.is_main_process:
             validate(model, dataset, cfg, out / "validation" / f"step-{step:08d}", size)
             store.clear()
@@ -222,8 +222,14 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     if accelerator.is_main_process:
         last = history[-1] if history else {}
         _write_run_json(out, cfg, {"status": "finished", "steps": step, "weights": final, "last_losses": last},
-                        {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts)
+                        {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts, started_at,
+                        made=len(history))
     return summary
+
+
+def loss_line(means: dict) -> str:
+    """The progress line's loss terms: the total, then each term of the objective (mse, map, id)."""
+    return "  ".join(f"{name} {means[name]:.4g}" for name in ("loss", "mse", "map", "id") if name in means)
 
 
 @torch.no_grad()
@@ -267,11 +273,14 @@ def _truncate_jsonl(path: Path, field: str, last: int) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
-def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, facts: dict) -> None:
+def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, facts: dict, started: float,
+                    made: int | None = None) -> None:
+    """run.json; `started` identifies this invocation in its history (its "running" entry is updated
+    at the end); `made`: the optimizer steps it ran."""
     from core.run_record import write_run_record
 
     write_run_record(out, "finetune" if cfg.mode == "lora" else "train", config=cfg.to_dict(),
-                     summary=summary, timings=timings, **facts)
+                     summary=summary, timings=timings, started=started, made=made, **facts)
 
 
 def _write_results(out: Path) -> None:

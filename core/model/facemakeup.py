@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..digests import file_digest
 from ..errors import UsageError, first_line
 from . import adapter as A
 from . import lora as L
@@ -41,6 +42,7 @@ class FaceMakeUp:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     timings: Timings = field(default_factory=Timings)
+    adapter_sha256: str | None = None  # the adapter file's digest when loaded from one (a LoRA records it)
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -103,7 +105,8 @@ class FaceMakeUp:
             unet.compile()
             if shading_net is not None:
                 shading_net.compile()
-        return cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype)
+        digest = file_digest(adapter) if Path(adapter).is_file() else None
+        return cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, adapter_sha256=digest)
 
     @classmethod
     def from_pipe(cls, pipe, cfg: A.AdapterConfig, *, device: str | torch.device | None = None) -> FaceMakeUp:
@@ -145,7 +148,14 @@ class FaceMakeUp:
 
     def save_lora_weights(self, path: str | Path, adapter_name: str = L.FINETUNE_ADAPTER,
                           extra_meta: dict | None = None) -> None:
-        L.write_lora_file(Path(path), self.unet, adapter_name, extra_meta)
+        """Write LoRA `adapter_name` with the identity of the adapter it rides on: the sha256 of the
+        adapter file this model was loaded from. A model built fresh (`from_base`, never saved) has
+        no file to name, so nothing is recorded and `fmu generate` warns when applying it; `fmu
+        finetune` always starts from a file (--from)."""
+        meta = dict(extra_meta or {})
+        if self.adapter_sha256 is not None:
+            meta[L.ADAPTER_KEY] = self.adapter_sha256
+        L.write_lora_file(Path(path), self.unet, adapter_name, meta)
 
     # ------------------------------------------------------------------ forward pieces
 

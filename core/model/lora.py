@@ -11,6 +11,12 @@ peft's `get_peft_model_state_dict` / `set_peft_model_state_dict`) over the same 
   weights, with its rank, alpha and target pattern in the metadata. Applying it adds the same
   adapter and activates it next to the others, with weight `scale`.
 
+A finetune LoRA is trained against one adapter and means nothing on another (other images, no
+error): its metadata records that adapter's identity, `adapter_sha256` = the sha256 of the adapter
+file the model was loaded from (core.digests.file_digest, the same digest run.json records), and
+`check_lora_adapter` compares it with the adapter a run uses. LoRAs written before the field
+existed carry none; they load with a warning.
+
 diffusers' `save_lora_adapter` / `load_lora_adapter` write and expect their own key prefix and
 metadata, and infer the targets from the keys; fmu-lora/1 files predate this module and keep
 loading, so the file is read and written here with the LoraConfig it records.
@@ -22,12 +28,15 @@ import json
 import warnings
 from pathlib import Path
 
+from ..digests import file_digest
+from ..errors import UsageError
 from ..images import atomic_write_bytes
 from .weights_io import fmu_file_meta, read_fmu_file
 
 FORMAT = "fmu-lora/1"
 ID_ADAPTER = "fmu_id"
 FINETUNE_ADAPTER = "fmu_ft"
+ADAPTER_KEY = "adapter_sha256"  # LoRA metadata: the sha256 of the adapter file it was trained on
 # UNet attention only: the perceiver inside the image projection has to_q/to_k too.
 LORA_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 
@@ -95,3 +104,36 @@ def apply_lora_file(unet, path: Path, scale: float = 1.0, name: str = FINETUNE_A
         raise ValueError(f"a LoRA named {name!r} is already applied")
     add_lora(unet, int(meta["rank"]), float(meta["alpha"]), name=name, weight=scale)
     load_lora_state(unet, tensors, name)
+
+
+def lora_adapter_digest(meta: dict) -> str | None:
+    """The adapter identity a LoRA file records (None for LoRAs written before it was recorded)."""
+    value = meta.get(ADAPTER_KEY)
+    if not value:
+        return None
+    try:
+        value = json.loads(value)
+    except ValueError:
+        pass
+    return value if isinstance(value, str) and value else None
+
+
+def check_lora_adapter(lora: Path, adapter: Path | None, force: bool = False) -> str | None:
+    """Is LoRA file `lora` made for `adapter`? None when it is; a warning line when that cannot be
+    told (an old LoRA without the record, an adapter that is not a file) or when `force` overrides
+    a mismatch; a UsageError for a mismatch otherwise."""
+    recorded = lora_adapter_digest(lora_file_meta(lora))
+    if recorded is None:
+        return (f"--lora {lora} does not record which adapter it was trained on (written by an older fmu): "
+                "it is applied as is; images may differ from what it was trained for")
+    if adapter is None or not Path(adapter).is_file():
+        return f"--lora {lora}: the adapter {adapter} is not a file, so the LoRA's adapter cannot be checked"
+    actual = file_digest(adapter)
+    if actual == recorded:
+        return None
+    message = (f"--lora {lora} was trained on another adapter (sha256 {recorded[:12]}…), not on {adapter} "
+               f"(sha256 {actual[:12]}…)")
+    if force:
+        return message + "; applied anyway (--force-lora)"
+    raise UsageError(message + "; use the adapter it was finetuned from (its `fmu finetune --from`), or "
+                     "--force-lora to apply it anyway")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..home import fmu_home
+
 TINY_VERSION = "tiny-v1"
 TINY_SIZE = 64  # output side in pixels; latents 8x8, attention maps (64/16)^2 = 4x4
 
@@ -21,10 +23,6 @@ SPECS = {
     "bench": ("bench-v1", 128, (64, 128, 128), 2, 64),
 }
 PRESETS = tuple(SPECS)
-
-
-def fmu_home() -> Path:
-    return Path(os.environ.get("FMU_HOME", Path.home() / ".cache" / "fmu"))
 
 
 def preset_paths(name: str) -> tuple[Path, Path]:

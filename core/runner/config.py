@@ -19,6 +19,7 @@ class GenerateConfig:
     out: Path = Path("runs/latest")
     preset: str | None = "tiny"
     base_model: str | None = None
+    weights: Path | None = None           # a `fmu weights pull` folder: fills the model options left open
     adapter: Path | None = None
     image_encoder: str | None = None
     face_backend: str | None = None       # None: dlib for a preset, else insightface
@@ -44,6 +45,7 @@ class GenerateConfig:
     threads: int | None = None            # torch intra-op threads per worker (None: torch's default)
     lora: Path | None = None              # an fmu finetune LoRA (fmu-lora/1), applied on top
     lora_scale: float = 1.0
+    force_lora: bool = False              # apply --lora even when it records another adapter
     adapter_lora: Path | None = None      # h94-style separate LoRA file that belongs to --adapter
     vae: str | None = None                # VAE override (the authors used sd-vae-ft-mse)
     scheduler: str = "ddim"               # one of core.model.settings.SCHEDULERS

@@ -107,12 +107,41 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     for name in ("s_scale", "shading_scale", "lora_scale"):
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
-    if cfg.lora is not None:  # its header here: a bad file is one usage error, not a failed worker
-        from ..model.lora import lora_file_meta
-
-        lora_file_meta(Path(cfg.lora))
+    cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
     return replace(cfg, frame=frame, face_backend=backend)
+
+
+def _check_lora(cfg: GenerateConfig, log) -> None:
+    """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
+    before anything runs, not a failed worker or silently different images."""
+    from ..model.lora import check_lora_adapter
+    from ..model.presets import ensure_preset
+
+    adapter = cfg.adapter
+    if adapter is None and cfg.preset and not cfg.base_model:
+        adapter = ensure_preset(cfg.preset)[1]
+    warning = check_lora_adapter(Path(cfg.lora), adapter, force=cfg.force_lora)
+    if warning and log is not None:
+        log(warning)
+
+
+def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
+    """--weights DIR: the pulled files fill every model option the user left open (an explicit flag
+    wins); insightface's pack is needed only when insightface analyses the faces."""
+    if cfg.weights is None:
+        return cfg
+    from ..weights.layout import ROLES, generate_options
+
+    need = [r for r in ROLES if getattr(cfg, r) is None]
+    if cfg.face_backend == "dlib" and "face_models" in need:
+        need.remove("face_models")
+    if "adapter" not in need and "adapter_lora" in need:  # a LoRA belongs to the adapter it came with
+        need.remove("adapter_lora")
+    found = generate_options(cfg.weights, need)
+    filled = {role: (str(path) if role in ("base_model", "vae", "image_encoder") else path)
+              for role, path in found.items() if role in need}
+    return replace(cfg, **filled, face_backend=cfg.face_backend or "insightface")
 
 
 def _failure_records(df, validation) -> list[dict]:
@@ -130,14 +159,17 @@ def _failure_records(df, validation) -> list[dict]:
     return records
 
 
-def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
+def run_generate(cfg: GenerateConfig, progress=None, log=None) -> RunSummary:
+    """`log`: where a warning line goes (the CLI prints it; None: dropped)."""
     from functools import partial
 
     from .distribute import inline_distributor, multiprocess_distributor, rank_shard
     from .ranks import Ranks
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     cfg = _resolved(cfg)  # from here on: the run's own copy, the caller's config stays as given
+    if cfg.lora is not None:
+        _check_lora(cfg, log)
     out = Path(cfg.out)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
@@ -172,7 +204,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
     if ranks.is_main:
         store.append(failures)
 
-    task = progress.add_task("generating", total=units.total) if progress else None
+    task = progress.add_task("generating", total=units.total, unit="images") if progress else None
 
     def on_done(uid: int, error: str | None) -> None:
         if error is not None:  # the unit never ran: its rows fail with the reason
@@ -220,5 +252,6 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
                             "world_size": ranks.world},
-                   validation=[asdict(p) for p in validation.problems])
+                   validation=[asdict(p) for p in validation.problems], started=started_at,
+                   made=summary.ok - summary.skipped)
     return summary

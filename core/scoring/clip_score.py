@@ -40,9 +40,10 @@ class ClipScorer:
         from transformers import CLIPModel, CLIPTokenizer
 
         self.source = str(name_or_path or DEFAULT_CLIP)
-        self.model = from_pretrained_local(CLIPModel, self.source, "CLIP").to(device).eval()
-        self.tokenizer = from_pretrained_local(CLIPTokenizer, self.source, "CLIP tokenizer")
-        self.processor = from_pretrained_local(_image_processor_class(), self.source, "CLIP image processor")
+        self.model = from_pretrained_local(CLIPModel, self.source, "CLIP", "--clip-model").to(device).eval()
+        self.tokenizer = from_pretrained_local(CLIPTokenizer, self.source, "CLIP tokenizer", "--clip-model")
+        self.processor = from_pretrained_local(_image_processor_class(), self.source, "CLIP image processor",
+                                               "--clip-model")
         self.device, self.batch_size = device, batch_size
 
     def image_embeddings(self, images: list[np.ndarray]) -> np.ndarray:

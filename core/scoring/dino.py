@@ -32,8 +32,10 @@ class DinoScorer:
         from transformers import ViTModel  # deferred: heavy (transformers)
 
         self.source = str(name_or_path or DEFAULT_DINO)
-        self.model = from_pretrained_local(ViTModel, self.source, "DINO", add_pooling_layer=False).to(device).eval()
-        self.processor = from_pretrained_local(_image_processor_class(), self.source, "DINO image processor")
+        self.model = from_pretrained_local(ViTModel, self.source, "DINO", "--dino-model",
+                                           add_pooling_layer=False).to(device).eval()
+        self.processor = from_pretrained_local(_image_processor_class(), self.source, "DINO image processor",
+                                               "--dino-model")
         self.device, self.batch_size = device, batch_size
 
     def embeddings(self, images: list[np.ndarray]) -> np.ndarray:

@@ -88,12 +88,12 @@ def find_weights(weights_dir: Path | None) -> tuple[Path, Path]:
     lin = first_existing(([d / n for n in LIN_NAMES] if d else []) + [_lpips_package_lin()])
     missing = []
     if backbone is None:
-        missing.append(f"AlexNet backbone ({BACKBONE_NAMES[0]}, torchvision layout)")
+        missing.append(f"{BACKBONE_NAMES[0]} (AlexNet)")
     if lin is None:
-        missing.append("LPIPS v0.1 linear heads (alex.pth, lpips package layout)")
+        missing.append("alex.pth (LPIPS v0.1 heads)")
     if missing:
-        where = f"in {d} or " if d else ""
-        raise MetricUnavailable(f"no {' and no '.join(missing)} found {where}in {torch_hub_checkpoints()}; "
+        where = f"{d} or " if d else ""
+        raise MetricUnavailable(f"needs {' and '.join(missing)}, not in {where}{torch_hub_checkpoints()}; "
                                 "pass --lpips-weights DIR")
     return backbone, lin
 

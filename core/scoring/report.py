@@ -1,10 +1,11 @@
 """report.html: one self-contained page a person reads to judge a run.
 
 Images are embedded as JPEG data URIs (thumbnails), plots are inline SVG generated here, no
-script or stylesheet is fetched. Groups (one per reference id) show reference | condition |
-outputs with their scores; the worst groups come first (failures, then no face, then the
-lowest identity similarity). Rows that asked for a pose, expression or light also appear in one
-grid per reference (control_grid.py). A small inline script marks images that failed to decode.
+script or stylesheet is fetched. Groups (one per reference id) show reference | target (when the
+row has one: the pose and lighting it asked for) | condition | outputs with their scores; the worst
+groups come first (failures, then no face, then the lowest identity similarity). Rows that asked
+for a pose, expression or light also appear in one grid per reference (control_grid.py). A small
+inline script marks images that failed to decode.
 """
 
 from __future__ import annotations
@@ -47,18 +48,19 @@ def histogram_counts(values: list[float], lo: float, hi: float, bins: int) -> li
 
 
 def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
-                  bins: int = 20, extra: tuple[str, int] | None = None) -> str:
-    """An inline SVG bar chart; `extra` adds one separate red bar (e.g. ("no face", 3))."""
+                  bins: int = 20, left_out: tuple[str, int] | None = None) -> str:
+    """An inline SVG bar chart of `values`. `left_out` = (what, count) of outputs that have no
+    value (e.g. ("no face", 3)): said in a line under the axis, never drawn as a bar, since a bar
+    beside the bins would read as one more score range."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     lo = min(vals, default=0.0) if lo is None else lo
     hi = max(vals, default=1.0) if hi is None else hi
     if hi <= lo:
         hi = lo + 1.0
     counts = histogram_counts(vals, lo, hi, bins)
-    w, h, pad, gap = 420, 160, 28, 36
-    extra_n = extra[1] if extra else 0
-    top = max(counts + [extra_n, 1])
-    bw = (w - 2 * pad - (gap if extra else 0)) / bins
+    w, h, pad = 420, 160, 28
+    top = max(counts + [1])
+    bw = (w - 2 * pad) / bins
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}" role="img">',
              f'<title>{html.escape(title)}</title>',
              f'<text x="{pad}" y="14" font-size="13">{html.escape(title)} (n={len(vals)})</text>']
@@ -66,16 +68,13 @@ def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: 
         bh = (h - 30) * c / top
         parts.append(f'<rect x="{pad + j * bw:.1f}" y="{h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
                      f'height="{bh:.1f}" fill="#3b7dd8"><title>{c}</title></rect>')
-    if extra:
-        bh = (h - 30) * extra_n / top
-        x = w - pad - gap + 8
-        parts.append(f'<rect x="{x}" y="{h - bh:.1f}" width="{gap - 10}" height="{bh:.1f}" fill="#d33">'
-                     f'<title>{extra_n}</title></rect>')
-        parts.append(f'<text x="{x}" y="{h + 28}" font-size="10">{html.escape(extra[0])}: {extra_n}</text>')
     parts.append(f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" stroke="#333"/>')
     parts.append(f'<text x="{pad}" y="{h + 14}" font-size="10">{lo:.3g}</text>')
-    parts.append(f'<text x="{w - pad - (gap if extra else 0)}" y="{h + 14}" font-size="10" '
-                 f'text-anchor="end">{hi:.3g}</text></svg>')
+    parts.append(f'<text x="{w - pad}" y="{h + 14}" font-size="10" text-anchor="end">{hi:.3g}</text>')
+    if left_out and left_out[1]:
+        parts.append(f'<text x="{pad}" y="{h + 32}" font-size="11" fill="#c60" class="left-out">not plotted: '
+                     f'{left_out[1]} with {html.escape(left_out[0])} (0 in the strict mean)</text>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -141,7 +140,7 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
             m = summary["metrics"].get(col, {})
             lo, hi = (-1.0, 1.0) if col == "facesim_arcface" else (-0.2, 1.0)
             plots.append(svg_histogram(scores[col].to_list(), f"{col} (detected faces)", lo, hi,
-                                       extra=("no face", m.get("n_no_face", 0))))
+                                       left_out=("no face", m.get("n_no_face", 0))))
     for col, title in (("pose_error_deg", "pose error (deg)"), ("light_error", "lighting error")):
         if col in scores.columns:
             plots.append(svg_histogram(scores[col].to_list(), title, lo=0.0))
@@ -161,8 +160,10 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
     sections = []
     for g in ordered:
         first = g[0]
-        cells = [_figure(uri(first["reference"]), "reference", "ref"),
-                 _figure(uri(first.get("condition")), "condition", "cond")]
+        cells = [_figure(uri(first["reference"]), "reference", "ref")]
+        if first.get("target"):  # the pose and lighting this row asked for
+            cells.append(_figure(uri(first["target"]), "target", "target"))
+        cells.append(_figure(uri(first.get("condition")), "condition", "cond"))
         cells += [_figure(uri(r["image"]), _scores_caption(r), f"out {r['status']}") for r in g]
         prompt = html.escape(first.get("prompt") or "")
         sections.append(f"<section><h3>{html.escape(str(first['id']))}</h3><p class='prompt'>{prompt}</p>"
@@ -175,7 +176,8 @@ body{{font-family:sans-serif;margin:20px;color:#222}} table{{border-collapse:col
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} tr.na td{{color:#a60}}
 .plots{{display:flex;flex-wrap:wrap;gap:16px}} .row{{display:flex;flex-wrap:wrap;gap:10px}}
 figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}px;display:block}}
-figure.ref img{{outline:3px solid #3b7dd8}} .missing{{width:{THUMB}px;height:80px;background:#eee;
+figure.ref img{{outline:3px solid #3b7dd8}} figure.target img{{outline:3px solid #8a5cc7}}
+.missing{{width:{THUMB}px;height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}}
 .st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}

@@ -390,7 +390,7 @@ def _scores_frame(rows: _Rows) -> pl.DataFrame:
         "id": df["id"], "k": df["k"],
         "status": pl.Series(rows.status, dtype=pl.Utf8),
         "error": pl.Series(["; ".join(e) if e else None for e in rows.errors], dtype=pl.Utf8),
-        "image": df["image_path"], "reference": df["reference_path"],
+        "image": df["image_path"], "reference": df["reference_path"], "target": df["target_path"],
         "condition": df["condition_path"], "prompt": df["prompt"],
         **{c: df[c] for c in CONTROL_COLUMNS if c in df.columns},
     }

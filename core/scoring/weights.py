@@ -47,11 +47,17 @@ def load_state_dict(path: Path) -> dict:
     return state
 
 
-def from_pretrained_local(cls, name_or_path: str, what: str, **kwargs):
-    """`cls.from_pretrained` restricted to local files; MetricUnavailable when not present."""
+def from_pretrained_local(cls, name_or_path: str, what: str, flag: str | None = None, **kwargs):
+    """`cls.from_pretrained` restricted to local files; MetricUnavailable when not present, said in
+    one short line of fmu's own (the library's message is about reaching the hub, which scoring
+    never tries). A folder that exists but does not load keeps the library's first line: that is
+    a problem with the folder."""
     try:
         return cls.from_pretrained(str(name_or_path), local_files_only=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise MetricUnavailable(
-            f"{what} weights {name_or_path!r} not found locally (folder or Hugging Face cache; "
-            f"no download is attempted): {first_line(exc, 160)}") from None
+        if Path(str(name_or_path)).expanduser().exists():
+            raise MetricUnavailable(f"{what} weights at {name_or_path} cannot be loaded: {first_line(exc, 120)}") \
+                from None
+        hint = f"; pass {flag} DIR" if flag else ""
+        raise MetricUnavailable(f"{what} weights not found locally: {name_or_path} is not in the Hugging Face "
+                                f"cache (nothing is downloaded){hint}") from None

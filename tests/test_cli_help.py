@@ -1,0 +1,90 @@
+"""A CLI that answers at once and reads well: help builds without the model libraries, options sit in
+panels, flags show no `<bool>`, -h, --version, shell completion, one name for --devices.
+(How fast it answers is measured by bench/cli_start.py, not timed here.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fmu_cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = """
+import json, sys
+sys.argv = ["fmu", *json.loads(sys.argv[1])]
+from fmu_cli.app import main
+try:
+    main()
+except SystemExit:
+    pass
+print("IMPORTED=" + json.dumps(sorted(m for m in ("torch", "diffusers", "transformers", "huggingface_hub")
+                                      if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["weights", "pull", "-h"], ["score", "-h"]])
+def test_help_imports_no_model_library(args):
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+    imported = json.loads(proc.stdout.rsplit("IMPORTED=", 1)[1])
+    assert imported == []
+
+
+def _help(*args) -> str:
+    result = CliRunner().invoke(app, [*args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_generate_help_groups_options_in_panels_and_shows_flags_without_a_type():
+    text = _help("generate", "--help")
+    for panel in ("Models", "Faces", "Sampling", "Devices", "Output", "Speed"):
+        assert f"─ {panel} " in text, panel
+    assert "<bool>" not in text
+    assert "--no-shading" in text and "--compile" in text and "--weights" in text
+    # a panel holds what its name says
+    models = text.split("─ Models ")[1].split("╰")[0]
+    assert "--base-model" in models and "--adapter" in models and "--steps" not in models
+
+
+def test_h_is_help_everywhere_and_no_command_help_shows_bool():
+    commands = typer.main.get_command(app).commands
+    for name in commands:
+        if name == "weights":
+            continue
+        text = _help(name, "-h")
+        assert "Usage" in text and "<bool>" not in text, name
+    assert _help("-h") == _help("--help")
+
+
+def test_version_and_completion():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fmu {version('fmu')}"
+    assert "--install-completion" in _help("--help") and "--show-completion" in _help("--help")
+    # Typer reads this switch when it builds the options, hence a fresh process: the shell is named
+    # instead of detected from the parent process
+    script = subprocess.run([sys.executable, "-m", "fmu_cli.app", "--show-completion", "bash"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                         "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F" in script.stdout and "COMP_WORDS" in script.stdout
+
+
+def test_devices_is_one_flag_name_in_every_command():
+    named = {}
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            if "device" in param.name:
+                named[name] = param.opts
+    assert named == {"generate": ["--devices"], "score": ["--devices"], "doctor": ["--devices"]}
