@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..digests import file_digest, file_stamp
-from ..errors import RowError
+from ..errors import row_reason
 from ..faces import get_backend
 from ..faces.cache import FaceCache
 from ..images import save_png
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
+from . import people
 from .conditions import ConditionProvider, frame_label
 from .plan import Job
 from .results import ResultStore
@@ -85,6 +86,18 @@ class Worker:
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
                            "height": job.settings.height, "frame": self.frame}
+            if job.row.people:  # several people (or one placed in a box): people.py
+                try:
+                    made = people.prepare(job, base_record, self.cache,
+                                          self.conditions.get if self.conditions.enabled else None,
+                                          self.conditions.wants_landmarks, self.cfg.multi_face, self.cfg.prefix)
+                except Exception as exc:  # noqa: BLE001  one person's bad input fails its row only
+                    reason = exc.reason if isinstance(exc, people.PersonFailed) else _reason(exc, "analysis_failed")
+                    records.append(_failed(base_record, reason))
+                    continue
+                requests.append(made.request)
+                live.append((job, base_record, made.analyses, made.condition))
+                continue
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
                 _record_source(base_record, "reference", job.row.reference)
@@ -147,8 +160,15 @@ class Worker:
             except OSError as exc:
                 records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
                 continue
+            if job.row.people:  # faces matched to the people, pose and light per box: people.py
+                why = "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
+                record.update(people.scores(self.backend, self.conditions, job.row.people, analysis, condition,
+                                            image, why))
+                records.append(record)
+                continue
             record["id_similarity"], record["id_similarity_reason"] = self.backend.id_similarity(
                 analysis.embedding, image)
+            record["id_similarity_min"] = record["id_similarity"]  # one person: the worst is the one
             if condition is None:  # nothing to be consistent with: say why the columns are empty
                 why = "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
                 record["consistency_reason"] = f"no_condition: no 3D condition ({why})"
@@ -241,11 +261,7 @@ def _failed(base_record: dict, reason: str) -> dict:
 
 def _reason(exc: Exception, kind: str) -> str:
     """`kind: message` on one line: a RowError's own, `io_error` for OSError, else `kind`."""
-    if isinstance(exc, RowError):
-        return exc.reason
-    if isinstance(exc, OSError):
-        return f"io_error: {exc}".splitlines()[0]
-    return f"{kind}: {type(exc).__name__}: {exc}".splitlines()[0]
+    return row_reason(exc, kind)
 
 
 def _write_failed(exc: OSError, path: Path) -> str:
