@@ -5,7 +5,8 @@ Flow: `reconstruct` (reconstruct.py with mesh.py, topology.py, pose.py; deca.py 
 `fit_sh` (light_fit.py on lighting.py's SH math and render.py's normal map) -> `render` (render.py
 with render_cpu.py / render_pytorch3d.py) -> `make_condition` (condition.py, cacheable with
 save_shading/load_shading). consistency.py: Pose/Light errors and `ConsistencyScorer`, which
-`fmu generate` and `fmu score` both use.
+`fmu generate` and `fmu score` both use. compose.py: several people's renders placed in their
+boxes of one condition.
 """
 
 from .condition import ShadingResult, load_shading, make_condition, save_shading
