@@ -105,7 +105,11 @@ def test_generate_and_score_give_the_same_per_person_values(duo, photos, tmp_pat
 
     pl.DataFrame([{c: record.get(c) for c in SCHEMA}], schema=SCHEMA).write_parquet(run / "results.parquet")
     (run / "run.json").write_text(json.dumps({"face_backend": "dlib"}))
-    scores = score_run(run, ScoreOptions(metrics=("facesim", "consistency"))).scores.to_dicts()[0]
+    result = score_run(run, ScoreOptions(metrics=("facesim", "consistency")))
+    scores = result.scores.to_dicts()[0]
+    facesim = result.summary["metrics"]["facesim_dlib"]
+    assert (facesim["n_people_rows"], facesim["n"], facesim["match_rate_strict"]) == (1, 1, 1.0)
+    assert facesim["mean_strict"] == pytest.approx(record["id_similarity"], abs=1e-6)
     assert scores["status"] == "ok"
     np.testing.assert_allclose(scores["facesim_dlib_people"], record["people_id_similarity"], atol=1e-6)
     assert scores["facesim_dlib"] == pytest.approx(record["id_similarity"], abs=1e-6)

@@ -202,9 +202,11 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
         strict_values.append(values[i])
         found.append(who.reason is None)
     stats = facesim.facesim_summary(strict_values, found)
-    n_match = sum(1 for i in idx if matches[i])
+    n_match = sum(1 for i in idx + several if matches[i])
     stats.update(scale=facesim.SCALE.get(backend_name, backend_name), model=backend.identity(),
                  match_rate_strict=(n_match / stats["n"]) if stats["n"] else None)
+    if several:
+        stats["n_people_rows"] = len(several)
     return stats
 
 
@@ -328,7 +330,8 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
             rows.fail(i, "; ".join(bad))
             continue
         boxes = parse_layout(rows.df["layout"][i], len(refs))
-        frames = rows.df["people_frames"][i]  # as generate recorded them (null: centre squares)
+        # each person's frame as generate recorded it (none: centre squares, as for paired images)
+        frames = rows.df["people_frames"][i] if "people_frames" in rows.df.columns else None
         per_pose[i], per_light[i], problems = people.output_consistency(
             scorer, sources, frames.to_list() if frames is not None else None, boxes, rows.out[i])
         row = people.row_values([], per_pose[i], per_light[i])
