@@ -40,6 +40,16 @@ class UsageError(Exception):
     """A problem with how fmu was called (exit code 2)."""
 
 
+def row_reason(exc: BaseException, kind: str) -> str:
+    """`kind: message` on one line for a row's error: a RowError's own reason, `io_error` for an
+    OSError, else `kind` with the exception's type."""
+    if isinstance(exc, RowError):
+        return exc.reason
+    if isinstance(exc, OSError):
+        return f"io_error: {exc}".splitlines()[0]
+    return f"{kind}: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
 def first_line(exc: BaseException, limit: int | None = 200) -> str:
     """An exception as one short line for a message: its first line, else its type's name."""
     text = str(exc).strip()

@@ -10,13 +10,14 @@ REQUIRED = ("reference", "prompt")
 
 # column -> (polars dtype, description). Documented for users in manifests/README.md.
 COLUMNS: dict[str, tuple[pl.DataType, str]] = {
-    "reference": (pl.String, "reference photo, path relative to the manifest's folder"),
+    "reference": (pl.String, "reference photo, path relative to the manifest's folder; several people: "
+                             "up to 4 paths separated by `|`, left to right (people.py)"),
     "prompt": (pl.String, "text prompt"),
     "id": (pl.String, "row id used in output names; default: row<N>"),
     "negative_prompt": (pl.String, "negative prompt; default: the method's fixed negative prompt"),
     "seed": (pl.Int64, "base seed; image k uses seed + k; default: --seed + row number"),
     "num_images": (pl.Int64, "images for this row; default 1"),
-    "target": (pl.String, "image whose pose, expression and lighting to use (3D channel)"),
+    "target": (pl.String, "image whose pose, expression and lighting to use (3D channel); one per person"),
     "id_scale": (pl.Float64, "identity-channel strength"),
     "guidance_scale": (pl.Float64, "classifier-free guidance scale"),
     "steps": (pl.Int64, "denoising steps"),
@@ -27,6 +28,8 @@ COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "roll": (pl.Float64, "head roll of the rendered face, degrees (> 0: clockwise)"),
     "expression": (pl.String, "image whose expression the rendered face wears, or `neutral`"),
     "light": (pl.String, "light of the rendered face: a preset, az=..,el=..[,strength=..] or 9 SH numbers"),
+    "layout": (pl.String, "several people: `auto` (side by side) or one box x0,y0,x1,y1 (0..1) per person, "
+                          "separated by `|`"),
 }
 
 # Inclusive bounds for numeric columns: beyond them a value is a mistake, not a wish.

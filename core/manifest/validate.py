@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +19,7 @@ from ..errors import ImageError
 from ..images import check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
+from . import people
 from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES
 
 ERROR, WARNING = "error", "warning"
@@ -49,11 +51,18 @@ class Row:
     target: Path | None = None
     overrides: dict | None = None
     controls: ControlRequest = field(default_factory=ControlRequest)  # pose, expression, light (None: as fitted)
+    layout: str | None = None        # several people (people.py): their boxes; None: one person
+
+    @property
+    def people(self) -> tuple[people.Person, ...]:
+        """Each person's reference, target and box; () for an ordinary one-person row."""
+        return people.people_of(self.reference, self.target, self.layout)
 
 
-# the usable-rows table: one row per usable manifest row, typed, paths resolved
+# the usable-rows table: one row per usable manifest row, typed, paths resolved (a row of several
+# people keeps its `|`-separated paths and its canonical `layout`)
 TABLE_COLUMNS = ["row", "id", "reference", "target", "prompt", "negative_prompt", "seed", "num_images",
-                 *OVERRIDES, *CONTROLS]
+                 *OVERRIDES, *CONTROLS, "layout"]
 
 
 @dataclass
@@ -86,7 +95,7 @@ def rows_from_table(table: pl.DataFrame) -> list[Row]:
                         negative_prompt=r["negative_prompt"], seed=r["seed"], num_images=r["num_images"],
                         target=Path(r["target"]) if r["target"] else None,
                         overrides={k: r[k] for k in OVERRIDES if r[k] is not None},
-                        controls=control_request(r)))
+                        controls=control_request(r), layout=r["layout"]))
     return rows
 
 
@@ -155,6 +164,29 @@ def _check_image_file(path: Path) -> tuple[str, str] | None:
     return None
 
 
+def _check_path(value: str, column: str, base_dir: Path, check_files: bool
+                ) -> tuple[str | None, tuple[str, str] | None]:
+    """(resolved path, (kind, message) or None) of one path cell."""
+    if _is_url(value):
+        return None, ("url_not_supported", f"{column} {value!r} is a URL; download it and give a path")
+    path = Path(value) if Path(value).is_absolute() else base_dir / value
+    found = _check_image_file(path) if check_files else None
+    return str(path), ((found[0], f"{column}: {found[1]}") if found else None)
+
+
+def _check_people(typed: dict, problems: list[Problem], ids: pl.Series) -> pl.Series:
+    """Rows naming several people or a layout (people.py): their problems, and the canonical
+    layout of every row (null for one-person rows)."""
+    refs, targets, layouts = typed["reference"], typed["target"], typed["layout"]
+    several = (refs.str.contains(people.SEPARATOR, literal=True) | targets.str.contains(people.SEPARATOR, literal=True)
+               | layouts.is_not_null()).fill_null(False)
+    canonical: list[str | None] = [None] * len(refs)
+    for i in several.arg_true().to_list():
+        canonical[i], found = people.check_row(refs[i], targets[i], layouts[i])
+        problems.extend(Problem(i, ids[i], column, ERROR, kind, message) for column, kind, message in found)
+    return pl.Series("layout", canonical, dtype=pl.String)
+
+
 def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], int] | None = None,
              token_limit: int = 77, check_files: bool = True) -> Validation:
     n = df.height
@@ -220,14 +252,15 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
             if column == "expression" and is_neutral(value):
                 mapping[value] = "neutral"
                 continue
-            if _is_url(value):
-                failing[value] = ("url_not_supported", f"{column} {value!r} is a URL; download it and give a path")
-                continue
-            path = Path(value) if Path(value).is_absolute() else base_dir / value
-            mapping[value] = str(path)
-            found = _check_image_file(path) if check_files else None
-            if found:
-                failing[value] = (found[0], f"{column}: {found[1]}")
+            if column != "expression" and people.is_several(value):  # several people: each path checked
+                path, failure = people.check_paths(value, column, partial(_check_path, column=column,
+                                                                         base_dir=base_dir, check_files=check_files))
+            else:
+                path, failure = _check_path(value, column, base_dir, check_files)
+            if path is not None:
+                mapping[value] = path
+            if failure is not None:
+                failing[value] = failure
         resolved[column] = values.replace_strict(mapping, default=None, return_dtype=pl.String)
         if failing:
             for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
@@ -244,6 +277,8 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         add(lights.is_in([v for v, exc in bad_lights.items() if exc.kind == kind]), "light", kind,
             lambda i: str(bad_lights[lights[i]]))
 
+    layouts = _check_people(typed, problems, ids)
+
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({
@@ -252,6 +287,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         "num_images": typed["num_images"].fill_null(1), **{k: typed[k] for k in OVERRIDES},
         "yaw": typed["yaw"], "pitch": typed["pitch"], "roll": typed["roll"],
         "expression": resolved["expression"], "light": lights,
+        "layout": layouts,
     }).filter(usable)
     problems.sort(key=lambda p: (p.row, p.level != ERROR))
     return Validation(table=table, problems=problems, total=n, id_series=ids)

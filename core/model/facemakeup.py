@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -172,32 +173,41 @@ class FaceMakeUp:
     def identity_inputs(self, id_embeddings: torch.Tensor, clip_embeds: torch.Tensor,
                         s_scale: float) -> dict:
         """UNet `added_cond_kwargs` for a batch: ID embeddings (B, D) and the face crops'
-        penultimate CLIP states (B, seq, hidden). The projection reads the CLIP states from an
-        attribute (diffusers' FaceID-Plus design), so they are set here."""
+        penultimate CLIP states (B, seq, hidden); or (B, n, D) and (B, n, seq, hidden) for n people
+        (people.py). The projection reads the CLIP states from an attribute (diffusers' FaceID-Plus
+        design), so they are set here."""
         proj = A.image_projection(self.unet)
-        proj.clip_embeds = clip_embeds.unsqueeze(1)  # (B, 1, seq, hidden): one face image per sample
+        if id_embeddings.ndim == 2:  # one face image per sample; (B, n, D) + (B, n, seq, hidden): n people
+            id_embeddings, clip_embeds = id_embeddings.unsqueeze(1), clip_embeds.unsqueeze(1)
+        proj.clip_embeds = clip_embeds               # (B, n, seq, hidden)
         proj.shortcut = True                         # PlusV2: ID-embedding shortcut
         proj.shortcut_scale = s_scale
-        return {"image_embeds": [id_embeddings.unsqueeze(1)]}
+        return {"image_embeds": [id_embeddings]}
 
     def id_tokens(self, added: dict) -> torch.Tensor:
-        """The 4 ID tokens per sample, (B, 4, C): the ShadingNet's only cross-attention input."""
+        """The 4 ID tokens per sample, (B, 4, C) (n people: (B, n x 4, C), person after person): the
+        ShadingNet's only cross-attention input."""
         tokens = self.unet.encoder_hid_proj(added["image_embeds"])[0]
         return tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
 
     def predict_noise(self, latents: torch.Tensor, t, text: torch.Tensor, added: dict | None,
                       control: torch.Tensor | None = None, shading_scale: float = 0.0,
-                      id_tokens: torch.Tensor | None = None, lora_scale: float | None = None):
-        """One ε prediction: ShadingNet residuals (when a condition is given) into the UNet."""
+                      id_tokens: torch.Tensor | None = None, lora_scale: float | None = None,
+                      people=None):
+        """One ε prediction: ShadingNet residuals (when a condition is given) into the UNet.
+        `people`: a `people.PeopleBatch`: each person's ID tokens act in their own box only."""
         down = mid = None
         if control is not None and self.shading_net is not None and shading_scale > 0:
             if id_tokens is None:
                 id_tokens = self.id_tokens(added)
+            shading = self.shading_net if people is None else partial(people.shading_residuals, self.shading_net)
             down, mid = self._timed(
-                self.shading_net, latents, t, encoder_hidden_states=id_tokens, controlnet_cond=control,
+                shading, latents, t, encoder_hidden_states=id_tokens, controlnet_cond=control,
                 conditioning_scale=shading_scale, return_dict=False)
         has_lora = bool(getattr(self.unet, "peft_config", None))
         cross_kwargs = {"scale": lora_scale} if has_lora and lora_scale is not None else None
+        if people is not None:  # the identity masks; the LoRA scale rides along (the UNet pops it)
+            cross_kwargs = {**(cross_kwargs or {}), **people.cross_attention_kwargs}
         return self._timed(
             self.unet, latents, t, encoder_hidden_states=text, added_cond_kwargs=added,
             cross_attention_kwargs=cross_kwargs, down_block_additional_residuals=down,

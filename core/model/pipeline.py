@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .people import PeopleBatch, PeopleInput
 from .settings import Settings
 
 # the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
@@ -29,6 +30,7 @@ class Request:
     seed: int
     negative_prompt: str | None = None
     condition: np.ndarray | None = None   # (H, W) uint8 shading render, or None
+    people: PeopleInput | None = None     # several people (people.py): their IDs, crops, boxes, renders
 
 
 @dataclass
@@ -45,6 +47,7 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
     identity_on = settings.id_scale > 0
     shading_on = (model.shading_net is not None and settings.shading_scale > 0 and identity_on
                   and all(r.condition is not None for r in requests))
+    people = PeopleBatch.of(requests, settings.width, settings.height, model.device, model.dtype)
 
     prompts = [r.prompt for r in requests]
     negatives = [r.negative_prompt if r.negative_prompt is not None else DEFAULT_NEGATIVE
@@ -56,10 +59,13 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
     added = None
     if getattr(unet, "encoder_hid_proj", None) is not None:
         pipe.set_ip_adapter_scale(settings.id_scale if identity_on else 0.0)
-        ids = torch.from_numpy(np.stack([r.id_embedding for r in requests])).to(model.device, model.dtype)
-        # penultimate CLIP states of the face crops and of blank crops (the unconditional branch)
-        clip_cond, clip_uncond = pipe.encode_image([r.face_crop for r in requests], model.device, 1,
-                                                   output_hidden_states=True)
+        if people is None:
+            ids = torch.from_numpy(np.stack([r.id_embedding for r in requests])).to(model.device, model.dtype)
+            # penultimate CLIP states of the face crops and of blank crops (the unconditional branch)
+            clip_cond, clip_uncond = pipe.encode_image([r.face_crop for r in requests], model.device, 1,
+                                                       output_hidden_states=True)
+        else:  # several people: one adapter with a list of face images per sample
+            ids, clip_cond, clip_uncond = people.identity(pipe, model.device)
         if do_cfg:
             ids, clip = torch.cat([torch.zeros_like(ids), ids]), torch.cat([clip_uncond, clip_cond])
         else:
@@ -73,10 +79,13 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
     extra_step = pipe.prepare_extra_step_kwargs(generators, 0.0)
 
     control = id_tokens = None
-    if shading_on:
+    if shading_on and people is not None:
+        control = people.control(do_cfg)  # each person's render in their box, one pass each
+    elif shading_on:
         cond = np.stack([np.repeat(r.condition[..., None], 3, axis=2) for r in requests])
         cond = torch.from_numpy(cond).permute(0, 3, 1, 2).to(model.device, model.dtype) / 255.0
         control = torch.cat([cond, cond]) if do_cfg else cond
+    if shading_on:
         id_tokens = model.id_tokens(added)  # constant over the steps: computed once
 
     # LoRA belongs to the identity channel: trained with the ID tokens, off with them.
@@ -85,7 +94,7 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
         model_in = torch.cat([latents] * 2) if do_cfg else latents
         model_in = pipe.scheduler.scale_model_input(model_in, t)
         noise = model.predict_noise(model_in, t, text, added, control, settings.shading_scale,
-                                    id_tokens, lora_scale)
+                                    id_tokens, lora_scale, people)
         if do_cfg:
             uncond, cond_pred = noise.chunk(2)
             noise = uncond + settings.guidance_scale * (cond_pred - uncond)

@@ -18,6 +18,8 @@ from ..manifest.validate import Row, control_request
 from ..model.settings import Settings
 
 SETTING_COLUMNS = ["steps", "guidance_scale", "id_scale", "width", "height"]
+# a batch shares its settings and its layout (rows of several people: one set of identity masks)
+GROUP_COLUMNS = [*SETTING_COLUMNS, "layout"]
 KEY = ["id", "k", "row"]
 
 
@@ -35,6 +37,8 @@ class Job:
 
 def plan_table(table: pl.DataFrame, defaults: Settings, base_seed: int, batch_size: int) -> pl.DataFrame:
     """One row per requested image with its settings, seed and `unit`, in execution order."""
+    if "layout" not in table.columns:  # a table of one-person rows only
+        table = table.with_columns(layout=pl.lit(None, pl.String))
     jobs = (
         table.with_columns([pl.col(c).fill_null(getattr(defaults, c)) for c in SETTING_COLUMNS])
         .with_columns(base_seed=pl.col("seed").fill_null(pl.col("row") + base_seed),
@@ -42,9 +46,9 @@ def plan_table(table: pl.DataFrame, defaults: Settings, base_seed: int, batch_si
         .explode("k")
         .with_columns(seed=(pl.col("base_seed") + pl.col("k")) % 2**32)
         .drop("base_seed")
-        .sort([*SETTING_COLUMNS, "reference", "target", "row", "k"], nulls_last=True)
+        .sort([*GROUP_COLUMNS, "reference", "target", "row", "k"], nulls_last=True)
     )
-    group = pl.struct(SETTING_COLUMNS).rle_id()
+    group = pl.struct(GROUP_COLUMNS).rle_id()
     position = pl.int_range(pl.len()).over(group)
     return jobs.with_columns(unit=pl.struct(group.alias("g"), (position // batch_size).alias("b")).rle_id())
 
@@ -83,7 +87,8 @@ def jobs_from_frame(frame: pl.DataFrame, defaults: Settings) -> list[Job]:
     for r in frame.iter_rows(named=True):
         row = Row(index=r["row"], id=r["id"], reference=Path(r["reference"]), prompt=r["prompt"],
                   negative_prompt=r["negative_prompt"], num_images=r["num_images"],
-                  target=Path(r["target"]) if r["target"] else None, controls=control_request(r))
+                  target=Path(r["target"]) if r["target"] else None, controls=control_request(r),
+                  layout=r.get("layout"))
         settings = replace(defaults, **{c: r[c] for c in SETTING_COLUMNS})
         jobs.append(Job(row, r["k"], r["seed"], settings))
     return jobs

@@ -19,13 +19,14 @@ from pathlib import Path
 import polars as pl
 
 from ..digests import file_digest, file_stamp
+from ..manifest.people import SEPARATOR
 from ..tables import write_table
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
 # what an image was made from: a finished image counts as done only while these still match the
 # plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
 INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
-          "width", "height", "frame", "yaw", "pitch", "roll", "expression", "light"]
+          "width", "height", "frame", "yaw", "pitch", "roll", "expression", "light", "layout"]
 # (path column, its stamp, its sha256) for the files an image was made from
 SOURCES = [("reference", "reference_stamp", "reference_sha256"), ("target", "target_stamp", "target_sha256"),
            ("expression", "expression_stamp", "expression_sha256")]
@@ -43,6 +44,11 @@ SCHEMA = {
     # the 3D controls as the manifest gave them (null: not asked for; paths resolved like reference's)
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.String, "light": pl.String,
     "expression_stamp": pl.String, "expression_sha256": pl.String,
+    # several people (core/runner/people.py): paths, stamps and digests above are `|`-joined per person;
+    # the boxes, per-person values in reference order, the worst identity, each person's frame
+    "layout": pl.String, "people_id_similarity": pl.List(pl.Float64), "id_similarity_min": pl.Float64,
+    "people_pose_error_deg": pl.List(pl.Float64), "people_light_error": pl.List(pl.Float64),
+    "people_frames": pl.List(pl.List(pl.Int64)),
 }
 
 
@@ -130,16 +136,25 @@ def _sources_unchanged(matched: pl.DataFrame) -> pl.Series:
     for path_col, stamp_col, digest_col in SOURCES:
         paths = matched[path_col]
         paths = paths.set((paths == NOT_A_FILE).fill_null(False), None)
-        stamps = {p: file_stamp(p) for p in paths.drop_nulls().unique().to_list()}
+        stamps = {p: _each(file_stamp, p) for p in paths.drop_nulls().unique().to_list()}
         current = paths.replace_strict(stamps, default=None, return_dtype=pl.String)
         moved = paths.is_not_null() & (current.is_null() | (current != matched[stamp_col]).fill_null(True))
         digests = {}
         for p in paths.filter(moved).unique().to_list():
             try:
-                digests[p] = file_digest(p)
+                digests[p] = _each(file_digest, p)
             except OSError:
                 digests[p] = None  # gone or unreadable: not the bytes recorded
         now = paths.replace_strict(digests, default=None, return_dtype=pl.String)
         same = ~moved | (now == matched[digest_col]).fill_null(False)
         keep = keep & same
     return keep
+
+
+def _each(fn, paths: str) -> str | None:
+    """`fn` of a path, or of each part of a row of several people's `|`-joined paths, joined the
+    same way (an empty part stays empty); None when a file is gone."""
+    if SEPARATOR not in paths:
+        return fn(paths)
+    values = [fn(p) if p else "" for p in paths.split(SEPARATOR)]
+    return None if any(v is None for v in values) else SEPARATOR.join(values)

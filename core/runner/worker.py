@@ -14,15 +14,17 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from ..digests import file_digest, file_stamp
-from ..errors import RowError
+from ..errors import row_reason
 from ..faces import get_backend
 from ..faces.cache import FaceCache
 from ..images import save_png
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
+from . import people
 from .conditions import ConditionProvider, frame_label
 from .plan import Job
 from .results import ResultStore
@@ -85,6 +87,23 @@ class Worker:
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
                            "height": job.settings.height, "frame": self.frame, **asdict(job.row.controls)}
+            if job.row.people:  # several people (or one placed in a box): people.py
+                problem = self._controls_problem(job.row.controls, base_record)
+                if problem is not None:
+                    records.append(_failed(base_record, problem))
+                    continue
+                # each person rendered like a one-person row, with the row's pose / expression / light
+                render = partial(self.conditions.get, request=job.row.controls) if self.conditions.enabled else None
+                try:
+                    made = people.prepare(job, base_record, self.cache, render, self.conditions.wants_landmarks,
+                                          self.cfg.multi_face, self.cfg.prefix)
+                except Exception as exc:  # noqa: BLE001  one person's bad input fails its row only
+                    reason = exc.reason if isinstance(exc, people.PersonFailed) else _reason(exc, "analysis_failed")
+                    records.append(_failed(base_record, reason))
+                    continue
+                requests.append(made.request)
+                live.append((job, base_record, made.analyses, made.condition))
+                continue
             try:
                 analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
                 _record_source(base_record, "reference", job.row.reference)
@@ -99,18 +118,10 @@ class Worker:
                     records.append(_failed(base_record, f"target {_reason(exc, 'analysis_failed')}"))
                     continue
             request = job.row.controls
-            if not request.empty:  # pose / expression / light asked for: they need the 3D channel
-                if not self.conditions.enabled:
-                    records.append(_failed(base_record, f"no_condition: pose, expression or light asked for, "
-                                                        f"but there is no 3D condition ({self._no_condition()})"))
-                    continue
-                try:
-                    if request.expression_file:
-                        _record_source(base_record, "expression", Path(request.expression_file))
-                    self.conditions.resolve(request)
-                except Exception as exc:  # noqa: BLE001  an unusable expression image fails its row only
-                    records.append(_failed(base_record, f"expression {_reason(exc, 'shading_failed')}"))
-                    continue
+            problem = self._controls_problem(request, base_record)
+            if problem is not None:
+                records.append(_failed(base_record, problem))
+                continue
             try:
                 if job.row.target:
                     _record_source(base_record, "target", job.row.target)
@@ -160,14 +171,36 @@ class Worker:
             except OSError as exc:
                 records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
                 continue
+            if job.row.people:  # faces matched to the people, pose and light per box: people.py
+                record.update(people.scores(self.backend, self.conditions, job.row.people, analysis, condition,
+                                            image, self._no_condition()))
+                records.append(record)
+                continue
             record["id_similarity"], record["id_similarity_reason"] = self.backend.id_similarity(
                 analysis.embedding, image)
+            record["id_similarity_min"] = record["id_similarity"]  # one person: the worst is the one
             if condition is None:  # nothing to be consistent with: say why the columns are empty
                 record["consistency_reason"] = f"no_condition: no 3D condition ({self._no_condition()})"
             else:
                 record.update(self.conditions.consistency(condition, image))
             records.append(record)
         return records
+
+    def _controls_problem(self, request, record: dict) -> str | None:
+        """Why the pose / expression / light a row asks for cannot be made (None: they can, or it
+        asks for none); records the expression image's stamp and digest."""
+        if request.empty:
+            return None
+        if not self.conditions.enabled:  # they need the 3D channel
+            return ("no_condition: pose, expression or light asked for, but there is no 3D condition "
+                    f"({self._no_condition()})")
+        try:
+            if request.expression_file:
+                _record_source(record, "expression", Path(request.expression_file))
+            self.conditions.resolve(request)
+        except Exception as exc:  # noqa: BLE001  an unusable expression image fails its row only
+            return f"expression {_reason(exc, 'shading_failed')}"
+        return None
 
     def _no_condition(self) -> str:
         return "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
@@ -256,11 +289,7 @@ def _failed(base_record: dict, reason: str) -> dict:
 
 def _reason(exc: Exception, kind: str) -> str:
     """`kind: message` on one line: a RowError's own, `io_error` for OSError, else `kind`."""
-    if isinstance(exc, RowError):
-        return exc.reason
-    if isinstance(exc, OSError):
-        return f"io_error: {exc}".splitlines()[0]
-    return f"{kind}: {type(exc).__name__}: {exc}".splitlines()[0]
+    return row_reason(exc, kind)
 
 
 def _write_failed(exc: OSError, path: Path) -> str:

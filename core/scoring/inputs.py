@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError, first_line
+from ..manifest.people import SEPARATOR, LayoutError, canonical_layout, split_paths
 from ..manifest.read import read_manifest as read_generation_manifest
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, is_neutral
 
@@ -25,6 +26,8 @@ ROW_SCHEMA = {
     "gen_status": pl.Utf8, "gen_error": pl.Utf8,
     "frame_left": pl.Int64, "frame_top": pl.Int64, "frame_side": pl.Int64,
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.Utf8, "light": pl.Utf8,
+    # several people (core/manifest/people.py): `|`-joined paths above, the boxes, each person's frame
+    "layout": pl.Utf8, "people_frames": pl.List(pl.List(pl.Int64)),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FRAME_COLUMNS = ("frame_left", "frame_top", "frame_side")
@@ -56,14 +59,15 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
             "id": str(r["id"]),
             "k": _int(r.get("k")),
             "image_path": _abs(run_dir, r.get("image")),
-            "reference_path": _abs(run_dir, r.get("reference")),
-            "target_path": _abs(run_dir, r.get("target")),
+            "reference_path": _abs_each(run_dir, r.get("reference")),
+            "target_path": _abs_each(run_dir, r.get("target")),
             "condition_path": _abs(run_dir, r.get("condition")),
             "prompt": r.get("prompt") or "",
             "gen_status": r.get("status") or "ok",
             "gen_error": r.get("error"),
             **{c: r.get(c) for c in FRAME_COLUMNS},
             **{c: r.get(c) for c in CONTROL_COLUMNS},
+            "layout": r.get("layout"), "people_frames": r.get("people_frames"),
         })
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
 
@@ -77,6 +81,23 @@ def read_manifest(path: Path) -> pl.DataFrame:
     df = df.with_columns(id=pl.coalesce(ids, pl.format("row{}", index)))
     scalar = [c for c in df.columns if not df[c].dtype.is_nested()]
     return df.select(scalar).with_columns(pl.all().cast(pl.String))
+
+
+def _abs_each(base: Path, value) -> str | None:
+    """`_abs` of a path, or of each person's path of a `|`-separated cell (empty parts kept)."""
+    if value is None or SEPARATOR not in str(value):
+        return _abs(base, value)
+    return SEPARATOR.join(_abs(base, p) or "" for p in split_paths(value))
+
+
+def _people(base: Path, entry: dict) -> dict:
+    """A manifest row's reference/target paths (per person) and canonical layout, as generate
+    reads them; a layout it cannot use fails the row."""
+    paths = {"reference_path": _abs_each(base, entry["reference"]), "target_path": _abs_each(base, entry.get("target"))}
+    try:
+        return {**paths, "layout": canonical_layout(entry["reference"], entry.get("layout"))}
+    except LayoutError as exc:
+        return {**paths, "gen_status": "failed", "gen_error": f"{exc.kind}: {exc}"}
 
 
 def _int(value) -> int:
@@ -123,21 +144,18 @@ def rows_from_images(images_dir: Path, manifest: Path) -> pl.DataFrame:
         controls, bad = _controls(base, entry) if entry else ({}, None)
         rows.append({
             "id": stem, "k": k, "image_path": str(path.resolve()),
-            "reference_path": _abs(base, entry["reference"]) if entry else None,
-            "target_path": _abs(base, entry.get("target")) if entry else None,
             "condition_path": None,
             "prompt": (entry.get("prompt") or "") if entry else "",
             "gen_status": "ok" if entry and not bad else "failed",
             "gen_error": bad if entry else f"no manifest row for image {path.name}",
             **controls,
+            **(_people(base, entry) if entry else {}),
         })
     for ident, entry in by_id.items():
         if ident not in seen:
             rows.append({
-                "id": ident, "k": 0, "image_path": None,
-                "reference_path": _abs(base, entry["reference"]),
-                "target_path": _abs(base, entry.get("target")), "condition_path": None,
-                "prompt": entry.get("prompt") or "", "gen_status": "failed",
+                "id": ident, "k": 0, "image_path": None, "condition_path": None,
+                "prompt": entry.get("prompt") or "", **_people(base, entry), "gen_status": "failed",
                 "gen_error": f"no image named {ident}.png or {ident}_<k>.png in {images_dir}",
             })
     return pl.DataFrame(rows, schema=ROW_SCHEMA)

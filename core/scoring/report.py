@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..images import load_rgb
+from ..manifest.people import split_paths
 from .control_grid import grid_layout, grids_html
 from .summary_table import metric_lines
 
@@ -103,9 +104,22 @@ def _scores_caption(row: dict) -> str:
     for col, label, digits in SCORE_COLUMNS:
         if row.get(col) is not None:
             bits.append(f"{label} {row[col]:.{digits}f}")
+    bits += _people_lines(row)
     if row.get("error"):
         bits.append(f"<span class='err'>{html.escape(row['error'])}</span>")
     return "<br>".join(bits)
+
+
+def _people_lines(row: dict) -> list[str]:
+    """One line per person of a row of several people: their FaceSim, pose and light errors."""
+    columns = [(f"{c}_people", lab, d) for c, lab, d in SCORE_COLUMNS if c.startswith("facesim_")]
+    columns += [("people_pose_error_deg", "pose err °", 1), ("people_light_error", "light err", 3)]
+    present = [(row[c], lab, d) for c, lab, d in columns if row.get(c) is not None]
+    lines = []
+    for k in range(max((len(v) for v, _, _ in present), default=0)):
+        parts = [f"{lab} {v[k]:.{d}f}" if k < len(v) and v[k] is not None else f"{lab} –" for v, lab, d in present]
+        lines.append(f"<span class='person'>person {k + 1}: {', '.join(parts)}</span>")
+    return lines
 
 
 def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
@@ -160,9 +174,13 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
     sections = []
     for g in ordered:
         first = g[0]
-        cells = [_figure(uri(first["reference"]), "reference", "ref")]
-        if first.get("target"):  # the pose and lighting this row asked for
-            cells.append(_figure(uri(first["target"]), "target", "target"))
+        references = split_paths(first["reference"]) if first.get("layout") else [first["reference"]]
+        cells = [_figure(uri(path), f"reference[{k + 1}]" if len(references) > 1 else "reference", "ref")
+                 for k, path in enumerate(references)]
+        if first.get("target"):  # the pose and lighting this row asked for (one per person)
+            targets = split_paths(first["target"]) if first.get("layout") else [first["target"]]
+            cells += [_figure(uri(path), f"target[{k + 1}]" if len(targets) > 1 else "target", "target")
+                      for k, path in enumerate(targets) if path]
         cells.append(_figure(uri(first.get("condition")), "condition", "cond"))
         cells += [_figure(uri(r["image"]), _scores_caption(r), f"out {r['status']}") for r in g]
         prompt = html.escape(first.get("prompt") or "")
@@ -179,7 +197,7 @@ figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}p
 figure.ref img{{outline:3px solid #3b7dd8}} figure.target img{{outline:3px solid #8a5cc7}}
 .missing{{width:{THUMB}px;height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}}
-.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}}
+.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
 table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{THUMB // 2}px;display:inline-block}}

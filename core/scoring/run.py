@@ -23,13 +23,14 @@ import polars as pl
 from ..errors import ImageError, RowError, UsageError
 from ..faces import get_backend
 from ..images import atomic_write_bytes, load_rgb
+from ..manifest.people import label, parse_layout, split_paths
 from ..run_record import read_run_json
 from ..shading.consistency import ConsistencyScorer
 from ..shading.controls import CONTROL_COLUMNS, ControlRequest, requested_fit
 from ..shading.light_presets import LightError
 from ..shading.mesh import ReconstructorUnavailable
 from ..tables import write_table
-from . import facesim
+from . import facesim, people
 from .clip_score import ClipScorer, clip_i, clip_t
 from .consistency import rmse
 from .dino import DinoScorer, dino_similarity
@@ -94,12 +95,18 @@ class _Rows:
         self.values: dict[str, list] = {}
         self.out: list[np.ndarray | None] = [None] * self.n
         self.ref: list[np.ndarray | None] = [None] * self.n
+        self.people_refs: list[list[np.ndarray] | None] = [None] * self.n  # rows of several people
         for i, r in enumerate(df.iter_rows(named=True)):
             if self.status[i] != "ok":
                 if not self.errors[i]:
                     self.errors[i].append(f"generation {self.status[i]}")
                 continue
             self.out[i] = self._image(i, decoded, r["image_path"], "output", "image")
+            if r.get("layout"):  # several people: a reference each, no one reference for the row
+                refs = [self._image(i, decoded, p, label("reference", k), "reference")
+                        for k, p in enumerate(split_paths(r["reference_path"]))]
+                self.people_refs[i] = refs if all(x is not None for x in refs) else None
+                continue
             self.ref[i] = self._image(i, decoded, r["reference_path"], "reference", "reference")
 
     def _image(self, i: int, decoded: dict, path: str | None, label: str, what: str):
@@ -127,6 +134,9 @@ class _Rows:
     def with_pair(self) -> list[int]:
         return [i for i in range(self.n) if self.out[i] is not None and self.ref[i] is not None]
 
+    def with_people(self) -> list[int]:
+        return [i for i in range(self.n) if self.out[i] is not None and self.people_refs[i] is not None]
+
 
 def _unique_refs(rows: _Rows, idx: list[int]) -> tuple[list[str], dict[str, np.ndarray]]:
     keys, images = [], {}
@@ -146,7 +156,7 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
         raise MetricUnavailable(f"face backend {backend_name!r}: {exc}") from None
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
-    task = progress(f"FaceSim ({backend_name})", len(keys) + len(idx))
+    task = progress(f"FaceSim ({backend_name})", len(keys) + len(idx) + len(rows.with_people()))
     # references and outputs in one call: one batch pipeline (and one worker pool) for both
     found = face_embeddings(backend, [ref_images[k] for k in keys] + [rows.out[i] for i in idx],
                             opts.batch_size, opts.workers, task)
@@ -169,10 +179,36 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
         matches[i] = bool(backend.is_match(ref.embedding, out.embedding))
         strict_values.append(values[i])
         found.append(True)
+    # several people: faces matched to the references (people.py); the row's value is their mean
+    several, ref_faces = rows.with_people(), {}
+    if several:
+        per_person, worst = rows.column(f"{col}_people"), rows.column(f"{col}_min")
+        for i in idx:
+            worst[i] = values[i]  # one person: the worst is the one
+    for i in several:
+        task(1)
+        paths = split_paths(rows.df["reference_path"][i])
+        for path, image in zip(paths, rows.people_refs[i]):
+            if path not in ref_faces:
+                ref_faces[path] = backend.best_face(image)
+        lost = [label("reference", k) for k, p in enumerate(paths) if not ref_faces[p].found]
+        if lost:
+            rows.fail(i, f"{', '.join(lost)}: no_face ({backend_name})")
+            continue
+        who, nfaces[i], matches[i] = people.output_identity(backend, [ref_faces[p].embedding for p in paths],
+                                                            rows.out[i])
+        row = people.row_values(who.values, [], [])
+        per_person[i], values[i], worst[i] = who.values, row["id_similarity"], row["id_similarity_min"]
+        if who.reason:
+            rows.fail(i, f"output: {who.reason} ({backend_name})", status="no_face")
+        strict_values.append(values[i])
+        found.append(who.reason is None)
     stats = facesim.facesim_summary(strict_values, found)
-    n_match = sum(1 for i in idx if matches[i])
+    n_match = sum(1 for i in idx + several if matches[i])
     stats.update(scale=facesim.SCALE.get(backend_name, backend_name), model=backend.identity(),
                  match_rate_strict=(n_match / stats["n"]) if stats["n"] else None)
+    if several:
+        stats["n_people_rows"] = len(several)
     return stats
 
 
@@ -249,7 +285,8 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
     idx = rows.with_pair()
     targets = _decode_all(sorted({rows.df["target_path"][i] for i in idx if rows.df["target_path"][i]}),
                           opts.workers)
-    task = progress("Pose/Light", len(idx))
+    several = rows.with_people()  # rows of several people: after the others
+    task = progress("Pose/Light", len(idx) + len(several))
     source_fits: dict[str, object] = {}     # references are shared by rows: fit each once
 
     def fit(key, fn, *args):
@@ -289,6 +326,37 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
                 continue
             n_requested += 1
         pose[i], light[i] = scorer.errors(out, src)
+    # several people: each person's box of the output against their own source (people.py)
+    if several:
+        per_pose, per_light = rows.column("people_pose_error_deg"), rows.column("people_light_error")
+    people_targets = _decode_all(sorted({p for i in several for p in split_paths(rows.df["target_path"][i]) if p}),
+                                 opts.workers)
+    for i in several:
+        task(1)
+        refs = rows.people_refs[i]
+        targets_i = split_paths(rows.df["target_path"][i]) or [""] * len(refs)
+        sources = [people_targets[t] if t else ref for t, ref in zip(targets_i, refs)]
+        bad = [f"{label('target', k)}: {s.reason}" for k, s in enumerate(sources) if isinstance(s, ImageError)]
+        if bad:
+            rows.fail(i, "; ".join(bad))
+            continue
+        boxes = parse_layout(rows.df["layout"][i], len(refs))
+        # each person's frame as generate recorded it (none: centre squares, as for paired images)
+        frames = rows.df["people_frames"][i] if "people_frames" in rows.df.columns else None
+        request = ControlRequest(**{c: rows.df[c][i] for c in CONTROL_COLUMNS if c in rows.df.columns})
+        try:  # every person is rendered with the row's pose / light request: compared with it
+            per_pose[i], per_light[i], problems = people.output_consistency(
+                scorer, sources, frames.to_list() if frames is not None else None, boxes, rows.out[i],
+                None if request.empty else (lambda fit, request=request: requested_fit(fit, request)))
+        except LightError as exc:
+            rows.errors[i].append(f"pose/light request: {exc.kind}: {exc}")
+            continue
+        n_requested += 0 if request.empty else 1
+        row = people.row_values([], per_pose[i], per_light[i])
+        pose[i], light[i] = row["pose_error_deg"], row["light_error"]
+        if problems:
+            n_no_fit += 1
+            rows.errors[i].append("; ".join(problems))
     return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light), "n": sum(v is not None for v in pose),
             "n_no_fit": n_no_fit, "n_against_request": n_requested,
             "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
@@ -309,7 +377,9 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
     progress_ctx, progress = _make_progress(progress)
     with progress_ctx:
         t = time.perf_counter()
-        paths = sorted({p for col in ("image_path", "reference_path") for p in rows_df[col] if p})
+        # a row of several people names one reference per person, `|`-separated
+        paths = sorted({p for col in ("image_path", "reference_path") for v in rows_df[col] if v
+                        for p in split_paths(v) if p})
         decode_task = progress("decode", 1)
         decoded = _decode_all(paths, opts.workers)
         decode_task(1)
@@ -393,9 +463,12 @@ def _scores_frame(rows: _Rows) -> pl.DataFrame:
         "image": df["image_path"], "reference": df["reference_path"], "target": df["target_path"],
         "condition": df["condition_path"], "prompt": df["prompt"],
         **{c: df[c] for c in CONTROL_COLUMNS if c in df.columns},
+        "layout": df["layout"] if "layout" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8),
     }
     for name, vals in rows.values.items():
         dtype = pl.Boolean if name.endswith("_match") else pl.Int64 if name.startswith("faces_") else pl.Float64
+        if name.endswith("_people") or name.startswith("people_"):  # per person, in reference order
+            dtype = pl.List(pl.Float64)
         data[name] = pl.Series(vals, dtype=dtype)
     return pl.DataFrame(data)
 

@@ -6,7 +6,8 @@ Flow: `reconstruct` (reconstruct.py with mesh.py, topology.py, pose.py; deca.py 
 with render_cpu.py / render_pytorch3d.py) -> `make_condition` (condition.py, cacheable with
 save_shading/load_shading). consistency.py: Pose/Light errors and `ConsistencyScorer`, which
 `fmu generate` and `fmu score` both use. controls.py (with expression.py, light_presets.py): the
-pose, expression and light a user asks for instead of the fitted ones.
+pose, expression and light a user asks for instead of the fitted ones. compose.py: several people's renders placed
+in their boxes of one condition.
 """
 
 from .condition import ShadingResult, load_shading, make_condition, save_shading
