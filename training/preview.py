@@ -9,9 +9,7 @@ photo, a second view zooms on them.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import cv2
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ImageError
+from core.html_page import IMAGE_CHECK, jpeg_data_uri
 from core.images import atomic_write_bytes, load_rgb
 
 MAX_ROWS = 60
@@ -70,9 +69,7 @@ def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, 
 
 
 def _uri(image: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=90)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return jpeg_data_uri(image, quality=90)
 
 
 def _path(out: Path, value: str) -> Path:
@@ -134,16 +131,7 @@ ul{{list-style:none;padding:0;font-size:13px}} .src{{color:#888;font-size:11px}}
 <p>Showing {shown} usable rows{f'; {failed} excluded (see results.parquet)' if failed else ''}.
 Region parser: {html.escape(parser or 'none (given masks only)')}.</p>
 {sections}
-<p id="img-check">checking images…</p>
-<script>
-window.addEventListener('load', function () {{
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
-  var el = document.getElementById('img-check');
-  el.setAttribute('data-loaded', ok); el.setAttribute('data-total', imgs.length);
-  el.textContent = ok + ' of ' + imgs.length + ' images loaded';
-}});
-</script>
+{IMAGE_CHECK}
 </body></html>
 """
     path = out / "preview.html"

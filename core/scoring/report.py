@@ -10,16 +10,14 @@ inline script marks images that failed to decode.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 
 import numpy as np
 import polars as pl
-from PIL import Image
 
 from ..errors import ImageError
+from ..html_page import IMAGE_CHECK, jpeg_data_uri
 from ..images import load_rgb
 from ..manifest.people import split_paths
 from .control_grid import grid_layout, grids_html
@@ -32,11 +30,7 @@ SCORE_COLUMNS = (("facesim_arcface", "FaceSim ArcFace", 3), ("facesim_dlib", "Fa
 
 
 def thumbnail_uri(image: np.ndarray, size: int = THUMB) -> str:
-    img = Image.fromarray(np.asarray(image))
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return jpeg_data_uri(image, size)
 
 
 def histogram_counts(values: list[float], lo: float, hi: float, bins: int) -> list[int]:
@@ -210,15 +204,6 @@ An output with no detected face counts as 0 in the strict FaceSim mean.</p>
 {grid_part}
 <h2>Rows, worst first</h2>
 {''.join(sections)}
-<p id="img-check">checking images…</p>
-<script>
-window.addEventListener('load', function () {{
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
-  var el = document.getElementById('img-check');
-  el.setAttribute('data-loaded', ok); el.setAttribute('data-total', imgs.length);
-  el.textContent = ok + ' of ' + imgs.length + ' images loaded';
-}});
-</script>
+{IMAGE_CHECK}
 </body></html>
 """
