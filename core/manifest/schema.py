@@ -36,3 +36,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
 OVERRIDES = ("id_scale", "guidance_scale", "steps", "width", "height")
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+# a record the CSV reader could not read: this column of read_manifest's table says why (kind: line N: ...)
+READ_ERROR = "_read_error"

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..images import check_size
-from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES
+from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES, READ_ERROR
 
 ERROR, WARNING = "error", "warning"
 
@@ -94,6 +94,11 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     raw = df[name]
     if raw.dtype.is_nested():  # a list / struct / array cell (Parquet) is never a scalar value
         return pl.Series(name, [None] * df.height, dtype=dtype), raw.is_not_null()
+    if raw.dtype == pl.Binary:  # Parquet bytes: text when they are UTF-8, a wrong_type cell when not
+        raw = pl.Series(name, [_utf8(v) for v in raw.to_list()], dtype=pl.String)
+        bad_bytes = df[name].is_not_null() & raw.is_null()
+        typed, bad = _cast_column(pl.DataFrame({name: raw}), name)
+        return typed, bad | bad_bytes
     if raw.dtype == pl.String:
         raw = raw.str.strip_chars().replace("", None)
     if dtype in (pl.Float64, pl.Int64) and (raw.dtype.is_float() or raw.dtype == pl.String):
@@ -110,9 +115,17 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     return typed.alias(name), bad
 
 
-def _cell(value):
-    """A cell as one short line: a Parquet list cell arrives as a Series."""
-    return value.to_list() if isinstance(value, pl.Series) else value
+def _utf8(value: bytes | None) -> str | None:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _cell(value) -> str:
+    """A cell as one short line for a message: a Parquet list cell arrives as a Series."""
+    text = repr(value.to_list() if isinstance(value, pl.Series) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_url(value: str) -> bool:
@@ -169,7 +182,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
 
     for name, bad in bad_cells.items():
         if name in df.columns:
-            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])!r} is not a "
+            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])} is not a "
                                                               f"valid {COLUMNS[name][0]}")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
         lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
@@ -221,6 +234,13 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
             for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
                 problems.append(Problem(i, ids[i], column, ERROR, *failing[values[i]]))
 
+    if READ_ERROR in df.columns:  # a CSV record that could not be read (csv_rows.py): kind: line N: why.
+        unread = df[READ_ERROR]     # Its cells say nothing reliable, so that is its only problem.
+        rows = set(unread.is_not_null().arg_true().to_list())
+        problems = [p for p in problems if p.row not in rows]
+        for i in sorted(rows):
+            kind, _, message = unread[i].partition(": ")
+            problems.append(Problem(i, ids[i], "", ERROR, kind, message))
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({

@@ -126,8 +126,14 @@ def _failure_records(df, validation) -> list[dict]:
         for k in range(n):
             records.append({"id": validation.id_series[row_index], "k": k, "row": row_index, "status": "failed",
                             "error": reason, "finished_at": time.time(),
-                            "prompt": df["prompt"][row_index] if "prompt" in df.columns else None})
+                            "prompt": _text(df["prompt"][row_index]) if "prompt" in df.columns else None})
     return records
+
+
+def _text(value) -> str | None:
+    """A cell for the `prompt` column of a failure record: text, or nothing (a Parquet list,
+    struct or bytes cell is what failed the row)."""
+    return value if isinstance(value, str) else None
 
 
 def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
