@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from training.config import FINETUNE_DEFAULTS
 from training.config import TrainConfig as T
 
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
-from .console import console, progress_bar, shown
+from .console import console, err, progress_bar, shown
 
 
 def prepare(
@@ -68,10 +69,32 @@ def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> 
     cfg = load_config(config, overrides, defaults)
     with progress_bar() as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
+    last = summary.losses[-1] if summary.losses else {}
+    if summary.interrupted:
+        import signal
+
+        saved = f"checkpoint {summary.checkpoint}" if summary.checkpoint else "no checkpoint (no step finished)"
+        weights = f" and {summary.weights}" if summary.weights else ""
+        err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}) at step {summary.steps} of "
+                  f"{cfg.max_steps}: saved {escape(saved)}{escape(weights)}; continue with: "
+                  f"{escape(resume_command())}")
+        raise typer.Exit(128 + summary.interrupted)
     if summary.weights is not None:
-        last = summary.losses[-1] if summary.losses else {}
         console.print(f"{summary.steps} steps on {summary.world_size} process(es) in {summary.seconds:.1f}s, "
                       f"last loss {last.get('loss', float('nan')):.4f} -> {summary.weights}")
+
+
+def resume_command() -> str:
+    """The command this process was started with, plus `--resume latest` (once)."""
+    import shlex
+    import sys
+
+    args = list(sys.argv[1:])
+    if "--resume" in args:
+        i = args.index("--resume")
+        del args[i:i + 2]
+    args = [a for a in args if not a.startswith("--resume=")]
+    return shlex.join(["fmu", *args, "--resume", "latest"])
 
 
 def train(
@@ -104,7 +127,9 @@ def train(
     id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
     image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
     caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
-    checkpoint_every: int | None = typer.Option(None, help=f"Checkpoint every N steps (default {T.checkpoint_every})."),
+    checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10, "
+                                                "at most 20000; 0: only at the end). Ctrl-C / SIGTERM "
+                                                "also save one."),
     keep_checkpoints: int | None = typer.Option(None, help=f"Keep the last K checkpoints (default "
                                                 f"{T.keep_checkpoints})."),
     resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
@@ -140,7 +165,8 @@ def finetune(
                                           f"{FINETUNE_DEFAULTS['batch_size']})."),
     lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
     lambda_id: float | None = typer.Option(None, help="L_id weight."),
-    checkpoint_every: int | None = typer.Option(None),
+    checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10; "
+                                                "0: only at the end). Ctrl-C / SIGTERM also save one."),
     resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
     seed: int | None = typer.Option(None),
 ) -> None:
