@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from core.errors import UsageError, first_line
 from core.runner.config import DEFAULTS as D
 from core.runner.config import GenerateConfig
 
@@ -71,7 +72,7 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
-    from core.runner.generate import run_generate
+    from core.runner.generate import check_generate, run_generate
 
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, base_model=base_model, adapter=adapter,
@@ -83,9 +84,10 @@ def generate(
         lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload)
+    checked = check_generate(cfg)  # every option, before --out is touched or the bar is drawn
     try:
         with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress)
+            summary = run_generate(cfg, progress=progress, checked=checked)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None
@@ -170,4 +172,8 @@ def _tokenizer(path: str | None):
         return CLIPTokenizer.from_pretrained(base / "tokenizer")
     p = Path(path)
     sub = {"subfolder": "tokenizer"} if (p / "tokenizer").is_dir() else {}
-    return CLIPTokenizer.from_pretrained(path, local_files_only=True, **sub)
+    try:
+        return CLIPTokenizer.from_pretrained(path, local_files_only=True, **sub)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--tokenizer {path}: no CLIP tokenizer there (a tokenizer folder, a base model folder "
+                         f"holding tokenizer/, or a hub id in the local cache): {first_line(exc, 160)}") from None

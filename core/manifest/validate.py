@@ -15,7 +15,7 @@ import polars as pl
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
-from ..images import check_size
+from ..images import check_file_size, check_size
 from .schema import BOUNDS, COLUMNS, ID_PATTERN, OVERRIDES, READ_ERROR
 
 ERROR, WARNING = "error", "warning"
@@ -139,8 +139,10 @@ def _check_image_file(path: Path) -> tuple[str, str] | None:
     if not path.is_file():
         return "not_a_file", f"not a regular file: {path}"
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return "empty_file", f"file is empty: {path}"
+        check_file_size(path, size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_size
             with Image.open(path) as img:
