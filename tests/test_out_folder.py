@@ -74,7 +74,7 @@ def test_two_concurrent_runs_on_one_out_lose_nothing(refs, tiny_preset, fmu_home
                                 env=env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     finally:
         first.send_signal(signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=600)
+    _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-2000:]
     assert second.returncode == 2, second.stderr[-2000:]
     assert second.stderr.strip().splitlines() == [
@@ -94,9 +94,8 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
                                "    print('held', flush=True)\n    time.sleep(600)\n"],
                               env=env(), cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(UsageError, match=f"pid {holder.pid}, fmu test"):
-        with locked_output(tmp_path / "out", "generate"):
-            pass
+    with pytest.raises(UsageError, match=f"pid {holder.pid}, fmu test"), locked_output(tmp_path / "out", "generate"):
+        pass
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with locked_output(tmp_path / "out", "generate"):  # no stale lock to remove by hand
