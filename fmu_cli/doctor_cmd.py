@@ -21,11 +21,14 @@ def doctor(
     face_models: str | None = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / "
                                            "antelopev2 layout)."),
     devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
+    image_encoder: str | None = typer.Option(None, "--image-encoder", help="Check this CLIP image encoder folder "
+                                             "(and its width against --adapter)."),
 ) -> None:
     """Report which weights, devices, providers and backends are usable here, and why not.
 
     Nothing is downloaded. Exit code 1 when something you asked for (--base-model, --adapter,
-    --face-backend, --devices) cannot run, or when onnxruntime flavours clash.
+    --face-backend, --devices, --image-encoder) cannot run, when the parts do not fit the adapter
+    (face embedding, image encoder or cross-attention width), or when onnxruntime flavours clash.
 
     Example:  fmu doctor --face-backend insightface --face-models ~/models --devices cuda
     """
@@ -33,7 +36,7 @@ def doctor(
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
                       face_backend=chosen(face_backend), face_models=face_models,
-                      devices=devices.split(",") if devices else None)
+                      devices=devices.split(",") if devices else None, image_encoder=image_encoder)
     table = Table(title="fmu doctor", show_lines=False)
     for column in ("area", "item", "status", "detail"):
         table.add_column(column, overflow="fold")

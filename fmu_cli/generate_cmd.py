@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from core.errors import UsageError, first_line
 from core.runner.config import DEFAULTS as D
 from core.runner.config import GenerateConfig
 
@@ -163,17 +162,11 @@ def validate_manifest(
 
 
 def _tokenizer(path: str | None):
-    from transformers import CLIPTokenizer
+    from core.runner.preflight import load_tokenizer
 
     if path is None:
         from core.model.presets import ensure_preset
 
         base, _ = ensure_preset("tiny")
-        return CLIPTokenizer.from_pretrained(base / "tokenizer")
-    p = Path(path)
-    sub = {"subfolder": "tokenizer"} if (p / "tokenizer").is_dir() else {}
-    try:
-        return CLIPTokenizer.from_pretrained(path, local_files_only=True, **sub)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"--tokenizer {path}: no CLIP tokenizer there (a tokenizer folder, a base model folder "
-                         f"holding tokenizer/, or a hub id in the local cache): {first_line(exc, 160)}") from None
+        return load_tokenizer(base)
+    return load_tokenizer(path, "--tokenizer")

@@ -65,17 +65,35 @@ def check_renderer(cfg: GenerateConfig) -> None:
         raise UsageError(f"--renderer {cfg.renderer}: {first_line(exc)}") from None
 
 
-def load_tokenizer(source):
-    """The base's CLIP tokenizer (what the prompt-length check counts with)."""
+def load_tokenizer(source, what: str = "base model"):
+    """The CLIP tokenizer of a base model (its `tokenizer/`) or of a tokenizer folder: what the
+    prompt-length check counts with. A folder without tokenizer files is a UsageError (transformers
+    would quietly build an empty tokenizer from it)."""
     from transformers import CLIPTokenizer  # deferred: heavy
 
-    path = Path(str(source))
+    for subfolder in ("tokenizer", ""):
+        if _has_tokenizer_files(source, subfolder):
+            try:
+                return CLIPTokenizer.from_pretrained(str(source), subfolder=subfolder, local_files_only=True)
+            except (OSError, ValueError, TypeError) as exc:
+                raise UsageError(f"{what} {source}: cannot read its CLIP tokenizer ({first_line(exc, 160)})") \
+                    from None
+    raise UsageError(f"{what} {source}: no CLIP tokenizer there (vocab.json and merges.txt, or tokenizer.json, in "
+                     "the folder or its tokenizer/; a hub id must be in the local cache)")
+
+
+def _has_tokenizer_files(source, subfolder: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache  # deferred: heavy
+
+    names = ("vocab.json", "tokenizer.json")
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        return any((path / subfolder / name).is_file() for name in names)
     try:
-        if (path / "tokenizer").is_dir():
-            return CLIPTokenizer.from_pretrained(path / "tokenizer")
-        return CLIPTokenizer.from_pretrained(str(source), subfolder="tokenizer", local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"no CLIP tokenizer at {source}/tokenizer: {first_line(exc, 160)}") from None
+        return any(isinstance(try_to_load_from_cache(str(source), f"{subfolder}/{name}".lstrip("/")), str)
+                   for name in names)
+    except ValueError:  # not a hub id either (huggingface_hub's validation error is a ValueError)
+        return False
 
 
 def _check_vae(vae) -> None:
