@@ -28,6 +28,7 @@ except ImportError:  # Windows: no flock; runs there are not protected from each
 LOCK_NAME = ".lock"
 # the temp names of images.atomic_write_bytes: `.{name}.{uuid4().hex[:12]}.tmp`
 TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+_HELD: set[str] = set()  # the folders this process holds (a nested run of the same process re-enters)
 
 
 @contextmanager
@@ -35,6 +36,10 @@ def locked_output(out: Path, command: str):
     """Create `out` if needed and hold its lock until the block ends; UsageError when another
     run holds it."""
     out = Path(out)
+    key = os.path.realpath(out)
+    if key in _HELD:  # this process holds it already (`fmu finetune` around its own preparation)
+        yield out
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         fh = open(out / LOCK_NAME, "a+")  # noqa: SIM115  held open for the whole run
@@ -54,8 +59,10 @@ def locked_output(out: Path, command: str):
         fh.truncate()
         fh.write(f"pid {os.getpid()}, fmu {command}\n")
         fh.flush()
+        _HELD.add(key)
         yield out
     finally:
+        _HELD.discard(key)
         fh.close()  # closing releases the lock
 
 

@@ -64,9 +64,13 @@ def prepare(
 
 def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
     from training.config import load_config
+
+    _run_config(load_config(config, overrides, defaults))
+
+
+def _run_config(cfg) -> None:
     from training.trainer import run_training
 
-    cfg = load_config(config, overrides, defaults)
     with progress_bar() as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
     last = summary.losses[-1] if summary.losses else {}
@@ -175,12 +179,21 @@ def finetune(
     Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
     Writes OUT/lora.safetensors (use with `fmu generate --lora`).
     """
-    from training.finetune import prepared_manifest
+    from dataclasses import replace
 
-    manifest = prepared_manifest(data, out, chosen(face_backend))
-    overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
+    from core.out_lock import locked_output
+    from training.config import load_config
+    from training.finetune import needs_preparation, prepared_manifest
+    from training.preflight import check_finetune_backend
+
+    overrides = {"out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
                  "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "lambda_id": lambda_id,
                  "checkpoint_every": checkpoint_every, "resume": resume, "seed": seed}
-    # finetune's own defaults sit under the TOML file, which sits under the flags
-    _run(overrides, config, defaults=FINETUNE_DEFAULTS)
+    # finetune's own defaults sit under the TOML file, which sits under the flags; all checked, and
+    # the face backend against the adapter, before a folder of images is prepared
+    cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
+    if needs_preparation(data):
+        check_finetune_backend(from_, chosen(face_backend))
+    with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end
+        _run_config(replace(cfg, data=prepared_manifest(data, out, chosen(face_backend))))

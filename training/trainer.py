@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +23,13 @@ import numpy as np
 import torch
 
 from core.errors import UsageError
+from core.out_lock import locked_output, remove_stale_temp_files
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import DataOrder, TrainingSet, collate
 from .objective import Denoiser, Frozen, compute_losses
+from .preflight import check_training
 from .stopping import StopRequest
 from .trainable import build_model, save_trained_weights, select_trainable, weights_name
 
@@ -86,11 +89,11 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     saved (checkpoint, weights so far, results.parquet, run.json "interrupted") and the summary
     says which signal stopped it (training/stopping.py)."""
     stop = StopRequest()
-    with stop.listening():
-        return _train(cfg, progress, log, stop)
+    with stop.listening(), ExitStack() as held:
+        return _train(cfg, progress, log, stop, held)
 
 
-def _train(cfg: TrainConfig, progress, log, stop: StopRequest) -> TrainSummary:
+def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) -> TrainSummary:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
@@ -102,6 +105,7 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest) -> TrainSummary:
 
     start_time = time.perf_counter()
     manifest = prepared_manifest_path(cfg.data)
+    check_training(cfg, manifest)  # data, model files and their widths, before anything is built
     out = Path(cfg.out)
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(
@@ -115,8 +119,10 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest) -> TrainSummary:
     saved = ckpt.read_checkpoint(resume_from, rank, world, cfg.mode) if resume_from is not None else None
     set_seed(cfg.seed + rank)
     out.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # one run per folder (the other ranks are this run's own)
+        held.enter_context(locked_output(out, "finetune" if cfg.mode == "lora" else "train"))
         ckpt.remove_stale(out)
+        remove_stale_temp_files(out)
 
     # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
     model = build_model(cfg, device, weight_dtype)
