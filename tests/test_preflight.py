@@ -125,7 +125,8 @@ def test_options_are_checked_when_nothing_is_left_to_run(inputs, tiny_preset, tm
 
 
 def test_validate_with_an_unusable_tokenizer_is_one_line(inputs):
-    one_error(invoke("validate", inputs / "m.csv", "--tokenizer", inputs / "empty"), "--tokenizer", "no CLIP tokenizer there")
+    one_error(invoke("validate", inputs / "m.csv", "--tokenizer", inputs / "empty"), "--tokenizer",
+              "no CLIP tokenizer there")
 
 
 # -- mismatched parts -----------------------------------------------------------------------------
@@ -199,3 +200,92 @@ def test_adapter_widths_from_the_ip_adapter_layout(tmp_path):
     for name in ("model.bin", "flat.safetensors"):
         widths = adapter_widths(tmp_path / name)
         assert (widths.id_embed_dim, widths.clip_hidden_dim, widths.embed_dims) == (512, 1280, 768), name
+
+
+# -- the other commands ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, photos, tiny_preset):
+    from training.prepare import PrepareConfig, run_prepare
+
+    src = tmp_path_factory.mktemp("preflight_faces")
+    shutil.copy(photos["tom_hanks.png"], src / "hanks.png")
+    summary = run_prepare(PrepareConfig(source=src, out=src / "data", resolution=64, masks="given"))
+    assert summary.ok == 1
+    return src
+
+
+@pytest.mark.parametrize("case", ["renderer", "insightface", "parser"])
+def test_prepare_checks_its_options_first(case, prepared, monkeypatch, tmp_path):
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "no-insightface"))
+    extra, fragment = {"renderer": (["--renderer", "pytorch3d"], "--renderer pytorch3d"),
+                       "insightface": (["--face-backend", "insightface"], "insightface pack"),
+                       "parser": (["--parser", f"segformer:{tmp_path / 'none'}"], "--parser")}[case]
+    one_error(invoke("prepare", prepared, "--out", tmp_path / "data", *extra), fragment)
+    assert not (tmp_path / "data").exists()
+
+
+def test_prepare_survives_symlink_loops_and_dangling_links(prepared, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(prepared / "hanks.png", folder / "hanks.png")
+    (folder / "a.png").symlink_to("b.png")
+    (folder / "b.png").symlink_to("a.png")
+    (folder / "self.jpg").symlink_to("self.jpg")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "up.png").symlink_to("..")  # a folder link: never walked
+    result = invoke("prepare", folder, "--out", tmp_path / "data", "--resolution", "64", "--masks", "given")
+    assert result.exit_code == 1, result.output
+    report = pl.read_parquet(tmp_path / "data" / "results.parquet").sort("id")
+    reasons = dict(zip(report["id"], report["reason"]))
+    assert reasons["hanks"] is None
+    assert reasons["a"] == "not_a_file: a.png is a symlink loop"
+    assert reasons["b"] == "not_a_file: b.png is a symlink loop"
+    assert reasons["self"] == "not_a_file: self.jpg is a symlink loop"
+    assert reasons["gone"].startswith("not_a_file: gone.png is a link to nothing")
+    assert reasons["up"].startswith("not_a_file:") and "not a regular file" in reasons["up"]
+    assert pl.read_parquet(tmp_path / "data" / "train.parquet")["id"].to_list() == ["hanks"]
+
+
+@pytest.mark.parametrize("case", ["base", "init_adapter", "image_encoder", "id_model", "data"])
+def test_train_checks_its_inputs_before_the_run_folder(case, prepared, inputs, tmp_path):
+    extra, fragment = {"base": (["--base-model", "/no/such/base"], "no such file or folder"),
+                       "init_adapter": (["--init-adapter", inputs / "nope.safetensors"], "no such file"),
+                       "image_encoder": (["--image-encoder", inputs / "empty"], "no CLIP image encoder"),
+                       "id_model": (["--id-model", inputs / "nope.onnx"], "--id-model"),
+                       "data": ([], "no prepared training manifest")}[case]
+    data = inputs / "empty" if case == "data" else prepared / "data"
+    one_error(invoke("train", "--data", data, "--out", tmp_path / "run", *extra), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_data_prepared_for_another_embedding_width(prepared, adapter_512, tmp_path):
+    one_error(invoke("train", "--data", prepared / "data", "--out", tmp_path / "run", "--init-adapter", adapter_512),
+              "holds 128-d face embeddings", "expects 512-d", "--face-backend insightface")
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_refuses_a_backend_the_adapter_cannot_take_before_preparing(prepared, adapter_512, tmp_path):
+    one_error(invoke("finetune", "--from", adapter_512, "--data", prepared, "--out", tmp_path / "ft"),
+              "--face-backend dlib gives 128-d face embeddings", "expects 512-d")
+    assert not (tmp_path / "ft").exists()  # nothing prepared, nothing written
+
+
+@pytest.mark.parametrize("case", ["clip", "dino", "fid", "lpips", "id_model", "device"])
+def test_score_checks_every_path_it_is_given(case, inputs, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    extra, fragment = {"clip": (["--clip-model", tmp_path / "none"], "--clip-model"),
+                       "dino": (["--dino-model", "nobody/no-dino"], "--dino-model nobody/no-dino"),
+                       "fid": (["--fid-weights", tmp_path / "none.pth"], "--fid-weights"),
+                       "lpips": (["--lpips-weights", inputs / "empty"], "--lpips-weights"),
+                       "id_model": (["--id-model", tmp_path / "none"], "--id-model"),
+                       "device": (["--device", "cuda:0"], "CUDA")}[case]
+    one_error(invoke("score", run, *extra), fragment)
+    assert sorted(p.name for p in run.iterdir()) == []
+
+
+def test_convert_to_an_unwritable_place_is_one_line(tiny_preset, tmp_path):
+    _, adapter = tiny_preset
+    (tmp_path / "afile").write_text("x")
+    one_error(invoke("convert", adapter, "--out", tmp_path / "afile" / "x.safetensors"), "cannot write the adapter")
