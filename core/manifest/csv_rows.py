@@ -71,8 +71,12 @@ def read_csv_rows(data: bytes, separator: str, name: str
             else:
                 end = len(lines)
         except csv.Error as exc:
-            why = ("a quote opens a field that never closes" if "unexpected end of data" in str(exc)
-                   else f"not readable as CSV ({exc})")
+            if "unexpected end of data" in str(exc):
+                why = "a quote opens a field that never closes"
+            elif start + reader.line_num > first + 1:  # the error came lines after the record began
+                why = "a quote opens a field that does not close where the row ends"
+            else:
+                why = f"not readable as CSV ({exc})"
             fail([], f"malformed_row: line {first + 1}: {why}")
             end = first + 1
         start = end
