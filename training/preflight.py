@@ -40,6 +40,8 @@ def check_training(cfg: TrainConfig, manifest: Path) -> None:
     clip = image_encoder_width(base, None, cfg.image_encoder)
     if cfg.lambda_id > 0 and cfg.id_model is not None and not Path(cfg.id_model).is_file():
         raise UsageError(f"--id-model {cfg.id_model}: no such file (an ArcFace ONNX, e.g. w600k_r50.onnx)")
+    if cfg.lambda_id > 0 and cfg.id_model is None and (cfg.base_model or not cfg.preset):
+        raise UsageError("L_id needs a face-recognition ONNX: give --id-model (e.g. w600k_r50.onnx) or --lambda-id 0")
     if init is not None:
         widths = adapter_widths(init)
         source = init
