@@ -24,10 +24,12 @@ import torch
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
 from .errors import first_line
+from .faces import embedding_width
 from .faces.insightface_backend import find_pack, insightface_home
 from .faces.providers import CUDA, installed_onnxruntimes, onnxruntime_clash
 from .model.convert import base_unet_config, load_adapter_any
 from .model.load import is_single_file
+from .model.parts import adapter_widths, image_encoder_width, unet_config_of, width_problems
 from .model.presets import preset_paths
 from .model.weights_io import looks_like_safetensors
 from .scoring.clip_score import DEFAULT_CLIP
@@ -215,6 +217,52 @@ def check_adapter(report: Report, adapter: str, base: str | None, base_config: s
         report.add("adapter", adapter, False, _reason(exc) + note, required=True)
 
 
+def check_parts(report: Report, adapter: str, base: str | None, base_config: str | None,
+                image_encoder: str | None, face_backend: str | None, face_models: str | None) -> None:
+    """Do the requested parts fit the adapter (face embedding, CLIP and cross-attention widths)?
+    The comparison `fmu generate` makes before loading weights (core/model/parts.py). A part that
+    is unusable itself is left out here: its own row says why."""
+    try:
+        widths = adapter_widths(adapter)
+    except Exception:
+        return
+    parts, notes = {}, []
+    if face_backend is not None:
+        try:
+            parts["face"] = (face_backend, embedding_width(face_backend, Path(face_models) if face_models else None))
+        except Exception:
+            notes.append(f"--face-backend {face_backend} not compared (unusable)")
+    elif widths.id_embed_dim is not None:
+        backend = {128: "dlib", 512: "insightface"}.get(widths.id_embed_dim, "no built-in backend")
+        notes.append(f"the adapter takes {widths.id_embed_dim}-d face embeddings ({backend})")
+    if base is not None or image_encoder is not None:
+        encoder_base = base or str(preset_paths("tiny")[0])
+        try:
+            parts["clip"] = (image_encoder or f"{base_config or encoder_base}/image_encoder",
+                             image_encoder_width(encoder_base, base_config, image_encoder))
+        except Exception:
+            notes.append("image encoder not compared (unusable)")
+    if base is not None:
+        try:
+            parts["cross"] = (base, int(unet_config_of(base, base_config)["cross_attention_dim"]))
+        except Exception:
+            notes.append("base model not compared (unusable)")
+    problems = width_problems(adapter, widths, **parts)
+    names = {"face": "face embedding", "clip": "image encoder", "cross": "cross-attention"}
+    detail = "; ".join(problems) if problems else (
+        f"{', '.join(names[k] for k in parts)} width(s) match" if parts else "nothing given to compare")
+    report.add("adapter", "parts fit", not problems, "; ".join([detail, *notes]), required=True)
+
+
+def check_image_encoder(report: Report, image_encoder: str) -> None:
+    try:
+        width = image_encoder_width(image_encoder, None, image_encoder)
+        report.add("weights", f"image encoder {image_encoder}", True, f"CLIP vision model, hidden width {width}",
+                   required=True)
+    except Exception as exc:
+        report.add("weights", f"image encoder {image_encoder}", False, _reason(exc), required=True)
+
+
 def check_face_backends(report: Report, wanted: str | None, models_dir: str | None) -> None:
     try:
         import dlib  # noqa: F401  (deferred: the import is the probe)
@@ -259,7 +307,8 @@ def check_metric_weights(report: Report) -> None:
     report.add("weights", "CLIP ViT-H image encoder", bool(encoders),
                ", ".join(encoders) if encoders else
                "neither h94/IP-Adapter models/image_encoder nor laion/CLIP-ViT-H-14 in the HF cache; "
-               "pass --image-encoder DIR (the tiny preset carries its own) or fetch it: "
+               "give fmu generate / train --image-encoder DIR (check one here with fmu doctor --image-encoder "
+               f"DIR; the tiny preset carries its own) or fetch it: "
                f"`{pull_command(default_dir())} --only image-encoder`")
 
 
@@ -300,7 +349,8 @@ def check_shading(report: Report) -> None:
 
 def diagnose(base_model: str | None = None, base_config: str | None = None, adapter: str | None = None,
              lora: str | None = None, face_backend: str | None = None, face_models: str | None = None,
-             devices: list[str] | None = None, weights: str | None = None) -> Report:
+             devices: list[str] | None = None, weights: str | None = None,
+             image_encoder: str | None = None) -> Report:
     devices = [d.strip().lower() for d in (devices or []) if d.strip()]
     report = Report()
     check_torch(report, devices)
@@ -310,6 +360,9 @@ def diagnose(base_model: str | None = None, base_config: str | None = None, adap
         check_base_model(report, base_model, base_config)
     if adapter:
         check_adapter(report, adapter, base_model, base_config, lora)
+        check_parts(report, adapter, base_model, base_config, image_encoder, face_backend, face_models)
+    if image_encoder:
+        check_image_encoder(report, image_encoder)
     if face_backend not in (None, "dlib", "insightface"):
         report.add("faces", face_backend, False, "unknown face backend: dlib or insightface", required=True)
     check_face_backends(report, face_backend, face_models)

@@ -21,6 +21,17 @@ from .errors import ImageError
 # 64 MP is far above any face photo and far below what would exhaust memory when decoded.
 MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
+# A 64 MP photo is well under 200 MB in any format fmu reads (uncompressed 16-bit RGB TIFF aside);
+# a bigger file is padded or not a photo, and reading it whole could exhaust memory.
+MAX_FILE_BYTES = 200 * 2**20
+
+
+def check_file_size(path: str | os.PathLike, size: int | None = None) -> None:
+    """Raise ImageError (file_too_large) for a file over MAX_FILE_BYTES, before any byte is read."""
+    size = os.stat(path).st_size if size is None else size
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: {size / 2**20:,.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit "
+                         "for an image file (padded, or not a photo)", kind="file_too_large")
 
 
 def check_size(width: int, height: int, source: str) -> None:
@@ -79,6 +90,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"{path}: not a regular file", kind="not_a_file")
     try:
+        check_file_size(path)
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror})", kind="unreadable_file") from None

@@ -56,13 +56,32 @@ class DetailColumn(ProgressColumn):
         return Text(str(task.fields.get("detail", "")))
 
 
+class _DrawnFromFirstTask(Progress):
+    """A Progress that starts drawing when its first task is added, not when its block is entered:
+    a command that stops before any work (a usage error, a locked --out) prints its one error line
+    and nothing else."""
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def add_task(self, *args, **kwargs):
+        task = super().add_task(*args, **kwargs)
+        if not self.live.is_started:
+            self.start()
+        return task
+
+
 def progress_bar(transient: bool = False) -> Progress:
     """The bar of every long command: what, how far, done/total, the rate (for tasks that name a
     `unit`), time spent and time left, then the task's `detail` (training: its loss terms).
     `transient`: cleared when done (for commands that print a summary table in its place)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn(),
-                    console=console, transient=transient)
+    return _DrawnFromFirstTask(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn(),
+                               console=console, transient=transient)
 
 
 def download_bar() -> Progress:

@@ -28,11 +28,14 @@ def doctor(
                                        rich_help_panel=P.DEVICES),
     weights: str | None = typer.Option(None, "--weights", help="Require this `fmu weights pull` folder to be complete "
                                        "(default: report on $FMU_HOME/weights).", rich_help_panel=P.MODELS),
+    image_encoder: str | None = typer.Option(None, "--image-encoder", help="Check this CLIP image encoder folder "
+                                             "(and its width against --adapter).", rich_help_panel=P.MODELS),
 ) -> None:
     """Report which weights, devices, providers and backends are usable here, and why not.
 
     Nothing is downloaded. Exit code 1 when something you asked for (--base-model, --adapter,
-    --face-backend, --devices) cannot run, or when onnxruntime flavours clash.
+    --face-backend, --devices, --image-encoder) cannot run, when the parts do not fit the adapter
+    (face embedding, image encoder or cross-attention width), or when onnxruntime flavours clash.
 
     Example:  fmu doctor --face-backend insightface --face-models ~/models --devices cuda
     """
@@ -40,7 +43,8 @@ def doctor(
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
                       face_backend=chosen(face_backend), face_models=face_models,
-                      devices=devices.split(",") if devices else None, weights=weights)
+                      devices=devices.split(",") if devices else None, weights=weights,
+                      image_encoder=image_encoder)
     table = Table(title="fmu doctor", show_lines=False)
     for column in ("area", "item", "status", "detail"):
         table.add_column(column, overflow="fold")

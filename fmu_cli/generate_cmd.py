@@ -99,7 +99,7 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
-    from core.runner.generate import run_generate
+    from core.runner.generate import check_generate, run_generate
 
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,
@@ -114,9 +114,10 @@ def generate(
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
+    checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
     try:
         with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, log=warn)
+            summary = run_generate(cfg, progress=progress, checked=checked)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None
@@ -192,13 +193,11 @@ def validate_manifest(
 
 
 def _tokenizer(path: str | None):
-    from transformers import CLIPTokenizer
+    from core.runner.preflight import load_tokenizer
 
     if path is None:
         from core.model.presets import ensure_preset
 
         base, _ = ensure_preset("tiny")
-        return CLIPTokenizer.from_pretrained(base / "tokenizer")
-    p = Path(path)
-    sub = {"subfolder": "tokenizer"} if (p / "tokenizer").is_dir() else {}
-    return CLIPTokenizer.from_pretrained(path, local_files_only=True, **sub)
+        return load_tokenizer(base)
+    return load_tokenizer(path, "--tokenizer")

@@ -69,7 +69,8 @@ def score(
     a failure (0 in the strict FaceSim mean). Exit code: 0 all rows scored, 1 some rows failed
     (unreadable, missing reference, no face), 2 usage error.
     """
-    from core.scoring import METRICS, ScoreOptions, score_images, score_run
+    from core.runner.generate import parse_devices
+    from core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
 
     if (run_dir is None) == (images is None):
         raise UsageError("give either RUN_DIR or --images DIR --manifest FILE")
@@ -80,6 +81,9 @@ def score(
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
                         fid_weights=fid_weights, metrics=chosen, device=device, workers=workers,
                         batch_size=batch_size, report=not no_report)
+    check_options(opts)  # every path given exists, before anything is read or written
+    if len(parse_devices(device)) != 1:
+        raise UsageError(f"--device {device}: give one device (cpu, cuda or cuda:N)")
     if run_dir is not None:
         if not run_dir.is_dir():
             raise UsageError(f"{run_dir} is not a folder")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from training.config import FINETUNE_DEFAULTS
 from training.config import TrainConfig as T
 
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
-from .console import console, progress_bar, shown
+from .console import console, err, progress_bar, shown
 
 
 def prepare(
@@ -63,15 +64,41 @@ def prepare(
 
 def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
     from training.config import load_config
+
+    _run_config(load_config(config, overrides, defaults))
+
+
+def _run_config(cfg) -> None:
     from training.trainer import run_training
 
-    cfg = load_config(config, overrides, defaults)
     with progress_bar() as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
+    last = summary.losses[-1] if summary.losses else {}
+    if summary.interrupted:
+        import signal
+
+        saved = f"checkpoint {summary.checkpoint}" if summary.checkpoint else "no checkpoint (no step finished)"
+        weights = f" and {summary.weights}" if summary.weights else ""
+        err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}) at step {summary.steps} of "
+                  f"{cfg.max_steps}: saved {escape(saved)}{escape(weights)}; continue with: "
+                  f"{escape(resume_command())}")
+        raise typer.Exit(128 + summary.interrupted)
     if summary.weights is not None:
-        last = summary.losses[-1] if summary.losses else {}
         console.print(f"{summary.steps} steps on {summary.world_size} process(es) in {summary.seconds:.1f}s, "
                       f"last loss {last.get('loss', float('nan')):.4f} -> {summary.weights}")
+
+
+def resume_command() -> str:
+    """The command this process was started with, plus `--resume latest` (once)."""
+    import shlex
+    import sys
+
+    args = list(sys.argv[1:])
+    if "--resume" in args:
+        i = args.index("--resume")
+        del args[i:i + 2]
+    args = [a for a in args if not a.startswith("--resume=")]
+    return shlex.join(["fmu", *args, "--resume", "latest"])
 
 
 def train(
@@ -104,7 +131,9 @@ def train(
     id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
     image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
     caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
-    checkpoint_every: int | None = typer.Option(None, help=f"Checkpoint every N steps (default {T.checkpoint_every})."),
+    checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10, "
+                                                "at most 20000; 0: only at the end). Ctrl-C / SIGTERM "
+                                                "also save one."),
     keep_checkpoints: int | None = typer.Option(None, help=f"Keep the last K checkpoints (default "
                                                 f"{T.keep_checkpoints})."),
     resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
@@ -140,7 +169,8 @@ def finetune(
                                           f"{FINETUNE_DEFAULTS['batch_size']})."),
     lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
     lambda_id: float | None = typer.Option(None, help="L_id weight."),
-    checkpoint_every: int | None = typer.Option(None),
+    checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10; "
+                                                "0: only at the end). Ctrl-C / SIGTERM also save one."),
     resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
     seed: int | None = typer.Option(None),
 ) -> None:
@@ -149,12 +179,21 @@ def finetune(
     Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
     Writes OUT/lora.safetensors (use with `fmu generate --lora`).
     """
-    from training.finetune import prepared_manifest
+    from dataclasses import replace
 
-    manifest = prepared_manifest(data, out, chosen(face_backend))
-    overrides = {"data": manifest, "out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
+    from core.out_lock import locked_output
+    from training.config import load_config
+    from training.finetune import needs_preparation, prepared_manifest
+    from training.preflight import check_finetune_backend
+
+    overrides = {"out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
                  "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "lambda_id": lambda_id,
                  "checkpoint_every": checkpoint_every, "resume": resume, "seed": seed}
-    # finetune's own defaults sit under the TOML file, which sits under the flags
-    _run(overrides, config, defaults=FINETUNE_DEFAULTS)
+    # finetune's own defaults sit under the TOML file, which sits under the flags; all checked, and
+    # the face backend against the adapter, before a folder of images is prepared
+    cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
+    if needs_preparation(data):
+        check_finetune_backend(from_, chosen(face_backend))
+    with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end
+        _run_config(replace(cfg, data=prepared_manifest(data, out, chosen(face_backend))))

@@ -18,6 +18,7 @@ from PIL import Image
 
 OK = ("ok", None)
 BOMB_SIDE = 20_000
+HUGE_BYTES = 3 * 2**30  # a real PNG padded to 3 GB (sparse: ~12 kB on disk)
 UNICODE_DIR = "dossier ünï cödé"
 UNICODE_NAME = "ästro naut 宇宙.png"
 
@@ -99,8 +100,17 @@ def write_files(folder: Path, photos: dict[str, Path]) -> dict[str, Path]:
     astro.save(buf, format="GIF", save_all=True, append_images=[cat], duration=100, loop=0)
     put("animated.gif", buf.getvalue())
     put(f"{UNICODE_DIR}/{UNICODE_NAME}", Path(photos["tom_hanks.png"]).read_bytes())
+    put("huge.png", Path(photos["tom_hanks.png"]).read_bytes())  # padded to 3 GB below
     (folder / "a_folder.png").mkdir(exist_ok=True)
+    pad_sparse(files["huge.png"])
     return files
+
+
+def pad_sparse(path: Path, size: int = HUGE_BYTES) -> Path:
+    """Extend a file to `size` bytes without writing them (a sparse file: zeros to every reader)."""
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+    return path
 
 
 def _with_alpha(img: Image.Image) -> Image.Image:
@@ -130,6 +140,7 @@ def cases() -> list[Case]:
         Case("one_pixel", "one_pixel.png", expect=fail("image_too_small")),
         Case("bomb", "bomb.png", expect=fail("image_too_large")),
         Case("bomb_100mp", "bomb_100mp.png", expect=fail("image_too_large")),
+        Case("huge_file", "huge.png", expect=fail("file_too_large"), note="a valid PNG padded to 3 GB"),
         Case("grayscale", "gray.png"),
         Case("rgba", "rgba.png"),
         Case("cmyk_jpeg", "cmyk.jpg"),
@@ -160,6 +171,29 @@ def cases() -> list[Case]:
         Case("empty_reference", "", expect=fail("missing_reference")),
         Case("two_images", "tom_hanks.png", num_images="2", seed="5", expect=[OK, OK]),
     ]
+
+
+# A CSV manifest with records that cannot be read: each fails its own row (kind, line), the others
+# run. (line numbers are the file's, header = line 1)
+BROKEN_CSV_LINES = [
+    b"id,reference,prompt",
+    b"ok1,tom_hanks.png,a photo",
+    b"ragged,tom_hanks.png,a photo,one field too many",
+    b"latin1,tom_hanks.png,caf\xe9 au lait",
+    b'quote,tom_hanks.png,"a quote that never closes',
+    b"ok2,tom_hanks.png,a photo",
+    b'"multi","tom_hanks.png","two',
+    b'lines, quoted"',
+    b"ok3,tom_hanks.png,a photo",
+]
+BROKEN_CSV_EXPECT = [OK, ("failed", "malformed_row", 3), ("failed", "not_utf8", 4), ("failed", "malformed_row", 5),
+                     OK, OK, OK]
+
+
+def write_broken_csv(folder: Path) -> Path:
+    path = folder / "broken.csv"
+    path.write_bytes(b"\n".join(BROKEN_CSV_LINES) + b"\n")
+    return path
 
 
 def write_manifest(folder: Path, rows: list[Case]) -> Path:

@@ -357,3 +357,100 @@ def test_no_shell_or_code_execution_reachable_from_manifest_data():
                 if isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value is True:
                     found.append(f"{where} np.load(allow_pickle=True)")
     assert not found, found
+
+
+# -- robustness round 2: huge files, unreadable CSV records, odd Parquet cells, clashing columns ----
+
+def test_a_huge_file_is_refused_without_reading_it(tmp_path, photos):
+    """A valid PNG padded to 3 GB (sparse): validation, decoding and face analysis refuse it as
+    file_too_large by its size, before hashing or reading it; the process's memory stays flat."""
+    path = corpus.pad_sparse(corpus.copy_photo(photos, "tom_hanks.png", tmp_path / "huge.png"))
+    assert path.stat().st_size == corpus.HUGE_BYTES
+    code = (
+        "from pathlib import Path\n"
+        "from core.images import load_rgb\nfrom core.errors import ImageError\n"
+        "from core.faces import get_backend\nfrom core.faces.cache import FaceCache\n"
+        "from core.manifest.validate import _check_image_file\n"
+        f"p = Path({str(path)!r})\n"
+        "print('VALIDATE', _check_image_file(p)[0])\n"
+        "for name, fn in [('DECODE', load_rgb), "
+        f"('ANALYSE', FaceCache(Path({str(tmp_path / 'cache')!r}), get_backend('dlib')).analyse_file)]:\n"
+        "    try:\n        fn(p)\n    except ImageError as e:\n        print(name, e.kind)\n"
+    )
+    baseline_mb, _ = corpus.peak_rss_mb_of("import core.manifest.validate, core.images, core.faces.cache\n"
+                                           "from core.faces import get_backend\nget_backend('dlib')", REPO)
+    peak_mb, stdout = corpus.peak_rss_mb_of(code, REPO)
+    for stage in ("VALIDATE", "DECODE", "ANALYSE"):
+        assert f"{stage} file_too_large" in stdout, stdout
+    assert peak_mb - baseline_mb < 50, (peak_mb, baseline_mb)  # reading it would add 3 GB
+
+
+def test_unreadable_csv_records_fail_their_own_rows(tmp_path, photos, tiny_preset):
+    corpus.copy_photo(photos, "tom_hanks.png", tmp_path / "tom_hanks.png")
+    path = corpus.write_broken_csv(tmp_path)
+    result = run([path, "--out", tmp_path / "out", *FAST])
+    assert result.exit_code == 1, result.output
+    got = outcomes(tmp_path / "out")
+    want = {i: [e[:2]] for i, e in enumerate(corpus.BROKEN_CSV_EXPECT)}
+    assert got == want
+    errors = dict(zip(*pl.read_parquet(tmp_path / "out" / "results.parquet").select("row", "error")))
+    for i, expected in enumerate(corpus.BROKEN_CSV_EXPECT):
+        if expected != OK:
+            assert f": line {expected[2]}: " in errors[i], errors[i]
+    df = pl.read_parquet(tmp_path / "out" / "results.parquet").filter(pl.col("status") == "ok")
+    assert sorted(df["id"]) == ["multi", "ok1", "ok2", "ok3"]
+    assert df.filter(pl.col("id") == "multi")["prompt"].to_list() == ["two\nlines, quoted"]
+    assert errors[2] == "not_utf8: line 4: byte 0xe9 at column 25 is not UTF-8 text (save the manifest as UTF-8)"
+    assert errors[1] == "malformed_row: line 3: 4 fields, the header has 3"
+    assert errors[3] == "malformed_row: line 5: a quote opens a field that does not close where the row ends"
+    listed = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "300"})
+    assert listed.exit_code == 1 and "7 rows: 4 usable, 3 unusable" in listed.output
+
+
+def test_csv_reader_rows_line_up_with_polars(tmp_path):
+    """The record-by-record reader makes the rows polars makes of a good file (blank lines, short
+    records, quoted newlines, CRLF), so a row keeps its number and default id whichever reads it."""
+    from core.manifest.csv_rows import read_csv_rows
+
+    text = b'id,reference,prompt\r\na,x.png,p\r\n\r\nb,y.png\r\n"c","z.png","two\r\nlines"\r\nd,w.png,q\r\n\r\n'
+    header, records, problems = read_csv_rows(text, ",", "m.csv")
+    (tmp_path / "m.csv").write_bytes(text)
+    want = pl.read_csv(tmp_path / "m.csv", infer_schema=False)
+    assert header == want.columns and problems == [None] * want.height
+    assert [[c or None for c in r] for r in records] == [list(r) for r in want.rows()]
+
+
+def test_parquet_cells_of_other_types_fail_their_rows(tmp_path, photos, tiny_preset):
+    """`reference` as bytes (UTF-8 or not), `prompt` as a list, bytes or struct: row errors with the
+    cell shown on one line, written to results.parquet (this used to crash writing them)."""
+    corpus.copy_photo(photos, "tom_hanks.png", tmp_path / "hanks.png")
+    pl.DataFrame({"id": ["utf8_bytes", "latin1_bytes"], "reference": [b"hanks.png", b"h\xe9.png"],
+                  "prompt": ["a photo", "a photo"]}).write_parquet(tmp_path / "ref.parquet")
+    result = run([tmp_path / "ref.parquet", "--out", tmp_path / "o1", *FAST])
+    assert result.exit_code == 1 and outcomes(tmp_path / "o1") == {0: [OK], 1: [("failed", "wrong_type")]}
+    assert pl.read_parquet(tmp_path / "o1" / "results.parquet")["error"][1] == \
+        r"wrong_type: reference=b'h\xe9.png' is not a valid String"
+    for name, prompts in [("list", [["a", "photo"], ["x"] * 100]), ("bytes", [b"\xff\xfe", b"caf\xe9"]),
+                          ("struct", [{"text": "a"}, {"text": "b"}])]:
+        pl.DataFrame({"reference": ["hanks.png"] * 2, "prompt": prompts}).write_parquet(tmp_path / f"{name}.parquet")
+        result = run([tmp_path / f"{name}.parquet", "--out", tmp_path / name, *FAST])
+        assert result.exit_code == 1, (name, result.output)
+        df = pl.read_parquet(tmp_path / name / "results.parquet")
+        assert df["status"].to_list() == ["failed"] * 2 and df["prompt"].to_list() == [None, None]
+        assert all(e.startswith("wrong_type: prompt=") and len(e) < 200 for e in df["error"]), df["error"]
+
+
+@pytest.mark.parametrize("columns", ["id,reference,prompt,Prompt", "id,reference,prompt, prompt",
+                                     "id,Reference,REFERENCE,prompt"])
+def test_columns_equal_but_for_case_or_spaces_are_a_usage_error(tmp_path, photos, columns):
+    _one_row_inputs(tmp_path, photos)
+    (tmp_path / "m.csv").write_text(columns + "\nh,hanks.png,a photo,another\n")
+    clashing = [c for c in columns.split(",") if c.strip().lower() in ("prompt", "reference")
+                and sum(d.strip().lower() == c.strip().lower() for d in columns.split(",")) > 1]
+    for command in (["generate", "--out", str(tmp_path / "out")], ["validate"]):
+        result = CliRunner().invoke(app, [command[0], str(tmp_path / "m.csv"), *command[1:]],
+                                    env={"COLUMNS": "300"})
+        assert result.exit_code == 2, result.output
+        line = " ".join(result.output.split())
+        assert "differ only in case or spaces" in line and all(repr(c) in line for c in clashing), line
+    assert not (tmp_path / "out").exists()

@@ -97,9 +97,11 @@ def captured(monkeypatch, tmp_path):
     return seen
 
 
-def test_finetune_precedence_flag_over_toml_over_finetune_defaults(tmp_path, captured):
+def test_finetune_precedence_flag_over_toml_over_finetune_defaults(tmp_path, captured, tiny_preset, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # finetune holds its default --out (runs/finetune) from the start
     runner = CliRunner()
-    base = ["finetune", "--from", str(tmp_path / "a.safetensors"), "--data", str(tmp_path)]
+    # --from must be a real adapter (checked against the face backend before preparing): the preset's
+    base = ["finetune", "--from", str(tiny_preset[1]), "--data", str(tmp_path)]
     unrelated = _toml(tmp_path, "lr = 2e-4\n")
     assert runner.invoke(_app(), base + ["--config", str(unrelated)]).exit_code == 0
     assert (captured[-1].max_steps, captured[-1].batch_size, captured[-1].lora_rank) == (500, 2, 16)

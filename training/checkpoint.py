@@ -1,19 +1,45 @@
-"""Checkpoints: `accelerator.save_state` + the data position + this rank's training RNG.
+"""Training checkpoints that resume exactly and never run code.
 
-Layout: `OUT/checkpoints/checkpoint-00000020/` holding accelerate's optimizer, LR scheduler and
-RNG files, the trainable weights (`adapter.safetensors` in full mode, `lora.safetensors` in
-LoRA mode — written by the save hook instead of a whole-UNet copy), one `trainer_state_<rank>.pt`
-per rank and a `COMPLETE` marker written last, so a checkpoint cut short by a crash is ignored.
+Layout: `OUT/checkpoints/checkpoint-00000020/`
+- `adapter.safetensors` (full mode) or `lora.safetensors` (LoRA mode): the trainable weights;
+- `optimizer.safetensors` + `optimizer.json`: the optimizer's tensors, and its other values;
+- `scheduler.json`: the LR scheduler's state (plain numbers);
+- `scaler.json`: the fp16 gradient scaler's state, when there is one;
+- `rank_<r>.safetensors` + `rank_<r>.json`: each rank's random states (torch, CUDA, its training
+  generator; numpy, Python) and data position;
+- `COMPLETE`: the format, step, data position and world size, written last.
+
+Every file is safetensors or JSON, so nothing in a checkpoint is ever unpickled: accelerate's
+`save_state` pickles the LR scheduler (loaded back with `weights_only=False`, so a tampered file
+ran its payload) and its RNG file needs numpy globals, which is why fmu writes its own. A file
+that is not what it should be is refused with one line, before the model is built.
+
+A checkpoint is written into `.checkpoint-<step>.tmp/` and renamed when whole, so a kill leaves
+either the old checkpoint or the new one (and a stale temp folder the next save removes).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save
 
+from core.errors import UsageError, first_line
+from core.images import atomic_write_bytes
+from core.model import adapter as A
+from core.model import lora as L
+from core.model.weights_io import fmu_file_meta
+
+from .trainable import load_trained_weights, save_trained_weights, weights_name
+
+FORMAT = "fmu-train-checkpoint/2"
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
 
@@ -27,8 +53,16 @@ def list_checkpoints(out: Path) -> list[Path]:
     root = checkpoint_root(out)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / MARKER).exists()]
+    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+             and (p / MARKER).exists()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def remove_stale(out: Path) -> None:
+    """Temp folders of checkpoints a kill cut short (called by the run that holds the lock on OUT)."""
+    root = checkpoint_root(out)
+    for tmp in root.glob(f".{PREFIX}*.tmp") if root.is_dir() else []:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_resume(out: Path, resume: str | None) -> Path | None:
@@ -39,39 +73,175 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
         found = list_checkpoints(out)
         return found[-1] if found else None
     path = Path(resume)
-    if not (path / MARKER).exists():
-        from core.errors import UsageError
-
-        raise UsageError(f"{path} is not a complete fmu checkpoint")
+    if not (path / MARKER).is_file():
+        raise UsageError(f"--resume {path}: not a complete fmu checkpoint (no {MARKER} file in it)")
     return path
 
 
-def save_checkpoint(accelerator, out: Path, step: int, position: int, generator: torch.Generator,
-                    keep: int) -> Path:
+# ---------------------------------------------------------------- saving
+
+def save_checkpoint(accelerator, out: Path, step: int, position: int, generator: torch.Generator, keep: int, *,
+                    model, mode: str, optimizer, lr_scheduler) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
-    path = checkpoint_root(out) / f"{PREFIX}{step:08d}"
-    accelerator.save_state(str(path))
-    torch.save({"step": step, "position": position, "generator": generator.get_state()},
-               path / f"trainer_state_{accelerator.process_index}.pt")
+    final = checkpoint_root(out) / f"{PREFIX}{step:08d}"
+    tmp = final.parent / f".{final.name}.tmp"
+    rank = accelerator.process_index
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    tensors, values = _random_states(generator)
+    atomic_write_bytes(tmp / f"rank_{rank}.safetensors", save(tensors))
+    _write_json(tmp / f"rank_{rank}.json", {"step": step, "position": position, **values})
+    if accelerator.is_main_process:
+        save_trained_weights(model, mode, tmp / weights_name(mode), {"mode": mode, "steps": step})
+        opt_tensors, opt_values = _split_optimizer(optimizer.state_dict())
+        atomic_write_bytes(tmp / "optimizer.safetensors", save(opt_tensors))
+        _write_json(tmp / "optimizer.json", opt_values)
+        _write_json(tmp / "scheduler.json", lr_scheduler.state_dict())
+        if accelerator.scaler is not None:
+            _write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (path / MARKER).write_text(json.dumps({"step": step, "position": position,
-                                               "world_size": accelerator.num_processes}))
+        _write_json(tmp / MARKER, {"format": FORMAT, "step": step, "position": position,
+                                   "world_size": accelerator.num_processes})
+        if final.exists():  # the same step saved again (a resumed run redid it)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
         for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return path
+    return final
 
 
-def load_checkpoint(accelerator, path: Path, generator: torch.Generator) -> tuple[int, int]:
-    """Restore everything `save_checkpoint` wrote; returns (step, data position)."""
-    from core.errors import UsageError
+def _write_json(path: Path, value) -> None:
+    atomic_write_bytes(path, json.dumps(value).encode())
 
-    info = json.loads((Path(path) / MARKER).read_text())
-    if info.get("world_size", 1) != accelerator.num_processes:
-        raise UsageError(f"{path} was written by {info['world_size']} process(es); resuming with "
-                         f"{accelerator.num_processes} would change the data order")
-    accelerator.load_state(str(path))
-    state = torch.load(Path(path) / f"trainer_state_{accelerator.process_index}.pt", weights_only=True)
-    generator.set_state(state["generator"])
-    return int(state["step"]), int(state["position"])
+
+def _random_states(generator: torch.Generator) -> tuple[dict, dict]:
+    tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    values = {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(state), py_gauss]}
+    return tensors, values
+
+
+def _split_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict as safetensors tensors (`state.<param>.<name>`) and JSON values."""
+    tensors, others = {}, {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                others.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": others}
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclass
+class SavedState:
+    """A checkpoint read and checked, not yet applied (that needs the model)."""
+
+    path: Path
+    step: int
+    position: int
+    weights: Path
+    optimizer: dict
+    scheduler: dict
+    scaler: dict | None
+    rng_tensors: dict
+    rng_values: dict
+
+
+def read_checkpoint(path: Path, rank: int, world_size: int, mode: str) -> SavedState:
+    """Every file `save_checkpoint` wrote for this rank, through safetensors and JSON only; a
+    missing or foreign file (a pickle in its place, say) is a UsageError naming it."""
+    path = Path(path)
+    info = _read_json(path / MARKER, path)
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise UsageError(f"checkpoint {path} is not an {FORMAT} checkpoint (an older fmu wrote it with "
+                         "accelerate's pickles, which are not loaded); start a new run, or resume it with "
+                         "the fmu version that wrote it")
+    if info.get("world_size", 1) != world_size:
+        raise UsageError(f"checkpoint {path} was written by {info['world_size']} process(es); resuming with "
+                         f"{world_size} would change the data order")
+    weights = path / weights_name(mode)
+    try:
+        fmu_file_meta(weights, A.FORMAT if mode == "full" else L.FORMAT, "checkpoint weights")
+    except UsageError as exc:
+        raise UsageError(f"checkpoint {path}: {exc}") from None
+    rank_values = _read_json(path / f"rank_{rank}.json", path)
+    optimizer_values = _read_json(path / "optimizer.json", path)
+    scaler = _read_json(path / "scaler.json", path) if (path / "scaler.json").exists() else None
+    try:
+        optimizer = _join_optimizer(_read_tensors(path / "optimizer.safetensors", path), optimizer_values)
+        step, position = int(rank_values["step"]), int(rank_values["position"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"checkpoint {path}: its optimizer or rank state is not what fmu writes "
+                         f"({first_line(exc)})") from None
+    return SavedState(path=path, step=step, position=position, weights=weights, optimizer=optimizer,
+                      scheduler=_read_json(path / "scheduler.json", path), scaler=scaler,
+                      rng_tensors=_read_tensors(path / f"rank_{rank}.safetensors", path), rng_values=rank_values)
+
+
+def apply_checkpoint(saved: SavedState, *, model, mode: str, optimizer, lr_scheduler, scaler,
+                     generator: torch.Generator) -> None:
+    """Put a read checkpoint into this run: weights, optimizer, scheduler, scaler, random states."""
+    try:
+        load_trained_weights(model, mode, saved.weights)
+        optimizer.load_state_dict(saved.optimizer)
+        lr_scheduler.load_state_dict(saved.scheduler)
+        if scaler is not None and saved.scaler is not None:
+            scaler.load_state_dict(saved.scaler)
+        _set_random_states(saved.rng_tensors, saved.rng_values, generator)
+    except UsageError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UsageError(f"checkpoint {saved.path} does not fit this run (another model, mode or "
+                         f"optimizer?): {first_line(exc)}") from None
+
+
+def _read_json(file: Path, checkpoint: Path):
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"checkpoint {checkpoint}: {file.name} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"checkpoint {checkpoint}: {file.name} is not the JSON fmu writes, refused unread "
+                         f"({first_line(exc, 80)})") from None
+
+
+def _read_tensors(file: Path, checkpoint: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise UsageError(f"checkpoint {checkpoint}: {file.name} is missing")
+    try:
+        return load_file(str(file), device="cpu")
+    except Exception as exc:  # noqa: BLE001  safetensors' own error type is not exported stably
+        raise UsageError(f"checkpoint {checkpoint}: {file.name} is not a safetensors file, refused unread "
+                         f"({first_line(exc, 80)})") from None
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], values: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, tensor in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = tensor
+    for index, entries in values["state"].items():
+        state.setdefault(int(index), {}).update(entries)
+    return {"state": state, "param_groups": list(values["param_groups"])}
+
+
+def _set_random_states(tensors: dict, values: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(tensors["torch"])
+    generator.set_state(tensors["generator"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors)) if f"cuda.{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, pos, has_gauss, gauss = values["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, state, py_gauss = values["python"]
+    random.setstate((version, tuple(state), py_gauss))

@@ -54,13 +54,21 @@ class TrainConfig:
     s_scale: float = 1.0                  # FaceID-PlusV2 shortcut weight while training
     shading_scale: float = 1.0
     # bookkeeping
-    checkpoint_every: int = 20000
+    checkpoint_every: int | None = None   # default: max_steps / 10, at most the authors' 20000
     keep_checkpoints: int = 3
     resume: str | None = None             # "latest" or a checkpoint folder
     validate_every: int = 0               # 0: never
     validation_samples: int = 2
     validation_steps: int = 20            # denoising steps of validation images
     log_every: int = 1
+
+    def resolved_checkpoint_every(self) -> int:
+        """Steps between checkpoints (0: none but the last): as set, else a tenth of the run (the
+        authors' 20000 was meant for runs of hundreds of thousands of steps; at 1000 steps it
+        never saved)."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return min(AUTHORS_CHECKPOINT_EVERY, max(1, round(self.max_steps / 10)))
 
     def resolved_mixed_precision(self, cuda: bool) -> str:
         return self.mixed_precision or ("bf16" if cuda else "no")
@@ -69,6 +77,7 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
+AUTHORS_CHECKPOINT_EVERY = 20000
 # `fmu finetune`'s own defaults: a small identity or domain set, a small LoRA
 FINETUNE_DEFAULTS = {"max_steps": 500, "batch_size": 2, "lora_rank": 16}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")  # accelerate's names
@@ -129,6 +138,8 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None,
         raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise UsageError("batch_size, grad_accum and max_steps must be >= 1")
+    if (cfg.checkpoint_every or 0) < 0 or cfg.keep_checkpoints < 0:
+        raise UsageError("checkpoint_every and keep_checkpoints must be >= 0")
     if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISIONS:
         raise UsageError(f"mixed_precision {cfg.mixed_precision!r}: use one of {', '.join(MIXED_PRECISIONS)}")
     if cfg.lr_schedule not in _lr_schedules():

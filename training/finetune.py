@@ -15,6 +15,12 @@ from pathlib import Path
 from core.errors import UsageError
 
 
+def needs_preparation(data: Path) -> bool:
+    """Is `data` a plain folder of images (prepared into OUT/data by `prepared_manifest`)?"""
+    data = Path(data)
+    return data.is_dir() and not (data / "train.parquet").is_file()
+
+
 def prepared_manifest(data: Path, out: Path, face_backend: str = "dlib", resolution: int = 512) -> Path:
     """The prepared manifest for `data`: itself, DATA/train.parquet, or a fresh preparation of
     an image folder into OUT/data (cached, so re-running does not analyse again)."""

@@ -16,6 +16,7 @@ masked ones and why the others have no mask. `DATA/preview.html` shows the masks
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,13 +26,15 @@ from pathlib import Path
 import polars as pl
 
 from core.digests import file_digest
-from core.errors import ImageError, RowError, UsageError
-from core.faces import get_backend
+from core.errors import ImageError, RowError, UsageError, first_line
+from core.faces import embedding_width, get_backend
 from core.faces.cache import FaceCache
 from core.images import load_rgb
+from core.out_lock import locked_output, remove_stale_temp_files
 from core.regions import get_parser
 from core.run_record import write_run_record
 from core.runner.conditions import ConditionProvider
+from core.shading.render import resolve_backend
 from core.tables import write_table
 
 from .captions import CaptionCache, Captioner
@@ -90,10 +93,13 @@ def source_rows(source: Path) -> list[dict]:
     source = Path(source)
     if source.is_dir():
         rows = []
+        # the folder itself, not its subfolders: a link into another folder is never walked
         for path in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            caption, problem = _sidecar_caption(path.with_suffix(".txt"))
-            rows.append({"id": path.stem, "image": str(path.resolve()), "caption": caption or DEFAULT_CAPTION,
-                         "caption_source": "sidecar" if caption else "default", "masks": [], "problem": problem})
+            image, problem = _followed(path)
+            caption, caption_problem = _sidecar_caption(path.with_suffix(".txt"))
+            rows.append({"id": path.stem, "image": image, "caption": caption or DEFAULT_CAPTION,
+                         "caption_source": "sidecar" if caption else "default", "masks": [],
+                         "problem": problem or (("bad_caption", caption_problem) if caption_problem else None)})
         if not rows:
             raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
         return rows
@@ -108,6 +114,18 @@ def source_rows(source: Path) -> list[dict]:
                      "caption_source": "manifest" if row.get("caption") else "default",
                      "masks": row.get("masks"), "root": str(root)})
     return rows
+
+
+def _followed(path: Path) -> tuple[str, tuple[str, str] | None]:
+    """(the file a folder entry names, or the entry itself with (kind, why) when it names none): a
+    symlink loop or a dangling link fails its row instead of the run."""
+    try:
+        return str(path.resolve(strict=True)), None
+    except RuntimeError:  # Python < 3.13 reports a symlink loop so
+        return str(path.absolute()), ("not_a_file", f"{path.name} is a symlink loop")
+    except OSError as exc:  # ELOOP on newer Pythons, ENOENT for a dangling link
+        why = "a symlink loop" if exc.errno == errno.ELOOP else f"a link to nothing ({exc.strerror})"
+        return str(path.absolute()), ("not_a_file", f"{path.name} is {why}")
 
 
 def _sidecar_caption(sidecar: Path) -> tuple[str, str | None]:
@@ -142,7 +160,8 @@ def prepare_row(row: dict) -> dict:
               "caption_source": row.get("caption_source")}
     try:
         if row.get("problem"):
-            raise RowError(row["problem"], kind="bad_caption")
+            kind, why = row["problem"]
+            raise RowError(why, kind=kind)
         image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
         masks = _resolve_masks(row, image.shape[:2])
         analysis = faces.analyse_file(Path(row["image"]))
@@ -206,10 +225,16 @@ def _check_tokens(caption: str, mask: dict, name: str) -> None:
 
 
 def _check_options(cfg: PrepareConfig):
-    """Usage errors before any row is touched: the mask mode, and a parser that loads (returned;
-    a broken model folder is one usage error here, not one per worker)."""
+    """Usage errors before any row is touched or --out is created: the mask mode, the renderer,
+    the face backend (its library and model files), and a parser that loads (returned; a broken
+    model folder is one usage error here, not one per worker)."""
     if cfg.masks not in MASK_MODES:
         raise UsageError(f"--masks {cfg.masks!r}: use one of {', '.join(MASK_MODES)}")
+    try:
+        resolve_backend(cfg.renderer)
+    except (RuntimeError, ValueError) as exc:  # pytorch3d asked for and not installed
+        raise UsageError(f"--renderer {cfg.renderer}: {first_line(exc)}") from None
+    embedding_width(cfg.face_backend, Path(cfg.face_models) if cfg.face_models else None)
     return get_parser(cfg.parser) if cfg.masks == "auto" else None
 
 
@@ -219,7 +244,13 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     out = Path(cfg.out)
     rows = source_rows(Path(cfg.source))
     captioner = Captioner(cfg.captioner) if cfg.captioner else None
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_output(out, "prepare"):  # one run per data folder; a killed run's temp files go
+        remove_stale_temp_files(out)
+        return _prepare(cfg, rows, parser, captioner, progress, start)
+
+
+def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, start: float) -> PrepareSummary:
+    out = Path(cfg.out)
     if captioner is not None:  # stage 1, batched in this process before the rows are shared out
         CaptionCache(out / "cache", captioner).fill(rows, progress)
     task = progress.add_task("preparing", total=len(rows)) if progress else None

@@ -13,7 +13,9 @@ exactly the next batch.
 from __future__ import annotations
 
 import json
+import signal
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +23,15 @@ import numpy as np
 import torch
 
 from core.errors import UsageError
+from core.out_lock import locked_output, remove_stale_temp_files
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import DataOrder, TrainingSet, collate
 from .objective import Denoiser, Frozen, compute_losses
-from .trainable import build_model, load_trained_weights, save_trained_weights, select_trainable, weights_name
+from .preflight import check_training
+from .stopping import StopRequest
+from .trainable import build_model, save_trained_weights, select_trainable, weights_name
 
 
 @dataclass
@@ -36,6 +41,8 @@ class TrainSummary:
     seconds: float
     weights: Path | None
     losses: list
+    interrupted: int = 0             # the signal that stopped the run early (0: it ran to max_steps)
+    checkpoint: Path | None = None   # the newest checkpoint: where `--resume latest` continues
 
 
 class _Batches:
@@ -78,6 +85,15 @@ def prepared_manifest_path(data: Path | None) -> Path:
 
 
 def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
+    """Train until `max_steps`, or until SIGINT / SIGTERM: then the step in hand is finished and
+    saved (checkpoint, weights so far, results.parquet, run.json "interrupted") and the summary
+    says which signal stopped it (training/stopping.py)."""
+    stop = StopRequest()
+    with stop.listening(), ExitStack() as held:
+        return _train(cfg, progress, log, stop, held)
+
+
+def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) -> TrainSummary:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
@@ -89,6 +105,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
     start_time, started_at = time.perf_counter(), time.time()
     manifest = prepared_manifest_path(cfg.data)
+    check_training(cfg, manifest)  # data, model files and their widths, before anything is built
     out = Path(cfg.out)
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(
@@ -97,8 +114,15 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    # the state to resume from, read and checked before anything is built or written
+    resume_from = ckpt.resolve_resume(out, cfg.resume)
+    saved = ckpt.read_checkpoint(resume_from, rank, world, cfg.mode) if resume_from is not None else None
     set_seed(cfg.seed + rank)
     out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # one run per folder (the other ranks are this run's own)
+        held.enter_context(locked_output(out, "finetune" if cfg.mode == "lora" else "train"))
+        ckpt.remove_stale(out)
+        remove_stale_temp_files(out)
 
     # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
     model = build_model(cfg, device, weight_dtype)
@@ -110,20 +134,7 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
-    accelerator.register_for_checkpointing(lr_scheduler)  # stepped by us once per optimizer step
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            save_trained_weights(model, cfg.mode, Path(output_dir) / weights_name(cfg.mode), {"mode": cfg.mode})
-        weights.clear()  # the trainable weights are in our file; no whole-UNet copy
-
-    def load_hook(models, input_dir):
-        load_trained_weights(model, cfg.mode, Path(input_dir) / weights_name(cfg.mode))
-        models.clear()
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
+    denoiser, optimizer = accelerator.prepare(denoiser, optimizer)  # the scheduler is stepped by us
 
     # data: the face image in the style the adapter is (or was) trained with; recorded in its config
     dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
@@ -142,17 +153,20 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     # resume
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step, position = 0, 0
-    resume_from = ckpt.resolve_resume(out, cfg.resume)
-    if resume_from is not None:
-        step, position = ckpt.load_checkpoint(accelerator, resume_from, generator)
+    if saved is not None:
+        ckpt.apply_checkpoint(saved, model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                              scaler=accelerator.scaler, generator=generator)
+        step, position = saved.step, saved.position
         log(f"resumed from {resume_from} at step {step}")
     elif cfg.resume == "latest" and accelerator.is_main_process:  # allowed on a first run; say so
         log(f"--resume latest: no checkpoint in {ckpt.checkpoint_root(out)}, training starts at step 0")
+    start_step = step
     if accelerator.is_main_process:
         accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
                                                    if isinstance(v, (int, float, str, bool))})
         run_facts = {"world_size": world, "mixed_precision": accelerator.mixed_precision,
-                     "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from}
+                     "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from,
+                     "checkpoint_every": cfg.resolved_checkpoint_every()}
         _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts, started_at)
     seen_log = out / "samples" / f"rank{rank}.jsonl"
     seen_log.parent.mkdir(parents=True, exist_ok=True)
@@ -161,13 +175,23 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     if accelerator.is_main_process:
         _truncate_jsonl(out / "losses.jsonl", "step", step)
 
+    def save_checkpoint():
+        path = ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints,
+                                    model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        if accelerator.is_main_process:
+            _write_results(out)
+        return path
+
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, position),
                                          collate_fn=collate, num_workers=cfg.workers)
     task = progress.add_task("training", total=cfg.max_steps, completed=step, unit="steps") \
         if progress is not None and accelerator.is_main_process else None
-    history, sums, micro = [], {}, 0
+    every = cfg.resolved_checkpoint_every()
+    history, sums, micro, interrupted, checkpoint = [], {}, 0, 0, None
     batches = iter(loader)
     while step < cfg.max_steps:
+        if micro % cfg.grad_accum == 0 and (interrupted := _stop_signal(stop, accelerator)):
+            break  # at a step boundary: every rank stops here
         batch = next(batches)
         with accelerator.accumulate(denoiser):
             terms = compute_losses(denoiser, frozen, batch, cfg, generator, device, weight_dtype)
@@ -202,26 +226,32 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
         if cfg.validate_every and step % cfg.validate_every == 0 and accelerator.is_main_process:
             validate(model, dataset, cfg, out / "validation" / f"step-{step:08d}", size)
             store.clear()
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints)
-            if accelerator.is_main_process:
-                _write_results(out)
+        if every and step % every == 0:
+            checkpoint = save_checkpoint()
 
+    # the end, or a stop: whatever was trained since the last checkpoint is saved
+    if step > start_step and (checkpoint is None or not checkpoint.name.endswith(f"{step:08d}")):
+        checkpoint = save_checkpoint()
     accelerator.wait_for_everyone()
     final = None
     if accelerator.is_main_process:
         from .attention_capture import remove_attention_capture
 
         remove_attention_capture(model.unet)
-        final = out / weights_name(cfg.mode)
-        save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
+        if step > 0:  # a run stopped before its first step has nothing to write
+            final = out / weights_name(cfg.mode)
+            save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
         _write_results(out)
     accelerator.end_training()
     summary = TrainSummary(steps=step, world_size=world, seconds=time.perf_counter() - start_time,
-                           weights=final, losses=history)
+                           weights=final, losses=history, interrupted=interrupted,
+                           checkpoint=checkpoint if checkpoint is not None else resume_from)
     if accelerator.is_main_process:
         last = history[-1] if history else {}
-        _write_run_json(out, cfg, {"status": "finished", "steps": step, "weights": final, "last_losses": last},
+        status = {"status": "interrupted", "signal": signal.Signals(interrupted).name} if interrupted \
+            else {"status": "finished"}
+        _write_run_json(out, cfg, {**status, "steps": step, "max_steps": cfg.max_steps, "weights": final,
+                                   "checkpoint": summary.checkpoint, "last_losses": last},
                         {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts, started_at,
                         made=len(history))
     return summary
@@ -230,6 +260,14 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 def loss_line(means: dict) -> str:
     """The progress line's loss terms: the total, then each term of the objective (mse, map, id)."""
     return "  ".join(f"{name} {means[name]:.4g}" for name in ("loss", "mse", "map", "id") if name in means)
+
+
+def _stop_signal(stop: StopRequest, accelerator) -> int:
+    """The stop signal the ranks agree on at a step boundary (the largest any rank received)."""
+    if accelerator.num_processes == 1:
+        return stop.signum
+    signums = accelerator.gather(torch.tensor([stop.signum], device=accelerator.device))
+    return int(signums.max())
 
 
 @torch.no_grad()

@@ -23,5 +23,22 @@ def get_backend(name: str, device: str = "cpu", models_dir: Path | None = None,
     raise UsageError(f"unknown face backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def embedding_width(name: str, models_dir: Path | None = None) -> int:
+    """The width of the embeddings backend `name` makes, checking that it can run here (its library
+    imports, its model files load): a one-line UsageError when not."""
+    try:
+        if name == "dlib":
+            # deferred: the imports are the probe (heavy, and only a dlib run needs them)
+            import dlib  # noqa: F401
+            import face_recognition_models  # noqa: F401
+            return DlibBackend.embedding_dim
+        return get_backend(name, device="cpu", models_dir=models_dir).embedding_dim
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001  a broken install fails in many ways: one line, exit 2
+        raise UsageError(f"--face-backend {name} cannot run here: {type(exc).__name__}: {exc}".splitlines()[0]) \
+            from None
+
+
 __all__ = ["BACKENDS", "MULTI_FACE_POLICIES", "BestFace", "DlibBackend", "Face", "FaceAnalysis", "FaceBackend",
-           "InsightFaceBackend", "get_backend"]
+           "InsightFaceBackend", "embedding_width", "get_backend"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..digests import bytes_digest, file_digest
 from ..errors import MultiFaceError, NoFaceError
-from ..images import atomic_write_bytes, decode_rgb, load_rgb
+from ..images import atomic_write_bytes, check_file_size, decode_rgb, load_rgb
 from .base import FaceAnalysis, FaceBackend
 
 
@@ -85,6 +85,7 @@ class FaceCache:
         path = Path(path)
         if not path.is_file():
             load_rgb(path)  # raises the ImageError a missing or odd path deserves
+        check_file_size(path)  # before hashing or reading it: a padded 3 GB file costs nothing
         try:
             result = self._cached(file_digest(path))
         except OSError:

@@ -1,17 +1,24 @@
 """Read CSV or Parquet manifests into one shape: every known column present, raw values kept.
 
 CSV is read as text so a malformed cell becomes a row error during validation instead of a
-failed read; Parquet keeps its types and is cast the same way.
+failed read; a record that cannot be read at all (a ragged row, a quote that never closes, bytes
+that are not UTF-8) becomes a row whose `READ_ERROR` cell says why, and the rest of the file is
+read (csv_rows.py). Parquet keeps its types and is cast the same way.
+
+Column names are matched without case or surrounding spaces (`Prompt`, ` prompt`); two columns
+that would match the same known name are a usage error: which one was meant cannot be guessed.
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import polars as pl
 
 from ..errors import UsageError
-from .schema import REQUIRED
+from .csv_rows import read_csv_rows
+from .schema import COLUMNS, READ_ERROR, REQUIRED
 
 
 def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFrame:
@@ -25,20 +32,57 @@ def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFr
         if suffix == ".parquet":
             df = pl.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".txt"):
-            df = pl.read_csv(path, infer_schema=False, separator=_sniff_separator(path),
-                             truncate_ragged_lines=False)
+            df = _read_csv(path)
         else:
             raise UsageError(f"manifest must be .csv, .tsv or .parquet, got {path.name}")
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001  polars raises several exception types for malformed files
         raise UsageError(f"cannot read manifest {path}: {exc}".splitlines()[0]) from None
-    df = df.rename({c: c.strip().lower() for c in df.columns})
+    df = df.rename(_known_names(df.columns, path.name))
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise UsageError(f"manifest {path.name} lacks required column(s): {', '.join(missing)}"
-                         f" (has: {', '.join(df.columns) or 'none'})")
+                         f" (has: {', '.join(c for c in df.columns if c != READ_ERROR) or 'none'})")
     return df
+
+
+def _known_names(columns: list[str], name: str) -> dict[str, str]:
+    """{column: its known name} for columns that are a known name but for case or spaces."""
+    found: dict[str, list[str]] = {}
+    for c in columns:
+        key = c.strip().lower()
+        if key in COLUMNS:
+            found.setdefault(key, []).append(c)
+    clashes = {k: v for k, v in found.items() if len(v) > 1}
+    if clashes:
+        listed = "; ".join(" and ".join(repr(c) for c in v) for v in clashes.values())
+        raise UsageError(f"manifest {name}: columns {listed} differ only in case or spaces, so fmu cannot "
+                         "tell which one to use; rename or remove one of them")
+    return {v[0]: k for k, v in found.items() if v[0] != k}
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    """polars when the whole file is well-formed UTF-8 CSV; else the record-by-record reader."""
+    separator = _sniff_separator(path)
+    try:
+        return pl.read_csv(path, infer_schema=False, separator=separator, truncate_ragged_lines=False)
+    except Exception:  # noqa: BLE001  polars' errors name no line: read it again, record by record
+        pass
+    # a million small lists: the cyclic GC would walk them again and again while they are made
+    # (3x the parse time here); none of them can form a cycle
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        header, records, problems = read_csv_rows(path.read_bytes(), separator, str(path))
+        if len(set(header)) != len(header):
+            raise UsageError(f"cannot read manifest {path}: its header repeats a column name")
+        table = pl.DataFrame(records, schema=dict.fromkeys(header, pl.String), orient="row")
+        del records
+    finally:
+        if paused:
+            gc.enable()
+    return table.with_columns(pl.Series(READ_ERROR, problems, dtype=pl.String))
 
 
 def _sniff_separator(path: Path) -> str:

@@ -49,3 +49,6 @@ OVERRIDES = ("id_scale", "guidance_scale", "steps", "width", "height")
 CONTROLS = CONTROL_COLUMNS
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+# a record the CSV reader could not read: this column of read_manifest's table says why (kind: line N: ...)
+READ_ERROR = "_read_error"

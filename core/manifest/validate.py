@@ -16,11 +16,11 @@ import polars as pl
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
-from ..images import check_size
+from ..images import check_file_size, check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
 from . import people
-from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES, READ_ERROR
 
 ERROR, WARNING = "error", "warning"
 
@@ -112,6 +112,11 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     raw = df[name]
     if raw.dtype.is_nested():  # a list / struct / array cell (Parquet) is never a scalar value
         return pl.Series(name, [None] * df.height, dtype=dtype), raw.is_not_null()
+    if raw.dtype == pl.Binary:  # Parquet bytes: text when they are UTF-8, a wrong_type cell when not
+        raw = pl.Series(name, [_utf8(v) for v in raw.to_list()], dtype=pl.String)
+        bad_bytes = df[name].is_not_null() & raw.is_null()
+        typed, bad = _cast_column(pl.DataFrame({name: raw}), name)
+        return typed, bad | bad_bytes
     if raw.dtype == pl.String:
         raw = raw.str.strip_chars().replace("", None)
     if dtype in (pl.Float64, pl.Int64) and (raw.dtype.is_float() or raw.dtype == pl.String):
@@ -128,9 +133,17 @@ def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
     return typed.alias(name), bad
 
 
-def _cell(value):
-    """A cell as one short line: a Parquet list cell arrives as a Series."""
-    return value.to_list() if isinstance(value, pl.Series) else value
+def _utf8(value: bytes | None) -> str | None:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _cell(value) -> str:
+    """A cell as one short line for a message: a Parquet list cell arrives as a Series."""
+    text = repr(value.to_list() if isinstance(value, pl.Series) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_url(value: str) -> bool:
@@ -144,8 +157,10 @@ def _check_image_file(path: Path) -> tuple[str, str] | None:
     if not path.is_file():
         return "not_a_file", f"not a regular file: {path}"
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return "empty_file", f"file is empty: {path}"
+        check_file_size(path, size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged by check_size
             with Image.open(path) as img:
@@ -210,7 +225,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
 
     for name, bad in bad_cells.items():
         if name in df.columns:
-            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])!r} is not a "
+            add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])} is not a "
                                                               f"valid {COLUMNS[name][0]}")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
         lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
@@ -279,6 +294,13 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
 
     layouts = _check_people(typed, problems, ids)
 
+    if READ_ERROR in df.columns:  # a CSV record that could not be read (csv_rows.py): kind: line N: why.
+        unread = df[READ_ERROR]     # Its cells say nothing reliable, so that is its only problem.
+        rows = set(unread.is_not_null().arg_true().to_list())
+        problems = [p for p in problems if p.row not in rows]
+        for i in sorted(rows):
+            kind, _, message = unread[i].partition(": ")
+            problems.append(Problem(i, ids[i], "", ERROR, kind, message))
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({

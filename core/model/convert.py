@@ -346,7 +346,10 @@ def convert_file(src: str | Path, out: str | Path, lora: str | Path | None = Non
                  offline: bool = True) -> dict:
     """Write `src` (+ `lora`) as an fmu adapter; returns a summary for the CLI."""
     tensors, meta = load_adapter_any(src, base_unet_config(base, offline, base_config), lora)
-    path = A.write_adapter(Path(out), tensors, meta)
+    try:
+        path = A.write_adapter(Path(out), tensors, meta)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write the adapter there ({exc.strerror or exc})") from None
     cfg = json.loads(meta["config"])
     parts = {p: sum(1 for k in tensors if k.startswith(p + ".")) for p in ("image_proj", "ip_attn", "lora", "shading")}
     return {"path": path, "config": cfg, "tensors": parts,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -17,10 +18,12 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..model.settings import Settings, with_prefix
+from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json, write_run_json
 from .conditions import frame_label, parse_frame
 from .config import GenerateConfig
 from .plan import KEY, Units, plan_table
+from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
 from .results import ResultStore
 
 
@@ -53,15 +56,6 @@ def _resolve_model(cfg: GenerateConfig):
     base, adapter = ensure_preset(cfg.preset)
     version, size = SPECS[cfg.preset][:2]
     return base, cfg.adapter or adapter, size, {"preset": version}
-
-
-def _load_tokenizer(base):
-    from transformers import CLIPTokenizer
-
-    path = Path(str(base))
-    if (path / "tokenizer").is_dir():
-        return CLIPTokenizer.from_pretrained(path / "tokenizer")
-    return CLIPTokenizer.from_pretrained(str(base), subfolder="tokenizer", local_files_only=True)
 
 
 def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
@@ -155,38 +149,73 @@ def _failure_records(df, validation) -> list[dict]:
         for k in range(n):
             records.append({"id": validation.id_series[row_index], "k": k, "row": row_index, "status": "failed",
                             "error": reason, "finished_at": time.time(),
-                            "prompt": df["prompt"][row_index] if "prompt" in df.columns else None})
+                            "prompt": _text(df["prompt"][row_index]) if "prompt" in df.columns else None})
     return records
 
 
-def run_generate(cfg: GenerateConfig, progress=None, log=None) -> RunSummary:
-    """`log`: where a warning line goes (the CLI prints it; None: dropped)."""
-    from functools import partial
+def _text(value) -> str | None:
+    """A cell for the `prompt` column of a failure record: text, or nothing (a Parquet list,
+    struct or bytes cell is what failed the row)."""
+    return value if isinstance(value, str) else None
 
-    from .distribute import inline_distributor, multiprocess_distributor, rank_shard
+
+def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
+    """Every option and every file or name it points at, checked (preflight.py) before anything is
+    written: UsageError on the first problem. `cfg` itself is not changed. `log`: where a warning
+    line goes (the CLI prints it; None: dropped)."""
+    cfg = _resolved(cfg)
+    if cfg.lora is not None:
+        _check_lora(cfg, log)
+    # absolute, so results.parquet names each reference in a way that holds from any folder
+    # (`fmu score OUT` run elsewhere, resume from another working directory)
+    cfg = replace(cfg, manifest=Path(cfg.manifest).absolute())
+    manifest = read_manifest(cfg.manifest)
+    devices = parse_devices(cfg.device)
+    check_devices(cfg, devices)
+    check_renderer(cfg)
+    model_spec = _resolve_model(cfg)
+    base, adapter = model_spec[:2]
+    check_model_files(cfg, base, adapter)
+    tokenizer = load_tokenizer(cfg.base_config or base)
+    return CheckedRun(cfg=cfg, manifest=manifest, model_spec=model_spec, devices=devices, tokenizer=tokenizer)
+
+
+def run_generate(cfg: GenerateConfig, progress=None, log=None, checked: CheckedRun | None = None) -> RunSummary:
+    """`checked`: `check_generate(cfg)`'s result, when the caller checked first (the command line
+    does, before it draws a progress bar). `log`: where a warning line goes (None: dropped)."""
     from .ranks import Ranks
 
     start, started_at = time.perf_counter(), time.time()
-    cfg = _resolved(cfg)  # from here on: the run's own copy, the caller's config stays as given
-    if cfg.lora is not None:
-        _check_lora(cfg, log)
+    checked = checked or check_generate(cfg, log)  # from here on the run's own copy; the caller's stays as given
+    cfg = checked.cfg
     out = Path(cfg.out)
-    # absolute, so results.parquet names each reference in a way that holds from any folder
-    # (`fmu score OUT` run elsewhere, resume from another working directory)
-    manifest_path = Path(cfg.manifest).absolute()
-    df = read_manifest(manifest_path)  # a usage error here leaves no empty --out behind
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
     ranks = Ranks.from_env()
-    devices = ranks.local_devices(cfg.device, parse_devices(cfg.device))
+    # one run per output folder: rank 0 holds the lock (the other ranks are its own), and what a
+    # killed run left half-written is removed before any rank writes
+    with locked_output(out, "generate") if ranks.is_main else _created(out):
+        if ranks.is_main:
+            remove_stale_temp_files(out, out / ".shards", out / "images", out / "conditions", out / ".ranks")
+        ranks.wait_for_everyone()
+        return _generate(checked, ranks, progress, start, started_at)
 
-    model_spec = _resolve_model(cfg)
+
+@contextmanager
+def _created(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    yield out
+
+
+def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
+    from functools import partial
+
+    from .distribute import inline_distributor, multiprocess_distributor, rank_shard
+
+    cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
+    out = Path(cfg.out)
+    devices = ranks.local_devices(cfg.device, checked.devices)
     base, adapter_path, default_size, model_identity = model_spec
-    tokenizer = _load_tokenizer(cfg.base_config or base)
     # the limit applies to what the text encoder sees: the prompt with its prefix
-    validation = validate(df, manifest_path.parent,
+    validation = validate(df, Path(cfg.manifest).parent,
                           count_tokens=lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
                           token_limit=tokenizer.model_max_length)
     defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
@@ -196,13 +225,13 @@ def run_generate(cfg: GenerateConfig, progress=None, log=None) -> RunSummary:
         frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)
     # finished jobs drop out of their unit; a unit keeps the members it was planned with
-    todo = store.todo(plan)
+    todo, moved = store.resume(plan)
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)
     if ranks.is_main:
-        store.append(failures)
+        store.append(failures + moved)  # moved: finished images whose row number changed, re-recorded
 
     task = progress.add_task("generating", total=units.total, unit="images") if progress else None
 

@@ -6,7 +6,11 @@ batch in flight; the merge keeps the newest record per (id, k). Resume = read wh
 A finished image stays done while its row's inputs match the plan (`INPUTS`) and its reference
 and target files still hold the bytes it was made from: each record keeps a file's stamp
 (size:mtime) and sha256; a file whose stamp moved (copied, touched, replaced) is hashed again and
-the image is redone only when the bytes differ.
+the image is redone only when the bytes differ. A finished image is matched by its id and k, not by
+its row number, so inserting or removing a manifest row does not redo the rows after it.
+
+Shards are merged only under the output folder's lock (core/out_lock.py), and a merge deletes only
+the shards it read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..manifest.people import SEPARATOR
 from ..tables import write_table
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
+MATCH = ["id", "k"]       # what resume matches a finished image by (with INPUTS): not the row number
 # what an image was made from: a finished image counts as done only while these still match the
 # plan, so a row edited in place (new prompt, seed, reference, setting) is generated again
 INPUTS = ["reference", "target", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "id_scale",
@@ -69,52 +74,65 @@ class ResultStore:
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
             write_table(self.shards / name, _frame(records))
 
-    def _all(self) -> pl.DataFrame:
+    def _all(self) -> tuple[pl.DataFrame, list[Path]]:
+        """Every record (results.parquet, then the shards in write order) and the shards read."""
         frames = []
-        paths = [self.final] if self.final.exists() else []
-        if self.shards.exists():
-            paths += sorted(self.shards.glob("*.parquet"))
+        shards = sorted(self.shards.glob("*.parquet")) if self.shards.exists() else []
+        paths = ([self.final] if self.final.exists() else []) + shards
         for path in paths:
             df = _read_table(path)
             # tables from an older fmu lack newer columns: null, so their rows are simply redone
             missing = [pl.lit(None, dtype).alias(c) for c, dtype in SCHEMA.items() if c not in df.columns]
             frames.append(df.with_columns(missing).select(list(SCHEMA)).cast(SCHEMA))
         if not frames:
-            return _frame([])
-        return pl.concat(frames, how="vertical")
+            return _frame([]), shards
+        return pl.concat(frames, how="vertical"), shards
 
     def latest(self) -> pl.DataFrame:
-        df = self._all()
+        return self._latest()[0]
+
+    def _latest(self) -> tuple[pl.DataFrame, list[Path]]:
+        df, shards = self._all()
         return (df.with_row_index("_order").sort("_order")
-                  .unique(subset=KEY, keep="last", maintain_order=True).drop("_order"))
+                  .unique(subset=KEY, keep="last", maintain_order=True).drop("_order")), shards
 
     def done(self) -> pl.DataFrame:
-        """(id, k, row) + INPUTS + source stamps/digests of the images that are ok and still on
-        disk. Columnar: one directory listing, no per-row objects."""
-        file_columns = [c for _, *cols in SOURCES for c in cols]
-        ok = self.latest().filter(pl.col("status") == "ok").select(*KEY, *INPUTS, *file_columns, "image")
+        """The records of the images that are ok and still on disk (every column). Columnar: one
+        directory listing, no per-row objects."""
+        ok = self.latest().filter(pl.col("status") == "ok")
         images = self.out_dir / "images"
         present = pl.Series("image", [f"images/{n}" for n in os.listdir(images)] if images.is_dir() else [],
                             dtype=pl.String)
-        return ok.join(present.to_frame(), on="image", how="semi").drop("image")
+        return ok.join(present.to_frame(), on="image", how="semi")
 
     def todo(self, plan: pl.DataFrame) -> pl.DataFrame:
-        """The plan rows still to generate: all but those matching a done image exactly, whose
-        source files still hold the same bytes."""
+        return self.resume(plan)[0]
+
+    def resume(self, plan: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
+        """(the plan rows still to generate, the records of finished images whose row moved).
+
+        A plan row is done when a finished image has its id, k and INPUTS, and its source files
+        still hold the same bytes. The row number is not part of the match: a row inserted or
+        removed above it moves it, and its image (named by id and k) is still the one asked for.
+        Rows without an id are named by their row number (`row000012`), so for them it still
+        counts. A moved image's record is returned under its new row number, to be appended."""
         cast = [pl.col(c).cast(SCHEMA[c]) for c in INPUTS]
         plan = plan.with_row_index("_plan").with_columns(cast)
-        matched = plan.select("_plan", *KEY, *INPUTS).join(self.done(), on=[*KEY, *INPUTS], how="inner",
-                                                           nulls_equal=True)
-        kept = matched.filter(_sources_unchanged(matched)).select("_plan")
-        return plan.join(kept, on="_plan", how="anti").sort("_plan").drop("_plan")
+        done = self.done().rename({"row": "_done_row"})
+        matched = plan.select("_plan", *KEY, *INPUTS).join(done, on=[*MATCH, *INPUTS], how="inner", nulls_equal=True)
+        kept = matched.filter(_sources_unchanged(matched)).unique("_plan", keep="last", maintain_order=True)
+        moved = kept.filter(pl.col("row") != pl.col("_done_row")).select(list(SCHEMA)).to_dicts()
+        todo = plan.join(kept.select("_plan"), on="_plan", how="anti").sort("_plan").drop("_plan")
+        return todo, moved
 
     def merge(self, order: pl.DataFrame) -> pl.DataFrame:
         """Keep exactly the records of this run's plan, in plan order (`order`: id, k, row):
         stale ones from an edited manifest do not linger."""
         rank = order.select(KEY).with_row_index("_rank")
-        df = self.latest().join(rank, on=KEY, how="inner").sort("_rank").drop("_rank")
+        latest, read = self._latest()
+        df = latest.join(rank, on=KEY, how="inner").sort("_rank").drop("_rank")
         write_table(self.final, df)
-        for p in self.shards.glob("*.parquet") if self.shards.exists() else []:
+        for p in read:  # only the shards merged: one written since (by anyone) waits for the next merge
             p.unlink(missing_ok=True)
         return df
 

@@ -22,8 +22,10 @@ import polars as pl
 
 from ..errors import ImageError, RowError, UsageError
 from ..faces import get_backend
+from ..faces.insightface_backend import find_pack
 from ..images import atomic_write_bytes, load_rgb
 from ..manifest.people import label, parse_layout, split_paths
+from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json
 from ..shading.consistency import ConsistencyScorer
 from ..shading.controls import CONTROL_COLUMNS, ControlRequest, requested_fit
@@ -37,11 +39,11 @@ from .dino import DinoScorer, dino_similarity
 from .face_batch import face_embeddings
 from .fid import FidScorer
 from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
-from .lpips import LpipsScorer
+from .lpips import LpipsScorer, find_weights
 from .report import render_report
 from .resume import ScoreState, fingerprint
 from .summary_table import print_summary
-from .weights import MetricUnavailable
+from .weights import MetricUnavailable, check_given_file, check_given_model
 
 METRICS = ("facesim", "clip", "dino", "lpips", "fid", "consistency")
 
@@ -60,6 +62,28 @@ class ScoreOptions:
     workers: int = 2
     batch_size: int = 16
     report: bool = True
+
+
+def check_options(opts: ScoreOptions) -> None:
+    """Every model or weights path the user gave exists (UsageError, exit 2): unavailable metrics are
+    for weights fmu looked for on its own, not for a path given by hand. The LPIPS folder must hold
+    both files; an insightface --id-model folder its pack."""
+    if opts.clip_model:
+        check_given_model(opts.clip_model, "--clip-model")
+    if opts.dino_model:
+        check_given_model(opts.dino_model, "--dino-model")
+    if opts.fid_weights:
+        check_given_file(opts.fid_weights, "--fid-weights")
+    if opts.lpips_weights:
+        check_given_file(opts.lpips_weights, "--lpips-weights", folder=True)
+        try:
+            find_weights(opts.lpips_weights)
+        except MetricUnavailable as exc:
+            raise UsageError(f"--lpips-weights {opts.lpips_weights}: {exc}") from None
+    if opts.id_model:
+        check_given_file(opts.id_model, "--id-model", folder=True)
+        if "insightface" in opts.face_backends:
+            find_pack(Path(opts.id_model))
 
 
 @dataclass
@@ -509,7 +533,10 @@ def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
         opts.face_backends = [info["face_backend"]]
         if opts.id_model is None and info.get("face_models"):
             opts.id_model = Path(info["face_models"])
-    return score_rows(rows_from_run(run_dir), Path(run_dir), opts, console, progress)
+    rows = rows_from_run(run_dir)
+    with locked_output(run_dir, "score"):  # not while a generate (or another score) writes there
+        remove_stale_temp_files(run_dir)
+        return score_rows(rows, Path(run_dir), opts, console, progress)
 
 
 def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
@@ -520,4 +547,7 @@ def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
         out_dir = Path(images_dir)
     if not Path(images_dir).is_dir():
         raise UsageError(f"--images {images_dir} is not a folder")
-    return score_rows(rows_from_images(images_dir, manifest), Path(out_dir), opts, console, progress)
+    rows = rows_from_images(images_dir, manifest)
+    with locked_output(out_dir, "score"):
+        remove_stale_temp_files(out_dir)
+        return score_rows(rows, Path(out_dir), opts, console, progress)

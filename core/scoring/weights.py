@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import first_line
+from ..errors import UsageError, first_line
 
 
 class MetricUnavailable(Exception):
@@ -61,3 +61,31 @@ def from_pretrained_local(cls, name_or_path: str, what: str, flag: str | None = 
         hint = f"; pass {flag} DIR" if flag else ""
         raise MetricUnavailable(f"{what} weights not found locally: {name_or_path} is not in the Hugging Face "
                                 f"cache (nothing is downloaded){hint}") from None
+
+
+def check_given_model(name_or_path: str, flag: str) -> None:
+    """A model the user named (`--clip-model`, `--dino-model`): a folder with a config.json, or a
+    hub id in the local cache. UsageError otherwise: a metric left unavailable because of a typo in
+    an option the user gave would go unnoticed in a long report."""
+    from huggingface_hub import try_to_load_from_cache  # deferred: heavy
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{flag} {name_or_path}: no config.json in that folder (a transformers model folder)")
+        return
+    try:
+        cached = isinstance(try_to_load_from_cache(str(name_or_path), "config.json"), str)
+    except ValueError:  # neither a folder nor a valid hub id
+        cached = False
+    if not cached:
+        raise UsageError(f"{flag} {name_or_path}: no such folder, and not a hub id in the local Hugging Face cache "
+                         "(fmu does not download)")
+
+
+def check_given_file(path: Path, flag: str, folder: bool = False) -> None:
+    path = Path(path).expanduser()
+    if folder and not path.is_dir():
+        raise UsageError(f"{flag} {path}: no such folder")
+    if not folder and not path.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
