@@ -20,7 +20,8 @@ def doctor(
     face_backend: FaceBackend | None = typer.Option(None, "--face-backend", help="Require this face backend."),
     face_models: str | None = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / "
                                            "antelopev2 layout)."),
-    devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1."),
+    devices: str | None = typer.Option(None, "--devices", help="Require these devices: auto, cpu, cuda, cuda:N, mps, "
+                                         "xpu, xpu:N or a comma list such as cuda:0,cuda:1."),
 ) -> None:
     """Report which weights, devices, providers and backends are usable here, and why not.
 

@@ -31,8 +31,9 @@ def generate(
     face_crop: FaceCrop | None = typer.Option(D.face_crop, help="The face image the CLIP encoder sees; "
                                               "default: the style the adapter was trained with (wide for "
                                               "the authors' checkpoint, aligned for h94's and fmu's)."),
-    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
-                                "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)"),
+    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | mps | xpu | xpu:N | a "
+                                "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
+                                "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU."),
     batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together."),
     steps: int = typer.Option(D.steps, min=1, help="Denoising steps (a manifest row may override)."),
     seed: int = typer.Option(D.seed, help="Base seed for rows without one (row seed = base + row number)."),
@@ -55,14 +56,26 @@ def generate(
     adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
                                              "--adapter."),
     vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder."),
-    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors')."),
+    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors'; lcm / tcd / ddim-trailing: "
+                                        "for a --speed-lora)."),
     base_config: str | None = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a "
                                            "single-file --base-model."),
-    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on CUDA, fp32 on CPU)."),
+    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
+                                        "bf16 and fp16 run on CPU too)."),
+    vae_precision: Precision = typer.Option(D.vae_precision, help="The VAE's precision (auto: as --precision; fp32 "
+                                            "keeps a VAE that overflows in fp16 in full precision)."),
+    speed_lora: str | None = typer.Option(D.speed_lora, help="A few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD; "
+                                          "diffusers or kohya format): file, folder or cached hub id. Use with "
+                                          "--scheduler lcm|tcd and few --steps."),
+    speed_lora_scale: float = typer.Option(D.speed_lora_scale, help="Weight of --speed-lora (kept when the identity "
+                                           "channel is off)."),
+    vae_decoder: str | None = typer.Option(D.vae_decoder, help="tiny:<folder or hub id>: decode with an "
+                                           "AutoencoderTiny (TAESD) instead of the VAE (fast, a little softer)."),
+    eta: float | None = typer.Option(D.eta, help="Noise of each DDIM / TCD step, 0..1 (default: DDIM 0, TCD 0.3)."),
     vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory)."),
     vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images)."),
     compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the UNet and ShadingNet."),
-    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (CUDA only)."),
+    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (GPU devices only)."),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -82,7 +95,8 @@ def generate(
         save_conditions=save_conditions, renderer=chosen(renderer), cache_dir=cache_dir, threads=threads, lora=lora,
         lora_scale=lora_scale, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-        compile=compile, offload=offload)
+        compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
+        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta)
     try:
         with progress_bar() as progress, stop_on_sigterm():
             summary = run_generate(cfg, progress=progress)

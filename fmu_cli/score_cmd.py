@@ -10,7 +10,7 @@ import typer
 from core.errors import UsageError
 from core.faces import BACKENDS as FACE_BACKENDS
 
-from .choices import comma_list
+from .choices import Precision, comma_list
 from .console import console, err, progress_bar
 
 
@@ -46,7 +46,10 @@ def score(
     fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid)."),
     metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
                                 help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps | xpu | xpu:N | auto (one device)."),
+    precision: Precision = typer.Option("fp32", help="Precision of the CLIP and DINO models (bf16 / fp16 run on "
+                                        "CPU too; auto: fp16 on a GPU). LPIPS and FID always run in fp32, the "
+                                        "precision their published values come from."),
     workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces."),
     batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
@@ -70,8 +73,8 @@ def score(
     chosen = METRICS if "all" in metrics else metrics
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
-                        fid_weights=fid_weights, metrics=chosen, device=device, workers=workers,
-                        batch_size=batch_size, report=not no_report)
+                        fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
+                        workers=workers, batch_size=batch_size, report=not no_report)
     if run_dir is not None:
         if not run_dir.is_dir():
             raise UsageError(f"{run_dir} is not a folder")

@@ -10,6 +10,11 @@ peft's `get_peft_model_state_dict` / `set_peft_model_state_dict`) over the same 
   own LoRA stays as it was. It is a file of its own (format "fmu-lora/1"): the adapter's peft-layout
   weights, with its rank, alpha and target pattern in the metadata. Applying it adds the same
   adapter and activates it next to the others, with weight `scale`.
+- `fmu_speed` (`SPEED_ADAPTER`): a few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD) in diffusers or
+  kohya format, loaded by diffusers' `load_lora_weights` (few_step.py); its targets are its own.
+
+Which adapters are active, and with which weight, is set per batch with `set_lora_weights`
+(diffusers' `set_adapters`): the weight of an adapter is its own, never a factor shared by all.
 
 diffusers' `save_lora_adapter` / `load_lora_adapter` write and expect their own key prefix and
 metadata, and infer the targets from the keys; fmu-lora/1 files predate this module and keep
@@ -28,6 +33,7 @@ from .weights_io import fmu_file_meta, read_fmu_file
 FORMAT = "fmu-lora/1"
 ID_ADAPTER = "fmu_id"
 FINETUNE_ADAPTER = "fmu_ft"
+SPEED_ADAPTER = "fmu_speed"
 # UNet attention only: the perceiver inside the image projection has to_q/to_k too.
 LORA_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 
@@ -47,6 +53,29 @@ def add_lora(unet, rank: int, alpha: float | None = None, name: str = ID_ADAPTER
 
 def has_lora(unet, name: str) -> bool:
     return name in (getattr(unet, "peft_config", None) or {})
+
+
+def adapter_names(pipe) -> list[str]:
+    """Every LoRA adapter on the pipeline's UNet or text encoder, in the order they were added."""
+    names = {}
+    for component in (pipe.unet, getattr(pipe, "text_encoder", None)):
+        names.update(dict.fromkeys(getattr(component, "peft_config", None) or {}))
+    return list(names)
+
+
+def set_lora_weights(pipe, weights: dict[str, float]) -> None:
+    """Activate exactly the adapters of `weights` whose weight is not 0, each with its own weight
+    (diffusers' `set_adapters`; an adapter at 0 is left out rather than multiplied by 0, so it costs
+    nothing and the result is the model without it). peft's `set_adapter` also makes the active
+    adapters trainable: which parameters train is the trainer's choice, so that is put back."""
+    if not weights:
+        return
+    components = [c for c in (pipe.unet, getattr(pipe, "text_encoder", None)) if c is not None]
+    trainable = [(p, p.requires_grad) for c in components for n, p in c.named_parameters() if "lora_" in n]
+    active = [n for n, w in weights.items() if w != 0]
+    pipe.set_adapters(active, adapter_weights=[float(weights[n]) for n in active])
+    for p, flag in trainable:
+        p.requires_grad_(flag)
 
 
 def lora_state(unet, name: str = ID_ADAPTER) -> dict:

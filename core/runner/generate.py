@@ -13,9 +13,11 @@ from pathlib import Path
 
 import polars as pl
 
+from ..devices import parse_devices
 from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
+from ..model.load import resolve_dtype
 from ..model.settings import Settings, with_prefix
 from ..run_record import read_run_json, write_run_json
 from .conditions import frame_label, parse_frame
@@ -70,21 +72,6 @@ def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
     return Worker(cfg, device, model_spec)
 
 
-def parse_devices(spec: str) -> list[str]:
-    import torch
-
-    if spec == "auto":
-        n = torch.cuda.device_count()
-        return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
-    devices = [d.strip() for d in spec.split(",") if d.strip()]
-    for d in devices:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--devices {spec}: CUDA requested but torch sees no CUDA device")
-        if d != "cpu" and not d.startswith("cuda"):
-            raise UsageError(f"--devices: unknown device {d!r} (use auto, cpu, cuda, cuda:N or a list)")
-    return devices or ["cpu"]
-
-
 def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
     Run-wide values get the checks the manifest's per-row values get (a bad one would fail
@@ -104,9 +91,15 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
         lo, hi = BOUNDS[name]
         if value is not None and not (math.isfinite(value) and lo <= value <= hi):
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be within [{lo}, {hi}]")
-    for name in ("s_scale", "shading_scale", "lora_scale"):
+    for name in ("s_scale", "shading_scale", "lora_scale", "speed_lora_scale"):
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
+        raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
+    if cfg.vae_decoder is not None:
+        from ..model.few_step import parse_decoder  # deferred: the model package imports torch
+
+        parse_decoder(cfg.vae_decoder)
     if cfg.lora is not None:  # its header here: a bad file is one usage error, not a failed worker
         from ..model.lora import lora_file_meta
 
@@ -149,6 +142,10 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
         raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
     ranks = Ranks.from_env()
     devices = ranks.local_devices(cfg.device, parse_devices(cfg.device))
+    for device in dict.fromkeys(devices):  # a precision a device cannot run is a usage error, not N failed workers
+        resolve_dtype(cfg.precision, device)
+        if cfg.vae_precision != "auto":
+            resolve_dtype(cfg.vae_precision, device)
 
     model_spec = _resolve_model(cfg)
     base, adapter_path, default_size, model_identity = model_spec
@@ -159,7 +156,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> RunSummary:
                           token_limit=tokenizer.model_max_length)
     defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
-                        width=default_size, height=default_size)
+                        width=default_size, height=default_size, eta=cfg.eta)
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
         frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)
