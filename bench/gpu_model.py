@@ -276,6 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also fmu with the UNet and ShadingNet compiled")
     ap.add_argument("--compile-batch", type=int, default=8, help="the batch size the compiled model is timed at")
     ap.add_argument("--budget-s", type=float, default=None, help="start no measurement after this many seconds")
+    ap.add_argument("--compile-reserve-s", type=float, default=150.0,
+                    help="with --budget-s: start a compiled run only with this much time left")
     ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) and NAME.json here")
     args = ap.parse_args(argv)
 
@@ -305,8 +307,21 @@ def main(argv=None) -> int:
         print(f"built in {time.perf_counter() - t0:.1f}s; parameters: "
               + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in params.items()), flush=True)
 
-        def over_budget() -> bool:
-            return args.budget_s is not None and time.perf_counter() - started > args.budget_s
+        def over_budget(reserve: float = 0.0) -> bool:
+            return args.budget_s is not None and time.perf_counter() - started + reserve > args.budget_s
+
+        def write(final: bool) -> str:  # after every row: a run cut short still leaves its table
+            table = format_table(rows, flops, peaks, sheet, name, args, short, long, skipped)
+            if args.out is not None:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(table if final else table + "\n(incomplete: the run is still going)\n")
+                args.out.with_suffix(".json").write_text(json.dumps(
+                    {"device": device, "device_name": name, "torch": torch.__version__, "quick": args.quick,
+                     "steps": args.steps, "timed_steps": [args.steps] if args.full_steps else [short, long],
+                     "flops": flops, "peak_tflops": peaks, "datasheet_tflops": sheet, "rows": rows,
+                     "skipped": skipped, "parameters": params, "scale": asdict(scale), "final": final,
+                     "wall_seconds": time.perf_counter() - started}, indent=1, default=str))
+            return table
 
         runs = {"fmu": lambda r, s: fmu_run(model, r, s), "stock": lambda r, s: stock_run(model, stock, r, s)}
         set_dtype(model, dtypes[precisions[-1]])
@@ -327,7 +342,8 @@ def main(argv=None) -> int:
             plan += [(p, args.compile_batch, "fmu", True) for p in precisions]
         compiled = False
         for precision, batch, kind, comp in plan:
-            if over_budget():
+            # each precision compiles anew (minutes): started only with --compile-reserve-s left
+            if over_budget(args.compile_reserve_s if comp else 0.0):
                 skipped.append(f"{kind} {precision} batch {batch}{' compiled' if comp else ''}")
                 continue
             set_dtype(model, dtypes[precision])
@@ -344,18 +360,9 @@ def main(argv=None) -> int:
                          "of_datasheet_peak": achieved / sheet if sheet else None, **result})
             print(f"  {kind:5s} {precision} batch {batch:2d}{' compiled' if comp else ''}: {ips:.3f} images/s, "
                   f"{achieved:.1f} TFLOP/s ({achieved / peaks[precision]:.0%} of measured peak)", flush=True)
+            write(final=False)
 
-    table = format_table(rows, flops, peaks, sheet, name, args, short, long, skipped)
-    print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {"device": device, "device_name": name, "torch": torch.__version__, "quick": args.quick,
-             "steps": args.steps, "timed_steps": [short, long] if not args.full_steps else [args.steps],
-             "flops": flops, "peak_tflops": peaks, "datasheet_tflops": sheet, "rows": rows, "skipped": skipped,
-             "parameters": params, "scale": asdict(scale), "wall_seconds": time.perf_counter() - started},
-            indent=1, default=str))
+        print(write(final=True))
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
 

@@ -64,16 +64,23 @@ def adapter_names(pipe) -> list[str]:
 
 
 def set_lora_weights(pipe, weights: dict[str, float]) -> None:
-    """Activate exactly the adapters of `weights` whose weight is not 0, each with its own weight
-    (diffusers' `set_adapters`; an adapter at 0 is left out rather than multiplied by 0, so it costs
-    nothing and the result is the model without it). peft's `set_adapter` also makes the active
-    adapters trainable: which parameters train is the trainer's choice, so that is put back."""
-    if not weights:
-        return
-    components = [c for c in (pipe.unet, getattr(pipe, "text_encoder", None)) if c is not None]
+    """Activate exactly the adapters of `weights` whose weight is not 0, each with its own weight, on
+    the UNet and the text encoder (diffusers' `set_adapters`; per component, since a pipeline-level
+    call refuses an empty list). An adapter at 0 is left out rather than multiplied by 0: it costs
+    nothing and the result is the model without it. peft's `set_adapter` also makes the active
+    adapters trainable; which parameters train is the trainer's choice, so that is put back."""
+    from diffusers.loaders.lora_base import set_adapters_for_text_encoder  # deferred: with peft, as above
+
+    components = [c for c in (pipe.unet, getattr(pipe, "text_encoder", None))
+                  if getattr(c, "peft_config", None)]
     trainable = [(p, p.requires_grad) for c in components for n, p in c.named_parameters() if "lora_" in n]
-    active = [n for n, w in weights.items() if w != 0]
-    pipe.set_adapters(active, adapter_weights=[float(weights[n]) for n in active])
+    for component in components:
+        active = [n for n in component.peft_config if weights.get(n, 0) != 0]
+        values = [float(weights[n]) for n in active]
+        if component is pipe.unet:
+            component.set_adapters(active, weights=values)
+        else:
+            set_adapters_for_text_encoder(active, component, values)
     for p, flag in trainable:
         p.requires_grad_(flag)
 
