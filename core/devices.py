@@ -71,9 +71,9 @@ def accelerator(kind: str) -> Accelerator:
     if kind == "mps":
         mps = torch.backends.mps
         if not mps.is_available():
-            why = ("this torch has no MPS support, torch.backends.mps.is_built() is False (not an Apple build)"
-                   if not mps.is_built() else "macOS 12.3+ on Apple silicon is needed")
-            return Accelerator(kind, 0, [], f"torch.backends.mps.is_available() is False ({why})")
+            why = ("this torch is not built with MPS (torch.backends.mps.is_built() is False; MPS needs a "
+                   "macOS build on Apple silicon)" if not mps.is_built() else "MPS needs macOS 12.3+ on Apple silicon")
+            return Accelerator(kind, 0, [], f"torch.backends.mps.is_available() is False: {why}")
         return Accelerator(kind, 1, ["Apple MPS"], "Apple Metal")
     raise ValueError(f"not an accelerator kind: {kind!r}")
 

@@ -15,6 +15,7 @@ timesteps) are `load.make_scheduler`'s.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,8 +33,10 @@ def load_speed_lora(pipe, source: str | Path, offline: bool = True) -> None:
     if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().exists():
         raise UsageError(f"--speed-lora {text}: no such file or folder")
     try:
-        pipe.load_lora_weights(str(Path(text).expanduser()) if Path(text).expanduser().exists() else text,
-                               adapter_name=L.SPEED_ADAPTER, local_files_only=offline)
+        with warnings.catch_warnings():  # several adapters on one model is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            pipe.load_lora_weights(str(Path(text).expanduser()) if Path(text).expanduser().exists() else text,
+                                   adapter_name=L.SPEED_ADAPTER, local_files_only=offline)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UsageError(f"cannot load speed LoRA {text} (an LCM / TCD / Hyper-SD LoRA for SD1.5, diffusers "
                          f"or kohya format): {first_line(exc, None)}") from None
