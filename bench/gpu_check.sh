@@ -9,6 +9,7 @@
 #       --platform manylinux_2_28_x86_64 -d wheels/            # only if `import PIL` fails there
 # and installed there from wheels/ only (this script does it when an import is missing):
 #   pip install --no-index --no-deps wheels/*.whl
+# wheels/ is git-ignored (never committed): copy it along with the checkout.
 #
 # Budget (H200, about 790 TFLOP/s bf16 dense): ~30 s to build the full-size model with random weights on
 # the GPU, ~15 s to count FLOPs, then fp16 and bf16 x batch 1/4/8/16 x (fmu, diffusers' pipeline), each
