@@ -3,10 +3,12 @@
 #   bash bench/gpu_check.sh [TABLE]      (default TABLE: $OUT/gpu_table.md when $OUT is set, else ./gpu_table.md)
 #
 # What the GPU machine needs: python with torch (CUDA), transformers, peft and accelerate. diffusers (and
-# Pillow, if that python lacks it) travel as wheels in wheels/, fetched on a machine with network access:
+# Pillow / requests, which diffusers imports, if that python lacks them) travel as wheels in wheels/,
+# fetched on a machine with network access:
 #   pip download diffusers==0.42.1 --no-deps -d wheels/
 #   pip download pillow --no-deps --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux_2_28_x86_64 -d wheels/            # only if `import PIL` fails there
+#   pip download requests urllib3 idna certifi charset-normalizer --no-deps -d wheels/   # if `import requests` fails
 # and installed there from wheels/ only (this script does it when an import is missing):
 #   pip install --no-index --no-deps wheels/*.whl
 # wheels/ is git-ignored (never committed): copy it along with the checkout.
@@ -23,7 +25,7 @@ PY="${PYTHON:-python}"
 
 missing=$("$PY" - <<'EOF'
 import importlib.util
-print(" ".join(m for m in ("torch", "transformers", "peft", "accelerate", "diffusers", "PIL")
+print(" ".join(m for m in ("torch", "transformers", "peft", "accelerate", "diffusers", "PIL", "requests")
                if importlib.util.find_spec(m) is None))
 EOF
 )
