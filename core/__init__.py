@@ -7,6 +7,6 @@
     model/ faces/ shading/ manifest/
                  the diffusers model, face analysis, the 3D shading channel, manifest reading
                  (siblings: they may use each other, without cycles)
-    errors, images, digests, native_log, run_record
+    errors, images, digests, devices, native_log, run_record
                  utilities every layer uses (run_record: the run.json every command writes)
 """

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
-from .errors import first_line
+from .devices import accelerators, auto_devices, check_device
+from .errors import UsageError, first_line
 from .faces import embedding_width
 from .faces.insightface_backend import find_pack, insightface_home
 from .faces.providers import CUDA, installed_onnxruntimes, onnxruntime_clash
@@ -41,6 +42,7 @@ from .shading.deca import missing_requirements
 from .shading.render import pytorch3d_available
 from .weights.layout import default_dir, missing_roles, pull_command, read_record, roles_of
 
+ACCELERATOR_LABELS = {"cuda": "CUDA", "xpu": "XPU", "mps": "MPS"}
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
               "SG161222/Realistic_Vision_V4.0_noVAE", "SG161222/Realistic_Vision_V5.1_noVAE")
 IMAGE_ENCODERS = (("h94/IP-Adapter", "models/image_encoder/config.json"),
@@ -84,28 +86,25 @@ def _reason(exc: BaseException) -> str:
 # ---------------------------------------------------------------- sections
 
 def check_torch(report: Report, devices: list[str]) -> None:
+    """torch, every accelerator kind it could drive (found, or torch's reason why not), and each
+    requested device (`--devices`, checked as `fmu generate` checks it)."""
     report.add("runtime", "torch", True, torch.__version__)
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n:
-        names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(n))
-        report.add("runtime", "CUDA", True, f"CUDA {torch.version.cuda}: {names}")
-    else:
-        why = "torch is a CPU build" if torch.version.cuda is None else "no CUDA device visible"
-        report.add("runtime", "CUDA", False, why)
+    found = {acc.kind: acc for acc in accelerators()}
+    for acc in found.values():
+        names = ", ".join(name if acc.kind == "mps" else f"{acc.kind}:{i} {name}" for i, name in enumerate(acc.names))
+        report.add("runtime", ACCELERATOR_LABELS[acc.kind], acc.usable,
+                   f"{acc.reason}: {names}" if acc.usable else acc.reason)
     for device in devices:
-        kind, _, index = device.partition(":")
-        if kind == "cpu" and not index:
-            report.add("device", device, True, "always available", required=True)
-        elif kind == "cuda" and (not index or index.isdigit()):
-            i = int(index or 0)
-            ok = i < n
-            why = "CPU build of torch" if torch.version.cuda is None else "check drivers / CUDA_VISIBLE_DEVICES"
-            report.add("device", device, ok,
-                       f"{torch.cuda.get_device_name(i)}" if ok else
-                       f"requested but torch sees {n} CUDA device(s) ({why})",
-                       required=True)
-        else:
-            report.add("device", device, False, "unknown device: use cpu, cuda or cuda:N", required=True)
+        if device == "auto":
+            report.add("device", device, True, f"-> {', '.join(auto_devices())}", required=True)
+            continue
+        try:
+            kind, _, index = check_device(device).partition(":")
+        except UsageError as exc:
+            report.add("device", device, False, str(exc), required=True)
+            continue
+        report.add("device", device, True, "always available" if kind == "cpu" else found[kind].names[int(index or 0)],
+                   required=True)
 
 
 def check_onnxruntime(report: Report, devices: list[str], insightface_wanted: bool) -> None:
@@ -127,7 +126,8 @@ def check_onnxruntime(report: Report, devices: list[str], insightface_wanted: bo
         return
     name, version = next(iter(installed.items()))
     report.add("runtime", "onnxruntime", True, f"{name}=={version}; providers: {', '.join(providers)}")
-    if insightface_wanted and any(d.startswith("cuda") for d in devices) and CUDA not in providers:
+    if insightface_wanted and any(d.startswith("cuda") or (d == "auto" and auto_devices()[0].startswith("cuda"))
+                                  for d in devices) and CUDA not in providers:
         report.add("runtime", "onnxruntime CUDA", False,
                    f"insightface on CUDA needs {CUDA}: install fmu[gpu] (onnxruntime-gpu) instead of fmu[cpu]",
                    required=True)

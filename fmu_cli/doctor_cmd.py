@@ -24,7 +24,8 @@ def doctor(
                                                         rich_help_panel=P.FACES),
     face_models: str | None = typer.Option(None, "--face-models", help="insightface models folder (buffalo_l / "
                                            "antelopev2 layout).", rich_help_panel=P.FACES),
-    devices: str | None = typer.Option(None, "--devices", help="Require these devices, e.g. cuda or cuda:0,cuda:1.",
+    devices: str | None = typer.Option(None, "--devices", help="Require these devices: auto, cpu, cuda, cuda:N, mps, "
+                                       "xpu, xpu:N or a comma list such as cuda:0,cuda:1.",
                                        rich_help_panel=P.DEVICES),
     weights: str | None = typer.Option(None, "--weights", help="Require this `fmu weights pull` folder to be complete "
                                        "(default: report on $FMU_HOME/weights).", rich_help_panel=P.MODELS),

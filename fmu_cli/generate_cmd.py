@@ -70,22 +70,37 @@ def generate(
                                         rich_help_panel=P.SAMPLING),
     no_shading: bool = typer.Option(not D.shading, "--no-shading", help="Run the identity channel alone.",
                                     rich_help_panel=P.SAMPLING),
-    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors').", rich_help_panel=P.SAMPLING),
-    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | a list such as "
-                                "cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too)",
+    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors'; lcm / tcd / ddim-trailing: "
+                                        "for a --speed-lora).", rich_help_panel=P.SAMPLING),
+    eta: float | None = typer.Option(D.eta, help="Noise of each DDIM / TCD step, 0..1 (default: DDIM 0, TCD 0.3).",
+                                     rich_help_panel=P.SAMPLING),
+    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | mps | xpu | xpu:N | a "
+                                "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
+                                "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU.",
                                 rich_help_panel=P.DEVICES),
     threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
                                        "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
-    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on CUDA, fp32 on CPU).",
-                                        rich_help_panel=P.DEVICES),
+    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
+                                        "bf16 and fp16 run on CPU too).", rich_help_panel=P.DEVICES),
+    vae_precision: Precision = typer.Option(D.vae_precision, help="The VAE's precision (auto: as --precision; fp32 "
+                                            "keeps a VAE that overflows in fp16 in full precision).",
+                                            rich_help_panel=P.DEVICES),
     batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together.", rich_help_panel=P.SPEED),
     vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory).",
                                      rich_help_panel=P.SPEED),
     vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images).", rich_help_panel=P.SPEED),
     compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the UNet and ShadingNet.",
                                  rich_help_panel=P.SPEED),
-    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (CUDA only).",
+    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (GPU devices only).",
                                  rich_help_panel=P.SPEED),
+    speed_lora: str | None = typer.Option(D.speed_lora, help="A few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD; "
+                                          "diffusers or kohya format): file, folder or cached hub id. Use with "
+                                          "--scheduler lcm|tcd and few --steps.", rich_help_panel=P.SPEED),
+    speed_lora_scale: float = typer.Option(D.speed_lora_scale, help="Weight of --speed-lora (kept when the identity "
+                                           "channel is off).", rich_help_panel=P.SPEED),
+    vae_decoder: str | None = typer.Option(D.vae_decoder, help="tiny:<folder or hub id>: decode with an "
+                                           "AutoencoderTiny (TAESD) instead of the VAE (fast, a little softer).",
+                                           rich_help_panel=P.SPEED),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
                                          rich_help_panel=P.OUTPUT),
@@ -110,7 +125,8 @@ def generate(
         save_conditions=save_conditions, renderer=chosen(renderer), cache_dir=cache_dir, threads=threads, lora=lora,
         lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-        compile=compile, offload=offload)
+        compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
+        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 

@@ -11,7 +11,7 @@ from core.errors import UsageError
 from core.faces import BACKENDS as FACE_BACKENDS
 
 from . import panels as P
-from .choices import comma_list
+from .choices import Precision, comma_list
 from .console import console, err, progress_bar
 
 
@@ -52,8 +52,12 @@ def score(
                                             rich_help_panel=P.MODELS),
     metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
                                 help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
-    device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N (one "
-                               "device: scoring is not split across devices).", rich_help_panel=P.DEVICES),
+    device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N | mps | "
+                               "xpu | xpu:N | auto (one device: scoring is not split across devices).",
+                               rich_help_panel=P.DEVICES),
+    precision: Precision = typer.Option("fp32", help="Precision of the CLIP and DINO models (bf16 / fp16 run on "
+                                        "CPU too; auto: fp16 on a GPU). LPIPS and FID always run in fp32, the "
+                                        "precision their published values come from.", rich_help_panel=P.DEVICES),
     workers: int = typer.Option(2, min=1, help="Threads decoding images and detecting faces.",
                                 rich_help_panel=P.SPEED),
     batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch.", rich_help_panel=P.SPEED),
@@ -69,7 +73,7 @@ def score(
     a failure (0 in the strict FaceSim mean). Exit code: 0 all rows scored, 1 some rows failed
     (unreadable, missing reference, no face), 2 usage error.
     """
-    from core.runner.generate import parse_devices
+    from core.devices import parse_device
     from core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
 
     if (run_dir is None) == (images is None):
@@ -79,11 +83,10 @@ def score(
     chosen = METRICS if "all" in metrics else metrics
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
-                        fid_weights=fid_weights, metrics=chosen, device=device, workers=workers,
-                        batch_size=batch_size, report=not no_report)
+                        fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
+                        workers=workers, batch_size=batch_size, report=not no_report)
     check_options(opts)  # every path given exists, before anything is read or written
-    if len(parse_devices(device)) != 1:
-        raise UsageError(f"--device {device}: give one device (cpu, cuda or cuda:N)")
+    parse_device(device)  # one device torch can use, before anything is written
     if run_dir is not None:
         if not run_dir.is_dir():
             raise UsageError(f"{run_dir} is not a folder")

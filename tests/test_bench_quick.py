@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script", ["generate_scale.py", "shading_speed.py", "score_speed.py", "mask_speed.py",
-                                    "cli_start.py"])
+                                    "cli_start.py", "gpu_model.py", "few_step_speed.py"])
 def test_bench_quick_mode(script, fmu_home):
     env = {**os.environ, "FMU_HOME": str(fmu_home)}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], env=env,

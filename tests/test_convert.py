@@ -125,7 +125,7 @@ def _plain_unet_like(unet):
 def _fmu_noise(model, inp, control=True):
     added = _set_identity(model.unet, inp)
     return model.predict_noise(inp["x"], 10, inp["text"], added, inp["control"] if control else None,
-                               shading_scale=0.5 if control else 0.0, lora_scale=1.0)
+                               shading_scale=0.5 if control else 0.0)
 
 
 @pytest.fixture(scope="module")

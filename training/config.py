@@ -39,7 +39,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    mixed_precision: str | None = None    # one of MIXED_PRECISIONS; default: bf16 on CUDA, no (fp32) on CPU
+    mixed_precision: str | None = None    # one of MIXED_PRECISIONS; default: bf16 on a GPU, no (fp32) on CPU
     max_steps: int = 1000
     seed: int = 0
     workers: int = 0                      # DataLoader worker processes
@@ -70,8 +70,8 @@ class TrainConfig:
             return self.checkpoint_every
         return min(AUTHORS_CHECKPOINT_EVERY, max(1, round(self.max_steps / 10)))
 
-    def resolved_mixed_precision(self, cuda: bool) -> str:
-        return self.mixed_precision or ("bf16" if cuda else "no")
+    def resolved_mixed_precision(self, on_gpu: bool) -> str:
+        return self.mixed_precision or ("bf16" if on_gpu else "no")
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

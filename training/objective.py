@@ -47,30 +47,36 @@ class Frozen:
 
 def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, generator: torch.Generator,
                    device: torch.device, weight_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The loss terms of one batch (`loss` = their weighted sum, the others detached for logging)."""
+    """The loss terms of one batch (`loss` = their weighted sum, the others detached for logging).
+
+    Dtypes are explicit at every hand-over: the frozen VAE, text and image encoders run in
+    `weight_dtype` (bf16 / fp16 under mixed precision) and their outputs go on as float32, the
+    trainable forward runs under accelerate's autocast, the noise and its target stay float32,
+    and the identity-loss encoder works in float32 (its gradient reaches the decoded image)."""
     model, sched = frozen.model, frozen.noise_scheduler
     vae, n = model.pipe.vae, batch["pixels"].shape[0]
+    f32 = torch.float32
     pixels = batch["pixels"].to(device, weight_dtype)
 
     def rand(*shape):  # every random draw comes from this rank's generator (exact resume)
         return torch.rand(*shape, generator=generator).to(device)
 
     with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.sample(generator=generator) * vae.config.scaling_factor
+        latents = (vae.encode(pixels).latent_dist.sample(generator=generator) * vae.config.scaling_factor).to(f32)
         # caption drop (5 %): the empty caption, and no L_map pairs for that sample
         keep_caption = rand(n) >= cfg.caption_drop
         ids = torch.where(keep_caption[:, None], batch["input_ids"].to(device), frozen.empty_ids.to(device))
-        text = model.pipe.text_encoder(ids)[0]
+        text = model.pipe.text_encoder(ids)[0].to(f32)
         # image drop (50 %): the CLIP image input zeroed, as the authors do
         clip_cond, clip_blank = model.pipe.encode_image(batch["face_crop"], device, 1, output_hidden_states=True)
         keep_image = (rand(n) >= cfg.image_drop)[:, None, None]
-        clip = torch.where(keep_image, clip_cond, clip_blank).float()
-    noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+        clip = torch.where(keep_image, clip_cond, clip_blank).to(f32)
+    noise = torch.randn(latents.shape, generator=generator).to(device, f32)
     timesteps = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator).to(device)
-    noisy = sched.add_noise(latents, noise, timesteps).float()
+    noisy = sched.add_noise(latents, noise, timesteps).to(f32)
 
-    eps = denoiser(noisy, timesteps, text.float(), batch["id_embedding"].to(device),
-                   clip, batch["condition"].to(device))
+    eps = denoiser(noisy, timesteps, text, batch["id_embedding"].to(device, f32),
+                   clip, batch["condition"].to(device, f32))
     mse = F.mse_loss(eps.float(), noise.float())
 
     tokens = [t if keep else [[] for _ in t] for t, keep in zip(batch["token_indices"], keep_caption.tolist())]
@@ -82,9 +88,9 @@ def compute_losses(denoiser, frozen: Frozen, batch: dict, cfg: TrainConfig, gene
         x0 = predict_x0(eps, noisy, timesteps, sched)
         decoded = vae.decode((x0 / vae.config.scaling_factor).to(weight_dtype)).sample
         generated = (decoded.float() / 2 + 0.5).clamp(0, 1)
-        boxes = batch["face_box"].to(device)
+        boxes = batch["face_box"].to(device)  # pixel coordinates: the crop works in float64
         with torch.no_grad():
-            reference = frozen.id_encoder((batch["pixels"].to(device) / 2 + 0.5).clamp(0, 1), boxes)
+            reference = frozen.id_encoder((batch["pixels"].to(device, f32) / 2 + 0.5).clamp(0, 1), boxes)
         l_id = identity_loss(reference, frozen.id_encoder(generated, boxes), weights)
 
     total = mse + cfg.lambda_map * l_map + l_id

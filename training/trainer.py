@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.devices import auto_devices, device_type
 from core.errors import UsageError
 from core.out_lock import locked_output, remove_stale_temp_files
 
@@ -107,10 +108,17 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     manifest = prepared_manifest_path(cfg.data)
     check_training(cfg, manifest)  # data, model files and their widths, before anything is built
     out = Path(cfg.out)
-    cuda = torch.cuda.is_available()
+    # the accelerator torch reports (cuda, xpu, mps), else the CPU; accelerate places the model there
+    on_gpu = device_type(auto_devices()[0]) != "cpu"
+    mixed_precision = cfg.resolved_mixed_precision(on_gpu)
+    if mixed_precision == "fp16" and not on_gpu:
+        # accelerate runs fp16 with a gradient scaler on accelerators only; on the CPU it would
+        # silently train in fp32 with the frozen parts in fp16
+        raise UsageError("--mixed-precision fp16 needs a GPU (accelerate has no fp16 autocast and gradient scaler "
+                         "on the CPU); use bf16 on the CPU")
     accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.resolved_mixed_precision(cuda),
-        log_with="tensorboard", cpu=not cuda,
+        gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed_precision,
+        log_with="tensorboard", cpu=not on_gpu,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)

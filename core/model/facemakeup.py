@@ -7,7 +7,9 @@ ShadingNet), loaded and saved the diffusers way.
   reads back to identical tensors.
 - `from_pipe(pipe, cfg)` / `from_base(base, ...)`: a fresh, untrained adapter on base components
   (training from scratch, the presets).
-- `load_lora_weights` / `save_lora_weights`: finetune LoRA files (lora.py).
+- `load_lora_weights` / `save_lora_weights`: finetune LoRA files (lora.py); `speed_lora=` of
+  `from_pretrained`: a few-step LoRA (few_step.py). `lora_weights` says which weight each LoRA has
+  in a batch.
 
 Besides, the forward pieces the sampling loop (pipeline.py) and the trainer share: the identity
 inputs of the UNet, the 4 ID tokens, one ε prediction with the ShadingNet's residuals.
@@ -16,7 +18,6 @@ inputs of the UNet, the 4 ID tokens, one ε prediction with the ShadingNet's res
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,8 +28,8 @@ import torch
 from ..digests import file_digest
 from ..errors import UsageError, first_line
 from . import adapter as A
+from . import few_step, pipeline
 from . import lora as L
-from . import pipeline
 from .convert import load_adapter_any
 from .load import load_base
 from .pipeline import Request, Timings
@@ -42,8 +43,14 @@ class FaceMakeUp:
     shading_net: object | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
-    timings: Timings = field(default_factory=Timings)
+    timings: Timings | None = None     # default: a clock on `device`
+    decoder: object | None = None      # a VAE that decodes instead of pipe.vae (--vae-decoder tiny:...)
     adapter_sha256: str | None = None  # the adapter file's digest when loaded from one (a LoRA records it)
+    lora_scales: dict = field(default_factory=dict)  # own weight of the finetune / speed LoRA (default 1)
+
+    def __post_init__(self):
+        if self.timings is None:
+            self.timings = Timings(self.device)
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -54,23 +61,30 @@ class FaceMakeUp:
                         lora: str | Path | None = None, vae: str | Path | None = None,
                         scheduler: str = "ddim", base_config: str | Path | None = None,
                         vae_slicing: bool = False, vae_tiling: bool = False, compile: bool = False,
-                        offload: bool = False) -> FaceMakeUp:
+                        offload: bool = False, vae_dtype: torch.dtype | None = None,
+                        speed_lora: str | Path | None = None, speed_lora_scale: float = 1.0,
+                        vae_decoder: str | None = None) -> FaceMakeUp:
         """The model from a base (`load.load_base`: diffusers folder, hub id in the local cache,
         single file + `base_config`) and `adapter`: any checkpoint `convert.load_adapter_any`
         reads; `lora`: a separate LoRA file for IP-Adapter checkpoints (h94's *_lora.safetensors).
 
         `shading`: load the adapter's ShadingNet; `fresh_shading`: when it has none, start an
         untrained one (training). `offload`: diffusers' model CPU offload (accelerate hooks move
-        each model to the GPU when it runs); the ShadingNet gets its own hook and stays on the GPU
-        once used. CUDA only. `compile`: `torch.compile` of the UNet and ShadingNet in place."""
+        each model to the accelerator when it runs); the ShadingNet gets its own hook and stays
+        there once used. `compile`: `torch.compile` of the UNet and ShadingNet in place.
+        `dtype`: every component's (`vae_dtype`: the VAE's, when it differs). `speed_lora`: a
+        few-step LoRA (LCM / TCD / Hyper-SD), adapter `fmu_speed` with weight `speed_lora_scale`;
+        `vae_decoder`: `tiny:<folder or hub id>`, an AutoencoderTiny that decodes instead of the VAE."""
         dev = torch.device(device)
-        if offload and dev.type != "cuda":
-            raise UsageError(f"--offload moves models between CPU and GPU; it needs a CUDA device, not {device}")
+        if offload and dev.type == "cpu":
+            raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or "
+                             f"mps device, not {device}")
         if adapter is None:
             raise UsageError("an adapter checkpoint is required (--adapter)")
+        decoder_source = few_step.parse_decoder(vae_decoder)  # a bad spelling fails before any loading
         pipe = load_base(base, dev, dtype, offline, image_encoder, vae=vae, scheduler=scheduler,
                          base_config=base_config, vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-                         move=not offload)
+                         move=not offload, vae_dtype=vae_dtype)
         unet = pipe.unet
         try:
             tensors, meta = load_adapter_any(Path(adapter), dict(unet.config), lora)
@@ -89,6 +103,11 @@ class FaceMakeUp:
             A.load_adapter_state(unet, tensors)
         except RuntimeError as exc:
             raise UsageError(f"adapter {adapter} does not fit base model {base}: {first_line(exc, None)}") from None
+        lora_scales = {}
+        if speed_lora is not None:
+            few_step.load_speed_lora(pipe, speed_lora, offline)
+            lora_scales[L.SPEED_ADAPTER] = float(speed_lora_scale)
+            pipe.text_encoder.to(dtype=dtype)  # peft keeps a new adapter in fp32 under a half-precision model
         unet.to(dtype=dtype).eval()
         if shading_net is not None:
             shading_net.to(dtype=dtype).eval()
@@ -102,12 +121,19 @@ class FaceMakeUp:
             unet.to(dev)
             if shading_net is not None:
                 shading_net.to(dev)
+        decoder = None
+        if decoder_source is not None:
+            decoder = few_step.load_tiny_decoder(vae_decoder, unet.config.out_channels,
+                                                 vae_dtype or dtype, dev, offline)
         if compile:
             unet.compile()
             if shading_net is not None:
                 shading_net.compile()
         digest = file_digest(adapter) if Path(adapter).is_file() else None
-        return cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, adapter_sha256=digest)
+        model = cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, decoder=decoder,
+                    adapter_sha256=digest, lora_scales=lora_scales)
+        model.set_lora_weights(model.lora_weights(identity_on=True))
+        return model
 
     @classmethod
     def from_pipe(cls, pipe, cfg: A.AdapterConfig, *, device: str | torch.device | None = None) -> FaceMakeUp:
@@ -145,6 +171,7 @@ class FaceMakeUp:
                           adapter_name: str = L.FINETUNE_ADAPTER) -> None:
         """Put the finetune LoRA of `path` on top of the adapter, with weight `scale`."""
         L.apply_lora_file(self.unet, Path(path), scale, adapter_name)
+        self.lora_scales[adapter_name] = float(scale)
         self.unet.to(self.device, self.dtype)
 
     def save_lora_weights(self, path: str | Path, adapter_name: str = L.FINETUNE_ADAPTER,
@@ -165,10 +192,24 @@ class FaceMakeUp:
         return self.pipe.unet
 
     def _timed(self, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.timings.model_seconds += time.perf_counter() - start
-        return out
+        """A model call, its time added to `timings` (device time on an accelerator: the call
+        itself only queues the kernels there)."""
+        return self.timings.clock.time(fn, *args, **kwargs)
+
+    def lora_weights(self, identity_on: bool, id_weight: float = 1.0) -> dict[str, float]:
+        """The weight of every LoRA on the model for one batch. The identity LoRA (`fmu_id`, weight
+        `id_weight`) and a finetune LoRA (`fmu_ft`, its own scale) belong to the identity channel:
+        trained with the ID tokens, they are off (0) when it is off. A speed LoRA (`fmu_speed`)
+        keeps its weight whatever the identity channel does: the sampler needs it."""
+        weights = {name: self.lora_scales.get(name, 1.0) for name in L.adapter_names(self.pipe)}
+        if L.ID_ADAPTER in weights:
+            weights[L.ID_ADAPTER] = id_weight
+        if not identity_on:
+            weights = {name: (w if name == L.SPEED_ADAPTER else 0.0) for name, w in weights.items()}
+        return weights
+
+    def set_lora_weights(self, weights: dict[str, float]) -> None:
+        L.set_lora_weights(self.pipe, weights)
 
     def identity_inputs(self, id_embeddings: torch.Tensor, clip_embeds: torch.Tensor,
                         s_scale: float) -> dict:
@@ -192,10 +233,11 @@ class FaceMakeUp:
 
     def predict_noise(self, latents: torch.Tensor, t, text: torch.Tensor, added: dict | None,
                       control: torch.Tensor | None = None, shading_scale: float = 0.0,
-                      id_tokens: torch.Tensor | None = None, lora_scale: float | None = None,
-                      people=None):
+                      id_tokens: torch.Tensor | None = None, people=None):
         """One ε prediction: ShadingNet residuals (when a condition is given) into the UNet.
-        `people`: a `people.PeopleBatch`: each person's ID tokens act in their own box only."""
+        `people`: a `people.PeopleBatch`: each person's ID tokens act in their own box only. The
+        LoRAs act with the weights `set_lora_weights` gave them (no `scale` in the attention
+        kwargs: diffusers multiplies every adapter by it, the speed LoRA too)."""
         down = mid = None
         if control is not None and self.shading_net is not None and shading_scale > 0:
             if id_tokens is None:
@@ -204,10 +246,7 @@ class FaceMakeUp:
             down, mid = self._timed(
                 shading, latents, t, encoder_hidden_states=id_tokens, controlnet_cond=control,
                 conditioning_scale=shading_scale, return_dict=False)
-        has_lora = bool(getattr(self.unet, "peft_config", None))
-        cross_kwargs = {"scale": lora_scale} if has_lora and lora_scale is not None else None
-        if people is not None:  # the identity masks; the LoRA scale rides along (the UNet pops it)
-            cross_kwargs = {**(cross_kwargs or {}), **people.cross_attention_kwargs}
+        cross_kwargs = people.cross_attention_kwargs if people is not None else None  # identity masks
         return self._timed(
             self.unet, latents, t, encoder_hidden_states=text, added_cond_kwargs=added,
             cross_attention_kwargs=cross_kwargs, down_block_additional_residuals=down,

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from ..devices import device_type
 from ..errors import UsageError, first_line
 from .settings import SCHEDULERS
 from .weights_io import PICKLE_SUFFIXES, read_state
@@ -23,25 +25,60 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 
 def resolve_dtype(precision: str, device: str) -> torch.dtype:
-    """"auto": fp16 on CUDA, fp32 on CPU. Half precision is refused on CPU (slow, and several
-    CPU kernels lack fp16)."""
+    """The weight dtype of a precision name on `device`. "auto": fp16 on an accelerator (cuda, xpu,
+    mps), fp32 on the CPU. fp16 and bf16 are accepted on every device whose torch kernels run the
+    model's operations in that dtype (`reduced_precision_problem` tries them there); otherwise a
+    UsageError names the operation that is missing."""
     if precision == "auto":
-        return torch.float16 if str(device).startswith("cuda") else torch.float32
+        return torch.float32 if device_type(device) == "cpu" else torch.float16
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; choose auto, {', '.join(PRECISIONS)}")
-    if precision != "fp32" and not str(device).startswith("cuda"):
-        raise UsageError(f"precision {precision} needs a CUDA device; on {device} use fp32")
-    return PRECISIONS[precision]
+    dtype = PRECISIONS[precision]
+    problem = reduced_precision_problem(dtype, device)
+    if problem:
+        raise UsageError(f"precision {precision} on {device}: {problem}; use fp32 there")
+    return dtype
+
+
+def reduced_precision_problem(dtype: torch.dtype, device: str) -> str | None:
+    """None when torch runs the operations SD1.5, ControlNet and CLIP are made of (conv, group and
+    layer norm, attention, SiLU/GELU, nearest upsampling, softmax) in `dtype` on `device`; else what
+    failed. Older CPU builds lacked several fp16 kernels; a small probe asks this build itself."""
+    if dtype == torch.float32:
+        return None
+    try:
+        # fixed values, not randn: the probe leaves torch's global random state alone
+        x = torch.linspace(-1, 1, 512, device=device).reshape(1, 8, 8, 8).to(dtype)
+        x = F.conv2d(x, torch.linspace(-0.1, 0.1, 576, device=device).reshape(8, 8, 3, 3).to(dtype), padding=1)
+        x = F.interpolate(F.silu(F.group_norm(x, 4)), scale_factor=2.0, mode="nearest")
+        q = x.flatten(2).transpose(1, 2).reshape(1, 2, -1, 4)
+        a = F.gelu(F.layer_norm(F.scaled_dot_product_attention(q, q, q), (4,)))
+        torch.softmax(a, -1).sum().item()
+    except Exception as exc:  # noqa: BLE001  a missing kernel or a device torch lacks: both answer it
+        return f"torch cannot run the model's operations in {str(dtype).removeprefix('torch.')} here " \
+               f"({first_line(exc, 160)})"
+    return None
 
 
 def make_scheduler(name: str, config):
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+    """A diffusers scheduler by fmu's name for it, on the base model's noise schedule. lcm / tcd are
+    the samplers of few-step LoRAs (LCM-LoRA, TCD-LoRA, Hyper-SD); ddim-trailing spreads DDIM's
+    steps over the whole schedule ("trailing" timesteps), as Hyper-SD's N-step LoRAs want."""
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        LCMScheduler,
+        TCDScheduler,
+    )
 
-    classes = {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
-    if name not in classes:
+    if name not in SCHEDULERS:
         raise UsageError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     if name == "dpm++":  # DPM++ 2M, the usual "DPM++" of SD front-ends
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "ddim-trailing":
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing")
+    classes = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "lcm": LCMScheduler, "tcd": TCDScheduler}
     return classes[name].from_config(config)
 
 
@@ -75,8 +112,11 @@ def _from_single_file(base: Path, dtype, offline: bool, base_config):
 def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offline: bool = True,
               image_encoder: str | Path | None = None, *, vae: str | Path | None = None,
               scheduler: str = "ddim", base_config: str | Path | None = None,
-              vae_slicing: bool = False, vae_tiling: bool = False, move: bool = True):
-    """A StableDiffusionPipeline (components only) with a CLIP image encoder attached."""
+              vae_slicing: bool = False, vae_tiling: bool = False, move: bool = True,
+              vae_dtype: torch.dtype | None = None):
+    """A StableDiffusionPipeline (components only) with a CLIP image encoder attached; every
+    component in `dtype` except the VAE when `vae_dtype` says otherwise (fp32 for a VAE that
+    overflows in fp16)."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -114,6 +154,8 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
         except (OSError, ValueError) as exc:
             raise UsageError(f"no CLIP image encoder at {source!s} (give --image-encoder): "
                              f"{first_line(exc, None)}") from None
+    if vae_dtype is not None and vae_dtype != dtype:
+        pipe.vae.to(dtype=vae_dtype)
     if pipe.feature_extractor is None:
         pipe.feature_extractor = CLIPImageProcessor(size=224, crop_size=224)
     if vae_slicing:

@@ -10,6 +10,11 @@ peft's `get_peft_model_state_dict` / `set_peft_model_state_dict`) over the same 
   own LoRA stays as it was. It is a file of its own (format "fmu-lora/1"): the adapter's peft-layout
   weights, with its rank, alpha and target pattern in the metadata. Applying it adds the same
   adapter and activates it next to the others, with weight `scale`.
+- `fmu_speed` (`SPEED_ADAPTER`): a few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD) in diffusers or
+  kohya format, loaded by diffusers' `load_lora_weights` (few_step.py); its targets are its own.
+
+Which adapters are active, and with which weight, is set per batch with `set_lora_weights`
+(diffusers' `set_adapters`): the weight of an adapter is its own, never a factor shared by all.
 
 A finetune LoRA is trained against one adapter and means nothing on another (other images, no
 error): its metadata records that adapter's identity, `adapter_sha256` = the sha256 of the adapter
@@ -37,6 +42,7 @@ FORMAT = "fmu-lora/1"
 ID_ADAPTER = "fmu_id"
 FINETUNE_ADAPTER = "fmu_ft"
 ADAPTER_KEY = "adapter_sha256"  # LoRA metadata: the sha256 of the adapter file it was trained on
+SPEED_ADAPTER = "fmu_speed"
 # UNet attention only: the perceiver inside the image projection has to_q/to_k too.
 LORA_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 
@@ -56,6 +62,36 @@ def add_lora(unet, rank: int, alpha: float | None = None, name: str = ID_ADAPTER
 
 def has_lora(unet, name: str) -> bool:
     return name in (getattr(unet, "peft_config", None) or {})
+
+
+def adapter_names(pipe) -> list[str]:
+    """Every LoRA adapter on the pipeline's UNet or text encoder, in the order they were added."""
+    names = {}
+    for component in (pipe.unet, getattr(pipe, "text_encoder", None)):
+        names.update(dict.fromkeys(getattr(component, "peft_config", None) or {}))
+    return list(names)
+
+
+def set_lora_weights(pipe, weights: dict[str, float]) -> None:
+    """Activate exactly the adapters of `weights` whose weight is not 0, each with its own weight, on
+    the UNet and the text encoder (diffusers' `set_adapters`; per component, since a pipeline-level
+    call refuses an empty list). An adapter at 0 is left out rather than multiplied by 0: it costs
+    nothing and the result is the model without it. peft's `set_adapter` also makes the active
+    adapters trainable; which parameters train is the trainer's choice, so that is put back."""
+    from diffusers.loaders.lora_base import set_adapters_for_text_encoder  # deferred: with peft, as above
+
+    components = [c for c in (pipe.unet, getattr(pipe, "text_encoder", None))
+                  if getattr(c, "peft_config", None)]
+    trainable = [(p, p.requires_grad) for c in components for n, p in c.named_parameters() if "lora_" in n]
+    for component in components:
+        active = [n for n in component.peft_config if weights.get(n, 0) != 0]
+        values = [float(weights[n]) for n in active]
+        if component is pipe.unet:
+            component.set_adapters(active, weights=values)
+        else:
+            set_adapters_for_text_encoder(active, component, values)
+    for p, flag in trainable:
+        p.requires_grad_(flag)
 
 
 def lora_state(unet, name: str = ID_ADAPTER) -> dict:

@@ -6,9 +6,8 @@ the projection, as `FaceMakeUp.identity_inputs` does for one), and `IPAdapterAtt
 attends to each person's tokens separately and adds each result only where that person's mask is
 set: `cross_attention_kwargs={"ip_adapter_masks": [mask]}`, mask [1, n, H, W] from
 `IPAdapterMaskProcessor.preprocess` (one adapter, so a one-element list). The text cross-attention is
-not masked: the prompt acts everywhere. The identity LoRA's scale travels in the same kwargs
-(`scale`): the UNet pops it (diffusers' `apply_lora_scale`) before the processors get the rest, so
-the two coexist.
+not masked: the prompt acts everywhere. The LoRAs' weights are not in these kwargs: they are set
+per adapter before the loop (`FaceMakeUp.set_lora_weights`).
 
 3D channel: one ShadingNet pass per person (batched into one call), each seeing only that
 person's render (the condition is 0 outside their box) and cross-attending to only that person's

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers import TCDScheduler
 
+from ..devices import ModelClock
 from .people import PeopleBatch, PeopleInput
-from .settings import Settings
+from .settings import TCD_ETA, Settings
 
 # the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
 DEFAULT_NEGATIVE = ("black image, Easy Negative, worst quality, low quality, lowers, monochrome, grayscales, "
@@ -33,15 +35,28 @@ class Request:
     people: PeopleInput | None = None     # several people (people.py): their IDs, crops, boxes, renders
 
 
-@dataclass
 class Timings:
-    model_seconds: float = 0.0        # inside UNet / ShadingNet calls
+    """Seconds inside UNet / ShadingNet calls; on an accelerator the device's own time (events),
+    so the efficiency figure built on it is true there."""
+
+    def __init__(self, device="cpu"):
+        self.clock = ModelClock(device)
+
+    @property
+    def model_seconds(self) -> float:
+        return self.clock.seconds
 
 
 @torch.no_grad()
 def generate(model, requests: list[Request], settings: Settings, callback=None) -> list[np.ndarray]:
     """Denoise one batch of requests that share `settings` with `model` (a FaceMakeUp); returns
-    (H, W, 3) uint8 images."""
+    (H, W, 3) uint8 images.
+
+    Every tensor that crosses from one component to the next is put on the model's device and
+    dtype here (ID embeddings, CLIP face states, shading condition, latents), and the latents on
+    the decoder's dtype (a VAE kept in fp32 under a half-precision model). At guidance <= 1 there
+    is no unconditional branch, so the zero face embedding that lives there is gone too: the
+    identity then acts only through the conditional branch (no guidance on identity)."""
     pipe, unet, n = model.pipe, model.unet, len(requests)
     do_cfg = settings.guidance_scale > 1.0
     identity_on = settings.id_scale > 0
@@ -70,31 +85,34 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
             ids, clip = torch.cat([torch.zeros_like(ids), ids]), torch.cat([clip_uncond, clip_cond])
         else:
             clip = clip_cond
-        added = model.identity_inputs(ids, clip, settings.s_scale)
+        added = model.identity_inputs(ids, clip.to(model.device, model.dtype), settings.s_scale)
 
     pipe.scheduler.set_timesteps(settings.steps, device=model.device)
     generators = [torch.Generator("cpu").manual_seed(int(r.seed)) for r in requests]
     latents = pipe.prepare_latents(n, unet.config.in_channels, settings.height, settings.width,
                                    model.dtype, model.device, generators)
-    extra_step = pipe.prepare_extra_step_kwargs(generators, 0.0)
+    eta = settings.eta
+    if eta is None:
+        eta = TCD_ETA if isinstance(pipe.scheduler, TCDScheduler) else 0.0
+    extra_step = pipe.prepare_extra_step_kwargs(generators, eta)
 
     control = id_tokens = None
     if shading_on and people is not None:
         control = people.control(do_cfg)  # each person's render in their box, one pass each
     elif shading_on:
         cond = np.stack([np.repeat(r.condition[..., None], 3, axis=2) for r in requests])
-        cond = torch.from_numpy(cond).permute(0, 3, 1, 2).to(model.device, model.dtype) / 255.0
+        cond = (torch.from_numpy(cond).permute(0, 3, 1, 2).float() / 255.0).to(model.device, model.dtype)
         control = torch.cat([cond, cond]) if do_cfg else cond
     if shading_on:
         id_tokens = model.id_tokens(added)  # constant over the steps: computed once
 
-    # LoRA belongs to the identity channel: trained with the ID tokens, off with them.
-    lora_scale = settings.lora_scale if identity_on else 0.0
+    # the identity (and finetune) LoRA belong to the identity channel: off with it; a speed LoRA stays
+    model.set_lora_weights(model.lora_weights(identity_on, settings.lora_scale))
     for i, t in enumerate(pipe.scheduler.timesteps):
         model_in = torch.cat([latents] * 2) if do_cfg else latents
         model_in = pipe.scheduler.scale_model_input(model_in, t)
-        noise = model.predict_noise(model_in, t, text, added, control, settings.shading_scale,
-                                    id_tokens, lora_scale, people)
+        noise = model.predict_noise(model_in, t, text, added, control, settings.shading_scale, id_tokens,
+                                    people=people)
         if do_cfg:
             uncond, cond_pred = noise.chunk(2)
             noise = uncond + settings.guidance_scale * (cond_pred - uncond)
@@ -102,6 +120,8 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
         if callback is not None:
             callback(i + 1, settings.steps)
 
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    decoder = model.decoder if model.decoder is not None else pipe.vae
+    latents = (latents / decoder.config.scaling_factor).to(decoder.dtype)
+    image = decoder.decode(latents, return_dict=False)[0].float()
     images = pipe.image_processor.postprocess(image, output_type="np", do_denormalize=[True] * n)
     return [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]

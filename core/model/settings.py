@@ -16,16 +16,21 @@ class Settings:
     id_scale: float = 0.5
     s_scale: float = 0.7
     shading_scale: float = 0.5
-    lora_scale: float = 1.0
+    lora_scale: float = 1.0           # weight of the identity LoRA (fmu_id)
     width: int = 512
     height: int = 512
+    eta: float | None = None          # stochasticity of DDIM / TCD steps; None: the sampler's usual
+                                      # (DDIM 0, TCD 0.3)
 
 
 DEFAULTS = Settings()
 
-# the samplers `core.model.load.make_scheduler` builds (DDIM: the authors' choice)
-SCHEDULERS = ("ddim", "dpm++", "euler")
-# weight precisions; auto: fp16 on CUDA, fp32 on CPU (core.model.load.resolve_dtype)
+# the samplers `core.model.load.make_scheduler` builds (DDIM: the authors' choice); lcm, tcd and
+# ddim-trailing are the few-step LoRAs' samplers (LCM-LoRA, TCD-LoRA, Hyper-SD)
+SCHEDULERS = ("ddim", "dpm++", "euler", "lcm", "tcd", "ddim-trailing")
+# TCD's usual eta (its authors' default; DDIM's is 0: deterministic)
+TCD_ETA = 0.3
+# weight precisions; auto: fp16 on an accelerator, fp32 on CPU (core.model.load.resolve_dtype)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 # the authors' demo puts "best quality " before every prompt that does not already start with it

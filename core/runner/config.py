@@ -51,6 +51,11 @@ class GenerateConfig:
     scheduler: str = "ddim"               # one of core.model.settings.SCHEDULERS
     base_config: str | None = None        # diffusers folder / hub id for single-file bases
     precision: str = "auto"               # one of core.model.settings.PRECISIONS
+    vae_precision: str = "auto"           # the VAE's (auto: as --precision; fp32 for a VAE that overflows)
+    speed_lora: str | None = None         # a few-step LoRA (LCM / TCD / Hyper-SD), adapter fmu_speed
+    speed_lora_scale: float = 1.0
+    vae_decoder: str | None = None        # tiny:<folder or hub id>: an AutoencoderTiny decodes
+    eta: float | None = None              # DDIM / TCD step noise; None: the sampler's usual (TCD 0.3)
     vae_slicing: bool = False
     vae_tiling: bool = False
     compile: bool = False

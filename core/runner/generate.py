@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ..devices import parse_devices
 from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
@@ -64,21 +65,6 @@ def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
     return Worker(cfg, device, model_spec)
 
 
-def parse_devices(spec: str) -> list[str]:
-    import torch
-
-    if spec == "auto":
-        n = torch.cuda.device_count()
-        return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
-    devices = [d.strip() for d in spec.split(",") if d.strip()]
-    for d in devices:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--devices {spec}: CUDA requested but torch sees no CUDA device")
-        if d != "cpu" and not d.startswith("cuda"):
-            raise UsageError(f"--devices: unknown device {d!r} (use auto, cpu, cuda, cuda:N or a list)")
-    return devices or ["cpu"]
-
-
 def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
     Run-wide values get the checks the manifest's per-row values get (a bad one would fail
@@ -98,9 +84,15 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
         lo, hi = BOUNDS[name]
         if value is not None and not (math.isfinite(value) and lo <= value <= hi):
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be within [{lo}, {hi}]")
-    for name in ("s_scale", "shading_scale", "lora_scale"):
+    for name in ("s_scale", "shading_scale", "lora_scale", "speed_lora_scale"):
         if not math.isfinite(getattr(cfg, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
+        raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
+    if cfg.vae_decoder is not None:
+        from ..model.few_step import parse_decoder  # deferred: the model package imports torch
+
+        parse_decoder(cfg.vae_decoder)
     cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
     return replace(cfg, frame=frame, face_backend=backend)
@@ -220,7 +212,7 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                           token_limit=tokenizer.model_max_length)
     defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
                         s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
-                        width=default_size, height=default_size)
+                        width=default_size, height=default_size, eta=cfg.eta)
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
         frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)

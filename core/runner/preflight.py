@@ -50,10 +50,13 @@ def check_model_files(cfg: GenerateConfig, base, adapter) -> None:
 def check_devices(cfg: GenerateConfig, devices: list[str]) -> None:
     from ..model.load import resolve_dtype  # deferred: imports torch
 
-    for device in devices:
-        resolve_dtype(cfg.precision, device)  # fp16 / bf16 without CUDA: a usage error
-    if cfg.offload and not all(d.startswith("cuda") for d in devices):
-        raise UsageError(f"--offload moves models between CPU and GPU; it needs CUDA devices, not {cfg.device}")
+    for device in dict.fromkeys(devices):  # a precision a device cannot run: a usage error, not N failed workers
+        resolve_dtype(cfg.precision, device)
+        if cfg.vae_precision != "auto":
+            resolve_dtype(cfg.vae_precision, device)
+    if cfg.offload and any(d == "cpu" for d in devices):
+        raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or mps "
+                         f"device, not {cfg.device}")
 
 
 def check_renderer(cfg: GenerateConfig) -> None:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..devices import auto_devices, device_type
 from ..images import atomic_write_bytes
 
 
@@ -25,11 +26,10 @@ class Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        import torch
         from accelerate import PartialState
 
         # without cpu=True accelerate ignores the launcher on a GPU-less machine (world of one)
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = PartialState(cpu=device_type(auto_devices()[0]) == "cpu")
         return cls(rank=state.process_index, world=state.num_processes, state=state)
 
     @property
@@ -37,8 +37,10 @@ class Ranks:
         return self.rank == 0
 
     def local_devices(self, spec: str, parsed: list[str]) -> list[str]:
-        """Under a launcher each rank drives its own GPU: `auto`/`cuda` mean this rank's device."""
-        if self.state is not None and spec in ("auto", "cuda") and self.state.device.type == "cuda":
+        """Under a launcher each rank drives its own GPU: `auto` or the bare kind (`cuda`, `xpu`)
+        mean this rank's device."""
+        kind = self.state.device.type if self.state is not None else "cpu"
+        if kind != "cpu" and spec in ("auto", kind):
             return [str(self.state.device)]
         return parsed
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+from ..devices import face_device
 from ..digests import file_digest, file_stamp
 from ..errors import row_reason
 from ..faces import get_backend
@@ -56,13 +57,16 @@ class Worker:
         self.name = f"rank{os.environ.get('RANK', '0')}:{device}:pid{os.getpid()}"
         self.out = Path(cfg.out)
         self.store = ResultStore(self.out)
-        self.backend = get_backend(cfg.face_backend, device=device, models_dir=cfg.face_models)
+        # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
+        self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
+        vae_dtype = None if cfg.vae_precision == "auto" else resolve_dtype(cfg.vae_precision, device)
         self.model = FaceMakeUp.from_pretrained(
             base, adapter, device=device, dtype=resolve_dtype(cfg.precision, device), shading=cfg.shading,
             image_encoder=cfg.image_encoder, lora=cfg.adapter_lora, vae=cfg.vae, scheduler=cfg.scheduler,
             base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
-            compile=cfg.compile, offload=cfg.offload)
+            compile=cfg.compile, offload=cfg.offload, vae_dtype=vae_dtype, speed_lora=cfg.speed_lora,
+            speed_lora_scale=cfg.speed_lora_scale, vae_decoder=cfg.vae_decoder)
         # the CLIP face image in the style the adapter was trained with, unless the user says
         self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop,
                                pick="largest" if cfg.multi_face == "largest" else "best")

@@ -35,12 +35,12 @@ def _pooled(out):
 
 
 class ClipScorer:
-    def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16):
+    def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16, dtype=None):
         # deferred: heavy (transformers)
         from transformers import CLIPModel, CLIPTokenizer
 
         self.source = str(name_or_path or DEFAULT_CLIP)
-        self.model = from_pretrained_local(CLIPModel, self.source, "CLIP", "--clip-model").to(device).eval()
+        self.model = from_pretrained_local(CLIPModel, self.source, "CLIP", "--clip-model").to(device, dtype).eval()
         self.tokenizer = from_pretrained_local(CLIPTokenizer, self.source, "CLIP tokenizer", "--clip-model")
         self.processor = from_pretrained_local(_image_processor_class(), self.source, "CLIP image processor",
                                                "--clip-model")
@@ -48,7 +48,7 @@ class ClipScorer:
 
     def image_embeddings(self, images: list[np.ndarray]) -> np.ndarray:
         return image_features(self.processor, lambda px: _pooled(self.model.get_image_features(pixel_values=px)),
-                              images, self.batch_size, self.device, self.model.config.projection_dim)
+                              images, self.batch_size, self.device, self.model.dtype, self.model.config.projection_dim)
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
         import torch  # deferred: heavy (torch)

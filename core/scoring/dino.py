@@ -28,12 +28,12 @@ def _image_processor_class():
 
 
 class DinoScorer:
-    def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16):
+    def __init__(self, name_or_path: str | None = None, device: str = "cpu", batch_size: int = 16, dtype=None):
         from transformers import ViTModel  # deferred: heavy (transformers)
 
         self.source = str(name_or_path or DEFAULT_DINO)
-        self.model = from_pretrained_local(ViTModel, self.source, "DINO", "--dino-model",
-                                           add_pooling_layer=False).to(device).eval()
+        self.model = from_pretrained_local(ViTModel, self.source, "DINO", "--dino-model", add_pooling_layer=False)
+        self.model.to(device, dtype).eval()  # dtype None: as stored (fp32)
         self.processor = from_pretrained_local(_image_processor_class(), self.source, "DINO image processor",
                                                "--dino-model")
         self.device, self.batch_size = device, batch_size
@@ -41,7 +41,7 @@ class DinoScorer:
     def embeddings(self, images: list[np.ndarray]) -> np.ndarray:
         """CLS token of the last layer, L2-normalised."""
         return image_features(self.processor, lambda px: self.model(pixel_values=px).last_hidden_state[:, 0],
-                              images, self.batch_size, self.device, self.model.config.hidden_size)
+                              images, self.batch_size, self.device, self.model.dtype, self.model.config.hidden_size)
 
 
 def dino_similarity(ref_emb: np.ndarray, out_emb: np.ndarray) -> np.ndarray:

@@ -14,12 +14,13 @@ import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from ..devices import face_device, parse_device
 from ..errors import ImageError, RowError, UsageError
 from ..faces import get_backend
 from ..faces.insightface_backend import find_pack
@@ -59,6 +60,8 @@ class ScoreOptions:
     fid_weights: Path | None = None
     metrics: tuple[str, ...] = METRICS
     device: str = "cpu"
+    # of the embedding models (CLIP, DINO); LPIPS and FID keep the fp32 their published values come from
+    precision: str = "fp32"
     workers: int = 2
     batch_size: int = 16
     report: bool = True
@@ -175,7 +178,8 @@ def _unique_refs(rows: _Rows, idx: list[int]) -> tuple[list[str], dict[str, np.n
 def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress) -> dict:
     col = facesim.column_for(backend_name)
     try:
-        backend = get_backend(backend_name, device=opts.device, models_dir=opts.id_model, det_size=opts.det_size)
+        backend = get_backend(backend_name, device=face_device(opts.device), models_dir=opts.id_model,
+                              det_size=opts.det_size)
     except Exception as exc:  # noqa: BLE001  missing pack, missing onnx files, ...: the metric is unavailable
         raise MetricUnavailable(f"face backend {backend_name!r}: {exc}") from None
     idx = rows.with_pair()
@@ -242,7 +246,7 @@ def _mean(values: list) -> float | None:
 
 
 def _score_clip(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    scorer = ClipScorer(opts.clip_model, opts.device, opts.batch_size)
+    scorer = ClipScorer(opts.clip_model, opts.device, opts.batch_size, _dtype(opts))
     idx = rows.with_output()
     pair = [i for i in idx if rows.ref[i] is not None]
     keys, ref_images = _unique_refs(rows, pair)
@@ -258,13 +262,13 @@ def _score_clip(rows: _Rows, opts: ScoreOptions, progress) -> dict:
         if rows.ref[i] is not None:
             ci[i] = float(clip_i(ref_emb[rows.df["reference_path"][i]], out_emb[j]))
     return {"clip_t": {"model": scorer.source, "mean": _mean(ct), "n": sum(v is not None for v in ct),
-                       "scale": "100 x cosine(prompt, output)"},
+                       "scale": "100 x cosine(prompt, output)", "precision": opts.precision},
             "clip_i": {"model": scorer.source, "mean": _mean(ci), "n": sum(v is not None for v in ci),
-                       "scale": "cosine(reference, output)"}}
+                       "scale": "cosine(reference, output)", "precision": opts.precision}}
 
 
 def _score_dino(rows: _Rows, opts: ScoreOptions, progress) -> dict:
-    scorer = DinoScorer(opts.dino_model, opts.device, opts.batch_size)
+    scorer = DinoScorer(opts.dino_model, opts.device, opts.batch_size, _dtype(opts))
     idx = rows.with_pair()
     keys, ref_images = _unique_refs(rows, idx)
     task = progress("DINO", len(idx) + len(keys))
@@ -274,7 +278,14 @@ def _score_dino(rows: _Rows, opts: ScoreOptions, progress) -> dict:
     col = rows.column("dino")
     for j, i in enumerate(idx):
         col[i] = float(dino_similarity(ref_emb[rows.df["reference_path"][i]], out_emb[j]))
-    return {"model": scorer.source, "mean": _mean(col), "n": len(idx), "scale": "cosine of CLS features"}
+    return {"model": scorer.source, "mean": _mean(col), "n": len(idx), "scale": "cosine of CLS features",
+            "precision": opts.precision}
+
+
+def _dtype(opts: ScoreOptions):
+    from ..model.load import resolve_dtype  # deferred: torch, only for the metrics that run a torch model
+
+    return resolve_dtype(opts.precision, opts.device)
 
 
 def _score_lpips(rows: _Rows, opts: ScoreOptions, progress) -> dict:
@@ -395,6 +406,10 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
     """Score prepared rows (see `inputs`) and write scores.parquet, summary.json, report.html.
     `progress`: a rich Progress shown while the metrics run (None: no bar)."""
     opts = opts or ScoreOptions()
+    # checked before any work: a device or precision torch cannot run here is a usage error
+    opts = replace(opts, device=parse_device(opts.device))
+    if {"clip", "dino"} & set(opts.metrics):
+        _dtype(opts)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
