@@ -280,7 +280,7 @@ def test_score_checks_every_path_it_is_given(case, inputs, tmp_path):
                        "fid": (["--fid-weights", tmp_path / "none.pth"], "--fid-weights"),
                        "lpips": (["--lpips-weights", inputs / "empty"], "--lpips-weights"),
                        "id_model": (["--id-model", tmp_path / "none"], "--id-model"),
-                       "device": (["--device", "cuda:0"], "CUDA")}[case]
+                       "device": (["--devices", "cuda:0"], "device 'cuda:0' requested")}[case]
     one_error(invoke("score", run, *extra), fragment)
     assert sorted(p.name for p in run.iterdir()) == []
 
