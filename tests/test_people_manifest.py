@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from core.boxes import pixel_box
 from core.manifest import validate
 from core.manifest.people import (
     MAX_OVERLAP,
@@ -15,7 +16,6 @@ from core.manifest.people import (
     canonical_layout,
     overlap,
     parse_layout,
-    pixel_box,
 )
 
 

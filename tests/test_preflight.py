@@ -82,7 +82,7 @@ def adapter_512(tmp_path_factory, tiny_preset):
 
 
 @pytest.mark.parametrize("case", ["adapter_missing", "adapter_junk", "base_path_missing", "base_hub_id_not_cached",
-                                  "base_folder_not_diffusers", "image_encoder_empty", "vae_empty", "precision_fp16",
+                                  "base_folder_not_diffusers", "image_encoder_empty", "vae_empty", "devices_mps", "eta_out_of_range",
                                   "renderer_pytorch3d", "insightface_without_pack", "adapter_lora_missing",
                                   "offload_on_cpu", "base_config_empty"])
 def test_unusable_option_is_one_line_before_out_exists(case, inputs, tiny_preset, monkeypatch, tmp_path):
@@ -99,7 +99,8 @@ def test_unusable_option_is_one_line_before_out_exists(case, inputs, tiny_preset
         "base_folder_not_diffusers": (["--base-model", inputs / "empty", "--adapter", adapter], "no UNet config"),
         "image_encoder_empty": (["--image-encoder", inputs / "empty"], "no CLIP image encoder"),
         "vae_empty": (["--vae", inputs / "empty"], "--vae"),
-        "precision_fp16": (["--precision", "fp16"], "needs a CUDA device"),
+        "devices_mps": (["--devices", "mps"], "device 'mps' requested"),  # fp16 / bf16 run on the CPU now
+        "eta_out_of_range": (["--eta", "2"], "--eta 2.0"),
         "renderer_pytorch3d": (["--renderer", "pytorch3d"], "--renderer pytorch3d"),
         "insightface_without_pack": (["--face-backend", "insightface"], "insightface pack 'buffalo_l' not found"),
         "adapter_lora_missing": (["--adapter-lora", inputs / "nope_lora.safetensors"], "--adapter-lora"),

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..boxes import Box
+
 SEPARATOR = "|"
 MAX_PEOPLE = 4
 AUTO = "auto"
@@ -28,8 +30,6 @@ AUTO = "auto"
 MAX_OVERLAP = 0.25
 # a box narrower or shorter than this fraction of the image leaves too little room for a face
 MIN_BOX_SIDE = 0.1
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,6 @@ def overlap(a: Box, b: Box) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return w * h / smaller
-
-
-def pixel_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of an output-relative box in a width x height image's pixels
-    (right and bottom exclusive): the one rounding every stage (masks, conditions, scores) uses."""
-    x0, y0, x1, y1 = box
-    return round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
 
 
 def format_layout(boxes: list[Box]) -> str:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from diffusers.image_processor import IPAdapterMaskProcessor
 from PIL import Image
 
-from ..manifest.people import Box, pixel_box
+from ..boxes import Box, pixel_box
 
 
 @dataclass

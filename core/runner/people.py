@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..boxes import pixel_box
 from ..digests import file_digest, file_stamp
 from ..errors import row_reason
 from ..faces.cache import FaceCache
-from ..manifest.people import SEPARATOR, Person, label, pixel_box
+from ..manifest.people import SEPARATOR, Person, label
 from ..model.people import PeopleInput
 from ..model.pipeline import Request
 from ..model.settings import with_prefix

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..boxes import Box, pixel_box
 from ..errors import RowError
-from ..manifest.people import Box, label, pixel_box
+from ..manifest.people import label
 
 
 def assign(similarity) -> list[int | None]:
