@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from importlib import metadata
 
 import typer
 
@@ -54,11 +55,9 @@ app = typer.Typer(cls=Commands, add_completion=True, no_args_is_help=True,
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
-            console.print(f"fmu {version('fmu')}")
-        except PackageNotFoundError:  # run from a source tree that was never installed
+            console.print(f"fmu {metadata.version('fmu')}")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
             console.print("fmu (not installed: no package metadata)")
         raise typer.Exit(0)
 

@@ -29,7 +29,7 @@ def convert(
     Example:  fmu convert ip-adapter-faceid-plusv2_sd15.bin
               --lora ip-adapter-faceid-plusv2_sd15_lora.safetensors --out adapters/h94
     """
-    from core.model.convert import convert_file
+    from core.model.convert import convert_file  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
     table = Table(title=f"converted {escape(src.name)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import Interrupted
 from core.runner.config import DEFAULTS as D
 from core.runner.config import GenerateConfig
 
@@ -114,7 +117,7 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
-    from core.runner.generate import check_generate, run_generate
+    from core.runner.generate import check_generate, run_generate  # deferred: heavy (torch); keeps the CLI start fast
 
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,
@@ -138,8 +141,6 @@ def generate(
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")
         raise typer.Exit(1) from None
     if summary.interrupted:
-        import signal
-
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
                   f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
                   "finish the rest")
@@ -148,7 +149,7 @@ def generate(
     console.print(f"{summary.ok} ok, {summary.failed} failed{done_before} "
                   f"({summary.analyses} face analyses, {summary.seconds:.1f}s) -> {out}/results.parquet")
     if summary.failed:
-        import polars as pl
+        import polars as pl  # deferred: heavy (polars); keeps the CLI start fast
 
         failed = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "failed")
         table = Table("id", "k", "reason", title="failed rows")
@@ -162,16 +163,11 @@ def generate(
 def stop_on_sigterm():
     """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C does: finished images are
     merged into results.parquet and run.json is written before exiting."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        from core.errors import Interrupted
-
         raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -190,7 +186,7 @@ def validate_manifest(
 
     Example:  fmu validate manifests/examples/basic.csv
     """
-    from core.manifest import ERROR, read_manifest, validate
+    from core.manifest import ERROR, read_manifest, validate  # deferred: heavy (polars); keeps the CLI start fast
 
     df = read_manifest(manifest)
     tok = _tokenizer(tokenizer)
@@ -209,10 +205,10 @@ def validate_manifest(
 
 
 def _tokenizer(path: str | None):
-    from core.runner.preflight import load_tokenizer
+    from core.runner.preflight import load_tokenizer  # deferred: heavy (torch, transformers); keeps the CLI start fast
 
     if path is None:
-        from core.model.presets import ensure_preset
+        from core.model.presets import ensure_preset  # deferred: heavy (torch)
 
         base, _ = ensure_preset("tiny")
         return load_tokenizer(base)

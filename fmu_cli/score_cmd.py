@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from core.devices import parse_device
 from core.errors import UsageError
 from core.faces import BACKENDS as FACE_BACKENDS
 
@@ -73,7 +74,7 @@ def score(
     a failure (0 in the strict FaceSim mean). Exit code: 0 all rows scored, 1 some rows failed
     (unreadable, missing reference, no face), 2 usage error.
     """
-    from core.devices import parse_device
+    # deferred: heavy (polars, scipy, the metrics); keeps the CLI start fast
     from core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
 
     if (run_dir is None) == (images is None):

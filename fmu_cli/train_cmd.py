@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from training.config import FINETUNE_DEFAULTS
+from core.out_lock import locked_output
+from training import finetune as finetuning
+from training.config import FINETUNE_DEFAULTS, load_config
 from training.config import TrainConfig as T
 
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
@@ -40,6 +46,7 @@ def prepare(
     shows the masks. Re-running resumes: analyses, captions and masks are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
     """
+    # deferred: heavy (polars, face models); keeps the CLI start fast
     from training.prepare import PrepareConfig, run_prepare
 
     cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
@@ -52,7 +59,7 @@ def prepare(
         console.print(f"{summary.phrases_masked} of {summary.phrases} caption phrases masked "
                       f"(the others' reasons: results.parquet) -> {summary.manifest.parent / 'preview.html'}")
     if summary.failed:
-        import polars as pl
+        import polars as pl  # deferred: heavy (polars); keeps the CLI start fast
 
         failed = pl.read_parquet(summary.report).filter(pl.col("status") != "ok")
         table = Table("id", "image", "reason", title="excluded images")
@@ -63,20 +70,16 @@ def prepare(
 
 
 def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
-    from training.config import load_config
-
     _run_config(load_config(config, overrides, defaults))
 
 
 def _run_config(cfg) -> None:
-    from training.trainer import run_training
+    from training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     with progress_bar() as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
     last = summary.losses[-1] if summary.losses else {}
     if summary.interrupted:
-        import signal
-
         saved = f"checkpoint {summary.checkpoint}" if summary.checkpoint else "no checkpoint (no step finished)"
         weights = f" and {summary.weights}" if summary.weights else ""
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}) at step {summary.steps} of "
@@ -90,9 +93,6 @@ def _run_config(cfg) -> None:
 
 def resume_command() -> str:
     """The command this process was started with, plus `--resume latest` (once)."""
-    import shlex
-    import sys
-
     args = list(sys.argv[1:])
     if "--resume" in args:
         i = args.index("--resume")
@@ -179,12 +179,7 @@ def finetune(
     Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
     Writes OUT/lora.safetensors (use with `fmu generate --lora`).
     """
-    from dataclasses import replace
-
-    from core.out_lock import locked_output
-    from training.config import load_config
-    from training.finetune import needs_preparation, prepared_manifest
-    from training.preflight import check_finetune_backend
+    from training.preflight import check_finetune_backend  # deferred: heavy (torch); keeps the CLI start fast
 
     overrides = {"out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
@@ -193,7 +188,7 @@ def finetune(
     # finetune's own defaults sit under the TOML file, which sits under the flags; all checked, and
     # the face backend against the adapter, before a folder of images is prepared
     cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
-    if needs_preparation(data):
+    if finetuning.needs_preparation(data):
         check_finetune_backend(from_, chosen(face_backend))
     with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end
-        _run_config(replace(cfg, data=prepared_manifest(data, out, chosen(face_backend))))
+        _run_config(replace(cfg, data=finetuning.prepared_manifest(data, out, chosen(face_backend))))

@@ -26,6 +26,7 @@ BATCH = 8
 
 class Captioner:
     def __init__(self, source: str, device: str | None = None, max_new_tokens: int = MAX_NEW_TOKENS):
+        # deferred: heavy (torch, transformers); prepare imports this module whether or not it captions
         import torch
         from transformers import AutoModelForImageTextToText
 
@@ -46,7 +47,7 @@ class Captioner:
 
     def caption(self, images: list[np.ndarray]) -> list[str]:
         """One caption per RGB image (greedy decoding: the same image gives the same caption)."""
-        import torch
+        import torch  # deferred: heavy (torch), as in __init__
 
         inputs = self.images(images=list(images), return_tensors="pt").to(self.device)
         with torch.no_grad():
@@ -58,7 +59,7 @@ class Captioner:
 def _processors(folder: Path):
     """(what turns images into model inputs, what decodes ids): the folder's processor when it has
     one (BLIP), else its image processor and tokenizer (VisionEncoderDecoder folders)."""
-    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer  # deferred: heavy (transformers)
 
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     if hasattr(processor, "image_processor") and hasattr(processor, "batch_decode"):

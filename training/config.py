@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.errors import UsageError
+from core.faces.crops import CROP_STYLES
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _typed(key: str, value, hint):
 
 
 def _lr_schedules() -> list[str]:
-    from diffusers.optimization import SchedulerType
+    from diffusers.optimization import SchedulerType  # deferred: heavy (diffusers); the CLI imports this module
 
     return [s.value for s in SchedulerType if s.value not in UNSUPPORTED_SCHEDULES]
 
@@ -132,8 +133,6 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None,
     cfg = TrainConfig(**{key: _typed(key, value, hints[key]) for key, value in values.items()})
     if cfg.mode not in ("full", "lora"):
         raise UsageError("mode must be 'full' or 'lora'")
-    from core.faces.crops import CROP_STYLES
-
     if cfg.face_crop is not None and cfg.face_crop not in CROP_STYLES:
         raise UsageError(f"face_crop {cfg.face_crop!r}: use aligned or wide")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:

@@ -24,6 +24,7 @@ def needs_preparation(data: Path) -> bool:
 def prepared_manifest(data: Path, out: Path, face_backend: str = "dlib", resolution: int = 512) -> Path:
     """The prepared manifest for `data`: itself, DATA/train.parquet, or a fresh preparation of
     an image folder into OUT/data (cached, so re-running does not analyse again)."""
+    # deferred: heavy (polars, face models, core.shading); only a plain image folder needs preparing
     from .prepare import PrepareConfig, run_prepare
 
     data = Path(data)

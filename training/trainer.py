@@ -20,15 +20,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
 
 from core.devices import auto_devices, device_type
 from core.errors import UsageError
+from core.images import atomic_write_bytes, save_png
+from core.model.pipeline import Request, Settings
+from core.model.presets import TINY_SIZE
+from core.model.tiny_onnx import write_tiny_arcface
 from core.out_lock import locked_output, remove_stale_temp_files
+from core.run_record import write_run_record
+from core.tables import write_table
 
 from . import checkpoint as ckpt
+from .attention_capture import install_attention_capture, remove_attention_capture
 from .config import TrainConfig
 from .data import DataOrder, TrainingSet, collate
+from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
 from .preflight import check_training
 from .stopping import StopRequest
@@ -58,8 +71,6 @@ class _Batches:
 
 
 def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
-    from .id_encoder import IdEncoder
-
     if cfg.lambda_id <= 0:
         return None
     path = cfg.id_model
@@ -67,8 +78,6 @@ def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
         if not cfg.preset or cfg.base_model:
             raise UsageError("L_id needs a face-recognition ONNX: give --id-model (e.g. w600k_r50.onnx) "
                              "or --lambda-id 0")
-        from core.model.tiny_onnx import write_tiny_arcface
-
         path = out / "tiny_arcface.onnx"   # the tiny preset's toy ArcFace (offline runs only)
         if not path.exists():
             write_tiny_arcface(path, seed=0, dim=dim)
@@ -95,15 +104,6 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
 
 
 def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) -> TrainSummary:
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-
-    from core.model.presets import TINY_SIZE
-
-    from .attention_capture import install_attention_capture
-
     start_time, started_at = time.perf_counter(), time.time()
     manifest = prepared_manifest_path(cfg.data)
     check_training(cfg, manifest)  # data, model files and their widths, before anything is built
@@ -243,8 +243,6 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     accelerator.wait_for_everyone()
     final = None
     if accelerator.is_main_process:
-        from .attention_capture import remove_attention_capture
-
         remove_attention_capture(model.unet)
         if step > 0:  # a run stopped before its first step has nothing to write
             final = out / weights_name(cfg.mode)
@@ -281,9 +279,6 @@ def _stop_signal(stop: StopRequest, accelerator) -> int:
 @torch.no_grad()
 def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: int) -> list[Path]:
     """Images of the first few training faces through the sampling path (`FaceMakeUp.generate`)."""
-    from core.images import save_png
-    from core.model.pipeline import Request, Settings
-
     rows = [dataset.rows[i] for i in range(min(cfg.validation_samples, len(dataset)))]
     samples = [dataset[i] for i in range(len(rows))]
     requests = [Request(prompt=r.get("caption") or "", id_embedding=s.id_embedding.numpy(),
@@ -305,8 +300,6 @@ def validate(model, dataset: TrainingSet, cfg: TrainConfig, folder: Path, size: 
 
 def _truncate_jsonl(path: Path, field: str, last: int) -> None:
     """Keep the lines whose `field` is <= `last` (and drop a torn last line), atomically."""
-    from core.images import atomic_write_bytes
-
     if not path.exists():
         return
     kept = []
@@ -323,8 +316,6 @@ def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, f
                     made: int | None = None) -> None:
     """run.json; `started` identifies this invocation in its history (its "running" entry is updated
     at the end); `made`: the optimizer steps it ran."""
-    from core.run_record import write_run_record
-
     write_run_record(out, "finetune" if cfg.mode == "lora" else "train", config=cfg.to_dict(),
                      summary=summary, timings=timings, started=started, made=made, **facts)
 
@@ -332,10 +323,6 @@ def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, f
 def _write_results(out: Path) -> None:
     """results.parquet: one row per logged step with each loss term (from losses.jsonl, which
     resuming keeps exact), rewritten atomically at every checkpoint and at the end."""
-    import polars as pl
-
-    from core.tables import write_table
-
     log = out / "losses.jsonl"
     rows = []
     for line in log.read_text().splitlines() if log.exists() else []:

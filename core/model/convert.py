@@ -38,6 +38,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers.utils import convert_unet_state_dict_to_peft
 
 from ..errors import UsageError
 from . import adapter as A
@@ -62,8 +64,6 @@ SD15_UNET_CONFIG = {
 
 def unet_skeleton(unet_config: dict):
     """A UNet with the config's structure and no storage (meta tensors): names, order, shapes."""
-    from diffusers import UNet2DConditionModel
-
     config = {k: v for k, v in dict(unet_config).items() if not k.startswith("_")}
     config.pop("encoder_hid_dim_type", None)  # a UNet that already carries an IP-Adapter
     config.pop("encoder_hid_dim", None)
@@ -72,8 +72,6 @@ def unet_skeleton(unet_config: dict):
 
 
 def shading_skeleton(unet):
-    from diffusers import ControlNetModel
-
     with torch.device("meta"):
         return ControlNetModel.from_unet(unet, conditioning_channels=3, load_weights_from_unet=False)
 
@@ -181,8 +179,6 @@ def _check_shapes(what: str, got: dict, want: dict) -> None:
 def convert_image_proj(image_proj: dict, cfg: A.AdapterConfig, cross_attention_dim: int) -> dict:
     """Original FaceID-Plus keys -> diffusers' `IPAdapterFaceIDPlusImageProjection` state dict,
     through diffusers' own converter (it uses nothing of the UNet but device and dtype)."""
-    from diffusers import UNet2DConditionModel
-
     template = A.image_proj_template(cfg, cross_attention_dim)
     _check_shapes("image_proj", image_proj, {k: v.shape for k, v in template.items()})
     # private, but the one step needed: the public `load_ip_adapter` converts only while loading
@@ -220,8 +216,6 @@ def convert_ip_attention(ip_adapter: dict, skeleton) -> dict:
 def _peft_lora(diffusers_lora: dict, alphas: dict | None) -> dict:
     """diffusers' attention-processor LoRA naming (`unet.<proc>.to_q_lora.down.weight`) or peft
     naming -> peft keys without the `unet.` prefix, alpha/rank folded into lora_B."""
-    from diffusers.utils import convert_unet_state_dict_to_peft
-
     text = [k for k in diffusers_lora if not k.startswith("unet.")]
     if text:
         raise ValueError(f"the LoRA touches more than the UNet ({text[:2]}): fmu's LoRA is UNet-only")
@@ -283,6 +277,8 @@ def lora_from_ip_adapter(ip_adapter: dict, skeleton) -> dict:
 
 def lora_from_file(state) -> dict:
     """A LoRA file's dict (kohya / diffusers / peft naming) -> peft keys, alphas folded."""
+    # deferred: the pipeline class loads transformers' image processors (which warn without
+    # torchvision); only a LoRA file needs its loader
     from diffusers import StableDiffusionPipeline
 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -329,8 +325,6 @@ def convert_original(original: dict, controlnet: dict | None, unet_config: dict,
 def base_unet_config(base: str | Path | None, offline: bool = True, base_config: str | Path | None = None) -> dict:
     """The UNet config of a base model (diffusers folder, hub id, or a single file's config
     folder); SD1.5's when no base is given."""
-    from diffusers import UNet2DConditionModel
-
     source = base_config or base
     if source is None or (base_config is None and Path(str(base)).is_file()):
         return dict(SD15_UNET_CONFIG)

@@ -10,6 +10,7 @@ authors' choice), the scheduler, VAE slicing/tiling, the CLIP image encoder.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -64,6 +65,8 @@ def make_scheduler(name: str, config):
     """A diffusers scheduler by fmu's name for it, on the base model's noise schedule. lcm / tcd are
     the samplers of few-step LoRAs (LCM-LoRA, TCD-LoRA, Hyper-SD); ddim-trailing spreads DDIM's
     steps over the whole schedule ("trailing" timesteps), as Hyper-SD's N-step LoRAs want."""
+    # deferred: heavy (diffusers); parts, doctor and preflight import this module for is_single_file
+    # and resolve_dtype, which need torch only
     from diffusers import (
         DDIMScheduler,
         DPMSolverMultistepScheduler,
@@ -88,9 +91,7 @@ def is_single_file(base: str | Path) -> bool:
 
 
 def _from_single_file(base: Path, dtype, offline: bool, base_config):
-    import pickle
-
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # deferred: heavy (diffusers), as in make_scheduler
 
     if base.suffix in PICKLE_SUFFIXES:
         read_state(base)  # weights_only=True first: a code-carrying pickle is refused here, unexecuted
@@ -117,6 +118,7 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
     """A StableDiffusionPipeline (components only) with a CLIP image encoder attached; every
     component in `dtype` except the VAE when `vae_dtype` says otherwise (fp32 for a VAE that
     overflows in fp16)."""
+    # deferred: heavy (diffusers, transformers), as in make_scheduler
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 

@@ -96,14 +96,14 @@ def set_lora_weights(pipe, weights: dict[str, float]) -> None:
 
 def lora_state(unet, name: str = ID_ADAPTER) -> dict:
     """The weights of LoRA `name`, peft layout (`<module>.lora_A.weight` / `.lora_B.weight`)."""
-    from peft.utils import get_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict  # deferred: with peft, as in add_lora
 
     return get_peft_model_state_dict(unet, adapter_name=name)
 
 
 def load_lora_state(unet, state: dict, name: str = ID_ADAPTER) -> None:
     """Load peft-layout weights into the existing LoRA `name`; refused when any does not fit."""
-    from peft.utils import set_peft_model_state_dict
+    from peft.utils import set_peft_model_state_dict  # deferred: with peft, as in add_lora
 
     result = set_peft_model_state_dict(unet, state, adapter_name=name)
     unexpected = getattr(result, "unexpected_keys", [])
@@ -123,7 +123,7 @@ def read_lora_file(path: Path) -> tuple[dict, dict]:
 
 def write_lora_file(path: Path, unet, name: str = FINETUNE_ADAPTER, extra_meta: dict | None = None) -> None:
     """LoRA `name` as an fmu-lora/1 safetensors file: its weights and its LoraConfig."""
-    from safetensors.torch import save  # deferred like peft: it imports torch
+    from safetensors.torch import save  # deferred: it imports torch, as peft does
 
     config = unet.peft_config[name]
     tensors = {k: v.detach().contiguous().cpu() for k, v in lora_state(unet, name).items()}

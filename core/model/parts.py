@@ -14,6 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors import safe_open
+
 from ..errors import UsageError, first_line
 from .adapter import FORMAT as ADAPTER_FORMAT
 from .load import is_single_file
@@ -51,8 +55,6 @@ def adapter_widths(path: str | Path) -> AdapterWidths:
 
 
 def _safetensors_shapes(path: Path) -> dict[str, tuple]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as fh:
         return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118  (not a dict)
 
@@ -60,8 +62,6 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple]:
 def _pickle_shapes(path: Path) -> dict[str, tuple]:
     """Shapes of `image_proj` tensors, flattened to `image_proj.<key>`. mmap: a zip-format file's
     tensors are mapped, not read (a legacy-format one is read whole, still weights_only)."""
-    import torch
-
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001  legacy format, or not a tensor file: read_state says which
@@ -76,8 +76,6 @@ def _pickle_shapes(path: Path) -> dict[str, tuple]:
 def unet_config_of(base: str | Path, base_config: str | Path | None = None) -> dict:
     """The base model's UNet config (diffusers folder, hub id in the local cache, or a single file's
     `base_config`), with a one-line UsageError when there is none to read."""
-    from diffusers import UNet2DConditionModel
-
     text = str(base)
     single = is_single_file(base)
     if single:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from ..home import fmu_home
+from .tiny_tokenizer import write_tiny_tokenizer_files
 
 TINY_VERSION = "tiny-v1"
 TINY_SIZE = 64  # output side in pixels; latents 8x8, attention maps (64/16)^2 = 4x4
@@ -32,8 +34,6 @@ def preset_paths(name: str) -> tuple[Path, Path]:
 
 def ensure_preset(name: str) -> tuple[Path, Path]:
     if name not in PRESETS:
-        from ..errors import UsageError
-
         raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     base, adapter = preset_paths(name)
     if not adapter.exists():
@@ -53,6 +53,8 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
 
 
 def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
+    # deferred: heavy (diffusers, transformers, the model package); doctor and preflight import this
+    # module for preset_paths / ensure_preset, which need none of it once the preset is built
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import (
         CLIPImageProcessor,
@@ -63,9 +65,9 @@ def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -
         CLIPVisionModelWithProjection,
     )
 
+    # deferred: these import diffusers, as above
     from .adapter import AdapterConfig
     from .facemakeup import FaceMakeUp
-    from .tiny_tokenizer import write_tiny_tokenizer_files
 
     version, size, widths, layers, cross_dim = SPECS[name]
     torch.manual_seed(seed)

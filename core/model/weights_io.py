@@ -8,8 +8,11 @@ and the payload never runs. Every failure is a `UsageError` naming the file and 
 
 from __future__ import annotations
 
+import pickle
 import struct
 from pathlib import Path
+
+from safetensors import safe_open
 
 from ..errors import UsageError, first_line
 
@@ -42,8 +45,6 @@ def read_state(path: str | Path) -> dict:
 
 
 def read_safetensors_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             return fh.metadata() or {}
@@ -53,7 +54,7 @@ def read_safetensors_metadata(path: Path) -> dict:
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # deferred: heavy (torch); lora and doctor read headers without it
 
     try:
         return load_file(str(path), device="cpu")
@@ -63,9 +64,7 @@ def _read_safetensors(path: Path) -> dict:
 
 
 def _read_pickle(path: Path):
-    import pickle
-
-    import torch
+    import torch  # deferred: heavy (torch), as above
 
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)

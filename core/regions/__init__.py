@@ -21,10 +21,11 @@ from .base import (
     RegionParser,
 )
 from .names import REGIONS, check_regions
+from .segformer import SegformerParser
 
 
 def _mesh(argument: str | None) -> RegionParser:
-    from .mesh import MeshParser
+    from .mesh import MeshParser  # deferred: heavy (mediapipe, core.shading, scipy); only a mesh run needs it
 
     if argument:
         raise UsageError(f"--parser mesh takes no argument (got mesh:{argument})")
@@ -32,8 +33,6 @@ def _mesh(argument: str | None) -> RegionParser:
 
 
 def _segformer(argument: str | None) -> RegionParser:
-    from .segformer import SegformerParser
-
     if not argument:
         raise UsageError("--parser segformer needs a model: segformer:<folder or hub id>")
     return SegformerParser(argument)

@@ -72,6 +72,7 @@ def face_mesh_sets() -> dict[str, list]:
     lips: its 2 loops (outer and inner contour, told apart per face by area), eyes and irises:
     1 loop each, eyebrows: 2 paths each, face oval: 1 loop, nose: its vertex list (a branching
     graph: bridge plus both wings; its region is their convex hull)."""
+    # deferred: heavy (mediapipe); the connection sets are data inside its wheel
     from mediapipe.python.solutions import face_mesh_connections as fm
 
     sets = {"lips": outlines(fm.FACEMESH_LIPS)[0], "nose": vertices(fm.FACEMESH_NOSE),

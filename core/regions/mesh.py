@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from ..errors import NoFaceError
+from ..native_log import quiet_native_stderr
 from ..shading.reconstruct import get_reconstructor
 from ..shading.render_cpu import rasterize
 from ..shading.topology import mediapipe_triangles
@@ -203,7 +204,7 @@ class MeshParser:
         self._lock = threading.Lock()
 
     def identity(self) -> dict:
-        import mediapipe
+        import mediapipe  # deferred: heavy (mediapipe), loaded once the parser runs
 
         return {"parser": "mesh", "version": MESH_VERSION, "mediapipe": mediapipe.__version__,
                 "hair": self._hair, "frame_scale": FRAME_SCALE, "work": WORK_SIDE}
@@ -212,11 +213,8 @@ class MeshParser:
         """mediapipe selfie segmentation (general model) of the face frame, > 0.5 = person."""
         with self._lock:  # the graph is not thread-safe; built once, on first use
             if self._person is None:
-                from mediapipe.python.solutions.selfie_segmentation import (
-                    SelfieSegmentation,
-                )
-
-                from ..native_log import quiet_native_stderr
+                # deferred: heavy (mediapipe), built on first use
+                from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
 
                 with quiet_native_stderr():  # graph build and first inference log to fd 2
                     self._person = SelfieSegmentation(model_selection=0)

@@ -24,7 +24,7 @@ def local_model_folder(name: str, what: str) -> Path:
     if path.exists():
         raise UsageError(f"{what} {name}: not a folder")
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # deferred: heavy (huggingface_hub); only hub ids need it
 
         try:
             return Path(snapshot_download(name, local_files_only=True))

@@ -82,17 +82,18 @@ def label_classes(id2label: dict) -> dict[str, list[int]]:
 def _processor_class():
     # The PIL processor needs no torchvision (the default one does, and it is absent here).
     try:
-        from transformers import SegformerImageProcessorPil
+        from transformers import SegformerImageProcessorPil  # deferred: heavy (transformers)
 
         return SegformerImageProcessorPil
     except ImportError:  # older transformers: the default processor is the PIL one
-        from transformers import SegformerImageProcessor
+        from transformers import SegformerImageProcessor  # deferred: heavy (transformers)
 
         return SegformerImageProcessor
 
 
 class SegformerParser:
     def __init__(self, source: str, device: str | None = None):
+        # deferred: heavy (torch, transformers); core.regions imports this module for every parser kind
         import torch
         from transformers import AutoConfig, SegformerForSemanticSegmentation
 
@@ -122,7 +123,7 @@ class SegformerParser:
 
     def labels(self, frame_rgb: np.ndarray) -> np.ndarray:
         """(WORK_SIDE, WORK_SIDE) label ids of the face frame (the model's argmax)."""
-        import torch
+        import torch  # deferred: heavy (torch), as in __init__
 
         inputs = self.processor(images=[frame_rgb], return_tensors="pt").to(self.device)
         with torch.no_grad():

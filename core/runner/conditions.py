@@ -19,9 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import shading
 from ..digests import file_digest
+from ..errors import RowError, UsageError
+from ..faces.crops import face_frame_box
 from ..images import load_rgb
 from ..shading.condition import ANALYSIS_SIZE
+from ..shading.consistency import ConsistencyScorer
 from ..shading.controls import ControlRequest, Controls
 from ..shading.controls import resolve as resolve_controls
 from ..shading.expression import expression_mesh
@@ -32,8 +36,6 @@ EXPRESSIONS_KEPT = 256  # expression meshes remembered per worker (~20 kB each)
 
 def parse_frame(name: str) -> str:
     """A `--frame` value ("center" spelled either way); UsageError for anything else."""
-    from ..errors import UsageError
-
     name = "centre" if name == "center" else name
     if name not in FRAMES:
         raise UsageError(f"--frame {name!r}: use one of {', '.join(FRAMES)}")
@@ -59,8 +61,6 @@ class ConditionProvider:
         self._scorer = None
         self._expressions: OrderedDict[str, object] = OrderedDict()  # expression image digest -> its mesh
         if enabled:
-            from .. import shading  # imported only when the 3D channel is on
-
             self._shading = shading
 
     @property
@@ -121,8 +121,6 @@ class ConditionProvider:
     def _square(self, reference: Path, target: Path | None, size: int, landmarks, request):
         if not self.enabled:
             return None
-        from ..faces.crops import face_frame_box
-
         path = self.path(reference, target, size, landmarks, request)
         if path.exists():
             try:
@@ -152,9 +150,6 @@ class ConditionProvider:
         through the same scorer `fmu score` uses."""
         if condition is None or self._shading is None:
             return {}
-        from ..errors import RowError
-        from ..shading.consistency import ConsistencyScorer
-
         if self._scorer is None:
             self._scorer = ConsistencyScorer()
         try:

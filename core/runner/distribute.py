@@ -9,6 +9,7 @@ re-queues the unit of a worker that dies. Multi-node runs use an existing launch
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from collections.abc import Callable
 
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
@@ -35,8 +36,6 @@ def _face_identity(worker) -> dict:
 
 
 def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
-    import signal
-
     # Ctrl-C reaches the whole process group: the parent decides (it stops the workers and
     # writes the run record), so a worker does not die mid-unit with a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -6,10 +6,12 @@ finishes, writes results.parquet and run.json, and re-running the same command r
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -18,14 +20,22 @@ from ..devices import parse_devices
 from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
+from ..manifest.schema import BOUNDS
+from ..model.lora import check_lora_adapter
+from ..model.presets import SPECS, ensure_preset
 from ..model.settings import Settings, with_prefix
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json, write_run_json
+from ..shading.render import BACKENDS
+from ..weights.layout import ROLES, generate_options
 from .conditions import frame_label, parse_frame
 from .config import GenerateConfig
+from .distribute import inline_distributor, multiprocess_distributor, rank_shard
 from .plan import KEY, Units, plan_table
 from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
+from .ranks import Ranks
 from .results import ResultStore
+from .worker import Worker
 
 
 @dataclass
@@ -46,8 +56,6 @@ class RunSummary:
 
 
 def _resolve_model(cfg: GenerateConfig):
-    from ..model.presets import SPECS, ensure_preset
-
     if cfg.base_model:
         if cfg.adapter is None:
             raise UsageError("--base-model needs --adapter (an fmu adapter checkpoint)")
@@ -60,8 +68,6 @@ def _resolve_model(cfg: GenerateConfig):
 
 
 def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
-    from .worker import Worker
-
     return Worker(cfg, device, model_spec)
 
 
@@ -69,11 +75,6 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
     Run-wide values get the checks the manifest's per-row values get (a bad one would fail
     every row, or slip into the results unnoticed)."""
-    import math
-
-    from ..manifest.schema import BOUNDS
-    from ..shading.render import BACKENDS
-
     frame = parse_frame(cfg.frame)
     if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
         raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
@@ -101,9 +102,6 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
 def _check_lora(cfg: GenerateConfig, log) -> None:
     """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
     before anything runs, not a failed worker or silently different images."""
-    from ..model.lora import check_lora_adapter
-    from ..model.presets import ensure_preset
-
     adapter = cfg.adapter
     if adapter is None and cfg.preset and not cfg.base_model:
         adapter = ensure_preset(cfg.preset)[1]
@@ -117,8 +115,6 @@ def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
     wins); insightface's pack is needed only when insightface analyses the faces."""
     if cfg.weights is None:
         return cfg
-    from ..weights.layout import ROLES, generate_options
-
     need = [r for r in ROLES if getattr(cfg, r) is None]
     if cfg.face_backend == "dlib" and "face_models" in need:
         need.remove("face_models")
@@ -175,8 +171,6 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
 def run_generate(cfg: GenerateConfig, progress=None, log=None, checked: CheckedRun | None = None) -> RunSummary:
     """`checked`: `check_generate(cfg)`'s result, when the caller checked first (the command line
     does, before it draws a progress bar). `log`: where a warning line goes (None: dropped)."""
-    from .ranks import Ranks
-
     start, started_at = time.perf_counter(), time.time()
     checked = checked or check_generate(cfg, log)  # from here on the run's own copy; the caller's stays as given
     cfg = checked.cfg
@@ -198,10 +192,6 @@ def _created(out: Path):
 
 
 def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
-    from functools import partial
-
-    from .distribute import inline_distributor, multiprocess_distributor, rank_shard
-
     cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
     out = Path(cfg.out)
     devices = ranks.local_devices(cfg.device, checked.devices)

@@ -26,7 +26,7 @@ class Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        from accelerate import PartialState
+        from accelerate import PartialState  # deferred: heavy (accelerate, torch); a world of one never needs it
 
         # without cpu=True accelerate ignores the launcher on a GPU-less machine (world of one)
         state = PartialState(cpu=device_type(auto_devices()[0]) == "cpu")

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from ..digests import file_digest, file_stamp
+from ..errors import UsageError, first_line
 from ..manifest.people import SEPARATOR
 from ..tables import write_table
 
@@ -141,8 +142,6 @@ def _read_table(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except Exception as exc:  # noqa: BLE001  polars raises several types for a damaged file
-        from ..errors import UsageError, first_line
-
         raise UsageError(f"{path} is damaged ({first_line(exc)}); move it out of the output folder and "
                          "re-run: the rows it recorded are generated again") from None
 

@@ -17,12 +17,16 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import torch
+
 from ..devices import face_device
 from ..digests import file_digest, file_stamp
 from ..errors import row_reason
 from ..faces import get_backend
 from ..faces.cache import FaceCache
 from ..images import save_png
+from ..model.facemakeup import FaceMakeUp
+from ..model.load import resolve_dtype
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
 from . import people
@@ -42,11 +46,6 @@ class Prepared:
 
 class Worker:
     def __init__(self, cfg, device: str, model_spec: tuple):
-        import torch
-
-        from ..model.facemakeup import FaceMakeUp
-        from ..model.load import resolve_dtype
-
         base, adapter, _, _ = model_spec
         if cfg.threads:
             # CPU float results depend on the intra-op thread count (reduction order): pin it to

@@ -95,7 +95,8 @@ def pull_hub(piece: HubPiece, folder: Path, progress=None) -> PieceResult:
     `http_get` from its `hf_hub_url`. `hf_hub_download` is not used for the bytes: since
     huggingface_hub 2.x it deletes a cut-off part instead of resuming it in the next process (a
     multi-GB UNet would start over), and it does not check an LFS file's sha256."""
-    from huggingface_hub import HfApi, hf_hub_url  # deferred: only pulls need the hub client
+    # deferred: only pulls need the hub client
+    from huggingface_hub import HfApi, hf_hub_url
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
@@ -133,7 +134,8 @@ def download_file(file: UrlFile, dest: Path, progress=None, task=None, counter: 
     """`file.url` -> `dest` (False when it is already there, complete). The bytes go to
     `dest.incomplete` first and a later call resumes it from its size (HTTP Range); huggingface_hub's
     `http_get` also resumes within one call when the connection drops. sha256 checked when known."""
-    from huggingface_hub.file_download import http_get  # deferred: only pulls need it
+    # deferred: only pulls need it
+    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     counter = counter if counter is not None else [0]
