@@ -82,9 +82,9 @@ def adapter_512(tmp_path_factory, tiny_preset):
 
 
 @pytest.mark.parametrize("case", ["adapter_missing", "adapter_junk", "base_path_missing", "base_hub_id_not_cached",
-                                  "base_folder_not_diffusers", "image_encoder_empty", "vae_empty", "devices_mps", "eta_out_of_range",
-                                  "renderer_pytorch3d", "insightface_without_pack", "adapter_lora_missing",
-                                  "offload_on_cpu", "base_config_empty"])
+                                  "base_folder_not_diffusers", "image_encoder_empty", "vae_empty", "devices_mps",
+                                  "eta_out_of_range", "renderer_pytorch3d", "insightface_without_pack",
+                                  "adapter_lora_missing", "offload_on_cpu", "base_config_empty"])
 def test_unusable_option_is_one_line_before_out_exists(case, inputs, tiny_preset, monkeypatch, tmp_path):
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "no-insightface"))
     base, adapter = tiny_preset
