@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
+from ..model.few_step import parse_decoder
 from ..model.lora import check_lora_adapter
 from ..model.presets import SPECS, ensure_preset
 from ..model.settings import Settings, with_prefix
@@ -91,8 +92,6 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
         raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
     if cfg.vae_decoder is not None:
-        from ..model.few_step import parse_decoder  # deferred: the model package imports torch
-
         parse_decoder(cfg.vae_decoder)
     cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
