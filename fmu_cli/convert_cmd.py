@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from . import panels as P
 from .console import console
 
 
@@ -15,11 +16,13 @@ def convert(
     src: Path = typer.Argument(..., help="model.bin (authors), ip-adapter-faceid-plusv2_sd15.bin/.safetensors "
                                "(h94), or an fmu adapter."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (writes adapter.safetensors) or a "
-                             ".safetensors path."),
+                             ".safetensors path.", rich_help_panel=P.OUTPUT),
     lora: Path | None = typer.Option(None, "--lora", help="Separate LoRA file (e.g. "
-                                     "ip-adapter-faceid-plusv2_sd15_lora.safetensors)."),
-    base: str | None = typer.Option(None, "--base", help="Base model whose UNet layout to map onto (default: SD1.5)."),
-    base_config: str | None = typer.Option(None, "--base-config", help="Config folder when --base is a single file."),
+                                     "ip-adapter-faceid-plusv2_sd15_lora.safetensors).", rich_help_panel=P.MODELS),
+    base: str | None = typer.Option(None, "--base", help="Base model whose UNet layout to map onto (default: SD1.5).",
+                                    rich_help_panel=P.MODELS),
+    base_config: str | None = typer.Option(None, "--base-config", help="Config folder when --base is a single file.",
+                                           rich_help_panel=P.MODELS),
 ) -> None:
     """Convert an IP-Adapter-layout checkpoint (+ LoRA) into fmu's adapter format.
 

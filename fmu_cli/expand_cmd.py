@@ -6,22 +6,27 @@ from pathlib import Path
 
 import typer
 
+from . import panels as P
 from .console import console, error, shown
 
 
 def expand(
     manifest: Path = typer.Argument(..., help="CSV or Parquet generation manifest."),
-    out: Path = typer.Option(..., "--out", "-o", help="The manifest to write: .csv or .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="The manifest to write: .csv or .parquet.",
+                             rich_help_panel=P.OUTPUT),
     yaw: list[str] | None = typer.Option(None, "--yaw", metavar="RANGE|LIST", help="Degrees: start:stop:step "
-                                         "(stop included), e.g. -45:45:15, or a comma list; repeatable."),
-    pitch: list[str] | None = typer.Option(None, "--pitch", metavar="RANGE|LIST", help="Degrees, like --yaw."),
-    roll: list[str] | None = typer.Option(None, "--roll", metavar="RANGE|LIST", help="Degrees, like --yaw."),
+                                         "(stop included), e.g. -45:45:15, or a comma list; repeatable.",
+                                         rich_help_panel=P.FACES),
+    pitch: list[str] | None = typer.Option(None, "--pitch", metavar="RANGE|LIST", help="Degrees, like --yaw.",
+                                           rich_help_panel=P.FACES),
+    roll: list[str] | None = typer.Option(None, "--roll", metavar="RANGE|LIST", help="Degrees, like --yaw.",
+                                          rich_help_panel=P.FACES),
     expression: list[str] | None = typer.Option(None, "--expression", metavar="IMAGES",
                                                    help="Images whose expression to "
-                                                   "use, or neutral; comma list or repeated."),
+                                                   "use, or neutral; comma list or repeated.", rich_help_panel=P.FACES),
     light: list[str] | None = typer.Option(None, "--light", metavar="LIGHTS", help="Presets (front,left,right,...), "
                                               "az=..,el=..[,strength=..] or nine SH numbers; separate "
-                                              "specs with ';' or repeat --light."),
+                                              "specs with ';' or repeat --light.", rich_help_panel=P.FACES),
 ) -> None:
     """Write one manifest row per (row, combination of the values given), ids suffixed by the values
     (astro -> astro_yaw-45_light-left). Generate it with `fmu generate OUT`. Give the rows a `seed`

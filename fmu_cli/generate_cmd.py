@@ -180,7 +180,7 @@ def stop_on_sigterm():
 def validate_manifest(
     manifest: Path = typer.Argument(..., help="CSV or Parquet manifest."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder for the prompt-length check "
-                                         "(default: the tiny preset's)."),
+                                         "(default: the tiny preset's).", rich_help_panel=P.MODELS),
 ) -> None:
     """List every problem of every row; exit 1 when any row is unusable.
 

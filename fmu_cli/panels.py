@@ -1,5 +1,6 @@
 """The help panels options are grouped under (`rich_help_panel=`), one name per concern, the same in
-every command, and the command classes every command uses: flags shown without a `<bool>` hint."""
+every command (every option of every command sits in one: tests/test_cli_help.py), and the command
+classes every command uses: flags shown without a `<bool>` hint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ SAMPLING = "Sampling"
 DEVICES = "Devices"
 OUTPUT = "Output"
 SPEED = "Speed"
+TRAINING = "Training"  # the training recipe: steps, batch, learning rate, loss weights, LoRA rank, seed
+DATA = "Data"  # what a command reads besides models: training data, its masks and captions, images to score
+
+ALL = (MODELS, FACES, SAMPLING, DEVICES, OUTPUT, SPEED, TRAINING, DATA)
 
 
 def _plain_flags(params: list) -> list:

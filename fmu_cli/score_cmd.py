@@ -31,8 +31,10 @@ BACKEND_LIST, METRIC_LIST = comma_list(_face_backends), comma_list(_metrics)
 
 def score(
     run_dir: Path | None = typer.Argument(None, help="Run folder written by `fmu generate`."),
-    images: Path | None = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR)."),
-    manifest: Path | None = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts."),
+    images: Path | None = typer.Option(None, help="Folder of <id>_<k>.png / <id>.png (instead of RUN_DIR).",
+                                       rich_help_panel=P.DATA),
+    manifest: Path | None = typer.Option(None, help="CSV/Parquet pairing --images with references and prompts.",
+                                         rich_help_panel=P.DATA),
     out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images).",
                                     rich_help_panel=P.OUTPUT),
     id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim (a pulled "
@@ -52,7 +54,8 @@ def score(
     fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid).",
                                             rich_help_panel=P.MODELS),
     metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
-                                help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all."),
+                                help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all.",
+                                rich_help_panel=P.OUTPUT),
     device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N | mps | "
                                "xpu | xpu:N | auto (one device: scoring is not split across devices).",
                                rich_help_panel=P.DEVICES),

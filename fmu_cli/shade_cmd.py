@@ -19,6 +19,7 @@ from core.shading.controls import POSE_BOUNDS, ControlRequest, is_neutral, resol
 from core.shading.light_presets import LightError, parse_light
 from core.shading.render import resolve_backend
 
+from . import panels as P
 from .choices import FaceBackend, Frame, Renderer, chosen
 from .console import console, error
 
@@ -31,27 +32,33 @@ def _fail(message: str) -> None:
 
 def shade(
     image: Path = typer.Argument(..., help="Reference photo (any format Pillow reads)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the condition PNG."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the condition PNG.", rich_help_panel=P.OUTPUT),
     target: Path | None = typer.Option(None, "--target", help="Take pose, expression and lighting from this photo "
-                                       "instead."),
+                                       "instead.", rich_help_panel=P.FACES),
     renderer: Renderer = typer.Option("auto", "--renderer", help="Shading renderer (auto: pytorch3d when "
-                                      "installed, else cpu)."),
-    size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of the square condition image."),
-    frame: Frame = typer.Option("face", "--frame", help="The square of the photo rendered (as in `fmu generate`)."),
+                                      "installed, else cpu).", rich_help_panel=P.FACES),
+    size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of the square condition image.",
+                             rich_help_panel=P.OUTPUT),
+    frame: Frame = typer.Option("face", "--frame", help="The square of the photo rendered (as in `fmu generate`).",
+                                rich_help_panel=P.FACES),
     frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, help="Face frame side / "
-                                      "landmark-box side."),
+                                      "landmark-box side.", rich_help_panel=P.FACES),
     face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is "
-                                             "cut around."),
-    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
+                                             "cut around.", rich_help_panel=P.FACES),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout).",
+                                            rich_help_panel=P.FACES),
     yaw: float | None = typer.Option(None, "--yaw", help="Head yaw of the render, degrees (-90..90; > 0 "
-                                        "turns toward the image's right). Default: as fitted."),
-    pitch: float | None = typer.Option(None, "--pitch", help="Head pitch, degrees (-60..60; > 0 looks up)."),
-    roll: float | None = typer.Option(None, "--roll", help="Head roll, degrees (-90..90; > 0 clockwise)."),
+                                        "turns toward the image's right). Default: as fitted.",
+                                        rich_help_panel=P.FACES),
+    pitch: float | None = typer.Option(None, "--pitch", help="Head pitch, degrees (-60..60; > 0 looks up).",
+                                       rich_help_panel=P.FACES),
+    roll: float | None = typer.Option(None, "--roll", help="Head roll, degrees (-90..90; > 0 clockwise).",
+                                      rich_help_panel=P.FACES),
     expression: str | None = typer.Option(None, "--expression", help="Image whose expression the face "
-                                             "wears, or neutral (mouth closed)."),
+                                             "wears, or neutral (mouth closed).", rich_help_panel=P.FACES),
     light: str | None = typer.Option(None, "--light", help="A preset (front, left, right, top, bottom, "
                                         "key-left, key-right, rim, flat), az=..,el=..[,strength=..] or nine "
-                                        "SH numbers (manifests/README.md)."),
+                                        "SH numbers (manifests/README.md).", rich_help_panel=P.FACES),
 ) -> None:
     """Render the untextured, SH-shaded face mesh that conditions the 3D channel.
 

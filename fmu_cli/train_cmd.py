@@ -17,6 +17,7 @@ from training import finetune as finetuning
 from training.config import FINETUNE_DEFAULTS, load_config
 from training.config import TrainConfig as T
 
+from . import panels as P
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
 from .console import console, err, progress_bar, shown
 
@@ -24,19 +25,25 @@ from .console import console, err, progress_bar, shown
 def prepare(
     source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
                                   "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/.",
+                             rich_help_panel=P.OUTPUT),
     face_backend: FaceBackend = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) or insightface "
-                                             "(ArcFace 512-d)."),
-    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout)."),
-    resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions."),
-    renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu)."),
-    workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models)."),
+                                             "(ArcFace 512-d).", rich_help_panel=P.FACES),
+    face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout).",
+                                            rich_help_panel=P.FACES),
+    resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions.", rich_help_panel=P.DATA),
+    renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu).",
+                                      rich_help_panel=P.FACES),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models).",
+                                rich_help_panel=P.SPEED),
     masks: MaskMode = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
-                              "mask wins for its phrase) | given: only the manifest's masks."),
+                              "mask wins for its phrase) | given: only the manifest's masks.", rich_help_panel=P.DATA),
     parser: str = typer.Option("mesh", help="Face parser for auto masks: mesh (offline, mediapipe landmarks) | "
-                               "segformer:<folder or hub id> (a SegFormer face-parsing model)."),
+                               "segformer:<folder or hub id> (a SegFormer face-parsing model).",
+                               rich_help_panel=P.DATA),
     captioner: str | None = typer.Option(None, help="Image-to-text model (folder or hub id) that captions "
-                                            "rows without a caption (manifest / name.txt captions win)."),
+                                            "rows without a caption (manifest / name.txt captions win).",
+                                            rich_help_panel=P.DATA),
 ) -> None:
     """Analyse faces, render shading and mask the caption's face regions; write DATA/train.parquet.
 
@@ -102,44 +109,66 @@ def resume_command() -> str:
 
 
 def train(
-    data: Path | None = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: str | None = typer.Option(None, help="Model preset (default tiny: offline toy models)."),
-    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared manifest (DATA/train.parquet) or its folder.",
+                                     rich_help_panel=P.DATA),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, logs, adapter).",
+                                    rich_help_panel=P.OUTPUT),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings.",
+                                       rich_help_panel=P.TRAINING),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny: offline toy models).",
+                                      rich_help_panel=P.MODELS),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset).",
+                                          rich_help_panel=P.MODELS),
     init_adapter: Path | None = typer.Option(None, help="Start from this fmu adapter (default: the "
-                                             "preset's; with --base-model: a fresh one)."),
-    image_encoder: str | None = typer.Option(None, help="CLIP ViT-H/14 image encoder folder."),
-    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx)."),
-    resolution: int | None = typer.Option(None, help="Training resolution (default 512; tiny 64)."),
+                                             "preset's; with --base-model: a fresh one).", rich_help_panel=P.MODELS),
+    image_encoder: str | None = typer.Option(None, help="CLIP ViT-H/14 image encoder folder.",
+                                             rich_help_panel=P.MODELS),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id (w600k_r50.onnx).",
+                                         rich_help_panel=P.MODELS),
+    resolution: int | None = typer.Option(None, help="Training resolution (default 512; tiny 64).",
+                                          rich_help_panel=P.TRAINING),
     face_crop: FaceCrop | None = typer.Option(None, help="The face image the CLIP encoder is trained on "
                                               "(wide: the authors' crop); default: the --init-adapter's "
                                               "style, aligned for a fresh adapter. Recorded in the "
-                                              "adapter, so generate follows it."),
-    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {T.max_steps})."),
-    batch_size: int | None = typer.Option(None, help=f"Images per process per micro-batch (default {T.batch_size})."),
-    grad_accum: int | None = typer.Option(None, help=f"Gradient accumulation micro-batches (default {T.grad_accum})."),
-    lr: float | None = typer.Option(None, help=f"AdamW learning rate (default {T.lr:g})."),
-    weight_decay: float | None = typer.Option(None, help=f"AdamW weight decay (default {T.weight_decay:g})."),
+                                              "adapter, so generate follows it.", rich_help_panel=P.FACES),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {T.max_steps}).",
+                                         rich_help_panel=P.TRAINING),
+    batch_size: int | None = typer.Option(None, help=f"Images per process per micro-batch (default {T.batch_size}).",
+                                          rich_help_panel=P.TRAINING),
+    grad_accum: int | None = typer.Option(None, help=f"Gradient accumulation micro-batches (default {T.grad_accum}).",
+                                          rich_help_panel=P.TRAINING),
+    lr: float | None = typer.Option(None, help=f"AdamW learning rate (default {T.lr:g}).", rich_help_panel=P.TRAINING),
+    weight_decay: float | None = typer.Option(None, help=f"AdamW weight decay (default {T.weight_decay:g}).",
+                                              rich_help_panel=P.TRAINING),
     lr_schedule: str | None = typer.Option(None, help="A diffusers scheduler: constant, linear, cosine, "
-                                           f"constant_with_warmup ... (default {T.lr_schedule})."),
-    warmup_steps: int | None = typer.Option(None, help=f"Learning-rate warm-up steps (default {T.warmup_steps})."),
-    mixed_precision: MixedPrecision | None = typer.Option(None, help="Default: bf16 on GPU, no on CPU."),
-    lambda_map: float | None = typer.Option(None, help=f"L_map weight (default {T.lambda_map:g})."),
-    lambda_id: float | None = typer.Option(None, help=f"L_id weight (default {T.lambda_id:g}; 0 turns it off)."),
-    id_t_min: int | None = typer.Option(None, help=f"L_id applies for timesteps >= this (default {T.id_t_min})."),
-    id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max})."),
-    image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g})."),
-    caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g})."),
+                                           f"constant_with_warmup ... (default {T.lr_schedule}).",
+                                           rich_help_panel=P.TRAINING),
+    warmup_steps: int | None = typer.Option(None, help=f"Learning-rate warm-up steps (default {T.warmup_steps}).",
+                                            rich_help_panel=P.TRAINING),
+    mixed_precision: MixedPrecision | None = typer.Option(None, help="Default: bf16 on GPU, no on CPU.",
+                                                          rich_help_panel=P.DEVICES),
+    lambda_map: float | None = typer.Option(None, help=f"L_map weight (default {T.lambda_map:g}).",
+                                            rich_help_panel=P.TRAINING),
+    lambda_id: float | None = typer.Option(None, help=f"L_id weight (default {T.lambda_id:g}; 0 turns it off).",
+                                           rich_help_panel=P.TRAINING),
+    id_t_min: int | None = typer.Option(None, help=f"L_id applies for timesteps >= this (default {T.id_t_min}).",
+                                        rich_help_panel=P.TRAINING),
+    id_t_max: int | None = typer.Option(None, help=f"... and <= this (default {T.id_t_max}).",
+                                        rich_help_panel=P.TRAINING),
+    image_drop: float | None = typer.Option(None, help=f"CLIP image drop rate (default {T.image_drop:g}).",
+                                            rich_help_panel=P.TRAINING),
+    caption_drop: float | None = typer.Option(None, help=f"Caption drop rate (default {T.caption_drop:g}).",
+                                              rich_help_panel=P.TRAINING),
     checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10, "
                                                 "at most 20000; 0: only at the end). Ctrl-C / SIGTERM "
-                                                "also save one."),
+                                                "also save one.", rich_help_panel=P.OUTPUT),
     keep_checkpoints: int | None = typer.Option(None, help=f"Keep the last K checkpoints (default "
-                                                f"{T.keep_checkpoints})."),
-    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
-    validate_every: int | None = typer.Option(None, help="Validation images every N steps (0: off)."),
-    seed: int | None = typer.Option(None, help=f"Random seed (default {T.seed})."),
-    workers: int | None = typer.Option(None, help="DataLoader worker processes."),
+                                                f"{T.keep_checkpoints}).", rich_help_panel=P.OUTPUT),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder.", rich_help_panel=P.OUTPUT),
+    validate_every: int | None = typer.Option(None, help="Validation images every N steps (0: off).",
+                                              rich_help_panel=P.OUTPUT),
+    seed: int | None = typer.Option(None, help=f"Random seed (default {T.seed}).", rich_help_panel=P.TRAINING),
+    workers: int | None = typer.Option(None, help="DataLoader worker processes.", rich_help_panel=P.SPEED),
 ) -> None:
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
@@ -154,25 +183,32 @@ def train(
 
 
 def finetune(
-    from_: Path = typer.Option(..., "--from", help="fmu adapter checkpoint to start from."),
+    from_: Path = typer.Option(..., "--from", help="fmu adapter checkpoint to start from.", rich_help_panel=P.MODELS),
     data: Path = typer.Option(..., "--data", help="A small folder of images (prepared automatically) "
-                              "or a prepared manifest / data folder."),
-    out: Path = typer.Option(Path("runs/finetune"), "--out", "-o", help="Run folder; writes OUT/lora.safetensors."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings."),
-    preset: str | None = typer.Option(None, help="Model preset (default tiny)."),
-    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset)."),
-    rank: int | None = typer.Option(None, help=f"Rank of the new LoRA (default {FINETUNE_DEFAULTS['lora_rank']})."),
-    face_backend: FaceBackend = typer.Option("dlib", help="Face analysis for automatic preparation."),
-    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id."),
-    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {FINETUNE_DEFAULTS['max_steps']})."),
+                              "or a prepared manifest / data folder.", rich_help_panel=P.DATA),
+    out: Path = typer.Option(Path("runs/finetune"), "--out", "-o", help="Run folder; writes OUT/lora.safetensors.",
+                             rich_help_panel=P.OUTPUT),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with training settings.",
+                                       rich_help_panel=P.TRAINING),
+    preset: str | None = typer.Option(None, help="Model preset (default tiny).", rich_help_panel=P.MODELS),
+    base_model: str | None = typer.Option(None, help="SD1.5 diffusers folder (overrides --preset).",
+                                          rich_help_panel=P.MODELS),
+    rank: int | None = typer.Option(None, help=f"Rank of the new LoRA (default {FINETUNE_DEFAULTS['lora_rank']}).",
+                                    rich_help_panel=P.TRAINING),
+    face_backend: FaceBackend = typer.Option("dlib", help="Face analysis for automatic preparation.",
+                                             rich_help_panel=P.FACES),
+    id_model: Path | None = typer.Option(None, help="ArcFace ONNX for L_id.", rich_help_panel=P.MODELS),
+    max_steps: int | None = typer.Option(None, help=f"Optimizer steps (default {FINETUNE_DEFAULTS['max_steps']}).",
+                                         rich_help_panel=P.TRAINING),
     batch_size: int | None = typer.Option(None, help=f"Images per micro-batch (default "
-                                          f"{FINETUNE_DEFAULTS['batch_size']})."),
-    lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g})."),
-    lambda_id: float | None = typer.Option(None, help="L_id weight."),
+                                          f"{FINETUNE_DEFAULTS['batch_size']}).", rich_help_panel=P.TRAINING),
+    lr: float | None = typer.Option(None, help=f"Learning rate (default {T.lr:g}).", rich_help_panel=P.TRAINING),
+    lambda_id: float | None = typer.Option(None, help="L_id weight.", rich_help_panel=P.TRAINING),
     checkpoint_every: int | None = typer.Option(None, help="Checkpoint every N steps (default: max-steps / 10; "
-                                                "0: only at the end). Ctrl-C / SIGTERM also save one."),
-    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder."),
-    seed: int | None = typer.Option(None),
+                                                "0: only at the end). Ctrl-C / SIGTERM also save one.",
+                                                rich_help_panel=P.OUTPUT),
+    resume: str | None = typer.Option(None, help="'latest' or a checkpoint folder.", rich_help_panel=P.OUTPUT),
+    seed: int | None = typer.Option(None, rich_help_panel=P.TRAINING),
 ) -> None:
     """Finetune a NEW LoRA on top of an fmu adapter (everything else frozen).
 

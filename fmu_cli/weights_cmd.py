@@ -13,6 +13,7 @@ from core.errors import UsageError
 from core.weights.layout import default_dir, missing_roles, roles_of
 from core.weights.sets import DEFAULT_SET, SETS, piece_names
 
+from . import panels as P
 from .console import console, download_bar, err
 from .panels import Command, Group
 
@@ -36,11 +37,13 @@ def _only(text: str | None, set_name: str) -> tuple[str, ...] | None:
 def pull(
     set_name: WeightSet = typer.Option(DEFAULT_SET, "--set", help="authors: Face-MakeUpV2's checkpoint (identity "
                                        "channel + ShadingNet, converted from the authors' RAR); h94: "
-                                       "IP-Adapter-FaceID-PlusV2 + its LoRA (identity channel only)."),
+                                       "IP-Adapter-FaceID-PlusV2 + its LoRA (identity channel only).",
+                                       rich_help_panel=P.MODELS),
     folder: Path | None = typer.Option(None, "--dir", help="Weights folder (default $FMU_HOME/weights, "
-                                       "i.e. ~/.cache/fmu/weights)."),
+                                       "i.e. ~/.cache/fmu/weights).", rich_help_panel=P.MODELS),
     only: str | None = typer.Option(None, "--only", metavar="LIST", help="Comma list of pieces to fetch: "
-                                    "base, vae, image-encoder, adapter-authors | adapter-h94, insightface."),
+                                    "base, vae, image-encoder, adapter-authors | adapter-h94, insightface.",
+                                    rich_help_panel=P.MODELS),
 ) -> None:
     """Download a weight set (several GB); re-running resumes cut-off files and skips finished ones.
 
@@ -70,7 +73,8 @@ def pull(
 
 @app.command("list", cls=Command)
 def list_weights(
-    folder: Path | None = typer.Option(None, "--dir", help="Weights folder (default $FMU_HOME/weights)."),
+    folder: Path | None = typer.Option(None, "--dir", help="Weights folder (default $FMU_HOME/weights).",
+                                       rich_help_panel=P.MODELS),
 ) -> None:
     """Show what a weights folder holds and the generate option each file fills."""
     folder = (folder or default_dir()).expanduser()

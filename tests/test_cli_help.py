@@ -15,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from fmu_cli import panels
 from fmu_cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,45 @@ def test_generate_help_groups_options_in_panels_and_shows_flags_without_a_type()
     # a panel holds what its name says
     models = text.split("─ Models ")[1].split("╰")[0]
     assert "--base-model" in models and "--adapter" in models and "--steps" not in models
+
+
+def _commands(command, path=()):
+    """Every command and subcommand under `command` (groups included), with its path."""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield (*path, name), sub
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_every_command_sits_in_a_named_panel():
+    # the root's own options (--version and Typer's completion pair) are the app's, not a command's
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert {"generate", "train", "prepare", "finetune", "shade", "expand", "convert", "weights"} <= {
+        path[0] for path in commands}
+    assert ("weights", "pull") in commands and ("weights", "list") in commands
+    outside, unknown, options = [], [], 0
+    for path, command in commands.items():
+        for param in command.params:
+            if param.param_type_name != "option" or "--help" in param.opts:
+                continue
+            options += 1
+            panel = getattr(param, "rich_help_panel", None)
+            if panel is None:
+                outside.append((" ".join(path), param.opts[0]))
+            elif panel not in panels.ALL:
+                unknown.append((" ".join(path), param.opts[0], panel))
+    assert outside == [] and unknown == []
+    # the walk reached every option the commands declare (the root's --version is app.py's one)
+    declared = sum(f.read_text().count("typer.Option(") for f in (ROOT / "fmu_cli").glob("*.py") if f.name != "app.py")
+    assert options == declared
+    # panel names are distinct, and help shows no default "Options" panel beyond -h itself
+    assert len(set(panels.ALL)) == len(panels.ALL)
+    train = _help("train", "--help")
+    for panel in (panels.TRAINING, panels.MODELS, panels.DATA, panels.OUTPUT, panels.DEVICES, panels.SPEED):
+        assert f"─ {panel} " in train, panel
+    recipe = train.split(f"─ {panels.TRAINING} ")[1].split("╰")[0]
+    assert "--lr " in recipe and "--lambda-id" in recipe and "--out" not in recipe
+    options_panel = train.split("─ Options ")[1].split("╰")[0]
+    assert "--help" in options_panel and "--lr" not in options_panel and "--data" not in options_panel
 
 
 def test_h_is_help_everywhere_and_no_command_help_shows_bool():
