@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "core.runner": 3,      # fmu generate: plan -> distribute -> worker -> results
     "core.doctor": 4,      # what is usable here: asks model, faces, shading and scoring; only the CLI uses it
     "core.scoring": 5,     # fmu score: metrics, summary, report
-    "core.regions": 6,     # (to come) face-region parsing on faces + shading, used by training/prepare
+    "core.regions": 6,     # face-region parsing on faces + shading, used by training (prepare, masks)
     "core.model": 7,       # siblings: the diffusers model, face analysis, 3D shading, manifest reading
     "core.faces": 7,
     "core.shading": 7,
