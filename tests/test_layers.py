@@ -9,6 +9,7 @@ it hand-made sources, so a checker that sees nothing cannot pass.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -421,3 +422,38 @@ def test_checker_wants_a_reason_for_a_deferred_import():
             "def b():\n    # deferred: heavy (torch, scipy)\n    import torch\n    from scipy import linalg\n\n\n"
             "def c():\n    from .images import load_rgb\n    return load_rgb\n")
     assert undeclared_deferred_imports("core.x", text) == ["core.x:15 from .images import load_rgb"]
+
+
+# --- the map of the house ----------------------------------------------------------------------
+
+def layout_block(readme: str) -> str:
+    """The code block under README's `## Layout` heading."""
+    section = readme.split("\n## Layout", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def layout_entry(block: str, name: str) -> str:
+    """The text of one entry of the layout block: its line and the indented lines under it."""
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(name))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i][:1] not in (" ", "")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def named(names: list[str], text: str) -> list[str]:
+    """Those of `names` that `text` does not name as a word of its own."""
+    return [n for n in names if not re.search(rf"(?<![\w/.]){re.escape(n)}(?![\w])", text)]
+
+
+def test_readme_layout_and_core_docstring_name_every_package_and_utility():
+    block = layout_block((ROOT / "README.md").read_text(encoding="utf-8"))
+    core_doc = ast.get_docstring(ast.parse((ROOT / "core" / "__init__.py").read_text(encoding="utf-8")))
+    sub = sorted(d.name for d in (ROOT / "core").iterdir() if (d / "__init__.py").is_file())
+    utilities = sorted(f.stem for f in (ROOT / "core").glob("*.py") if f.stem not in ("__init__", "doctor"))
+    assert len(sub) >= 8 and "runner" in sub and "errors" in utilities
+    assert [p for p in PACKAGES if p != "core" and not block.count(f"\n{p}/")] == []
+    assert [d for d in sub if not block.count(f"\ncore/{d}/")] == []
+    assert named(utilities, layout_entry(block, "core/*.py")) == []
+    assert [d for d in sub if f"{d}/" not in core_doc] == []
+    utility_list = next(line for line in core_doc.splitlines() if line.strip().startswith("errors,"))
+    assert named(utilities, utility_list) == []
