@@ -42,6 +42,20 @@ def test_help_imports_no_model_library(args):
     assert imported == []
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["generate", "/nonexistent/manifest.csv"], "manifest not found"),
+    (["generate", "/nonexistent/manifest.csv", "--eta", "2"], "--eta 2.0: must be within [0, 1]"),
+    (["generate", "/nonexistent/manifest.csv", "--frame-scale", "-1"], "--frame-scale -1.0: must be > 0"),
+])
+def test_generate_usage_errors_come_before_any_model_library(args, message, tmp_path):
+    # the options are checked before torch / diffusers load: a usage error answers at once
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "FMU_HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"error: {message}" in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout.rsplit("IMPORTED=", 1)[1]) == []
+
+
 def _help(*args) -> str:
     result = CliRunner().invoke(app, [*args], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -21,9 +21,7 @@ from ..errors import UsageError
 from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
-from ..model.few_step import parse_decoder
 from ..model.lora import check_lora_adapter
-from ..model.presets import SPECS, ensure_preset
 from ..model.settings import Settings, with_prefix
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json, write_run_json
@@ -36,7 +34,6 @@ from .plan import KEY, Units, plan_table
 from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
 from .ranks import Ranks
 from .results import ResultStore
-from .worker import Worker
 
 
 @dataclass
@@ -63,12 +60,17 @@ def _resolve_model(cfg: GenerateConfig):
         return cfg.base_model, cfg.adapter, 512, {"base_model": cfg.base_model}
     if cfg.preset is None:
         raise UsageError("give --preset or --base-model with --adapter")
+    # deferred: imports torch; the options are checked before any model library loads
+    from ..model.presets import SPECS, ensure_preset
+
     base, adapter = ensure_preset(cfg.preset)
     version, size = SPECS[cfg.preset][:2]
     return base, cfg.adapter or adapter, size, {"preset": version}
 
 
 def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
+    from .worker import Worker  # deferred: torch + diffusers load only once every option has passed its check
+
     return Worker(cfg, device, model_spec)
 
 
@@ -92,6 +94,8 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
         raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
     if cfg.vae_decoder is not None:
+        from ..model.few_step import parse_decoder  # deferred: imports torch; option errors come first, fast
+
         parse_decoder(cfg.vae_decoder)
     cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
@@ -101,6 +105,8 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
 def _check_lora(cfg: GenerateConfig, log) -> None:
     """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
     before anything runs, not a failed worker or silently different images."""
+    from ..model.presets import ensure_preset  # deferred: imports torch; option errors come first, fast
+
     adapter = cfg.adapter
     if adapter is None and cfg.preset and not cfg.base_model:
         adapter = ensure_preset(cfg.preset)[1]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..errors import UsageError, first_line
 from ..faces import embedding_width
-from ..model.parts import adapter_widths, check_widths, image_encoder_width, unet_config_of
 from ..shading.render import resolve_backend
 from .config import GenerateConfig
 
@@ -34,6 +33,9 @@ class CheckedRun:
 
 def check_model_files(cfg: GenerateConfig, base, adapter) -> None:
     """Base, adapter, LoRA files, VAE and image encoder usable, and their widths in agreement."""
+    # deferred: diffusers (config classes); the options are checked before any model library loads
+    from ..model.parts import adapter_widths, check_widths, image_encoder_width, unet_config_of
+
     unet = unet_config_of(base, cfg.base_config)
     widths = adapter_widths(adapter)
     if cfg.adapter_lora is not None and not Path(cfg.adapter_lora).is_file():
