@@ -8,6 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import UsageError
+
 from . import panels as P
 from .console import console
 
@@ -32,6 +34,9 @@ def convert(
     Example:  fmu convert ip-adapter-faceid-plusv2_sd15.bin
               --lora ip-adapter-faceid-plusv2_sd15_lora.safetensors --out adapters/h94
     """
+    for what, path in (("adapter", src), ("--lora", lora)):  # answered before the model libraries load
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{what} {path}: no such file")
     from core.model.convert import convert_file  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)

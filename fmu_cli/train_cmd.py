@@ -12,9 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import UsageError
 from core.out_lock import locked_output
 from training import finetune as finetuning
-from training.config import FINETUNE_DEFAULTS, load_config
+from training.config import FINETUNE_DEFAULTS, load_config, prepared_manifest_path
 from training.config import TrainConfig as T
 
 from . import panels as P
@@ -53,6 +54,8 @@ def prepare(
     shows the masks. Re-running resumes: analyses, captions and masks are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
     """
+    if not source.exists():  # answered before the heavy libraries load
+        raise UsageError(f"{source}: no such folder of images or training manifest")
     # deferred: heavy (polars, face models); keeps the CLI start fast
     from training.prepare import PrepareConfig, run_prepare
 
@@ -81,6 +84,7 @@ def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> 
 
 
 def _run_config(cfg) -> None:
+    prepared_manifest_path(cfg.data)  # a missing --data answers at once, before the model libraries load
     from training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     with progress_bar() as progress:
@@ -215,8 +219,6 @@ def finetune(
     Example:  fmu finetune --from runs/t/adapter.safetensors --data my_faces/ --out runs/ft --rank 8
     Writes OUT/lora.safetensors (use with `fmu generate --lora`).
     """
-    from training.preflight import check_finetune_backend  # deferred: heavy (torch); keeps the CLI start fast
-
     overrides = {"out": out, "mode": "lora", "init_adapter": from_, "preset": preset,
                  "base_model": base_model, "lora_rank": rank, "id_model": id_model,
                  "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "lambda_id": lambda_id,
@@ -224,7 +226,10 @@ def finetune(
     # finetune's own defaults sit under the TOML file, which sits under the flags; all checked, and
     # the face backend against the adapter, before a folder of images is prepared
     cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
+    finetuning.check_sources(from_, data)  # before the model libraries load: a missing file answers at once
     if finetuning.needs_preparation(data):
+        from training.preflight import check_finetune_backend  # deferred: heavy (torch, diffusers)
+
         check_finetune_backend(from_, chosen(face_backend))
     with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end
         _run_config(replace(cfg, data=finetuning.prepared_manifest(data, out, chosen(face_backend))))

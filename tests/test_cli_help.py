@@ -46,8 +46,12 @@ def test_help_imports_no_model_library(args):
     (["generate", "/nonexistent/manifest.csv"], "manifest not found"),
     (["generate", "/nonexistent/manifest.csv", "--eta", "2"], "--eta 2.0: must be within [0, 1]"),
     (["generate", "/nonexistent/manifest.csv", "--frame-scale", "-1"], "--frame-scale -1.0: must be > 0"),
+    (["train", "--data", "/nonexistent", "--out", "/nonexistent/run"], "no prepared training manifest"),
+    (["finetune", "--from", "/nonexistent.safetensors", "--data", "/nonexistent"], "--data /nonexistent: neither"),
+    (["prepare", "/nonexistent", "--out", "/nonexistent/data"], "/nonexistent: no such folder of images"),
+    (["convert", "/nonexistent.bin", "--out", "/nonexistent/a"], "adapter /nonexistent.bin: no such file"),
 ])
-def test_generate_usage_errors_come_before_any_model_library(args, message, tmp_path):
+def test_usage_errors_come_before_any_model_library(args, message, tmp_path):
     # the options are checked before torch / diffusers load: a usage error answers at once
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "FMU_HOME": str(tmp_path)}, timeout=120)

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from diffusers.optimization import SchedulerType
 from typer.testing import CliRunner
 
 from core.errors import UsageError
@@ -57,6 +58,8 @@ def test_right_types_are_kept_and_converted(tmp_path):
 
 
 def test_lr_schedule_must_be_a_diffusers_scheduler_the_loop_can_run(tmp_path):
+    assert TrainConfig.lr_schedule in {s.value for s in SchedulerType}  # the default is checked by this alone
+    assert load_config(None, {"lr_schedule": "cosine"}).lr_schedule == "cosine"
     with pytest.raises(UsageError, match=r"^lr_schedule 'foo': use one of linear, cosine, "):
         load_config(None, {"lr_schedule": "foo"})
     with pytest.raises(UsageError, match="lr_schedule 'piecewise_constant'"):  # needs step rules
@@ -93,7 +96,9 @@ def captured(monkeypatch, tmp_path):
         return training.trainer.TrainSummary(steps=0, world_size=1, seconds=0.0, weights=None, losses=[])
 
     monkeypatch.setattr(training.trainer, "run_training", fake_run)
-    monkeypatch.setattr(training.finetune, "prepared_manifest", lambda data, out, backend: tmp_path / "t.parquet")
+    prepared = tmp_path / "t.parquet"  # exists: the CLI checks the data path before it trains
+    prepared.touch()
+    monkeypatch.setattr(training.finetune, "prepared_manifest", lambda data, out, backend: prepared)
     return seen
 
 
@@ -116,7 +121,7 @@ def test_finetune_precedence_flag_over_toml_over_finetune_defaults(tmp_path, cap
     assert runner.invoke(_app(), base + flags).exit_code == 0
     assert (captured[-1].max_steps, captured[-1].batch_size, captured[-1].lora_rank) == (7, 1, 2)
     # train keeps its own defaults
-    assert runner.invoke(_app(), ["train", "--data", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(_app(), ["train", "--data", str(tmp_path / "t.parquet")]).exit_code == 0
     assert (captured[-1].max_steps, captured[-1].batch_size, captured[-1].lora_rank) == (1000, 8, 128)
 
 

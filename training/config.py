@@ -141,9 +141,21 @@ def load_config(toml_path: Path | None = None, overrides: dict | None = None,
         raise UsageError("checkpoint_every and keep_checkpoints must be >= 0")
     if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISIONS:
         raise UsageError(f"mixed_precision {cfg.mixed_precision!r}: use one of {', '.join(MIXED_PRECISIONS)}")
-    if cfg.lr_schedule not in _lr_schedules():
+    # the default needs no lookup (a test holds it is diffusers'): a plain `fmu train` with a bad
+    # --data then answers before diffusers loads
+    if cfg.lr_schedule != TrainConfig.lr_schedule and cfg.lr_schedule not in _lr_schedules():
         raise UsageError(f"lr_schedule {cfg.lr_schedule!r}: use one of {', '.join(_lr_schedules())}")
     # the attention maps L_map reads are resolution/16 wide: the latent (resolution/8) must halve evenly
     if cfg.resolution is not None and (cfg.resolution < 16 or cfg.resolution % 16):
         raise UsageError(f"resolution {cfg.resolution}: must be a positive multiple of 16")
     return cfg
+
+
+def prepared_manifest_path(data: Path | None) -> Path:
+    """DATA/train.parquet (or the manifest given), checked before any model is built."""
+    if data is None:
+        raise UsageError("--data is required: a prepared manifest (DATA/train.parquet) or its folder")
+    manifest = Path(data) / "train.parquet" if Path(data).is_dir() else Path(data)
+    if not manifest.is_file():
+        raise UsageError(f"no prepared training manifest at {data} (run `fmu prepare` first)")
+    return manifest

@@ -15,6 +15,15 @@ from pathlib import Path
 from core.errors import UsageError
 
 
+def check_sources(init_adapter: Path, data: Path) -> None:
+    """UsageError when the adapter to start from or the data do not exist (the cheap checks, made
+    before anything heavy loads; what they hold is checked by preflight and prepare)."""
+    if not (Path(data).is_file() or Path(data).is_dir()):
+        raise UsageError(f"--data {data}: neither a folder nor a manifest")
+    if not Path(init_adapter).is_file():
+        raise UsageError(f"--from {init_adapter}: no such file (an fmu adapter checkpoint)")
+
+
 def needs_preparation(data: Path) -> bool:
     """Is `data` a plain folder of images (prepared into OUT/data by `prepared_manifest`)?"""
     data = Path(data)

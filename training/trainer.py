@@ -39,7 +39,7 @@ from core.tables import write_table
 
 from . import checkpoint as ckpt
 from .attention_capture import install_attention_capture, remove_attention_capture
-from .config import TrainConfig
+from .config import TrainConfig, prepared_manifest_path
 from .data import DataOrder, TrainingSet, collate
 from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
@@ -82,16 +82,6 @@ def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
         if not path.exists():
             write_tiny_arcface(path, seed=0, dim=dim)
     return IdEncoder.from_onnx(path)
-
-
-def prepared_manifest_path(data: Path | None) -> Path:
-    """DATA/train.parquet (or the manifest given), checked before any model is built."""
-    if data is None:
-        raise UsageError("--data is required: a prepared manifest (DATA/train.parquet) or its folder")
-    manifest = Path(data) / "train.parquet" if Path(data).is_dir() else Path(data)
-    if not manifest.is_file():
-        raise UsageError(f"no prepared training manifest at {data} (run `fmu prepare` first)")
-    return manifest
 
 
 def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
