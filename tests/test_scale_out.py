@@ -90,6 +90,15 @@ def test_torchrun_two_processes_share_the_work(manifest, single, tmp_path, fmu_h
     assert sorted(s["rank"] for s in info["timings"]["ranks"]) == [0, 1]
 
 
+def _is_worker(child: psutil.Process) -> bool:
+    """A spawned worker process; a child that exits while it is looked at (a short-lived helper the
+    libraries start, now a zombie or gone) is not one."""
+    try:
+        return "--multiprocessing-fork" in child.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
 def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fmu_cli.app", "generate", str(manifest), "--out", str(out),
@@ -102,8 +111,7 @@ def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
         while time.time() < deadline and not killed:
             shards = list((out / ".shards").glob("*.parquet")) if (out / ".shards").exists() else []
             # workers, not multiprocessing's resource tracker (whose command line also says so)
-            kids = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                    if "--multiprocessing-fork" in c.cmdline()]
+            kids = [c for c in psutil.Process(proc.pid).children(recursive=True) if _is_worker(c)]
             if len(shards) >= 2 and kids:
                 kids[0].send_signal(signal.SIGKILL)
                 killed.append(kids[0].pid)
