@@ -50,3 +50,25 @@ def tiny_preset(fmu_home):
     from core.model.presets import ensure_preset
 
     return ensure_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def weighted_model(tiny_preset):
+    """The tiny preset's FaceMakeUp (one per test module: tests change its scales) with weight in
+    the parts that start at zero: the LoRA's B (like a fresh adapter) and the ShadingNet's zero-convs
+    (no effect until trained), so tests see them act."""
+    import torch
+
+    from core.model.facemakeup import FaceMakeUp
+
+    base, adapter = tiny_preset
+    m = FaceMakeUp.from_pretrained(base, adapter)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+        for name, p in m.shading_net.named_parameters():
+            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+                p.normal_(0, 0.05)
+    return m

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from core.manifest.people import auto_boxes
-from core.model.facemakeup import FaceMakeUp
 from core.model.people import PeopleBatch, PeopleInput, blend_weights, box_masks, ip_adapter_masks
 from core.model.pipeline import Request, Settings
 
@@ -14,19 +13,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def model(tiny_preset):
-    base, adapter = tiny_preset
-    m = FaceMakeUp.from_pretrained(base, adapter)
-    torch.manual_seed(1)
-    with torch.no_grad():  # the preset's LoRA and zero-convs start at zero: give them weight
-        for name, p in m.unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-        for name, p in m.shading_net.named_parameters():
-            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
-                p.normal_(0, 0.05)
-    m.pipe.set_ip_adapter_scale(0.7)
-    return m
+def model(weighted_model):
+    weighted_model.pipe.set_ip_adapter_scale(0.7)
+    return weighted_model
 
 
 def _ip_tokens(model, ids, clip):
