@@ -9,21 +9,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_run import invoke as cli
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.images import save_png, to_square
 from core.manifest import read_manifest, validate
-from fmu_cli.app import app
 
 FAST = ["--steps", "2", "--batch-size", "4"]
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import corpus  # tests/corpus.py (pytest puts tests/ on sys.path)
 import numpy as np
 import polars as pl
 import pytest
+from cli_run import generate as run
 from corpus import OK
 from PIL import Image
 from typer.testing import CliRunner
@@ -23,13 +24,6 @@ from fmu_cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--no-shading", "--batch-size", "4"]
-
-
-def run(args):
-    result = CliRunner().invoke(app, ["generate", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def outcomes(out: Path) -> dict[int, list[tuple[str, str | None]]]:

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from cli_run import generate as run
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.errors import NoFaceError
 from core.faces.crops import face_frame_box
 from core.images import load_rgb, save_png
-from fmu_cli.app import app
 
 
 @pytest.mark.parametrize("landmarks, shape, scale, expected", [
@@ -72,13 +71,6 @@ def test_face_frame_follows_the_face_not_the_photo(canvas, dlib_backend, tmp_pat
         ConditionProvider(tmp_path / "b", renderer="cpu").get(wide, None, 256, 256)
     with pytest.raises(ValueError):
         face.get(wide, None, 256, 256)  # the face frame cannot be cut without landmarks
-
-
-def run(args):
-    result = CliRunner().invoke(app, ["generate", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def test_generate_records_the_frame_and_resumes_only_under_the_same_one(canvas, photos, dlib_backend,

@@ -12,20 +12,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_run import generate as run
 from PIL import Image
-from typer.testing import CliRunner
 
-from fmu_cli.app import app
 from manifests.demo import DEMO_ROWS, write_demo_inputs
 
 FAST = ["--steps", "2", "--batch-size", "2"]
-
-
-def run(args):
-    result = CliRunner().invoke(app, ["generate", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 @pytest.fixture(scope="module")

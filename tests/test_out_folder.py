@@ -18,21 +18,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from cli_run import generate as run
 
 from core.errors import UsageError
 from core.out_lock import locked_output
-from fmu_cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--batch-size", "2", "--no-shading"]
-
-
-def run(args):
-    result = CliRunner().invoke(app, ["generate", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def env() -> dict:

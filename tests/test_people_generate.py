@@ -6,15 +6,14 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
+from cli_run import generate as run
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.digests import file_digest
 from core.faces import get_backend
 from core.faces.crops import FRAME_SCALE, face_frame_box
 from core.images import load_rgb
 from core.runner.conditions import ConditionProvider
-from fmu_cli.app import app
 from manifests.demo import write_demo_inputs
 
 FAST = ["--steps", "2", "--batch-size", "2"]
@@ -26,13 +25,6 @@ ROWS = [  # id, reference, layout, target
     ("noface", "astronaut.png|chelsea.png", None, None),
     ("targeted", "tom_hanks.png|astronaut.png", "0,0.25,0.5,0.75|0.5,0,1,1", "|t1.jpg"),
 ]
-
-
-def run(args):
-    result = CliRunner().invoke(app, ["generate", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def _manifest(folder, rows):

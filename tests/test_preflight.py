@@ -8,21 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
+import cli_run
 import polars as pl
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from fmu_cli.app import app
 
 FAST = ["--steps", "1", "--batch-size", "2", "--no-shading"]
 
 
 def invoke(*args):
-    result = CliRunner().invoke(app, [*map(str, args)], env={"COLUMNS": "400"})
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return cli_run.invoke(*args, env={"COLUMNS": "400"})  # wide: each error stays on one line
 
 
 def one_error(result, *fragments: str) -> str:
