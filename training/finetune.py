@@ -15,11 +15,16 @@ from pathlib import Path
 from core.errors import UsageError
 
 
+def check_data(data: Path) -> None:
+    """UsageError when `--data` is neither a manifest file nor a folder."""
+    if not (Path(data).is_file() or Path(data).is_dir()):
+        raise UsageError(f"--data {data}: neither a folder nor a manifest")
+
+
 def check_sources(init_adapter: Path, data: Path) -> None:
     """UsageError when the adapter to start from or the data do not exist (the cheap checks, made
     before anything heavy loads; what they hold is checked by preflight and prepare)."""
-    if not (Path(data).is_file() or Path(data).is_dir()):
-        raise UsageError(f"--data {data}: neither a folder nor a manifest")
+    check_data(data)
     if not Path(init_adapter).is_file():
         raise UsageError(f"--from {init_adapter}: no such file (an fmu adapter checkpoint)")
 
@@ -41,8 +46,7 @@ def prepared_manifest(data: Path, out: Path, face_backend: str = "dlib", resolut
         return data
     if (data / "train.parquet").is_file():
         return data / "train.parquet"
-    if not data.is_dir():
-        raise UsageError(f"--data {data}: neither a folder nor a manifest")
+    check_data(data)
     summary = run_prepare(PrepareConfig(source=data, out=Path(out) / "data", face_backend=face_backend,
                                         resolution=resolution))
     if summary.ok == 0:
