@@ -22,7 +22,7 @@ HEAVY = ("torch", "diffusers", "transformers", "polars", "cv2", "insightface", "
 PROBE = """
 import json, sys
 sys.argv = ["fmu", *json.loads(sys.argv[1])]
-from fmu_cli.app import main
+from fmu.app import main
 try:
     main()
 except SystemExit:

@@ -25,12 +25,15 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout  # noqa: E402  (bench/checkout.py: fmu from this checkout)
 
-from core.model.facemakeup import FaceMakeUp  # noqa: E402  (after the path: this checkout's fmu)
-from core.model.pipeline import Request  # noqa: E402
-from core.model.presets import SPECS, ensure_preset  # noqa: E402
-from core.model.settings import Settings  # noqa: E402
+use_this_checkout()
+
+from fmu.core.model.facemakeup import FaceMakeUp  # noqa: E402  (after the path: this checkout's fmu)
+from fmu.core.model.pipeline import Request  # noqa: E402
+from fmu.core.model.presets import SPECS, ensure_preset  # noqa: E402
+from fmu.core.model.settings import Settings  # noqa: E402
 
 LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                     "conv1", "conv2", "time_emb_proj"]

@@ -32,16 +32,19 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout  # noqa: E402  (bench/checkout.py: fmu from this checkout)
+
+use_this_checkout()
 
 
 def make_references(folder: Path, n: int) -> list[str]:
     """n distinct face photos (distinct bytes) cut from the shipped ones, each with a dlib face."""
     from PIL import Image
 
-    from core.faces import get_backend
-    from core.images import load_rgb
-    from manifests.demo import demo_photos
+    from fmu.core.faces import get_backend
+    from fmu.core.images import load_rgb
+    from fmu.manifests.demo import demo_photos
 
     photos = demo_photos()
     backend = get_backend("dlib")
@@ -83,7 +86,7 @@ def write_manifest(folder: Path, refs: list[str], prompts: int) -> Path:
 
 def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devices: str = "cpu",
             threads: int | None = None) -> dict:
-    from core.runner.generate import GenerateConfig, run_generate
+    from fmu.core.runner.generate import GenerateConfig, run_generate
 
     cfg = GenerateConfig(manifest=manifest, out=out, preset=preset, steps=steps, batch_size=batch,
                          device=devices, threads=threads)
@@ -99,16 +102,16 @@ def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devi
 def naive_run(manifest: Path, out: Path, preset: str, steps: int, device: str = "cpu") -> dict:
     """The authors' demo style: per row, analyse the reference, shade it, denoise batch 1, save."""
 
-    from core.faces import get_backend
-    from core.faces.crops import face_frame_box
-    from core.images import load_rgb, save_png
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.load import resolve_dtype
-    from core.model.pipeline import Request, Settings
-    from core.model.presets import SPECS, ensure_preset
-    from core.model.settings import with_prefix
-    from core.runner.conditions import ANALYSIS_SIZE
-    from core.shading import make_condition
+    from fmu.core.faces import get_backend
+    from fmu.core.faces.crops import face_frame_box
+    from fmu.core.images import load_rgb, save_png
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.load import resolve_dtype
+    from fmu.core.model.pipeline import Request, Settings
+    from fmu.core.model.presets import SPECS, ensure_preset
+    from fmu.core.model.settings import with_prefix
+    from fmu.core.runner.conditions import ANALYSIS_SIZE
+    from fmu.core.shading import make_condition
 
     start = time.perf_counter()
     base, adapter = ensure_preset(preset)
@@ -143,12 +146,14 @@ def manifest_scale(rows: int, folder: Path) -> dict:
               prompt=pl.format("a photo of a person, variant {}", i % 1000)).write_parquet(path)
     code = f"""
 import json, sys, time
-sys.path.insert(0, {str(ROOT)!r})
+sys.path.insert(0, {str(ROOT / 'bench')!r})
+from checkout import use_this_checkout
+use_this_checkout()
 from pathlib import Path
 t = time.perf_counter()
-from core.manifest import read_manifest, validate
-from core.model.settings import Settings
-from core.runner.plan import Units, plan_table
+from fmu.core.manifest import read_manifest, validate
+from fmu.core.model.settings import Settings
+from fmu.core.runner.plan import Units, plan_table
 df = read_manifest(Path({str(path)!r}))
 v = validate(df, Path({str(folder)!r}), count_tokens=lambda s: len(s.split()) + 2)
 units = Units(plan_table(v.table, Settings(), 0, 8), Settings())
@@ -173,7 +178,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.refs, args.prompts, args.steps, args.rows = 3, 2, 2, 20_000
     preset = "tiny" if args.quick else "bench"
-    from fmu_cli.console import quiet_libraries
+    from fmu.console import quiet_libraries
 
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="fmu-bench-"))

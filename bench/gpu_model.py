@@ -46,7 +46,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout  # noqa: E402  (bench/checkout.py: fmu from this checkout)
+
+use_this_checkout()
 
 from diffusers import (  # noqa: E402  (after the path: fmu's core is imported from this checkout)
     AutoencoderKL,
@@ -66,12 +69,12 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
-from core.devices import synchronize  # noqa: E402
-from core.model import adapter as A  # noqa: E402
-from core.model.facemakeup import FaceMakeUp  # noqa: E402
-from core.model.pipeline import DEFAULT_NEGATIVE, Request  # noqa: E402
-from core.model.settings import Settings  # noqa: E402
-from core.model.tiny_tokenizer import write_tiny_tokenizer_files  # noqa: E402
+from fmu.core.devices import synchronize  # noqa: E402
+from fmu.core.model import adapter as A  # noqa: E402
+from fmu.core.model.facemakeup import FaceMakeUp  # noqa: E402
+from fmu.core.model.pipeline import DEFAULT_NEGATIVE, Request  # noqa: E402
+from fmu.core.model.settings import Settings  # noqa: E402
+from fmu.core.model.tiny_tokenizer import write_tiny_tokenizer_files  # noqa: E402
 
 # --- the published component configs (stable-diffusion-v1-5 unet/ vae/ text_encoder/ config.json,
 # h94/IP-Adapter models/image_encoder/config.json, the FaceID-PlusV2 projection) ---------------------

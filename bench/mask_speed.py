@@ -18,7 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout
+
+use_this_checkout()
 
 CAPTION = "a smiling person with short hair, full lips, thin eyebrows, blue eyes and a small nose"
 
@@ -42,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from core.faces import get_backend
-    from core.images import load_rgb
-    from core.regions import get_parser
-    from core.regions.mesh import MESH_REGIONS, MeshParser
-    from manifests.demo import demo_photos
-    from training.masks import MaskMaker
+    from fmu.core.faces import get_backend
+    from fmu.core.images import load_rgb
+    from fmu.core.regions import get_parser
+    from fmu.core.regions.mesh import MESH_REGIONS, MeshParser
+    from fmu.manifests.demo import demo_photos
+    from fmu.training.masks import MaskMaker
 
     dlib = get_backend("dlib")
     mesh, no_hair = get_parser("mesh"), MeshParser(hair=False)

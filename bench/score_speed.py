@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout
+
+use_this_checkout()
 
 
 def _photos() -> list[np.ndarray]:
     import insightface
     import skimage.data
 
-    from core.images import load_rgb
+    from fmu.core.images import load_rgb
 
     t1 = load_rgb(os.path.join(os.path.dirname(insightface.__file__), "data", "images", "t1.jpg"))
     people = [skimage.data.astronaut()]
@@ -56,7 +59,7 @@ def _variant(image: np.ndarray, k: int) -> bytes:
 def build_run(root: Path, n_refs: int, k: int) -> Path:
     import polars as pl
 
-    from core.images import save_png
+    from fmu.core.images import save_png
 
     run = root / "run"
     (run / "images").mkdir(parents=True)
@@ -80,7 +83,7 @@ def baseline(run: Path, backend) -> list[float | None]:
     """Per image: decode, detect and embed every face, keep the most confident, compare."""
     import polars as pl
 
-    from core.images import load_rgb
+    from fmu.core.images import load_rgb
 
     values = []
     for row in pl.read_parquet(run / "results.parquet").iter_rows(named=True):
@@ -104,8 +107,8 @@ def main() -> int:
     if args.quick:
         args.refs, args.k = 1, 2
 
-    from core.faces import get_backend
-    from core.scoring import ScoreOptions, score_run
+    from fmu.core.faces import get_backend
+    from fmu.core.scoring import ScoreOptions, score_run
 
     backend = get_backend("dlib")
     backend.detect(np.zeros((64, 64, 3), np.uint8))     # load the models outside both timings

@@ -15,7 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import use_this_checkout
+
+use_this_checkout()
 
 
 def _timed(fn, iterations: int) -> tuple[tuple[float, float], object]:
@@ -41,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from core.images import to_square
-    from core.shading.light_fit import fit_sh
-    from core.shading.reconstruct import reconstruct
-    from core.shading.render import pytorch3d_available, render
+    from fmu.core.images import to_square
+    from fmu.core.shading.light_fit import fit_sh
+    from fmu.core.shading.reconstruct import reconstruct
+    from fmu.core.shading.render import pytorch3d_available, render
 
     table = Table(title=f"shading channel, {args.size}x{args.size}, {n} iteration(s)")
     for col in ("case", "stage", "median ms", "min ms"):

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import typer
 
-from core.errors import UsageError
+from fmu.core.errors import UsageError
 
 from . import convert_cmd, demo_cmd, doctor_cmd, expand_cmd, generate_cmd, score_cmd, shade_cmd, train_cmd, weights_cmd
 from .console import console, error, quiet_libraries

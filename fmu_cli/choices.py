@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 
 import typer
 
-from core.faces import BACKENDS as FACE_BACKENDS
-from core.faces import MULTI_FACE_POLICIES
-from core.faces.crops import CROP_STYLES
-from core.model.settings import PRECISIONS, SCHEDULERS
-from core.runner.conditions import FRAMES
-from core.shading.render import BACKENDS as RENDERERS
-from training.config import MASK_MODES, MIXED_PRECISIONS
+from fmu.core.faces import BACKENDS as FACE_BACKENDS
+from fmu.core.faces import MULTI_FACE_POLICIES
+from fmu.core.faces.crops import CROP_STYLES
+from fmu.core.model.settings import PRECISIONS, SCHEDULERS
+from fmu.core.runner.conditions import FRAMES
+from fmu.core.shading.render import BACKENDS as RENDERERS
+from fmu.training.config import MASK_MODES, MIXED_PRECISIONS
 
 
 def _choices(name: str, values: Sequence[str]) -> type[enum.StrEnum]:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import UsageError
+from fmu.core.errors import UsageError
 
 from . import panels as P
 from .console import console
@@ -37,7 +37,7 @@ def convert(
     for what, path in (("adapter", src), ("--lora", lora)):  # answered before the model libraries load
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{what} {path}: no such file")
-    from core.model.convert import convert_file  # deferred: heavy (torch, diffusers); keeps the CLI start fast
+    from fmu.core.model.convert import convert_file  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     summary = convert_file(src, out, lora=lora, base=base, base_config=base_config)
     table = Table(title=f"converted {escape(src.name)}")

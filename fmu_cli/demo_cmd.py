@@ -20,7 +20,7 @@ def demo_inputs(folder: Path = typer.Argument(Path("runs/demo-inputs"), help="Wh
 
     Example:  fmu demo-inputs runs/demo-inputs && fmu generate runs/demo-inputs/manifest.csv --out runs/demo
     """
-    from manifests.demo import SCORE_EXAMPLE, write_demo_inputs  # deferred: the photos' packages are heavy
+    from fmu.manifests.demo import SCORE_EXAMPLE, write_demo_inputs  # deferred: the photos' packages are heavy
 
     manifest = write_demo_inputs(folder)
     console.print(f"wrote {manifest}")

@@ -40,7 +40,7 @@ def doctor(
 
     Example:  fmu doctor --face-backend insightface --face-models ~/models --devices cuda
     """
-    from core.doctor import diagnose  # deferred: heavy (torch, diffusers); keeps the CLI start fast
+    from fmu.core.doctor import diagnose  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     report = diagnose(base_model=base_model, base_config=base_config, adapter=adapter, lora=lora,
                       face_backend=chosen(face_backend), face_models=face_models,

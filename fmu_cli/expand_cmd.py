@@ -37,8 +37,8 @@ def expand(
     Exit code: 0 written, 2 usage error (bad range, unknown light, missing expression image).
     """
     # deferred: keeps `fmu --help` fast (polars, the shading package)
-    from core.errors import UsageError
-    from core.manifest.expand import expand_manifest, parse_angles, split_expressions, split_lights, write_manifest
+    from fmu.core.errors import UsageError
+    from fmu.core.manifest.expand import expand_manifest, parse_angles, split_expressions, split_lights, write_manifest
 
     try:
         axes = {name: parse_angles(name, values) for name, values in (("yaw", yaw), ("pitch", pitch),

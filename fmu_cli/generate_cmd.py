@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import Interrupted
-from core.runner.config import DEFAULTS as D
-from core.runner.config import GenerateConfig
+from fmu.core.errors import Interrupted
+from fmu.core.runner.config import DEFAULTS as D
+from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
 from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
@@ -117,7 +117,10 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
-    from core.runner.generate import check_generate, run_generate  # deferred: heavy (torch); keeps the CLI start fast
+    from fmu.core.runner.generate import (  # deferred: heavy (torch); keeps the CLI start fast
+        check_generate,
+        run_generate,
+    )
 
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,
@@ -186,7 +189,7 @@ def validate_manifest(
 
     Example:  fmu validate manifests/examples/basic.csv
     """
-    from core.manifest import ERROR, read_manifest, validate  # deferred: heavy (polars); keeps the CLI start fast
+    from fmu.core.manifest import ERROR, read_manifest, validate  # deferred: heavy (polars); keeps the CLI start fast
 
     df = read_manifest(manifest)
     tok = _tokenizer(tokenizer)
@@ -205,10 +208,12 @@ def validate_manifest(
 
 
 def _tokenizer(path: str | None):
-    from core.runner.preflight import load_tokenizer  # deferred: heavy (torch, transformers); keeps the CLI start fast
+    from fmu.core.runner.preflight import (
+        load_tokenizer,  # deferred: heavy (torch, transformers); keeps the CLI start fast
+    )
 
     if path is None:
-        from core.model.presets import ensure_preset  # deferred: heavy (torch)
+        from fmu.core.model.presets import ensure_preset  # deferred: heavy (torch)
 
         base, _ = ensure_preset("tiny")
         return load_tokenizer(base)

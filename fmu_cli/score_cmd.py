@@ -7,9 +7,9 @@ from typing import Any
 
 import typer
 
-from core.devices import parse_device
-from core.errors import UsageError
-from core.faces import BACKENDS as FACE_BACKENDS
+from fmu.core.devices import parse_device
+from fmu.core.errors import UsageError
+from fmu.core.faces import BACKENDS as FACE_BACKENDS
 
 from . import panels as P
 from .choices import Precision, comma_list
@@ -21,7 +21,7 @@ def _face_backends() -> tuple[str, ...]:
 
 
 def _metrics() -> tuple[str, ...]:
-    from core.scoring import METRICS  # deferred: the scoring package pulls polars and its models' code
+    from fmu.core.scoring import METRICS  # deferred: the scoring package pulls polars and its models' code
 
     return (*METRICS, "all")
 
@@ -78,7 +78,7 @@ def score(
     (unreadable, missing reference, no face), 2 usage error.
     """
     # deferred: heavy (polars, scipy, the metrics); keeps the CLI start fast
-    from core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
+    from fmu.core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
 
     if (run_dir is None) == (images is None):
         raise UsageError("give either RUN_DIR or --images DIR --manifest FILE")

@@ -9,15 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import RowError, UsageError
-from core.faces import get_backend
-from core.faces.crops import FRAME_SCALE, face_frame_box
-from core.images import load_rgb, save_png
-from core.runner.conditions import parse_frame
-from core.shading import make_condition
-from core.shading.controls import POSE_BOUNDS, ControlRequest, is_neutral, resolve
-from core.shading.light_presets import LightError, parse_light
-from core.shading.render import resolve_backend
+from fmu.core.errors import RowError, UsageError
+from fmu.core.faces import get_backend
+from fmu.core.faces.crops import FRAME_SCALE, face_frame_box
+from fmu.core.images import load_rgb, save_png
+from fmu.core.runner.conditions import parse_frame
+from fmu.core.shading import make_condition
+from fmu.core.shading.controls import POSE_BOUNDS, ControlRequest, is_neutral, resolve
+from fmu.core.shading.light_presets import LightError, parse_light
+from fmu.core.shading.render import resolve_backend
 
 from . import panels as P
 from .choices import FaceBackend, Frame, Renderer, chosen

@@ -12,11 +12,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import UsageError
-from core.out_lock import locked_output
-from training import finetune as finetuning
-from training.config import FINETUNE_DEFAULTS, load_config, prepared_manifest_path
-from training.config import TrainConfig as T
+from fmu.core.errors import UsageError
+from fmu.core.out_lock import locked_output
+from fmu.training import finetune as finetuning
+from fmu.training.config import FINETUNE_DEFAULTS, load_config, prepared_manifest_path
+from fmu.training.config import TrainConfig as T
 
 from . import panels as P
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
@@ -57,7 +57,7 @@ def prepare(
     if not source.exists():  # answered before the heavy libraries load
         raise UsageError(f"{source}: no such folder of images or training manifest")
     # deferred: heavy (polars, face models); keeps the CLI start fast
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
                         resolution=resolution, renderer=chosen(renderer), workers=workers, masks=chosen(masks),
@@ -85,7 +85,7 @@ def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> 
 
 def _run_config(cfg) -> None:
     prepared_manifest_path(cfg.data)  # a missing --data answers at once, before the model libraries load
-    from training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
+    from fmu.training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
     with progress_bar() as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
@@ -177,7 +177,7 @@ def train(
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
     Example:  fmu train --data data/ --out runs/t --preset tiny --max-steps 30 --batch-size 2
-    Several processes:  torchrun --nproc_per_node 2 -m fmu_cli.train_entry train --data data/ --out runs/t
+    Several processes:  torchrun --nproc_per_node 2 -m fmu.train_entry train --data data/ --out runs/t
     Continue a run:  the same command with --resume latest.
     Writes OUT/adapter.safetensors (use with `fmu generate --adapter`).
     """
@@ -228,7 +228,7 @@ def finetune(
     cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
     finetuning.check_sources(from_, data)  # before the model libraries load: a missing file answers at once
     if finetuning.needs_preparation(data):
-        from training.preflight import check_finetune_backend  # deferred: heavy (torch, diffusers)
+        from fmu.training.preflight import check_finetune_backend  # deferred: heavy (torch, diffusers)
 
         check_finetune_backend(from_, chosen(face_backend))
     with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end

@@ -1,7 +1,7 @@
 """Module entry point for launchers that start one process per device:
 
-    torchrun --nproc_per_node 2 -m fmu_cli.train_entry train --data data/ --out runs/t
-    accelerate launch --multi_gpu --num_processes 2 -m fmu_cli.train_entry train ...
+    torchrun --nproc_per_node 2 -m fmu.train_entry train --data data/ --out runs/t
+    accelerate launch --multi_gpu --num_processes 2 -m fmu.train_entry train ...
 
 (`accelerate launch --cpu --num_processes 2` starts one process only.)
 """

@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import UsageError
-from core.weights.layout import default_dir, missing_roles, roles_of
-from core.weights.sets import DEFAULT_SET, SETS, piece_names
+from fmu.core.errors import UsageError
+from fmu.core.weights.layout import default_dir, missing_roles, roles_of
+from fmu.core.weights.sets import DEFAULT_SET, SETS, piece_names
 
 from . import panels as P
 from .console import console, download_bar, err
@@ -51,7 +51,7 @@ def pull(
     Licences: see README ("Weights"); insightface's packs and h94's FaceID adapters are for
     non-commercial research use only. Exit code: 0 all pieces ready, 1 some piece failed, 2 usage error.
     """
-    from core.weights.pull import pull as run_pull  # deferred: huggingface_hub's download machinery
+    from fmu.core.weights.pull import pull as run_pull  # deferred: huggingface_hub's download machinery
 
     name = set_name.value
     folder = (folder or default_dir()).expanduser()

@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from core.faces import get_backend
-from core.images import load_rgb, save_png
+from fmu.core.faces import get_backend
+from fmu.core.images import load_rgb, save_png
 
 DEMO_ROWS = [
     ("astronaut", "astronaut.png", "a portrait photo of a woman in a space suit, studio lighting", 2),

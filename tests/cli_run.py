@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from fmu_cli.app import app
+from fmu.app import app
 
 
 def invoke(*args, env: dict | None = None):

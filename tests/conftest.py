@@ -31,7 +31,7 @@ def fmu_home(tmp_path_factory):
 def photos() -> dict[str, Path]:
     import skimage
 
-    from manifests.demo import demo_photos
+    from fmu.manifests.demo import demo_photos
 
     found = demo_photos()
     found["chelsea.png"] = Path(os.path.dirname(skimage.__file__)) / "data" / "chelsea.png"  # a cat: no face
@@ -47,7 +47,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_preset(fmu_home):
-    from core.model.presets import ensure_preset
+    from fmu.core.model.presets import ensure_preset
 
     return ensure_preset("tiny")
 
@@ -59,7 +59,7 @@ def weighted_model(tiny_preset):
     (no effect until trained), so tests see them act."""
     import torch
 
-    from core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.facemakeup import FaceMakeUp
 
     base, adapter = tiny_preset
     m = FaceMakeUp.from_pretrained(base, adapter)

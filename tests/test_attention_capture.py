@@ -10,12 +10,12 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
 from peft import LoraConfig
 
-from training.attention_capture import (
+from fmu.training.attention_capture import (
     CapturingIPAdapterAttnProcessor,
     install_attention_capture,
     remove_attention_capture,
 )
-from training.losses import attention_map_loss, total_attention_map_loss
+from fmu.training.losses import attention_map_loss, total_attention_map_loss
 
 CROSS_DIM, ID_DIM, CLIP_DIM, CLIP_SEQ, TEXT_LEN, LATENT = 32, 16, 24, 5, 7, 16
 MAP_SIZE = LATENT // 2

@@ -57,7 +57,7 @@ def _reference_captions(folder, images):
 
 
 def test_captioner_matches_the_model(blip, astronaut):
-    from training.captions import Captioner
+    from fmu.training.captions import Captioner
 
     images = [astronaut, np.ascontiguousarray(astronaut[::-1])]
     captions = Captioner(str(blip)).caption(images)
@@ -76,7 +76,7 @@ def test_vision_encoder_decoder_folder_without_a_processor(tmp_path, astronaut):
         ViTImageProcessorPil,
     )
 
-    from training.captions import Captioner
+    from fmu.training.captions import Captioner
 
     (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
     tokenizer = BertTokenizer(str(tmp_path / "vocab.txt"))
@@ -102,9 +102,9 @@ def test_vision_encoder_decoder_folder_without_a_processor(tmp_path, astronaut):
 
 
 def test_prepare_captions_rows_without_one_and_caches_them(blip, tmp_path, photos, monkeypatch):
-    from training.captions import Captioner
-    from training.phrases import extract_phrases
-    from training.prepare import DEFAULT_CAPTION, PrepareConfig, run_prepare
+    from fmu.training.captions import Captioner
+    from fmu.training.phrases import extract_phrases
+    from fmu.training.prepare import DEFAULT_CAPTION, PrepareConfig, run_prepare
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -143,7 +143,7 @@ def test_prepare_captions_rows_without_one_and_caches_them(blip, tmp_path, photo
 def test_broken_captioner_is_a_usage_error(tmp_path, blip, photos):
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app
+    from fmu.app import app
 
     folder = tmp_path / "img"
     folder.mkdir()

@@ -15,14 +15,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fmu_cli import panels
-from fmu_cli.app import app
+from fmu import panels
+from fmu.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, sys
 sys.argv = ["fmu", *json.loads(sys.argv[1])]
-from fmu_cli.app import main
+from fmu.app import main
 try:
     main()
 except SystemExit:
@@ -132,7 +132,7 @@ def test_version_and_completion():
     assert "--install-completion" in _help("--help") and "--show-completion" in _help("--help")
     # Typer reads this switch when it builds the options, hence a fresh process: the shell is named
     # instead of detected from the parent process
-    script = subprocess.run([sys.executable, "-m", "fmu_cli.app", "--show-completion", "bash"], capture_output=True,
+    script = subprocess.run([sys.executable, "-m", "fmu.app", "--show-completion", "bash"], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT),
                                                          "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert script.returncode == 0, script.stderr

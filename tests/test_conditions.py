@@ -3,8 +3,8 @@ and the per-output consistency scores."""
 
 import numpy as np
 
-from core.images import to_square
-from core.runner.conditions import ConditionProvider
+from fmu.core.images import to_square
+from fmu.core.runner.conditions import ConditionProvider
 
 
 def test_conditions_are_cached_and_follow_the_output_frame(tmp_path, photos):

@@ -12,8 +12,8 @@ import pytest
 from cli_run import invoke as cli
 from PIL import Image
 
-from core.images import save_png, to_square
-from core.manifest import read_manifest, validate
+from fmu.core.images import save_png, to_square
+from fmu.core.manifest import read_manifest, validate
 
 FAST = ["--steps", "2", "--batch-size", "4"]
 
@@ -161,10 +161,10 @@ def test_generate_controls_row_errors_recorded_values_and_resume(folder, fmu_hom
 def test_generate_scores_the_output_against_the_request(tmp_path, astronaut):
     """Pose/Light errors of an output against what was asked: the photo itself as the output
     (yaw about 0, its own light) scored against yaw 30 and light `left`."""
-    from core.runner.conditions import ConditionProvider
-    from core.shading import fit_sh, light_error, pose_error_deg, reconstruct
-    from core.shading.controls import ControlRequest
-    from core.shading.light_presets import parse_light
+    from fmu.core.runner.conditions import ConditionProvider
+    from fmu.core.shading import fit_sh, light_error, pose_error_deg, reconstruct
+    from fmu.core.shading.controls import ControlRequest
+    from fmu.core.shading.light_presets import parse_light
 
     save_png(tmp_path / "a.png", astronaut)
     provider = ConditionProvider(tmp_path / "cache", renderer="cpu")
@@ -201,10 +201,10 @@ def _chromium_loads_every_image(path: Path, tmp_path) -> tuple[int, int]:
 
 
 def test_score_against_the_request_and_the_report_grid(tmp_path, astronaut):
-    from core.scoring import ScoreOptions, score_run
-    from core.shading import fit_sh, light_error, pose_error_deg, reconstruct
-    from core.shading.condition import analyse_frame
-    from core.shading.light_presets import parse_light
+    from fmu.core.scoring import ScoreOptions, score_run
+    from fmu.core.shading import fit_sh, light_error, pose_error_deg, reconstruct
+    from fmu.core.shading.condition import analyse_frame
+    from fmu.core.shading.light_presets import parse_light
 
     run = tmp_path / "run"
     save_png(tmp_path / "ref.png", astronaut)
@@ -252,9 +252,9 @@ def test_shade_takes_the_same_controls(folder):
               "--frame", "centre", "--yaw", "30", "--light", "left", "--expression", folder / "tom_hanks.png")
     assert res.exit_code == 0, res.output
     assert "+30.00" in res.output and "asked for: yaw 30.0" in res.output
-    from core.images import load_rgb
-    from core.shading import make_condition
-    from core.shading.controls import ControlRequest, resolve
+    from fmu.core.images import load_rgb
+    from fmu.core.shading import make_condition
+    from fmu.core.shading.controls import ControlRequest, resolve
 
     same = make_condition(load_rgb(folder / "astronaut.png"), size=128, renderer="cpu", controls=resolve(
         ControlRequest(yaw=30.0, light="left", expression=str(folder / "tom_hanks.png"))))
@@ -267,7 +267,7 @@ def test_shade_takes_the_same_controls(folder):
 
 
 def test_paired_images_take_their_controls_from_the_manifest(folder):
-    from core.scoring.inputs import rows_from_images
+    from fmu.core.scoring.inputs import rows_from_images
 
     images = folder / "imgs"
     images.mkdir()

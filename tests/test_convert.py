@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from core.errors import UsageError
-from core.model import adapter as A
-from core.model.convert import convert_file, load_adapter_any
-from core.model.facemakeup import FaceMakeUp
+from fmu.core.errors import UsageError
+from fmu.core.model import adapter as A
+from fmu.core.model.convert import convert_file, load_adapter_any
+from fmu.core.model.facemakeup import FaceMakeUp
 
 CFG = A.AdapterConfig(id_embed_dim=128, clip_hidden_dim=32, embed_dims=32, perceiver_heads=1, lora_rank=8)
 LORA = ("to_q", "to_k", "to_v", "to_out")
@@ -211,7 +211,7 @@ def test_converted_file_is_an_fmu_adapter_with_the_inferred_config(authors, tmp_
 
 
 def test_wrong_unet_is_refused_with_what_does_not_fit(authors):
-    from core.model.convert import SD15_UNET_CONFIG
+    from fmu.core.model.convert import SD15_UNET_CONFIG
 
     _, path, _, _ = authors
     with pytest.raises(UsageError, match="does not fit this UNet"):
@@ -230,7 +230,7 @@ def test_lora_given_twice_is_refused(authors, tiny_preset, tmp_path):
 def test_fmu_convert_cli_writes_an_adapter_and_refuses_bad_input(authors, tmp_path):
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
+    from fmu.app import app  # the real app: its handler turns usage errors into exit 2
 
     base, path, _, _ = authors
     runner = CliRunner()

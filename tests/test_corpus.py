@@ -20,7 +20,7 @@ from corpus import OK
 from PIL import Image
 from typer.testing import CliRunner
 
-from fmu_cli.app import app
+from fmu.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--no-shading", "--batch-size", "4"]
@@ -114,7 +114,7 @@ def test_quoted_newline_prompt_survives_intact(corpus_run):
 # -- decoding, checked directly -------------------------------------------------------------------
 
 def test_exif_orientation_gives_the_upright_pixels(tmp_path, astronaut):
-    from core.images import decode_rgb, load_rgb
+    from fmu.core.images import decode_rgb, load_rgb
 
     upright = Image.fromarray(astronaut)
     data = corpus.exif_rotated(upright)
@@ -129,7 +129,7 @@ def test_exif_orientation_gives_the_upright_pixels(tmp_path, astronaut):
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "LA"])
 def test_every_mode_decodes_to_rgb_uint8(mode, astronaut):
-    from core.images import decode_rgb
+    from fmu.core.images import decode_rgb
 
     img = Image.fromarray(astronaut)
     if mode == "I;16":
@@ -146,7 +146,7 @@ def test_every_mode_decodes_to_rgb_uint8(mode, astronaut):
 
 def test_sixteen_bit_keeps_its_exposure(astronaut):
     """A dark 16-bit photo stays dark: scaled by the format's range, not stretched to its max."""
-    from core.images import decode_rgb
+    from fmu.core.images import decode_rgb
 
     grey8 = np.asarray(Image.fromarray(astronaut).convert("L"))
     dark16 = (grey8.astype(np.uint16) * 257) // 4  # a quarter of the range
@@ -157,7 +157,7 @@ def test_sixteen_bit_keeps_its_exposure(astronaut):
 
 
 def test_animated_gif_uses_the_first_frame(astronaut, photos):
-    from core.images import decode_rgb
+    from fmu.core.images import decode_rgb
 
     first = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
     second = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
@@ -404,7 +404,7 @@ def test_unreadable_csv_records_fail_their_own_rows(tmp_path, photos, tiny_prese
 def test_csv_reader_rows_line_up_with_polars(tmp_path):
     """The record-by-record reader makes the rows polars makes of a good file (blank lines, short
     records, quoted newlines, CRLF), so a row keeps its number and default id whichever reads it."""
-    from core.manifest.csv_rows import read_csv_rows
+    from fmu.core.manifest.csv_rows import read_csv_rows
 
     text = b'id,reference,prompt\r\na,x.png,p\r\n\r\nb,y.png\r\n"c","z.png","two\r\nlines"\r\nd,w.png,q\r\n\r\n'
     header, records, problems = read_csv_rows(text, ",", "m.csv")

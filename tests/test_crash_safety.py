@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fmu(*args) -> list[str]:
-    return [sys.executable, "-m", "fmu_cli.app", *map(str, args)]
+    return [sys.executable, "-m", "fmu.app", *map(str, args)]
 
 
 def env(fmu_home) -> dict:
@@ -301,8 +301,8 @@ def trained(prepared, fmu_home, tmp_path_factory):
 
 
 def test_train_killed_after_a_checkpoint_resumes_to_the_end(trained):
-    from core.model.adapter import read_adapter
-    from training.checkpoint import list_checkpoints
+    from fmu.core.model.adapter import read_adapter
+    from fmu.training.checkpoint import list_checkpoints
 
     tensors, _ = read_adapter(trained / "adapter.safetensors")
     assert tensors and all(bool(v.float().isfinite().all()) for v in tensors.values())

@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core import devices
-from core.devices import Accelerator, ModelClock, face_device, parse_device, parse_devices
-from core.errors import UsageError
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core import devices
+from fmu.core.devices import Accelerator, ModelClock, face_device, parse_device, parse_devices
+from fmu.core.errors import UsageError
 
 
 def test_this_machine_reports_no_accelerator_and_says_why():
@@ -93,7 +93,7 @@ def test_face_models_run_on_the_same_gpu_under_cuda_else_on_the_cpu():
 
 
 def test_doctor_lists_each_accelerator_and_fails_a_requested_one(monkeypatch):
-    from core.doctor import diagnose
+    from fmu.core.doctor import diagnose
 
     report = diagnose(devices=["mps", "cpu", "auto"])
     assert report.find("runtime", "MPS").ok is False
@@ -112,8 +112,8 @@ def test_doctor_lists_each_accelerator_and_fails_a_requested_one(monkeypatch):
 def test_score_device_is_checked_before_any_work(tmp_path):
     import polars as pl
 
-    from core.scoring import ScoreOptions
-    from core.scoring.run import score_rows
+    from fmu.core.scoring import ScoreOptions
+    from fmu.core.scoring.run import score_rows
 
     with pytest.raises(UsageError, match="device 'mps' requested"):
         score_rows(pl.DataFrame(), tmp_path, ScoreOptions(device="mps"))
@@ -165,7 +165,7 @@ def test_accelerator_clock_sums_device_events_and_waits_only_when_read(monkeypat
 
 
 def test_model_timings_use_the_models_device(tiny_preset):
-    from core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.facemakeup import FaceMakeUp
 
     model = FaceMakeUp.from_pretrained(*tiny_preset)
     assert model.timings.clock.device == "cpu" and model.timings.model_seconds == 0.0
@@ -173,7 +173,7 @@ def test_model_timings_use_the_models_device(tiny_preset):
     model.timings.clock.time = lambda fn, *a, **k: calls.append(fn) or fn(*a, **k)
     import numpy as np
 
-    from core.model.pipeline import Request, Settings
+    from fmu.core.model.pipeline import Request, Settings
 
     rng = np.random.default_rng(0)
     req = Request(prompt="a photo", id_embedding=rng.normal(size=128).astype(np.float32),

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fmu_cli.app import app
+from fmu.app import app
 
 FAST = ["--steps", "1", "--no-shading", "--batch-size", "1"]
 N = 3
@@ -74,7 +74,7 @@ class Disk:
 @pytest.fixture(scope="module", autouse=True)
 def one_model_load():
     """Load the tiny model once for the module's many short runs (the runs are the subject here)."""
-    from core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.facemakeup import FaceMakeUp
 
     descriptor, real, cache = FaceMakeUp.__dict__["from_pretrained"], FaceMakeUp.from_pretrained, {}
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.runner.distribute import MAX_ATTEMPTS, inline_distributor, multiprocess_distributor, rank_shard
+from fmu.core.runner.distribute import MAX_ATTEMPTS, inline_distributor, multiprocess_distributor, rank_shard
 
 
 class FakeWorker:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import MultiFaceError, NoFaceError
-from core.faces import get_backend
-from core.faces.cache import FaceCache
-from core.images import load_rgb, save_png
+from fmu.core.errors import MultiFaceError, NoFaceError
+from fmu.core.faces import get_backend
+from fmu.core.faces.cache import FaceCache
+from fmu.core.images import load_rgb, save_png
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_cache_follows_a_file_replaced_under_the_same_name(backend, photos, tmp_
 
     from PIL import Image
 
-    from core.digests import file_digest
+    from fmu.core.digests import file_digest
 
     ref = tmp_path / "ref.png"
     shutil.copy(photos["astronaut.png"], ref)

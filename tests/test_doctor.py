@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.doctor import diagnose
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core.doctor import diagnose
 
 
 def _cli(*args):
@@ -50,7 +50,7 @@ def test_cli_prints_the_table_and_exits_1_for_cuda():
 
 def test_insightface_requested_without_pack_fails_and_with_pack_passes(tmp_path):
     assert _cli("--face-backend", "insightface").exit_code == 1
-    from core.model.tiny_onnx import write_tiny_pack
+    from fmu.core.model.tiny_onnx import write_tiny_pack
 
     write_tiny_pack(tmp_path / "models")
     report = diagnose(face_backend="insightface", face_models=str(tmp_path / "models"))

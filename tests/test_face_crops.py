@@ -7,7 +7,7 @@ from PIL import Image
 
 @pytest.fixture(scope="module")
 def backend_dlib():
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     return get_backend("dlib")
 
@@ -16,7 +16,7 @@ def test_wide_crop_is_the_authors_box_resized_as_clip_would(backend_dlib, astron
     import cv2
     from transformers import CLIPImageProcessor
 
-    from core.faces.crops import wide_box, wide_crop
+    from fmu.core.faces.crops import wide_box, wide_crop
 
     face = max(backend_dlib.detect(astronaut), key=lambda f: f.area)
     pts = np.asarray(face.landmarks, np.float64).reshape(-1, 2)
@@ -40,8 +40,8 @@ def test_wide_crop_is_the_authors_box_resized_as_clip_would(backend_dlib, astron
 
 
 def test_analysis_and_cache_keep_the_styles_apart(backend_dlib, photos, tmp_path):
-    from core.faces.cache import FaceCache
-    from core.faces.crops import wide_crop
+    from fmu.core.faces.cache import FaceCache
+    from fmu.core.faces.crops import wide_crop
 
     aligned = FaceCache(tmp_path, backend_dlib).analyse_file(photos["astronaut.png"])
     wide_cache = FaceCache(tmp_path, backend_dlib, crop="wide")

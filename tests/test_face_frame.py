@@ -10,9 +10,9 @@ import pytest
 from cli_run import generate as run
 from PIL import Image
 
-from core.errors import NoFaceError
-from core.faces.crops import face_frame_box
-from core.images import load_rgb, save_png
+from fmu.core.errors import NoFaceError
+from fmu.core.faces.crops import face_frame_box
+from fmu.core.images import load_rgb, save_png
 
 
 @pytest.mark.parametrize("landmarks, shape, scale, expected", [
@@ -43,13 +43,13 @@ def canvas(tmp_path_factory, astronaut):
 
 @pytest.fixture(scope="module")
 def dlib_backend():
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     return get_backend("dlib")
 
 
 def test_face_frame_follows_the_face_not_the_photo(canvas, dlib_backend, tmp_path):
-    from core.runner.conditions import ConditionProvider
+    from fmu.core.runner.conditions import ConditionProvider
 
     folder, wide = canvas
     marks = dlib_backend.analyse(load_rgb(wide)).landmarks
@@ -59,7 +59,7 @@ def test_face_frame_follows_the_face_not_the_photo(canvas, dlib_backend, tmp_pat
     left, top, side = on_canvas.frame
     assert left >= 1024 and side < 512  # inside the astronaut's part, around her face
     # the same pixels cut from the astronaut alone give the same condition
-    from core.shading import make_condition
+    from fmu.core.shading import make_condition
 
     alone = make_condition(load_rgb(folder / "astronaut.png"), size=512, renderer="cpu",
                            box=(left - 1024, top, side))
@@ -109,9 +109,9 @@ def test_generate_records_the_frame_and_resumes_only_under_the_same_one(canvas, 
 def test_score_fits_the_source_in_the_recorded_frame(canvas, dlib_backend, tmp_path):
     """`fmu score` cuts the source where generation did (the recorded frame), so an output that
     is the face frame itself has zero pose error, as generate would have written."""
-    from core.images import crop_square
-    from core.runner.conditions import ConditionProvider
-    from core.scoring import ScoreOptions, score_run
+    from fmu.core.images import crop_square
+    from fmu.core.runner.conditions import ConditionProvider
+    from fmu.core.scoring import ScoreOptions, score_run
 
     _, wide = canvas
     image = load_rgb(wide)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.errors import UsageError
-from core.model import lora as L
-from core.model.facemakeup import FaceMakeUp
-from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
+from fmu.core.errors import UsageError
+from fmu.core.model import lora as L
+from fmu.core.model.facemakeup import FaceMakeUp
+from fmu.core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
 
 RANK, ALPHA = 4, 2.0  # alpha != rank: the files' scaling (alpha / rank) must survive both formats
 # what LCM-LoRA / TCD-LoRA train: attention, feed-forward, transformer in/out, resnet convs, time embedding
@@ -151,7 +151,7 @@ def test_identity_off_keeps_the_speed_lora_and_reproduces_diffusers_with_it(spee
     diffusers' StableDiffusionPipeline with the same LoRA (load_lora_weights + set_adapters) and LCM."""
     from diffusers import StableDiffusionPipeline
 
-    from core.model.load import make_scheduler
+    from fmu.core.model.load import make_scheduler
 
     base, adapter = tiny_preset
     model = _with_identity_lora_weights(FaceMakeUp.from_pretrained(
@@ -200,7 +200,7 @@ def test_a_finetune_lora_keeps_its_weight_across_an_identity_off_batch(tiny_pres
 def test_tcd_uses_eta_0_3_by_default_and_reproduces_diffusers(tiny_preset):
     from diffusers import StableDiffusionPipeline
 
-    from core.model.load import make_scheduler
+    from fmu.core.model.load import make_scheduler
 
     base, adapter = tiny_preset
     model = FaceMakeUp.from_pretrained(base, adapter, scheduler="tcd")
@@ -288,8 +288,8 @@ def test_generate_lcm_with_a_speed_lora_in_4_steps(speed_loras, tiny_preset, tmp
     """Must-show: `fmu generate --scheduler lcm --speed-lora <tiny LoRA> --steps 4` on the demo manifest."""
     import polars as pl
 
-    from fmu_cli.app import app
-    from manifests.demo import write_demo_inputs
+    from fmu.app import app
+    from fmu.manifests.demo import write_demo_inputs
 
     manifest = write_demo_inputs(tmp_path / "inputs")
     out = tmp_path / "lcm"

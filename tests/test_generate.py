@@ -15,7 +15,7 @@ import pytest
 from cli_run import generate as run
 from PIL import Image
 
-from manifests.demo import DEMO_ROWS, write_demo_inputs
+from fmu.manifests.demo import DEMO_ROWS, write_demo_inputs
 
 FAST = ["--steps", "2", "--batch-size", "2"]
 
@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path, photos, fm
     pl.DataFrame({"id": [f"r{i}" for i in range(n)], "reference": ["a.png"] * n,
                   "prompt": [f"a photo number {i}" for i in range(n)]}).write_csv(tmp_path / "m.csv")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fmu_cli.app", "generate", str(tmp_path / "m.csv"), "--out", str(out),
+    cmd = [sys.executable, "-m", "fmu.app", "generate", str(tmp_path / "m.csv"), "--out", str(out),
            "--steps", "8", "--batch-size", "1", "--no-shading"]
     env = {**os.environ, "FMU_HOME": str(fmu_home)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -135,8 +135,8 @@ def test_generate_applies_a_finetune_lora(demo, tmp_path, tiny_preset):
     """`fmu generate --lora` applies what `fmu finetune` writes: other images, same rows."""
     import torch
 
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.lora import FINETUNE_ADAPTER, add_lora
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.lora import FINETUNE_ADAPTER, add_lora
 
     base, adapter = tiny_preset
     model = FaceMakeUp.from_pretrained(base, adapter)
@@ -193,7 +193,7 @@ def test_a_row_edited_in_place_is_generated_again(tmp_path, photos, fmu_home):
 def test_a_reference_replaced_under_the_same_path_is_generated_again(tmp_path, photos, fmu_home):
     """Resume follows the bytes: a reference overwritten in place redoes its rows; one only
     touched (same bytes, new mtime) keeps them; rows of other files are kept either way."""
-    from core.digests import file_digest
+    from fmu.core.digests import file_digest
 
     for name in ("astronaut.png", "tom_hanks.png"):
         shutil.copy(photos[name], tmp_path / name)
@@ -230,7 +230,7 @@ def test_a_reference_replaced_under_the_same_path_is_generated_again(tmp_path, p
 
 
 def test_relative_manifest_path_gives_results_that_score_from_anywhere(tmp_path, photos, fmu_home, monkeypatch):
-    from core.scoring import ScoreOptions, score_run
+    from fmu.core.scoring import ScoreOptions, score_run
 
     (tmp_path / "in").mkdir()
     shutil.copy(photos["astronaut.png"], tmp_path / "in" / "a.png")

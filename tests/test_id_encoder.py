@@ -10,9 +10,9 @@ from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils import face_align
 from onnx import TensorProto, helper, numpy_helper
 
-from core.model.tiny_onnx import write_tiny_arcface
-from training.id_encoder import IdEncoder, OnnxGraph, insightface_input_norm, similarity_to_template
-from training.losses import identity_loss
+from fmu.core.model.tiny_onnx import write_tiny_arcface
+from fmu.training.id_encoder import IdEncoder, OnnxGraph, insightface_input_norm, similarity_to_template
+from fmu.training.losses import identity_loss
 
 DIM = 24
 

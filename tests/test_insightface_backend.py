@@ -21,10 +21,10 @@ from insightface.utils.face_align import norm_crop
 from skimage import data as skdata
 from skimage import transform as sktransform
 
-from core.errors import MultiFaceError, NoFaceError, UsageError
-from core.faces import providers
-from core.faces.insightface_backend import MATCH_COSINE, InsightFaceBackend, _quiet_face_align, find_pack
-from core.model.tiny_onnx import ARCFACE_TEMPLATE, plant_face, write_tiny_arcface, write_tiny_pack, write_tiny_scrfd
+from fmu.core.errors import MultiFaceError, NoFaceError, UsageError
+from fmu.core.faces import providers
+from fmu.core.faces.insightface_backend import MATCH_COSINE, InsightFaceBackend, _quiet_face_align, find_pack
+from fmu.core.model.tiny_onnx import ARCFACE_TEMPLATE, plant_face, write_tiny_arcface, write_tiny_pack, write_tiny_scrfd
 
 IMAGES = Path(insightface.__file__).parent / "data" / "images"
 

@@ -1,8 +1,9 @@
 """The house rules, read from the import graph: layers point down, no module uses another's private
 names, no import cycles (deferred imports inside functions included).
 
-The graph is built with `ast` from every .py file of fmu_cli/, training/, core/ and manifests/:
-module-level and function-level imports, relative and absolute. The checker's own tests below feed
+The graph is built with `ast` from every .py file of fmu_cli/, training/, core/ and manifests/ under the
+names they install as (one import root, `fmu`: pyproject's package-dir), module-level and
+function-level imports, relative and absolute. The checker's own tests below feed
 it hand-made sources, so a checker that sees nothing cannot pass.
 """
 
@@ -14,26 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fmu_cli", "training", "core", "manifests")
+# folder -> the package it installs as (pyproject.toml [tool.setuptools.package-dir])
+PACKAGES = {"fmu_cli": "fmu", "training": "fmu.training", "core": "fmu.core", "manifests": "fmu.manifests"}
 
 # Layers, top (0) to bottom. A module may import its own layer or any layer below it, never above.
 # The longest matching prefix names a module's layer. Modules of one layer are siblings: they may
 # import each other, and the cycle check keeps that acyclic.
 LAYERS: dict[str, int] = {
-    "fmu_cli": 0,          # the Typer app: parsing and printing
-    "manifests": 1,        # the demo inputs (photos, manifest, masks): built on core.faces and core.images,
-                           # used by `fmu demo-inputs` and the tests; nothing in training/ or core/ needs them
-    "training": 2,         # prepare, data, losses, trainer, finetune
-    "core.runner": 3,      # fmu generate: plan -> distribute -> worker -> results
-    "core.doctor": 4,      # what is usable here: asks model, faces, shading and scoring; only the CLI uses it
-    "core.scoring": 5,     # fmu score: metrics, summary, report
-    "core.regions": 6,     # face-region parsing on faces + shading, used by training (prepare, masks)
-    "core.model": 7,       # siblings: the diffusers model, face analysis, 3D shading, manifest reading
-    "core.faces": 7,
-    "core.shading": 7,
-    "core.manifest": 7,
-    "core.weights": 7,     # fmu weights pull: the sets, the layout, fetching (converts with core.model)
-    "core": 8,             # utilities: errors, images, digests, native_log, run_record (and core/__init__)
+    "fmu": 0,                  # the Typer app: parsing and printing
+    "fmu.manifests": 1,        # the demo inputs (photos, manifest, masks): built on core.faces and core.images,
+                               # used by `fmu demo-inputs` and the tests; nothing in training/ or core/ needs them
+    "fmu.training": 2,         # prepare, data, losses, trainer, finetune
+    "fmu.core.runner": 3,      # fmu generate: plan -> distribute -> worker -> results
+    "fmu.core.doctor": 4,      # what is usable here: asks model, faces, shading and scoring; only the CLI uses it
+    "fmu.core.scoring": 5,     # fmu score: metrics, summary, report
+    "fmu.core.regions": 6,     # face-region parsing on faces + shading, used by training (prepare, masks)
+    "fmu.core.model": 7,       # siblings: the diffusers model, face analysis, 3D shading, manifest reading
+    "fmu.core.faces": 7,
+    "fmu.core.shading": 7,
+    "fmu.core.manifest": 7,
+    "fmu.core.weights": 7,     # fmu weights pull: the sets, the layout, fetching (converts with core.model)
+    "fmu.core": 8,             # utilities: errors, images, digests, native_log, run_record (and core/__init__)
 }
 
 
@@ -63,10 +65,11 @@ class Graph:
 
 
 def module_name(path: Path, root: Path) -> str:
+    """The installed name of a source file: its folder's package, then the path below it."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join([PACKAGES[parts[0]], *parts[1:]])
 
 
 def _is_package(name: str, sources: dict[str, tuple[str, bool]]) -> bool:
@@ -86,7 +89,7 @@ def _absolute(importer: str, is_package: bool, level: int, module: str | None) -
 
 
 def _internal(name: str) -> bool:
-    return name.split(".")[0] in PACKAGES
+    return name.split(".")[0] == "fmu"
 
 
 def _private(name: str) -> bool:
@@ -319,109 +322,110 @@ def _graph(**modules: str) -> Graph:
 
 def test_checker_sees_an_upward_import_inside_a_function():
     graph = _graph(
-        core__faces__base="def f():\n    from ..runner import worker\n    return worker\n",
-        core__runner__worker="from ..faces.base import Face\n",
+        fmu__core__faces__base="def f():\n    from ..runner import worker\n    return worker\n",
+        fmu__core__runner__worker="from ..faces.base import Face\n",
     )
-    assert upward(graph) == ["core.faces.base:2 -> core.runner.worker"]
+    assert upward(graph) == ["fmu.core.faces.base:2 -> fmu.core.runner.worker"]
 
 
 def test_checker_resolves_relative_and_absolute_imports():
     graph = _graph(
-        core__scoring__init="from .run import score\n",
-        core__scoring__run="import core.images\nfrom ..faces import base\nfrom . import report as R\n",
-        core__scoring__report="",
-        core__faces__base="",
-        core__images="",
+        fmu__core__scoring__init="from .run import score\n",
+        fmu__core__scoring__run="import fmu.core.images\nfrom ..faces import base\nfrom . import report as R\n",
+        fmu__core__scoring__report="",
+        fmu__core__faces__base="",
+        fmu__core__images="",
     )
     edges = {(e.importer, e.target) for e in graph.edges}
     assert edges == {
-        ("core.scoring", "core.scoring.run"),
-        ("core.scoring.run", "core.images"),
-        ("core.scoring.run", "core.faces.base"),
-        ("core.scoring.run", "core.scoring.report"),
+        ("fmu.core.scoring", "fmu.core.scoring.run"),
+        ("fmu.core.scoring.run", "fmu.core.images"),
+        ("fmu.core.scoring.run", "fmu.core.faces.base"),
+        ("fmu.core.scoring.run", "fmu.core.scoring.report"),
     }
     assert upward(graph) == []
 
 
 def test_checker_sees_private_imports_and_attribute_use():
     graph = _graph(
-        core__faces__cache="def _load(p):\n    return p\n",
-        core__faces__dlib_backend="def _models():\n    return 1\n",
-        training__data="from core.faces.cache import _load\n",
-        core__scoring__face_batch=(
+        fmu__core__faces__cache="def _load(p):\n    return p\n",
+        fmu__core__faces__dlib_backend="def _models():\n    return 1\n",
+        fmu__training__data="from fmu.core.faces.cache import _load\n",
+        fmu__core__scoring__face_batch=(
             "def f():\n    from ..faces import dlib_backend\n    return dlib_backend._models()\n"),
-        core__model__convert="from . import adapter as A\nx = A._prefixed\n",
-        core__model__adapter="",
-        core__runner__plan="import core.faces.cache\ny = core.faces.cache._load\n",
+        fmu__core__model__convert="from . import adapter as A\nx = A._prefixed\n",
+        fmu__core__model__adapter="",
+        fmu__core__runner__plan="import fmu.core.faces.cache\ny = fmu.core.faces.cache._load\n",
     )
     assert sorted(map(str, graph.private)) == [
-        "core.model.convert:2 uses core.model.adapter._prefixed",
-        "core.runner.plan:2 uses core.faces.cache._load",
-        "core.scoring.face_batch:3 uses core.faces.dlib_backend._models",
-        "training.data:1 uses core.faces.cache._load",
+        "fmu.core.model.convert:2 uses fmu.core.model.adapter._prefixed",
+        "fmu.core.runner.plan:2 uses fmu.core.faces.cache._load",
+        "fmu.core.scoring.face_batch:3 uses fmu.core.faces.dlib_backend._models",
+        "fmu.training.data:1 uses fmu.core.faces.cache._load",
     ]
 
 
 def test_checker_sees_private_attributes_of_objects_from_other_modules():
     graph = _graph(
-        core__faces__cache="class FaceCache:\n    def _path(self, d):\n        return d\n",
-        training__prepare="def f(faces):\n    return faces._path('x')\n",
-        core__scoring__face_batch="class B:\n    def f(self):\n        return self.backend._detect_boxes(1)\n",
-        core__faces__dlib_backend="class D:\n    def _detect_boxes(self, i):\n        return self._detect_boxes(i)\n",
-        core__runner__worker="import os\ndef f(other):\n    os._exit(1)\n    return other._unknown_to_fmu\n",
+        fmu__core__faces__cache="class FaceCache:\n    def _path(self, d):\n        return d\n",
+        fmu__training__prepare="def f(faces):\n    return faces._path('x')\n",
+        fmu__core__scoring__face_batch="class B:\n    def f(self):\n        return self.backend._detect_boxes(1)\n",
+        fmu__core__faces__dlib_backend=(
+            "class D:\n    def _detect_boxes(self, i):\n        return self._detect_boxes(i)\n"),
+        fmu__core__runner__worker="import os\ndef f(other):\n    os._exit(1)\n    return other._unknown_to_fmu\n",
     )
     assert sorted(map(str, graph.private)) == [
-        "core.scoring.face_batch:3 uses core.faces.dlib_backend._detect_boxes",
-        "training.prepare:2 uses core.faces.cache._path",
+        "fmu.core.scoring.face_batch:3 uses fmu.core.faces.dlib_backend._detect_boxes",
+        "fmu.training.prepare:2 uses fmu.core.faces.cache._path",
     ]
 
 
 def test_checker_sees_a_relative_import_above_the_top_package():
-    graph = _graph(core__run_record="from ..digests import file_digest\n", core__digests="")
-    assert graph.broken == ["core.run_record:1"]
+    graph = _graph(fmu__core__run_record="from ...digests import file_digest\n", fmu__core__digests="")
+    assert graph.broken == ["fmu.core.run_record:1"]
 
 
 def test_checker_allows_dunders_and_own_private_names():
     graph = _graph(
-        core__faces__cache="def _load(p):\n    return p\nx = _load\n",
-        core__faces__base="from . import cache\nv = cache.__name__\n",
+        fmu__core__faces__cache="def _load(p):\n    return p\nx = _load\n",
+        fmu__core__faces__base="from . import cache\nv = cache.__name__\n",
     )
     assert graph.private == []
 
 
 def test_checker_finds_a_cycle_hidden_in_a_function():
     graph = _graph(
-        core__shading__lighting="def f():\n    from .render import normal_map\n",
-        core__shading__render="from .lighting import shade\n",
-        core__shading__pose="",
+        fmu__core__shading__lighting="def f():\n    from .render import normal_map\n",
+        fmu__core__shading__render="from .lighting import shade\n",
+        fmu__core__shading__pose="",
     )
-    assert cycles(graph) == [["core.shading.lighting", "core.shading.render"]]
+    assert cycles(graph) == [["fmu.core.shading.lighting", "fmu.core.shading.render"]]
     assert upward(graph) == []  # siblings in one package: only the cycle check can catch this
 
 
 def test_checker_finds_a_cycle_across_sibling_packages():
     graph = _graph(
-        core__faces__base="from ..shading import pose\n",
-        core__shading__pose="def f():\n    import core.faces.base\n",
+        fmu__core__faces__base="from ..shading import pose\n",
+        fmu__core__shading__pose="def f():\n    import fmu.core.faces.base\n",
     )
-    assert cycles(graph) == [["core.faces.base", "core.shading.pose"]]
+    assert cycles(graph) == [["fmu.core.faces.base", "fmu.core.shading.pose"]]
 
 
 def test_layer_table_order():
-    assert layer_of("fmu_cli.app") < layer_of("manifests.demo") < layer_of("training.trainer")
-    assert layer_of("training.trainer") < layer_of("core.runner.worker")
-    assert layer_of("core.runner.worker") < layer_of("core.doctor") < layer_of("core.scoring.run")
-    assert layer_of("core.scoring.run") < layer_of("core.regions.parse") < layer_of("core.faces.base")
-    assert layer_of("core.faces.base") == layer_of("core.shading.render") == layer_of("core.model.load")
-    assert layer_of("core.manifest.read") == layer_of("core.faces.base") < layer_of("core.errors")
-    assert layer_of("core.errors") == layer_of("core")
+    assert layer_of("fmu.app") < layer_of("fmu.manifests.demo") < layer_of("fmu.training.trainer")
+    assert layer_of("fmu.training.trainer") < layer_of("fmu.core.runner.worker")
+    assert layer_of("fmu.core.runner.worker") < layer_of("fmu.core.doctor") < layer_of("fmu.core.scoring.run")
+    assert layer_of("fmu.core.scoring.run") < layer_of("fmu.core.regions.parse") < layer_of("fmu.core.faces.base")
+    assert layer_of("fmu.core.faces.base") == layer_of("fmu.core.shading.render") == layer_of("fmu.core.model.load")
+    assert layer_of("fmu.core.manifest.read") == layer_of("fmu.core.faces.base") < layer_of("fmu.core.errors")
+    assert layer_of("fmu.core.errors") == layer_of("fmu.core")
 
 
 def test_checker_wants_a_reason_for_a_deferred_import():
     text = ("import numpy as np\n\n\ndef a():\n    import torch  # deferred: heavy (torch)\n\n\n"
             "def b():\n    # deferred: heavy (torch, scipy)\n    import torch\n    from scipy import linalg\n\n\n"
             "def c():\n    from .images import load_rgb\n    return load_rgb\n")
-    assert undeclared_deferred_imports("core.x", text) == ["core.x:15 from .images import load_rgb"]
+    assert undeclared_deferred_imports("fmu.core.x", text) == ["fmu.core.x:15 from .images import load_rgb"]
 
 
 # --- the map of the house ----------------------------------------------------------------------

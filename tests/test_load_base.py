@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UsageError
-from core.model.facemakeup import FaceMakeUp
-from core.model.load import load_base, make_scheduler, resolve_dtype
-from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
+from fmu.core.errors import UsageError
+from fmu.core.model.facemakeup import FaceMakeUp
+from fmu.core.model.load import load_base, make_scheduler, resolve_dtype
+from fmu.core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
 
 CPU = torch.device("cpu")
 
@@ -212,7 +212,7 @@ def test_offload_is_refused_on_cpu(tiny_preset):
 
 
 def test_a_base_model_path_that_does_not_exist_is_named_as_such(tmp_path):
-    from core.model.load import load_base
+    from fmu.core.model.load import load_base
 
     for spelled in (str(tmp_path / "nowhere"), "./no/such/model"):
         with pytest.raises(UsageError, match="no such file or folder"):

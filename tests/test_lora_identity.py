@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.model import adapter as A
-from core.model import lora as L
-from core.model.facemakeup import FaceMakeUp
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core.model import adapter as A
+from fmu.core.model import lora as L
+from fmu.core.model.facemakeup import FaceMakeUp
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from training.losses import (
+from fmu.training.losses import (
     attention_map_loss,
     identity_loss,
     identity_loss_weights,

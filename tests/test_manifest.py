@@ -2,9 +2,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from core.errors import UsageError
-from core.manifest import WARNING, read_manifest, validate
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core.errors import UsageError
+from fmu.core.manifest import WARNING, read_manifest, validate
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UsageError
-from core.model import adapter as A
-from core.model.facemakeup import FaceMakeUp
-from core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
+from fmu.core.errors import UsageError
+from fmu.core.model import adapter as A
+from fmu.core.model.facemakeup import FaceMakeUp
+from fmu.core.model.pipeline import DEFAULT_NEGATIVE, Request, Settings
 
 SIZE = 64
 
@@ -115,7 +115,7 @@ def test_adapter_reader_refuses_foreign_files(tmp_path):
 
 
 def test_prompt_prefix_follows_the_authors_demo():
-    from core.model.settings import with_prefix
+    from fmu.core.model.settings import with_prefix
 
     assert with_prefix("red lipstick") == "best quality red lipstick"
     assert with_prefix("best quality, red lipstick") == "best quality, red lipstick"  # not doubled

@@ -16,10 +16,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core.errors import UsageError
-from core.model import adapter as A
-from core.model import lora as L
-from core.model.facemakeup import FaceMakeUp
+from fmu.core.errors import UsageError
+from fmu.core.model import adapter as A
+from fmu.core.model import lora as L
+from fmu.core.model.facemakeup import FaceMakeUp
 
 # the target pattern and metadata keys `fmu finetune` wrote before lora.py (training/lora_apply.py)
 OLD_TARGETS = r".*(down_blocks|mid_block|up_blocks)\..*attn[12]\.(to_q|to_k|to_v|to_out\.0)"

@@ -10,8 +10,8 @@ SCRIPT = r"""
 import os, sys
 import numpy as np
 from PIL import Image
-from core.native_log import quiet_native_stderr
-from core.shading.reconstruct import get_reconstructor
+from fmu.core.native_log import quiet_native_stderr
+from fmu.core.shading.reconstruct import get_reconstructor
 
 with quiet_native_stderr():
     os.write(2, b"W0000 00:00:1795492002.472161   15411 some_calculator.cc:114] chatter\n")

@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from core.runner.config import DEFAULTS, GenerateConfig
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core.runner.config import DEFAULTS, GenerateConfig
 
 
 def _params(command: str) -> dict:
@@ -42,13 +42,13 @@ def test_image_defaults_are_the_authors_demo():
 
 
 def test_choices_are_the_cores_own_tuples():
-    from core.faces import BACKENDS, MULTI_FACE_POLICIES
-    from core.faces.crops import CROP_STYLES
-    from core.model import load
-    from core.model.settings import PRECISIONS, SCHEDULERS
-    from core.runner.conditions import FRAMES, parse_frame
-    from core.shading.render import BACKENDS as RENDERERS
-    from fmu_cli import choices
+    from fmu import choices
+    from fmu.core.faces import BACKENDS, MULTI_FACE_POLICIES
+    from fmu.core.faces.crops import CROP_STYLES
+    from fmu.core.model import load
+    from fmu.core.model.settings import PRECISIONS, SCHEDULERS
+    from fmu.core.runner.conditions import FRAMES, parse_frame
+    from fmu.core.shading.render import BACKENDS as RENDERERS
 
     def names(enum):
         return [m.value for m in enum]
@@ -104,8 +104,8 @@ def test_help_lists_the_choices(command, choices):
 
 
 def test_score_help_names_every_metric_and_backend():
-    from core.faces import BACKENDS
-    from core.scoring import METRICS
+    from fmu.core.faces import BACKENDS
+    from fmu.core.scoring import METRICS
 
     params = _params("score")
     assert params["metrics"].help == f"Comma list of {', '.join(METRICS)}, or all."
@@ -133,7 +133,7 @@ def test_usage_errors_of_every_command_are_one_line_exit_2(tmp_path, monkeypatch
 def test_run_generate_leaves_the_config_it_was_given(tmp_path, tiny_preset):
     """The run resolves `center` and the default face backend into its own copy; the caller's
     config is unchanged and run.json records what the run used."""
-    from core.runner.generate import run_generate
+    from fmu.core.runner.generate import run_generate
 
     (tmp_path / "m.csv").write_text("id,reference,prompt\na,missing.png,a photo\n")
     cfg = GenerateConfig(manifest=tmp_path / "m.csv", out=tmp_path / "out", frame="center", steps=2)
@@ -148,7 +148,7 @@ def test_run_generate_leaves_the_config_it_was_given(tmp_path, tiny_preset):
 def test_the_progress_bar_shows_time_left():
     from rich.progress import TimeRemainingColumn
 
-    from fmu_cli.console import progress_bar
+    from fmu.console import progress_bar
 
     bar = progress_bar()
     assert any(isinstance(column, TimeRemainingColumn) for column in bar.columns)

@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 from cli_run import generate as run
 
-from core.errors import UsageError
-from core.out_lock import locked_output
+from fmu.core.errors import UsageError
+from fmu.core.out_lock import locked_output
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--batch-size", "2", "--no-shading"]
@@ -49,7 +49,7 @@ def test_two_concurrent_runs_on_one_out_lose_nothing(refs, tiny_preset, fmu_home
     out = refs / "out"
     first_ids, second_ids = [f"a{i}" for i in range(5)], [f"b{i}" for i in range(3)]
     args = ["--out", out, "--steps", "2", "--batch-size", "1", "--no-shading"]
-    first = subprocess.Popen([sys.executable, "-m", "fmu_cli.app", "generate",
+    first = subprocess.Popen([sys.executable, "-m", "fmu.app", "generate",
                               manifest(refs, "m1.csv", first_ids), *map(str, args)],
                              env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -61,7 +61,7 @@ def test_two_concurrent_runs_on_one_out_lose_nothing(refs, tiny_preset, fmu_home
     # fast this machine, then let it finish
     first.send_signal(signal.SIGSTOP)
     try:
-        second = subprocess.run([sys.executable, "-m", "fmu_cli.app", "generate",
+        second = subprocess.run([sys.executable, "-m", "fmu.app", "generate",
                                  manifest(refs, "m2.csv", second_ids), *map(str, args)],
                                 env=env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     finally:
@@ -112,7 +112,7 @@ def test_stale_temp_files_of_killed_writes_are_removed(refs, tiny_preset):
 
 
 def test_a_merge_deletes_only_the_shards_it_read(tmp_path, monkeypatch):
-    from core.runner.results import ResultStore
+    from fmu.core.runner.results import ResultStore
 
     store = ResultStore(tmp_path / "out")
     store.append([{"id": "a", "k": 0, "row": 0, "status": "ok"}])

@@ -9,12 +9,12 @@ import pytest
 from cli_run import generate as run
 from PIL import Image
 
-from core.digests import file_digest
-from core.faces import get_backend
-from core.faces.crops import FRAME_SCALE, face_frame_box
-from core.images import load_rgb
-from core.runner.conditions import ConditionProvider
-from manifests.demo import write_demo_inputs
+from fmu.core.digests import file_digest
+from fmu.core.faces import get_backend
+from fmu.core.faces.crops import FRAME_SCALE, face_frame_box
+from fmu.core.images import load_rgb
+from fmu.core.runner.conditions import ConditionProvider
+from fmu.manifests.demo import write_demo_inputs
 
 FAST = ["--steps", "2", "--batch-size", "2"]
 ROWS = [  # id, reference, layout, target
@@ -145,7 +145,7 @@ def test_one_person_rows_are_made_as_without_people_rows(people_run, tmp_path):
 
 
 def test_score_reports_per_person_values(people_run):
-    from core.scoring import ScoreOptions, score_run
+    from fmu.core.scoring import ScoreOptions, score_run
 
     _, _, out, _ = people_run
     result = score_run(out, ScoreOptions(metrics=("facesim", "consistency")))

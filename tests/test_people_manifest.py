@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from core.boxes import pixel_box
-from core.manifest import validate
-from core.manifest.people import (
+from fmu.core.boxes import pixel_box
+from fmu.core.manifest import validate
+from fmu.core.manifest.people import (
     MAX_OVERLAP,
     LayoutError,
     auto_boxes,

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.manifest.people import auto_boxes
-from core.model.people import PeopleBatch, PeopleInput, blend_weights, box_masks, ip_adapter_masks
-from core.model.pipeline import Request, Settings
+from fmu.core.manifest.people import auto_boxes
+from fmu.core.model.people import PeopleBatch, PeopleInput, blend_weights, box_masks, ip_adapter_masks
+from fmu.core.model.pipeline import Request, Settings
 
 SIZE = 64
 

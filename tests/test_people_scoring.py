@@ -9,16 +9,16 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from core.faces import get_backend
-from core.faces.cache import FaceCache
-from core.images import load_rgb, save_png
-from core.manifest.validate import Row
-from core.model.settings import Settings
-from core.runner import people as run_people
-from core.runner.conditions import ConditionProvider
-from core.runner.plan import Job
-from core.scoring import ScoreOptions, score_run
-from core.scoring.people import assign, identity_scores
+from fmu.core.faces import get_backend
+from fmu.core.faces.cache import FaceCache
+from fmu.core.images import load_rgb, save_png
+from fmu.core.manifest.validate import Row
+from fmu.core.model.settings import Settings
+from fmu.core.runner import people as run_people
+from fmu.core.runner.conditions import ConditionProvider
+from fmu.core.runner.plan import Job
+from fmu.core.scoring import ScoreOptions, score_run
+from fmu.core.scoring.people import assign, identity_scores
 
 
 def test_assignment_is_optimal_where_greedy_is_not():
@@ -101,7 +101,7 @@ def test_generate_and_score_give_the_same_per_person_values(duo, photos, tmp_pat
 
     run = tmp_path / "run"
     save_png(run / "images" / "duo_0.png", duo)
-    from core.runner.results import SCHEMA
+    from fmu.core.runner.results import SCHEMA
 
     pl.DataFrame([{c: record.get(c) for c in SCHEMA}], schema=SCHEMA).write_parquet(run / "results.parquet")
     (run / "run.json").write_text(json.dumps({"face_backend": "dlib"}))
@@ -125,7 +125,7 @@ def test_generate_and_score_give_the_same_per_person_values(duo, photos, tmp_pat
 def test_images_and_manifest_form_scores_rows_of_several_people(duo, photos, tmp_path):
     import shutil
 
-    from core.scoring import score_images
+    from fmu.core.scoring import score_images
 
     inputs = tmp_path / "in"
     inputs.mkdir()

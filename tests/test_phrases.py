@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.phrases import (
+from fmu.training.phrases import (
     EXPRESSIONS,
     VOCABULARY,
     extract_phrases,
@@ -79,7 +79,7 @@ def test_table_is_big_enough_and_deterministic():
 
 
 def test_every_vocabulary_entry_alone_is_a_phrase_of_its_region():
-    from core.regions import check_regions
+    from fmu.core.regions import check_regions
 
     check_regions(VOCABULARY)
     check_regions({r for regions in EXPRESSIONS.values() for r in regions})

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from core.manifest.validate import TABLE_COLUMNS, validate
-from core.model.settings import Settings
-from core.runner.plan import SETTING_COLUMNS, Units, plan_table
+from fmu.core.manifest.validate import TABLE_COLUMNS, validate
+from fmu.core.model.settings import Settings
+from fmu.core.runner.plan import SETTING_COLUMNS, Units, plan_table
 
 DEFAULTS = Settings(steps=50, guidance_scale=7.5, id_scale=0.5, width=64, height=64)
 

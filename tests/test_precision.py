@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.errors import UsageError
-from core.model.load import resolve_dtype
+from fmu.core.errors import UsageError
+from fmu.core.model.load import resolve_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,8 @@ def test_precisions_on_cpu_are_probed_and_refused_by_name(monkeypatch):
 
 
 def _demo_run(inputs: Path, out: Path, precision: str, steps: int):
-    from core.runner.config import GenerateConfig
-    from core.runner.generate import run_generate
+    from fmu.core.runner.config import GenerateConfig
+    from fmu.core.runner.generate import run_generate
 
     cfg = GenerateConfig(manifest=inputs / "manifest.csv", out=out, steps=steps, precision=precision, threads=2)
     summary = run_generate(cfg)
@@ -63,7 +63,7 @@ BF16_MAX_TOLERANCE = 32
 
 
 def test_bf16_generate_on_the_demo_manifest_matches_fp32(tmp_path, tiny_preset):
-    from manifests.demo import write_demo_inputs
+    from fmu.manifests.demo import write_demo_inputs
 
     inputs = write_demo_inputs(tmp_path / "inputs").parent
     full, _, full_images = _demo_run(inputs, tmp_path / "fp32", "fp32", steps=8)
@@ -80,7 +80,7 @@ def test_bf16_generate_on_the_demo_manifest_matches_fp32(tmp_path, tiny_preset):
 
 
 def _requests(n=2):
-    from core.model.pipeline import Request
+    from fmu.core.model.pipeline import Request
 
     rng = np.random.default_rng(0)
     return [Request(prompt="a portrait photo", id_embedding=rng.normal(size=128).astype(np.float32),
@@ -91,8 +91,8 @@ def _requests(n=2):
 def test_vae_precision_fp32_decodes_fp32_latents_under_a_half_precision_model(tiny_preset):
     """fp16 UNet / ShadingNet / encoders with the VAE in fp32: the latents reach the VAE as fp32
     and the images are exactly what that fp32 VAE makes of them."""
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.pipeline import Settings
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.pipeline import Settings
 
     base, adapter = tiny_preset
     model = FaceMakeUp.from_pretrained(base, adapter, dtype=torch.float16, vae_dtype=torch.float32)
@@ -116,8 +116,8 @@ def test_vae_precision_fp32_decodes_fp32_latents_under_a_half_precision_model(ti
 
 
 def test_fp16_generate_on_cpu_matches_fp32(tiny_preset):
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.pipeline import Settings
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.pipeline import Settings
 
     base, adapter = tiny_preset
     settings = Settings(steps=4, width=64, height=64)
@@ -133,8 +133,8 @@ def test_fp16_generate_on_cpu_matches_fp32(tiny_preset):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, photos, tiny_preset):
     """Two shipped photos and their mirror images, each with a face mask for the phrase "face"."""
-    from core.faces import get_backend
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.core.faces import get_backend
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     root = tmp_path_factory.mktemp("precision_train")
     backend, rows = get_backend("dlib"), []
@@ -158,7 +158,7 @@ def prepared(tmp_path_factory, photos, tiny_preset):
 
 def _train(manifest: Path, out: Path, *extra: str) -> list[dict]:
     """`fmu train` in its own process (accelerate fixes the mixed precision once per process)."""
-    cmd = [sys.executable, "-m", "fmu_cli.app", "train", "--data", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "fmu.app", "train", "--data", str(manifest), "--out", str(out),
            "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "0", "--seed", "5", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -184,8 +184,8 @@ def test_bf16_training_steps_give_finite_losses_close_to_fp32(prepared, tmp_path
 
 
 def test_fp16_mixed_precision_on_cpu_is_refused_with_the_reason(prepared, tmp_path):
-    from training.config import load_config
-    from training.trainer import run_training
+    from fmu.training.config import load_config
+    from fmu.training.trainer import run_training
 
     cfg = load_config(None, dict(data=prepared, out=tmp_path / "fp16", max_steps=1, batch_size=2,
                                  mixed_precision="fp16"))

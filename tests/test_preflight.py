@@ -68,7 +68,7 @@ def base_cross_48(tmp_path_factory, tiny_preset):
 @pytest.fixture(scope="module")
 def adapter_512(tmp_path_factory, tiny_preset):
     """A FaceID adapter on the tiny base that takes 512-d (ArcFace) embeddings."""
-    from core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.facemakeup import FaceMakeUp
 
     base, _ = tiny_preset
     path = tmp_path_factory.mktemp("adapter512") / "adapter.safetensors"
@@ -136,7 +136,7 @@ def test_dlib_with_a_512d_adapter_is_refused_before_loading(inputs, tiny_preset,
 
 
 def test_insightface_with_the_tiny_128d_adapter_is_refused(inputs, tiny_preset, tmp_path):
-    from core.model.tiny_onnx import write_tiny_pack
+    from fmu.core.model.tiny_onnx import write_tiny_pack
 
     write_tiny_pack(tmp_path / "models", dim=512)
     one_error(invoke("generate", inputs / "m.csv", "--out", tmp_path / "out", *FAST, "--face-backend", "insightface",
@@ -158,7 +158,7 @@ def test_base_of_another_cross_attention_width_is_refused_from_its_config(inputs
 
 
 def test_doctor_reports_the_same_mismatches(tiny_preset, adapter_512, encoder_48, monkeypatch, tmp_path):
-    from core.doctor import diagnose
+    from fmu.core.doctor import diagnose
 
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "no-insightface"))
     base, adapter = tiny_preset
@@ -174,7 +174,7 @@ def test_doctor_reports_the_same_mismatches(tiny_preset, adapter_512, encoder_48
 
 
 def test_doctor_has_the_image_encoder_flag_it_tells_users_to_pass(tiny_preset, encoder_48):
-    from core.doctor import diagnose
+    from fmu.core.doctor import diagnose
 
     hint = diagnose().find("weights", "CLIP ViT-H image encoder").detail
     assert "fmu doctor --image-encoder DIR" in hint
@@ -187,7 +187,7 @@ def test_adapter_widths_from_the_ip_adapter_layout(tmp_path):
     """An h94 / authors'-style file (nested pickle or flat safetensors): widths from tensor shapes."""
     from safetensors.torch import save_file
 
-    from core.model.parts import adapter_widths
+    from fmu.core.model.parts import adapter_widths
 
     image_proj = {"proj.0.weight": torch.zeros(1024, 512), "norm.weight": torch.zeros(768),
                   "perceiver_resampler.proj_in.weight": torch.zeros(768, 1280)}
@@ -202,7 +202,7 @@ def test_adapter_widths_from_the_ip_adapter_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, photos, tiny_preset):
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     src = tmp_path_factory.mktemp("preflight_faces")
     shutil.copy(photos["tom_hanks.png"], src / "hanks.png")

@@ -26,7 +26,7 @@ def _spelled(tokenizer, caption, indices):
 
 
 def test_phrase_tokens_with_tiny_tokenizer_and_repeated_phrase(tokenizer):
-    from training.data import phrase_token_indices
+    from fmu.training.data import phrase_token_indices
 
     caption = "a man and a woman in a garden, the man wears a red hat"
     ids = tokenizer(caption).input_ids
@@ -61,7 +61,7 @@ def test_phrase_tokens_with_tiny_tokenizer_and_repeated_phrase(tokenizer):
 
 
 def test_phrase_tokens_past_the_token_limit_are_dropped(tokenizer):
-    from training.data import phrase_token_indices
+    from fmu.training.data import phrase_token_indices
 
     caption = " ".join(["photo"] * 80) + " face"
     assert phrase_token_indices(tokenizer, caption, "face") == []
@@ -69,7 +69,7 @@ def test_phrase_tokens_past_the_token_limit_are_dropped(tokenizer):
 
 
 def test_masks_cell_formats():
-    from training.data import parse_masks
+    from fmu.training.data import parse_masks
 
     cell = [{"mask": "m.png", "phrase": "face"}, {"mask": "n.png", "token_indices": [3, 4]}]
     parsed = parse_masks(json.dumps(cell))
@@ -83,7 +83,7 @@ def test_masks_cell_formats():
 
 
 def _face_mask(path, image_path):
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     image = np.asarray(Image.open(image_path).convert("RGB"))
     face = max(get_backend("dlib").detect(image), key=lambda f: f.area)
@@ -95,9 +95,9 @@ def _face_mask(path, image_path):
 
 
 def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos, tokenizer):
-    from core.faces.cache import content_hash
-    from training.data import TrainingSet, square_box
-    from training.prepare import DEFAULT_CAPTION, PrepareConfig, run_prepare
+    from fmu.core.faces.cache import content_hash
+    from fmu.training.data import TrainingSet, square_box
+    from fmu.training.prepare import DEFAULT_CAPTION, PrepareConfig, run_prepare
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -157,7 +157,7 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
 def test_prepare_cli_exit_code_and_resume(tmp_path, photos):
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app
+    from fmu.app import app
     folder = tmp_path / "img"
     folder.mkdir()
     shutil.copy(photos["tom_hanks.png"], folder / "hanks.png")
@@ -176,7 +176,7 @@ def test_prepare_cli_exit_code_and_resume(tmp_path, photos):
 def test_shipped_example_manifest_parses(tokenizer):
     from pathlib import Path
 
-    from training.data import parse_masks, phrase_token_indices, read_training_manifest
+    from fmu.training.data import parse_masks, phrase_token_indices, read_training_manifest
 
     df = read_training_manifest(Path(__file__).resolve().parents[1] / "manifests/examples/train_example.csv")
     assert df.columns == ["id", "image", "caption", "masks"]
@@ -194,8 +194,8 @@ def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
     masks train_example.csv names, then `fmu prepare` keeps every row with every mask."""
     from pathlib import Path
 
-    from manifests.demo import DEMO_MASKS, write_demo_inputs
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.manifests.demo import DEMO_MASKS, write_demo_inputs
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     examples = tmp_path / "examples"
     examples.mkdir()
@@ -222,7 +222,7 @@ def test_shipped_example_prepares_offline_after_demo_inputs(tmp_path, photos):
 def test_train_commands_are_typer_commands():
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
+    from fmu.app import app  # the real app: its handler turns usage errors into exit 2
 
     runner = CliRunner()
     assert "--resume" in runner.invoke(app, ["train", "--help"]).output
@@ -232,7 +232,7 @@ def test_train_commands_are_typer_commands():
 
 
 def test_prepare_folder_caption_not_utf8_fails_only_that_row(tmp_path, photos):
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -271,8 +271,8 @@ BAD_MASK_SPECS = {  # id -> (mask entry, the reason prepare gives)
 
 
 def test_prepare_checks_mask_specs_as_training_will_use_them(tmp_path, photos, tokenizer):
-    from training.data import TrainingSet
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.data import TrainingSet
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -302,8 +302,8 @@ def test_prepare_checks_mask_specs_as_training_will_use_them(tmp_path, photos, t
 
 def test_training_set_refuses_explicit_tokens_past_the_caption(tmp_path, photos, tokenizer):
     """A manifest prepared before prepare checked token positions fails with a clear message."""
-    from training.data import TrainingSet
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.data import TrainingSet
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     folder = tmp_path / "images"
     folder.mkdir()

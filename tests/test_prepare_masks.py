@@ -25,7 +25,7 @@ def tokenizer(tiny_preset):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, photos):
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     root = tmp_path_factory.mktemp("auto")
     src = root / "src"
@@ -80,8 +80,8 @@ def test_phrases_and_reasons_per_row(prepared):
 
 
 def test_mask_files_are_the_parsers_regions(prepared, astronaut):
-    from core.faces import get_backend
-    from core.regions import get_parser
+    from fmu.core.faces import get_backend
+    from fmu.core.regions import get_parser
 
     cfg, summary = prepared
     train = _rows(summary.manifest)
@@ -105,7 +105,7 @@ def test_mask_files_are_the_parsers_regions(prepared, astronaut):
 
 
 def test_given_masks_win_and_repeats_stay_apart(prepared, tokenizer):
-    from training.data import TrainingSet
+    from fmu.training.data import TrainingSet
 
     _, summary = prepared
     train = _rows(summary.manifest)
@@ -123,7 +123,7 @@ def test_given_masks_win_and_repeats_stay_apart(prepared, tokenizer):
 def test_auto_phrases_map_to_tokens_of_the_tiny_tokenizer(prepared, tokenizer):
     """The tiny preset's vocabulary has few whole words, but it is byte-level BPE: every phrase
     is spelled by some tokens, and training maps each phrase to exactly those."""
-    from training.data import TrainingSet
+    from fmu.training.data import TrainingSet
 
     _, summary = prepared
     data = TrainingSet(summary.manifest, tokenizer, 64)
@@ -137,8 +137,8 @@ def test_auto_phrases_map_to_tokens_of_the_tiny_tokenizer(prepared, tokenizer):
 
 
 def test_rerun_reuses_the_mask_files(prepared, monkeypatch):
-    from core.regions.mesh import MeshParser
-    from training.prepare import run_prepare
+    from fmu.core.regions.mesh import MeshParser
+    from fmu.training.prepare import run_prepare
 
     cfg, summary = prepared
     before = {p: p.stat().st_mtime_ns for p in (cfg.out / "masks").rglob("*") if p.is_file()}
@@ -155,8 +155,8 @@ def test_rerun_reuses_the_mask_files(prepared, monkeypatch):
 def test_masks_given_keeps_only_the_manifests_masks(prepared, tmp_path):
     from dataclasses import replace
 
-    from core.errors import UsageError
-    from training.prepare import run_prepare
+    from fmu.core.errors import UsageError
+    from fmu.training.prepare import run_prepare
 
     cfg, _ = prepared
     summary = run_prepare(replace(cfg, out=tmp_path / "given", masks="given"))
@@ -174,7 +174,7 @@ def test_masks_given_keeps_only_the_manifests_masks(prepared, tmp_path):
 def test_two_workers_give_the_same_data(prepared, tmp_path):
     from dataclasses import replace
 
-    from training.prepare import run_prepare
+    from fmu.training.prepare import run_prepare
 
     cfg, summary = prepared
     other = run_prepare(replace(cfg, out=tmp_path / "w2", workers=2))

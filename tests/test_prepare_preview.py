@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import ndimage
 from test_report_chromium import _loaded, _run_chromium
 
-from training.preview import ALPHA, PALETTE, overlay, sample_rows, zoom_box
+from fmu.training.preview import ALPHA, PALETTE, overlay, sample_rows, zoom_box
 
 
 def test_overlay_tints_and_outlines_exactly_the_mask(astronaut):
@@ -44,7 +44,7 @@ def test_sample_and_zoom():
 
 @pytest.fixture(scope="module")
 def preview(tmp_path_factory, photos):
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     root = tmp_path_factory.mktemp("preview")
     src = root / "src"

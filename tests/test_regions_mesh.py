@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from core.regions import NOT_SUPPORTED, NOT_VISIBLE, FaceFrame, get_parser
-from training.phrases import extract_phrases
+from fmu.core.regions import NOT_SUPPORTED, NOT_VISIBLE, FaceFrame, get_parser
+from fmu.training.phrases import extract_phrases
 
 CAPTION = "an astronaut with full red lips, thin eyebrows, blue eyes and a small nose"
 NOSE_TIP = 1  # mediapipe's pronasale
@@ -29,7 +29,7 @@ def landmarks(astronaut) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def parsed(astronaut):
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     box = get_backend("dlib").analyse(astronaut).bbox
     return get_parser("mesh").parse(astronaut, box)
@@ -123,7 +123,7 @@ def test_skin_zones_and_what_mesh_cannot_mask(parsed, landmarks):
 
 
 def test_mirrored_photo_gives_mirrored_masks_with_sides_swapped(parsed, astronaut):
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     flipped = np.ascontiguousarray(astronaut[:, ::-1])
     other = get_parser("mesh").parse(flipped, get_backend("dlib").analyse(flipped).bbox)
@@ -140,10 +140,10 @@ def test_turned_head_hides_the_far_eye():
     behind the surface (z-buffer), so they are reported not visible; the near ones are masked."""
     import skimage.data
 
-    from core.faces import get_backend
-    from core.regions.base import WORK_SIDE
-    from core.regions.mesh import mesh_regions
-    from core.shading.reconstruct import get_reconstructor
+    from fmu.core.faces import get_backend
+    from fmu.core.regions.base import WORK_SIDE
+    from fmu.core.regions.mesh import mesh_regions
+    from fmu.core.shading.reconstruct import get_reconstructor
 
     photo = skimage.data.astronaut()
     frame = FaceFrame.around(get_backend("dlib").analyse(photo).bbox, photo.shape)
@@ -159,7 +159,7 @@ def test_turned_head_hides_the_far_eye():
 
 
 def test_no_face_gives_reasons_not_masks(photos):
-    from core.images import load_rgb
+    from fmu.core.images import load_rgb
 
     cat = load_rgb(photos["chelsea.png"])
     result = get_parser("mesh").parse(cat, None)
@@ -193,7 +193,7 @@ def test_face_frame_crop_and_paste_round_trip():
 def test_outlines_walk_loops_and_paths():
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
-    from core.regions.landmark_sets import face_mesh_sets, outlines
+    from fmu.core.regions.landmark_sets import face_mesh_sets, outlines
 
     assert outlines([(3, 1), (1, 2), (2, 3), (7, 6), (5, 6)]) == ([[1, 2, 3]], [[5, 6, 7]])
     with pytest.raises(ValueError, match="branches"):

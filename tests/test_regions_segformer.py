@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UsageError
-from core.regions import get_parser
+from fmu.core.errors import UsageError
+from fmu.core.regions import get_parser
 
 # CelebAMask-HQ's 19 classes as one published copy spells them; fmu's region for each (None: none)
 CELEBAMASK = {"background": None, "skin": "skin", "nose": "nose", "eye_g": "eyeglasses", "l_eye": "eyes",
@@ -27,7 +27,7 @@ OTHER_SPELLING = {"l_eye": "Left Eye", "r_eye": "right_eye", "l_brow": "left-eye
 def _build(folder, names: list[str], seed: int = 0):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    from core.regions.segformer import _processor_class
+    from fmu.core.regions.segformer import _processor_class
 
     config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
                              patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
@@ -67,7 +67,7 @@ def test_regions_follow_the_models_own_labels(copies, astronaut):
     model's argmax split by label name, computed here directly."""
     from transformers import SegformerForSemanticSegmentation
 
-    from core.regions.segformer import _processor_class
+    from fmu.core.regions.segformer import _processor_class
 
     folder, _, names = copies
     parser = get_parser(f"segformer:{folder}")
@@ -113,7 +113,7 @@ def test_copies_with_other_label_orders_give_the_same_masks(copies, astronaut):
 
 
 def test_box_parses_the_face_frame_only(copies, astronaut):
-    from core.regions import FaceFrame
+    from fmu.core.regions import FaceFrame
 
     folder, _, _ = copies
     parser = get_parser(f"segformer:{folder}")
@@ -162,7 +162,7 @@ def test_prepare_with_a_segformer_folder(copies, tmp_path, photos):
     import polars as pl
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app
+    from fmu.app import app
 
     folder, _, _ = copies
     images = tmp_path / "img"

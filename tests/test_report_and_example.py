@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.images import load_rgb, save_png
-from core.scoring.report import render_report, svg_histogram, thumbnail_uri
-from core.scoring.weights import MetricUnavailable, from_pretrained_local
+from fmu.core.images import load_rgb, save_png
+from fmu.core.scoring.report import render_report, svg_histogram, thumbnail_uri
+from fmu.core.scoring.weights import MetricUnavailable, from_pretrained_local
 
 
 def test_no_face_is_a_note_under_the_histogram_not_a_bar():
@@ -54,9 +54,9 @@ def test_missing_weights_are_one_short_line_of_fmus_own():
 
 
 def test_demo_inputs_scoring_example_measures_facesim(tmp_path, fmu_home):
-    from core.faces import get_backend
-    from core.scoring import ScoreOptions, score_images
-    from manifests.demo import SCORE_EXAMPLE, write_demo_inputs
+    from fmu.core.faces import get_backend
+    from fmu.core.scoring import ScoreOptions, score_images
+    from fmu.manifests.demo import SCORE_EXAMPLE, write_demo_inputs
 
     write_demo_inputs(tmp_path)
     example = tmp_path / SCORE_EXAMPLE

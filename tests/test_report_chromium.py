@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from core.images import save_png
-from core.scoring import ScoreOptions, score_run
+from fmu.core.images import save_png
+from fmu.core.scoring import ScoreOptions, score_run
 
 
 def _chromium() -> str:

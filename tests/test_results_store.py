@@ -8,9 +8,9 @@ import uuid
 import polars as pl
 import pytest
 
-from core.digests import file_digest, file_stamp
-from core.errors import UsageError
-from core.runner.results import INPUTS, KEY, SCHEMA, ResultStore
+from fmu.core.digests import file_digest, file_stamp
+from fmu.core.errors import UsageError
+from fmu.core.runner.results import INPUTS, KEY, SCHEMA, ResultStore
 
 
 @pytest.fixture

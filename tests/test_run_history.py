@@ -8,8 +8,8 @@ import time
 
 from typer.testing import CliRunner
 
-from core.run_record import write_run_record
-from fmu_cli.app import app
+from fmu.app import app
+from fmu.core.run_record import write_run_record
 
 
 def test_each_invocation_is_kept_and_one_invocation_updates_its_own_entry(tmp_path):

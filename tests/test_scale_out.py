@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fmu_cli.app import app
+from fmu.app import app
 
 # CPU results depend on the intra-op thread count; torchrun defaults it to 1, so pin it everywhere
 ARGS = ["--steps", "3", "--batch-size", "2", "--no-shading", "--threads", "2"]
@@ -61,7 +61,7 @@ def _env(fmu_home):
 
 def test_two_cpu_workers_give_the_same_images(manifest, single, tmp_path, fmu_home):
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "fmu_cli.app", "generate", str(manifest), "--out", str(out), *ARGS,
+    cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out), *ARGS,
            "--devices", "cpu,cpu"]
     proc = subprocess.run(cmd, env=_env(fmu_home), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -74,7 +74,7 @@ def test_two_cpu_workers_give_the_same_images(manifest, single, tmp_path, fmu_ho
 def test_torchrun_two_processes_share_the_work(manifest, single, tmp_path, fmu_home):
     out = tmp_path / "ranks"
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fmu_cli.app", "generate", str(manifest),
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fmu.app", "generate", str(manifest),
            "--out", str(out), *ARGS]
     proc = subprocess.run(cmd, env=_env(fmu_home), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -101,7 +101,7 @@ def _is_worker(child: psutil.Process) -> bool:
 
 def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fmu_cli.app", "generate", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out),
            "--steps", "12", "--batch-size", "1", "--no-shading", "--devices", "cpu,cpu"]
     proc = subprocess.Popen(cmd, env=_env(fmu_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     killed = []

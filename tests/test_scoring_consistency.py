@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from core.images import save_png
-from core.scoring import ScoreOptions, score_run
+from fmu.core.images import save_png
+from fmu.core.scoring import ScoreOptions, score_run
 
 
 def test_pose_and_light_errors_equal_direct_shading_fits(tmp_path, astronaut):
-    from core.shading import fit_sh, light_error, pose_error_deg, reconstruct
+    from fmu.core.shading import fit_sh, light_error, pose_error_deg, reconstruct
 
     rotated = np.asarray(Image.fromarray(astronaut).rotate(12, resample=Image.Resampling.BICUBIC))
     darker_left = astronaut.astype(np.float32)
@@ -51,8 +51,8 @@ def test_pose_and_light_errors_equal_direct_shading_fits(tmp_path, astronaut):
 def test_score_fits_the_source_in_the_generation_frame(tmp_path, photos):
     """A wide group photo as reference: generation reconstructs it in its centre square, and so
     must `fmu score` — then both give the same pose/light numbers for the same output."""
-    from core.images import load_rgb, to_square
-    from core.runner.conditions import ConditionProvider
+    from fmu.core.images import load_rgb, to_square
+    from fmu.core.runner.conditions import ConditionProvider
 
     group = load_rgb(photos["t1.jpg"])
     assert group.shape[1] > group.shape[0] * 1.3  # wide: the square frame differs from the photo

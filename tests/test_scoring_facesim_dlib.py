@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import decode_rgb, load_rgb
-from core.scoring.face_batch import face_embeddings
-from core.scoring.facesim import facesim_summary
+from fmu.core.images import decode_rgb, load_rgb
+from fmu.core.scoring.face_batch import face_embeddings
+from fmu.core.scoring.facesim import facesim_summary
 
 
 def _insightface_image(name: str) -> np.ndarray:
@@ -42,7 +42,7 @@ def _direct_dlib_embedding(image: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def backend():
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     return get_backend("dlib")
 
@@ -121,7 +121,7 @@ def test_no_face_is_reported_and_counted_as_zero_in_strict_mean(backend, astrona
 
 
 def test_worker_process_embeddings_equal_in_process(backend, astronaut, variants):
-    from core.scoring.face_batch import POOL_MIN_IMAGES
+    from fmu.core.scoring.face_batch import POOL_MIN_IMAGES
 
     images = ([astronaut, *variants.values()] * POOL_MIN_IMAGES)[:POOL_MIN_IMAGES]
     pooled = face_embeddings(backend, images, workers=2)       # spawned dlib workers

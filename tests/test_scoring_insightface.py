@@ -9,14 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.images import save_png
-from core.scoring import ScoreOptions, score_run
-from core.scoring.face_batch import face_embeddings
+from fmu.core.images import save_png
+from fmu.core.scoring import ScoreOptions, score_run
+from fmu.core.scoring.face_batch import face_embeddings
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    from core.model.tiny_onnx import write_tiny_pack
+    from fmu.core.model.tiny_onnx import write_tiny_pack
 
     root = tmp_path_factory.mktemp("models")
     write_tiny_pack(root)
@@ -25,7 +25,7 @@ def pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(pack):
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     return get_backend("insightface", models_dir=pack, det_size=640)
 
@@ -95,7 +95,7 @@ def test_id_similarity_is_the_backends_own_on_both_paths(backend, astronaut):
     value, reason = backend.id_similarity(ref, flipped)
     assert reason is None and value == pytest.approx(expected, abs=1e-5)
 
-    from core.faces import FaceBackend
+    from fmu.core.faces import FaceBackend
 
     class DetectOnly(FaceBackend):  # no best_face_crop / embed_crops: best_face uses detect
         name = "detect-only"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.scoring.weights import MetricUnavailable
+from fmu.core.scoring.weights import MetricUnavailable
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -27,7 +27,7 @@ def _images(n, size, seed=0):
 def tiny_clip(tmp_path_factory):
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from core.scoring.clip_score import _image_processor_class
+    from fmu.core.scoring.clip_score import _image_processor_class
 
     d = tmp_path_factory.mktemp("clip")
     chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [" ", ","]
@@ -57,7 +57,7 @@ def tiny_clip(tmp_path_factory):
 def test_clip_t_and_clip_i_equal_clipmodel_logits(tiny_clip):
     from transformers import CLIPModel, CLIPTokenizer
 
-    from core.scoring.clip_score import ClipScorer, clip_i, clip_t
+    from fmu.core.scoring.clip_score import ClipScorer, clip_i, clip_t
 
     scorer = ClipScorer(str(tiny_clip))
     outs, refs = _images(3, 32, 1), _images(3, 32, 2)
@@ -86,7 +86,7 @@ def test_clip_t_and_clip_i_equal_clipmodel_logits(tiny_clip):
 def test_dino_cls_cosine(tmp_path):
     from transformers import ViTConfig, ViTModel
 
-    from core.scoring.dino import DinoScorer, _image_processor_class, dino_similarity
+    from fmu.core.scoring.dino import DinoScorer, _image_processor_class, dino_similarity
 
     torch.manual_seed(0)
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -107,10 +107,10 @@ def test_dino_cls_cosine(tmp_path):
 
 
 def test_missing_hub_weights_are_unavailable_not_a_crash(tmp_path):
-    from core.scoring.clip_score import ClipScorer
-    from core.scoring.dino import DinoScorer
-    from core.scoring.fid import FidScorer
-    from core.scoring.lpips import LpipsScorer
+    from fmu.core.scoring.clip_score import ClipScorer
+    from fmu.core.scoring.dino import DinoScorer
+    from fmu.core.scoring.fid import FidScorer
+    from fmu.core.scoring.lpips import LpipsScorer
 
     for make in (lambda: ClipScorer("nobody/no-such-clip"), lambda: DinoScorer(str(tmp_path / "nope")),
                  lambda: LpipsScorer(tmp_path), lambda: FidScorer(tmp_path / "x.pth")):
@@ -144,7 +144,7 @@ def _lpips_reference(backbone: dict, lins: dict, a: np.ndarray, b: np.ndarray) -
 
 
 def test_lpips_matches_functional_reference(tmp_path):
-    from core.scoring.lpips import LpipsScorer
+    from fmu.core.scoring.lpips import LpipsScorer
 
     g = torch.Generator().manual_seed(0)
     backbone = {}
@@ -168,7 +168,7 @@ def test_lpips_matches_functional_reference(tmp_path):
 def test_frechet_distance_closed_forms():
     from scipy.linalg import sqrtm
 
-    from core.scoring.fid import fid_from_features, frechet_distance
+    from fmu.core.scoring.fid import fid_from_features, frechet_distance
 
     # diagonal covariances: FID = |mu1-mu2|^2 + sum (sqrt(a) - sqrt(b))^2
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
@@ -184,8 +184,8 @@ def test_frechet_distance_closed_forms():
 
 
 def test_fid_inception_layout_and_set_fid(tmp_path):
-    from core.scoring.fid import FidScorer, feature_stats, frechet_distance
-    from core.scoring.inception_fid import FIDInceptionV3
+    from fmu.core.scoring.fid import FidScorer, feature_stats, frechet_distance
+    from fmu.core.scoring.inception_fid import FIDInceptionV3
 
     torch.manual_seed(0)
     net = FIDInceptionV3()
@@ -228,8 +228,8 @@ def test_clip_and_dino_in_bf16_stay_close_to_fp32(tiny_clip, tmp_path):
     by less than 0.01 in cosine (measured: at most 0.0043)."""
     from transformers import ViTConfig, ViTModel
 
-    from core.scoring.clip_score import ClipScorer, clip_i, clip_t
-    from core.scoring.dino import DinoScorer, _image_processor_class, dino_similarity
+    from fmu.core.scoring.clip_score import ClipScorer, clip_i, clip_t
+    from fmu.core.scoring.dino import DinoScorer, _image_processor_class, dino_similarity
 
     images, prompts = _images(3, 32, 5) + _images(3, 32, 6), ["a red face", "smile", "a woman with glasses, outdoors"]
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from core.images import save_png
-from core.scoring import ScoreOptions, score_images, score_run
+from fmu.core.images import save_png
+from fmu.core.scoring import ScoreOptions, score_images, score_run
 
 
 def _row(k, image, reference, status="ok", error=None, rid="astro"):
@@ -104,7 +104,7 @@ def test_images_and_manifest_form(tmp_path, astronaut):
 
 
 def _cli():
-    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
+    from fmu.app import app  # the real app: its handler turns usage errors into exit 2
 
     return app
 
@@ -137,7 +137,7 @@ def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir, monkeypatch
     unless an image it read has changed since, which starts afresh."""
     import os
 
-    import core.scoring.run as run_mod
+    import fmu.core.scoring.run as run_mod
 
     opts = lambda: ScoreOptions(metrics=("facesim", "consistency"), report=False)  # noqa: E731
     calls: list[str] = []

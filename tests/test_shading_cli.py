@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from core.images import load_rgb
-from fmu_cli.app import app as fmu_app
+from fmu.app import app as fmu_app
+from fmu.core.images import load_rgb
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def test_bad_input_is_one_line_and_exit_1_or_2(app, tmp_path, photos, kind):
 def test_face_frame_is_cut_around_the_face(app, tmp_path, astronaut):
     """Default frame: the square around the face (the same box `fmu generate` uses); the
     centre frame of a wide photo whose face sits at one end finds no face."""
-    from core.faces import get_backend
-    from core.faces.crops import face_frame_box
-    from core.shading import make_condition
+    from fmu.core.faces import get_backend
+    from fmu.core.faces.crops import face_frame_box
+    from fmu.core.shading import make_condition
 
     wide = np.full((512, 1280, 3), 90, np.uint8)
     wide[:, 768:] = astronaut

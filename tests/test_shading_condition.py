@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import NoFaceError
-from core.images import load_rgb, to_square
-from core.shading.condition import load_shading, make_condition, save_shading
-from core.shading.reconstruct import reconstruct
-from core.shading.render import render
+from fmu.core.errors import NoFaceError
+from fmu.core.images import load_rgb, to_square
+from fmu.core.shading.condition import load_shading, make_condition, save_shading
+from fmu.core.shading.reconstruct import reconstruct
+from fmu.core.shading.render import render
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.shading.consistency import light_error, normalise_sh, pose_error_deg
+from fmu.core.shading.consistency import light_error, normalise_sh, pose_error_deg
 
 
 def test_pose_error_by_hand():

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_fill_holes, map_coordinates
 
-from core.images import load_rgb
-from core.shading.condition import analyse_frame, make_condition
-from core.shading.consistency import light_error
-from core.shading.controls import ControlRequest, Controls, apply_controls, pose_mesh, resolve
-from core.shading.expression import expression_mesh, rigid_landmarks
-from core.shading.light_fit import fit_sh
-from core.shading.light_presets import PRESETS, LightError, directional_sh, parse_light
-from core.shading.lighting import sh_basis
-from core.shading.pose import euler_from_rotation, expression_descriptor, head_rotation
-from core.shading.reconstruct import reconstruct
-from core.shading.render import render
-from core.shading.render_cpu import rasterize
+from fmu.core.images import load_rgb
+from fmu.core.shading.condition import analyse_frame, make_condition
+from fmu.core.shading.consistency import light_error
+from fmu.core.shading.controls import ControlRequest, Controls, apply_controls, pose_mesh, resolve
+from fmu.core.shading.expression import expression_mesh, rigid_landmarks
+from fmu.core.shading.light_fit import fit_sh
+from fmu.core.shading.light_presets import PRESETS, LightError, directional_sh, parse_light
+from fmu.core.shading.lighting import sh_basis
+from fmu.core.shading.pose import euler_from_rotation, expression_descriptor, head_rotation
+from fmu.core.shading.reconstruct import reconstruct
+from fmu.core.shading.render import render
+from fmu.core.shading.render_cpu import rasterize
 
 ANGLES = (-45, -30, -15, 0, 15, 30, 45)
 
@@ -29,7 +29,7 @@ ANGLES = (-45, -30, -15, 0, 15, 30, 45)
 def face_frame(astronaut):
     """The astronaut's face in a square twice its landmark box (the face fills the frame, as in the
     face frame generation uses)."""
-    from core.images import crop_square
+    from fmu.core.images import crop_square
 
     v = reconstruct(astronaut).vertices
     lo, hi = v[:, :2].min(0), v[:, :2].max(0)

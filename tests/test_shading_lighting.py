@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from core.images import to_square
-from core.shading.light_fit import fit_sh
-from core.shading.lighting import SH_CONSTANTS, sh_basis, shade, solve_sh, view_normals
-from core.shading.reconstruct import reconstruct
-from core.shading.render import normal_map, render
+from fmu.core.images import to_square
+from fmu.core.shading.light_fit import fit_sh
+from fmu.core.shading.lighting import SH_CONSTANTS, sh_basis, shade, solve_sh, view_normals
+from fmu.core.shading.reconstruct import reconstruct
+from fmu.core.shading.render import normal_map, render
 
 # Ambient + light from the upper right front; chosen so shading stays inside (0, 1) on the face.
 TRUE_SH = np.array([1.55, 0.18, 0.55, 0.22, 0.05, -0.06, 0.04, 0.07, -0.05])

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from core.errors import NoFaceError
-from core.images import load_rgb, to_square
-from core.shading.pose import euler_from_rotation, expression_descriptor, head_rotation, rotation_from_euler
-from core.shading.reconstruct import reconstruct
+from fmu.core.errors import NoFaceError
+from fmu.core.images import load_rgb, to_square
+from fmu.core.shading.pose import euler_from_rotation, expression_descriptor, head_rotation, rotation_from_euler
+from fmu.core.shading.reconstruct import reconstruct
 
 
 @pytest.fixture(scope="module")

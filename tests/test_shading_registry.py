@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from core.shading import reconstruct, register_reconstructor
-from core.shading.deca import REQUIRED_FILES, missing_requirements
-from core.shading.mesh import FaceMesh, ReconstructorUnavailable
-from core.shading.reconstruct import available_reconstructors
-from core.shading.render import pytorch3d_available, render, resolve_backend
+from fmu.core.shading import reconstruct, register_reconstructor
+from fmu.core.shading.deca import REQUIRED_FILES, missing_requirements
+from fmu.core.shading.mesh import FaceMesh, ReconstructorUnavailable
+from fmu.core.shading.reconstruct import available_reconstructors
+from fmu.core.shading.render import pytorch3d_available, render, resolve_backend
 
 
 def test_deca_refuses_and_names_the_missing_files(tmp_path, monkeypatch):
@@ -25,7 +25,7 @@ def test_registry_takes_a_plug_in(monkeypatch):
     import importlib
 
     # (`core.shading.reconstruct` the attribute is the function; the module lives in sys.modules.)
-    rec_module = importlib.import_module("core.shading.reconstruct")
+    rec_module = importlib.import_module("fmu.core.shading.reconstruct")
 
     # Register on copies so the plug-in does not leak into other tests.
     monkeypatch.setattr(rec_module, "_FACTORIES", dict(rec_module._FACTORIES))

@@ -6,11 +6,11 @@ import pytest
 from scipy.spatial import ConvexHull
 from skimage.draw import polygon
 
-from core.images import to_square
-from core.shading import render_cpu
-from core.shading.light_fit import fit_sh
-from core.shading.reconstruct import reconstruct
-from core.shading.render import pytorch3d_available, render, vertex_normals
+from fmu.core.images import to_square
+from fmu.core.shading import render_cpu
+from fmu.core.shading.light_fit import fit_sh
+from fmu.core.shading.reconstruct import reconstruct
+from fmu.core.shading.render import pytorch3d_available, render, vertex_normals
 
 
 def _brute_force(xy, z, tris, h, w):

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from core.shading.topology import (
+from fmu.core.shading.topology import (
     boundary_loops,
     edge_face_counts,
     mediapipe_tesselation_triangles,

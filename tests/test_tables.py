@@ -5,7 +5,7 @@ import os
 import polars as pl
 import pytest
 
-from core.tables import write_table
+from fmu.core.tables import write_table
 
 
 def _leftovers(folder):

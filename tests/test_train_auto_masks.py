@@ -10,9 +10,9 @@ import polars as pl
 
 
 def test_lmap_is_nonzero_for_rows_with_auto_masks(tmp_path, photos, tiny_preset):
-    from training.config import load_config
-    from training.prepare import PrepareConfig, run_prepare
-    from training.trainer import run_training
+    from fmu.training.config import load_config
+    from fmu.training.prepare import PrepareConfig, run_prepare
+    from fmu.training.trainer import run_training
 
     src = tmp_path / "src"
     src.mkdir()

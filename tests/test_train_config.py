@@ -10,8 +10,8 @@ import pytest
 from diffusers.optimization import SchedulerType
 from typer.testing import CliRunner
 
-from core.errors import UsageError
-from training.config import TrainConfig, load_config
+from fmu.core.errors import UsageError
+from fmu.training.config import TrainConfig, load_config
 
 
 def _toml(tmp_path, text: str) -> Path:
@@ -78,7 +78,7 @@ def test_resolution_must_be_a_positive_multiple_of_16():
 
 
 def _app():
-    from fmu_cli.app import app  # the real app: its handler turns usage errors into exit 2
+    from fmu.app import app  # the real app: its handler turns usage errors into exit 2
 
     return app
 
@@ -86,19 +86,19 @@ def _app():
 @pytest.fixture
 def captured(monkeypatch, tmp_path):
     """The TrainConfig the CLI would train with (no training, no preparation)."""
-    import training.finetune
-    import training.trainer
+    import fmu.training.finetune
+    import fmu.training.trainer
 
     seen = []
 
     def fake_run(cfg, progress=None, log=print):
         seen.append(cfg)
-        return training.trainer.TrainSummary(steps=0, world_size=1, seconds=0.0, weights=None, losses=[])
+        return fmu.training.trainer.TrainSummary(steps=0, world_size=1, seconds=0.0, weights=None, losses=[])
 
-    monkeypatch.setattr(training.trainer, "run_training", fake_run)
+    monkeypatch.setattr(fmu.training.trainer, "run_training", fake_run)
     prepared = tmp_path / "t.parquet"  # exists: the CLI checks the data path before it trains
     prepared.touch()
-    monkeypatch.setattr(training.finetune, "prepared_manifest", lambda data, out, backend: prepared)
+    monkeypatch.setattr(fmu.training.finetune, "prepared_manifest", lambda data, out, backend: prepared)
     return seen
 
 
@@ -143,7 +143,7 @@ def test_cli_usage_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_train_without_data_fails_before_building_a_model(monkeypatch):
-    import training.trainer as trainer
+    import fmu.training.trainer as trainer
 
     monkeypatch.setattr(trainer, "build_model", lambda *a: pytest.fail("built a model"))
     with pytest.raises(UsageError, match=r"^--data is required"):

@@ -31,7 +31,7 @@ STEPS = 8
 
 
 def fmu(*args) -> list[str]:
-    return [sys.executable, "-m", "fmu_cli.app", *map(str, args)]
+    return [sys.executable, "-m", "fmu.app", *map(str, args)]
 
 
 def env() -> dict:
@@ -41,7 +41,7 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, photos, tiny_preset):
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     src = tmp_path_factory.mktemp("interrupt_src")
     for name in ("astronaut.png", "tom_hanks.png"):
@@ -130,7 +130,7 @@ def test_sigterm_stops_finetune_with_its_lora(data, tiny_preset, tmp_path):
     info = json.loads((out / "run.json").read_text())
     k = info["summary"]["steps"]
     assert info["command"] == "finetune" and info["summary"]["status"] == "interrupted" and 2 <= k < 40
-    from core.model.lora import read_lora_file
+    from fmu.core.model.lora import read_lora_file
 
     lora, meta = read_lora_file(out / "lora.safetensors")
     assert json.loads(meta["steps"]) == k and any(v.abs().sum() > 0 for n, v in lora.items() if "lora_B" in n)
@@ -139,7 +139,7 @@ def test_sigterm_stops_finetune_with_its_lora(data, tiny_preset, tmp_path):
 
 
 def test_default_checkpoint_interval_follows_max_steps():
-    from training.config import FINETUNE_DEFAULTS, load_config
+    from fmu.training.config import FINETUNE_DEFAULTS, load_config
 
     assert load_config(None, {}).resolved_checkpoint_every() == 100            # 1000 steps
     assert load_config(None, {}, FINETUNE_DEFAULTS).resolved_checkpoint_every() == 50
@@ -162,8 +162,8 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def checkpoint(data, tmp_path_factory):
-    from training.config import load_config
-    from training.trainer import run_training
+    from fmu.training.config import load_config
+    from fmu.training.trainer import run_training
 
     out = tmp_path_factory.mktemp("to_tamper")
     run_training(load_config(None, dict(data=data, out=out, max_steps=2, batch_size=2, lambda_id=0,
@@ -180,9 +180,9 @@ def test_the_payload_is_live(tmp_path):
 
 @pytest.mark.parametrize("style", ["pickle", "torch.save"])
 def test_every_file_of_a_tampered_checkpoint_is_refused_unexecuted(checkpoint, data, tmp_path, style):
-    from core.errors import UsageError
-    from training.config import load_config
-    from training.trainer import run_training
+    from fmu.core.errors import UsageError
+    from fmu.training.config import load_config
+    from fmu.training.trainer import run_training
 
     files = sorted(p.name for p in checkpoint.iterdir())
     assert {"COMPLETE", "adapter.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json",
@@ -206,7 +206,7 @@ def test_every_file_of_a_tampered_checkpoint_is_refused_unexecuted(checkpoint, d
 
 
 def test_tampered_checkpoint_is_one_line_and_exit_2(checkpoint, data, tmp_path):
-    from fmu_cli.app import app
+    from fmu.app import app
 
     tampered = tmp_path / "ck"
     shutil.copytree(checkpoint, tampered)

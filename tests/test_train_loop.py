@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _face_mask(image: np.ndarray) -> np.ndarray:
-    from core.faces import get_backend
+    from fmu.core.faces import get_backend
 
     face = max(get_backend("dlib").detect(image), key=lambda f: f.area)
     mask = np.zeros(image.shape[:2], np.uint8)
@@ -33,7 +33,7 @@ def _face_mask(image: np.ndarray) -> np.ndarray:
 def prepared(tmp_path_factory, photos, tiny_preset):
     """Shipped photos + flips/crops (7 faces) with face masks for the phrase "face", plus a
     corrupt image and a face-less one that prepare must exclude."""
-    from training.prepare import PrepareConfig, run_prepare
+    from fmu.training.prepare import PrepareConfig, run_prepare
 
     root = tmp_path_factory.mktemp("train_src")
     rows = []
@@ -58,7 +58,7 @@ def prepared(tmp_path_factory, photos, tiny_preset):
 
 
 def _cfg(data, out, **kw):
-    from training.config import load_config
+    from fmu.training.config import load_config
 
     base = dict(data=data, out=out, max_steps=30, batch_size=2, lr=1e-3, seed=3, checkpoint_every=10,
                 keep_checkpoints=2, validate_every=15, validation_steps=3)
@@ -68,7 +68,7 @@ def _cfg(data, out, **kw):
 
 @pytest.fixture(scope="module")
 def run30(prepared, tmp_path_factory):
-    from training.trainer import run_training
+    from fmu.training.trainer import run_training
 
     out = tmp_path_factory.mktemp("run30")
     return out, run_training(_cfg(prepared.manifest, out))
@@ -108,7 +108,7 @@ def test_loss_goes_down_and_every_term_is_logged(run30):
         assert [s.step for s in scalars] == list(range(1, 31))
         assert np.allclose([s.value for s in scalars], [r[term] for r in losses], rtol=1e-6)
     # checkpoints every 10 steps, the last 2 kept; validation images at step 15 and 30
-    from training.checkpoint import list_checkpoints
+    from fmu.training.checkpoint import list_checkpoints
 
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-00000020", "checkpoint-00000030"]
     assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-00000015", "step-00000030"]
@@ -117,10 +117,10 @@ def test_loss_goes_down_and_every_term_is_logged(run30):
 
 
 def test_final_adapter_loads_and_generates(run30, tiny_preset, prepared):
-    from core.model.adapter import read_adapter
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.pipeline import Request, Settings
-    from training.data import TrainingSet
+    from fmu.core.model.adapter import read_adapter
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.pipeline import Request, Settings
+    from fmu.training.data import TrainingSet
 
     out, summary = run30
     base, preset_adapter = tiny_preset
@@ -141,7 +141,7 @@ def test_final_adapter_loads_and_generates(run30, tiny_preset, prepared):
 
 
 def test_resume_latest_continues_exactly(run30, prepared, tmp_path):
-    from training.trainer import run_training
+    from fmu.training.trainer import run_training
 
     ref_out, _ = run30
     reference = [json.loads(line) for line in (ref_out / "losses.jsonl").read_text().splitlines()]
@@ -162,7 +162,7 @@ def test_two_processes_over_gloo(prepared, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "fmu_cli.train_entry", "train", "--data", str(prepared.manifest), "--out", str(out),
+           "-m", "fmu.train_entry", "train", "--data", str(prepared.manifest), "--out", str(out),
            "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2", "--lambda-id", "0"]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -183,12 +183,12 @@ def test_two_processes_over_gloo(prepared, tmp_path):
 
 
 def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos, tmp_path):
-    from core.model.facemakeup import FaceMakeUp
-    from core.model.lora import lora_state, read_lora_file
-    from core.model.pipeline import Request, Settings
-    from training.config import load_config
-    from training.finetune import prepared_manifest
-    from training.trainer import run_training
+    from fmu.core.model.facemakeup import FaceMakeUp
+    from fmu.core.model.lora import lora_state, read_lora_file
+    from fmu.core.model.pipeline import Request, Settings
+    from fmu.training.config import load_config
+    from fmu.training.finetune import prepared_manifest
+    from fmu.training.trainer import run_training
 
     _, summary = run30
     base, _ = tiny_preset
@@ -232,10 +232,10 @@ def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
     cut from the image and the prepared landmarks; fmu's own default stays the aligned crop."""
     from transformers import CLIPTokenizer
 
-    from core.faces.cache import read_entry as load_face
-    from core.faces.crops import wide_crop
-    from core.images import load_rgb
-    from training.data import TrainingSet
+    from fmu.core.faces.cache import read_entry as load_face
+    from fmu.core.faces.crops import wide_crop
+    from fmu.core.images import load_rgb
+    from fmu.training.data import TrainingSet
 
     tok = CLIPTokenizer.from_pretrained(tiny_preset[0] / "tokenizer")
     aligned = TrainingSet(prepared.manifest, tok, 64)
@@ -250,9 +250,9 @@ def test_training_samples_follow_the_adapters_face_crop(prepared, tiny_preset):
 def test_train_face_crop_wide_trains_on_wide_crops_and_records_it(prepared, tiny_preset, tmp_path, monkeypatch):
     """`fmu train --face-crop wide` (the authors' style) on top of the preset's aligned adapter:
     the samples are wide crops, the adapter written says so, and generation then cuts wide crops."""
-    import training.trainer as trainer
-    from core.errors import UsageError
-    from core.model.facemakeup import FaceMakeUp
+    import fmu.training.trainer as trainer
+    from fmu.core.errors import UsageError
+    from fmu.core.model.facemakeup import FaceMakeUp
 
     seen = []
 
@@ -284,7 +284,7 @@ def _tokenizer(tiny_preset):
 
 
 def test_resume_latest_without_a_checkpoint_says_it_starts_at_step_0(prepared, tmp_path):
-    from training.trainer import run_training
+    from fmu.training.trainer import run_training
 
     out = tmp_path / "fresh"
     lines = []
@@ -303,8 +303,8 @@ def test_progress_line_shows_each_loss_term_and_the_step_rate(prepared, tmp_path
 
     from rich.console import Console
 
-    from fmu_cli.console import progress_bar
-    from training.trainer import loss_line, run_training
+    from fmu.console import progress_bar
+    from fmu.training.trainer import loss_line, run_training
 
     bar = progress_bar()  # never started: nothing is drawn, the table is rendered below
     calls = []

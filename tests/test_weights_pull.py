@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.model import adapter as A
-from core.weights.layout import RECORD, generate_options, roles_of
-from core.weights.sets import BASE, H94_ADAPTER, IMAGE_ENCODER, VAE
+from fmu.core.model import adapter as A
+from fmu.core.weights.layout import RECORD, generate_options, roles_of
+from fmu.core.weights.sets import BASE, H94_ADAPTER, IMAGE_ENCODER, VAE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn
@@ -42,7 +42,7 @@ def _env(hub: HubStandIn, tmp: Path) -> dict:
 
 
 def _pull(hub, tmp, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fmu_cli.app", "weights", "pull", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fmu.app", "weights", "pull", *map(str, args)],
                           env=_env(hub, tmp), capture_output=True, text=True, timeout=600)
 
 
@@ -131,7 +131,7 @@ def test_pull_h94_set_lands_byte_identical_and_generate_runs_on_it(hub_repos, tm
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"id,reference,prompt,width,height\nhanks,{photos['tom_hanks.png']},a portrait,64,64\n")
     out = tmp_path / "run"
-    gen = subprocess.run([sys.executable, "-m", "fmu_cli.app", "generate", str(manifest), "--out", str(out),
+    gen = subprocess.run([sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out),
                           "--weights", str(weights), "--face-backend", "dlib", "--steps", "2"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert gen.returncode == 0, gen.stdout + gen.stderr
@@ -147,7 +147,7 @@ def test_pull_h94_set_lands_byte_identical_and_generate_runs_on_it(hub_repos, tm
 def test_generate_weights_names_what_is_missing_and_the_command(tmp_path):
     from typer.testing import CliRunner
 
-    from fmu_cli.app import app
+    from fmu.app import app
 
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,reference,prompt\na,x.png,p\n")
@@ -192,8 +192,8 @@ def test_url_download_resumes_after_a_dropped_connection_and_checks_sha256(tmp_p
     with HubStandIn({}, files={"blob.bin": blob, "other.bin": b"x" * 1000}, cut={"blob.bin": cut}) as hub:
         result = _script(hub, tmp_path, f"""
             from pathlib import Path
-            from core.weights.pull import PullError, download_file
-            from core.weights.sets import UrlFile
+            from fmu.core.weights.pull import PullError, download_file
+            from fmu.core.weights.sets import UrlFile
             download_file(UrlFile("blob.bin", "{hub.url}/files/blob.bin", "{hashlib.sha256(blob).hexdigest()}",
                                   {len(blob)}), Path("{tmp_path}/blob.bin"))
             try:
@@ -211,7 +211,7 @@ def test_url_download_resumes_after_a_dropped_connection_and_checks_sha256(tmp_p
 
 
 def test_insightface_pack_unzips_into_the_face_models_layout(tmp_path):
-    from core.faces.insightface_backend import find_pack
+    from fmu.core.faces.insightface_backend import find_pack
 
     pack = tmp_path / "buffalo_l.zip"
     with zipfile.ZipFile(pack, "w") as zf:
@@ -220,8 +220,8 @@ def test_insightface_pack_unzips_into_the_face_models_layout(tmp_path):
     with HubStandIn({}, files={"buffalo_l.zip": pack.read_bytes()}) as hub:
         result = _script(hub, tmp_path, f"""
             from pathlib import Path
-            from core.weights.pull import pull_pieces
-            from core.weights.sets import UrlFile, UrlPiece, BUFFALO_L
+            from fmu.core.weights.pull import pull_pieces
+            from fmu.core.weights.sets import UrlFile, UrlPiece, BUFFALO_L
             piece = UrlPiece(name="insightface", folder="insightface", unpack="zip", roles=BUFFALO_L.roles,
                              licence="", files=(UrlFile("buffalo_l.zip", "{hub.url}/files/buffalo_l.zip"),))
             summary = pull_pieces((piece,), Path("{tmp_path}/w"), "h94")
@@ -243,8 +243,8 @@ def test_authors_checkpoint_parts_checked_then_unpacked_or_explained(tmp_path, t
                           for n, d in parts.items())
         code = f"""
             from pathlib import Path
-            from core.weights.pull import pull_pieces
-            from core.weights.sets import AUTHORS_ADAPTER, UrlFile, UrlPiece
+            from fmu.core.weights.pull import pull_pieces
+            from fmu.core.weights.sets import AUTHORS_ADAPTER, UrlFile, UrlPiece
             piece = UrlPiece(name="adapter-authors", folder="face-makeup-v2", unpack="rar+convert",
                              roles=AUTHORS_ADAPTER.roles, licence="", files=({files},))
             summary = pull_pieces((piece,), Path("{tmp_path}/w"), "authors")
@@ -283,7 +283,7 @@ def test_authors_checkpoint_parts_checked_then_unpacked_or_explained(tmp_path, t
 
 
 def test_doctor_points_at_weights_pull_for_what_is_missing(tmp_path, fmu_home):
-    from core.doctor import diagnose
+    from fmu.core.doctor import diagnose
 
     report = diagnose()
     row = next(c for c in report.checks if c.area == "weights" and c.name.startswith("pulled weights"))

@@ -7,11 +7,11 @@ import pickle
 import pytest
 import torch
 
-from core.errors import UsageError
-from core.model.convert import load_adapter_any
-from core.model.facemakeup import FaceMakeUp
-from core.model.load import load_base
-from core.model.weights_io import read_state
+from fmu.core.errors import UsageError
+from fmu.core.model.convert import load_adapter_any
+from fmu.core.model.facemakeup import FaceMakeUp
+from fmu.core.model.load import load_base
+from fmu.core.model.weights_io import read_state
 
 
 class _Payload:

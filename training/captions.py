@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.digests import file_digest
-from core.errors import ImageError, UsageError, first_line
-from core.images import atomic_write_bytes, load_rgb
-from core.regions.pretrained import folder_identity, local_model_folder
+from fmu.core.digests import file_digest
+from fmu.core.errors import ImageError, UsageError, first_line
+from fmu.core.images import atomic_write_bytes, load_rgb
+from fmu.core.regions.pretrained import folder_identity, local_model_folder
 
 MAX_NEW_TOKENS = 40
 BATCH = 8

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from core.errors import UsageError, first_line
-from core.images import atomic_write_bytes
-from core.model import adapter as A
-from core.model import lora as L
-from core.model.weights_io import fmu_file_meta
+from fmu.core.errors import UsageError, first_line
+from fmu.core.images import atomic_write_bytes
+from fmu.core.model import adapter as A
+from fmu.core.model import lora as L
+from fmu.core.model.weights_io import fmu_file_meta
 
 from .trainable import load_trained_weights, save_trained_weights, weights_name
 

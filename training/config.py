@@ -13,8 +13,8 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from core.errors import UsageError
-from core.faces.crops import CROP_STYLES
+from fmu.core.errors import UsageError
+from fmu.core.faces.crops import CROP_STYLES
 
 
 @dataclass

@@ -20,11 +20,11 @@ import polars as pl
 import torch
 from PIL import Image
 
-from core.errors import UsageError
-from core.faces.cache import read_entry
-from core.faces.crops import wide_crop
-from core.images import load_rgb, to_square
-from core.shading import load_shading
+from fmu.core.errors import UsageError
+from fmu.core.faces.cache import read_entry
+from fmu.core.faces.crops import wide_crop
+from fmu.core.images import load_rgb, to_square
+from fmu.core.shading import load_shading
 
 MAX_TOKENS = 77  # CLIP's caption length (SD1.5 and the presets): explicit token_indices stay below it
 MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,

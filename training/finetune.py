@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import UsageError
+from fmu.core.errors import UsageError
 
 
 def check_data(data: Path) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.images import atomic_write_bytes, save_png
-from core.regions import RegionParser
+from fmu.core.images import atomic_write_bytes, save_png
+from fmu.core.regions import RegionParser
 
 from .data import phrase_occurrence_spans, phrase_spans
 from .phrases import Phrase, extract_phrases

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UsageError, first_line
-from core.faces import embedding_width
-from core.model.parts import AdapterWidths, adapter_widths, check_widths, image_encoder_width, unet_config_of
-from core.model.presets import ensure_preset
+from fmu.core.errors import UsageError, first_line
+from fmu.core.faces import embedding_width
+from fmu.core.model.parts import AdapterWidths, adapter_widths, check_widths, image_encoder_width, unet_config_of
+from fmu.core.model.presets import ensure_preset
 
 from .config import TrainConfig
 from .data import read_training_manifest

@@ -25,17 +25,17 @@ from pathlib import Path
 
 import polars as pl
 
-from core.digests import file_digest
-from core.errors import ImageError, RowError, UsageError, first_line
-from core.faces import embedding_width, get_backend
-from core.faces.cache import FaceCache
-from core.images import load_rgb
-from core.out_lock import locked_output, remove_stale_temp_files
-from core.regions import get_parser
-from core.run_record import write_run_record
-from core.runner.conditions import ConditionProvider
-from core.shading.render import resolve_backend
-from core.tables import write_table
+from fmu.core.digests import file_digest
+from fmu.core.errors import ImageError, RowError, UsageError, first_line
+from fmu.core.faces import embedding_width, get_backend
+from fmu.core.faces.cache import FaceCache
+from fmu.core.images import load_rgb
+from fmu.core.out_lock import locked_output, remove_stale_temp_files
+from fmu.core.regions import get_parser
+from fmu.core.run_record import write_run_record
+from fmu.core.runner.conditions import ConditionProvider
+from fmu.core.shading.render import resolve_backend
+from fmu.core.tables import write_table
 
 from .captions import CaptionCache, Captioner
 from .config import MASK_MODES

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.errors import ImageError
-from core.html_page import IMAGE_CHECK, jpeg_data_uri
-from core.images import atomic_write_bytes, load_rgb
+from fmu.core.errors import ImageError
+from fmu.core.html_page import IMAGE_CHECK, jpeg_data_uri
+from fmu.core.images import atomic_write_bytes, load_rgb
 
 MAX_ROWS = 60
 SIDE = 320

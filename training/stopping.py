@@ -11,7 +11,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from core.errors import Interrupted
+from fmu.core.errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

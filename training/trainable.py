@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from core.errors import UsageError
-from core.model import lora as L
-from core.model.facemakeup import FaceMakeUp
-from core.model.presets import ensure_preset
+from fmu.core.errors import UsageError
+from fmu.core.model import lora as L
+from fmu.core.model.facemakeup import FaceMakeUp
+from fmu.core.model.presets import ensure_preset
 
 from .config import TrainConfig
 

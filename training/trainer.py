@@ -27,15 +27,15 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 
-from core.devices import auto_devices, device_type
-from core.errors import UsageError
-from core.images import atomic_write_bytes, save_png
-from core.model.pipeline import Request, Settings
-from core.model.presets import TINY_SIZE
-from core.model.tiny_onnx import write_tiny_arcface
-from core.out_lock import locked_output, remove_stale_temp_files
-from core.run_record import write_run_record
-from core.tables import write_table
+from fmu.core.devices import auto_devices, device_type
+from fmu.core.errors import UsageError
+from fmu.core.images import atomic_write_bytes, save_png
+from fmu.core.model.pipeline import Request, Settings
+from fmu.core.model.presets import TINY_SIZE
+from fmu.core.model.tiny_onnx import write_tiny_arcface
+from fmu.core.out_lock import locked_output, remove_stale_temp_files
+from fmu.core.run_record import write_run_record
+from fmu.core.tables import write_table
 
 from . import checkpoint as ckpt
 from .attention_capture import install_attention_capture, remove_attention_capture
