@@ -171,6 +171,87 @@ def _check_planted(faces, det_size: int = 640) -> None:
         cells.add(cell)
 
 
+def _texture_gate(g: _Graph, x: str, blank_texture: float) -> str:
+    """Per anchor, sigmoid(1e4 * (texture - blank_texture)): ~1 where the stride-32 cell has detail.
+    Texture per stride-32 cell: mean over the cell of |d/dx| + |d/dy|, summed over channels (in
+    insightface's normalised units, (p - 127.5) / 128). Zero on a uniform image."""
+    dx = g.op("Conv", x, g.const(np.tile(np.array([[-1.0, 1.0], [0.0, 0.0]]), (1, 3, 1, 1))),
+              kernel_shape=[2, 2], pads=[0, 0, 1, 1])
+    dy = g.op("Conv", x, g.const(np.tile(np.array([[-1.0, 0.0], [1.0, 0.0]]), (1, 3, 1, 1))),
+              kernel_shape=[2, 2], pads=[0, 0, 1, 1])
+    energy = g.op("AveragePool", g.op("Add", g.op("Abs", dx), g.op("Abs", dy)),
+                  kernel_shape=[PLANT_STRIDE, PLANT_STRIDE], strides=[PLANT_STRIDE, PLANT_STRIDE])
+    # One value per anchor, in SCRFD's anchor order (row-major cells, a cell's anchors adjacent).
+    energy = g.op("Reshape", g.op("Mul", g.op("Reshape", energy, g.const([-1, 1], np.int64)),
+                                  g.const(np.ones((1, NUM_ANCHORS)))), g.const([-1, 1], np.int64))
+    return g.op("Sigmoid", g.op("Mul", g.op("Sub", energy, g.const(blank_texture)), g.const(1e4)))
+
+
+def _input_size(g: _Graph, x: str) -> tuple[str, str, str]:
+    """The input's height, width (int64 scalars) and (2,) float W, H."""
+    shape = g.op("Shape", x)
+    height = g.op("Gather", shape, g.const(2, np.int64))
+    width = g.op("Gather", shape, g.const(3, np.int64))
+    wh = g.op("Cast", g.op("Concat", g.op("Unsqueeze", width, g.const([0], np.int64)),
+                           g.op("Unsqueeze", height, g.const([0], np.int64)), axis=0),
+              to=TensorProto.FLOAT)                                               # (2,) W, H
+    return height, width, wh
+
+
+def _anchor_grid(g: _Graph, height: str, width: str, stride: int) -> tuple[str, str]:
+    """The anchor points of one stride, (K, 2) in pixels, and a (h, w, A) zero tensor."""
+    h_cells = g.op("Div", height, g.const(stride, np.int64))
+    w_cells = g.op("Div", width, g.const(stride, np.int64))
+    one = g.const(1, np.int64)
+    zero = g.const(0, np.int64)
+    ys = g.op("Mul", g.op("Cast", g.op("Range", zero, h_cells, one), to=TensorProto.FLOAT),
+              g.const(float(stride)))
+    xs = g.op("Mul", g.op("Cast", g.op("Range", zero, w_cells, one), to=TensorProto.FLOAT),
+              g.const(float(stride)))
+    ys = g.op("Unsqueeze", ys, g.const([1, 2], np.int64))                    # (h,1,1)
+    xs = g.op("Unsqueeze", xs, g.const([0, 2], np.int64))                    # (1,w,1)
+    zeros = g.op("Mul", g.op("Add", ys, xs), g.const(np.zeros(NUM_ANCHORS)))  # (h,w,A)
+    # Anchor order = SCRFD's: row-major cells, the A anchors of one cell adjacent.
+    ax = g.op("Reshape", g.op("Add", zeros, xs), g.const([-1, 1], np.int64))   # (K,1)
+    ay = g.op("Reshape", g.op("Add", zeros, ys), g.const([-1, 1], np.int64))
+    return g.op("Concat", ax, ay, axis=1), zeros                               # (K,2)
+
+
+def _planted_outputs(g: _Graph, points: str, zeros: str, wh: str, gate: str, planted, stride: int):
+    """Score, bbox and kps outputs of the planting stride: the anchor nearest each face centre
+    reports that face; `planted`: (centres, boxes, kps) as fractions of the input."""
+    centers, boxes, kpss = planted
+    first_anchor = g.op("Reshape", g.op("Add", zeros, g.const([1.0] + [0.0] * (NUM_ANCHORS - 1))),
+                        g.const([-1, 1], np.int64))                          # (K,1)
+    # The anchor nearest each face centre, clamped onto the grid: (F,2) in pixels.
+    last = g.op("ReduceMax", points, axes=[0], keepdims=1)                     # (1,2)
+    cells = g.op("Div", g.op("Mul", g.const(centers), wh), g.const(float(stride)))
+    nearest = g.op("Mul", g.op("Floor", g.op("Add", cells, g.const(0.5))), g.const(float(stride)))
+    target = g.op("Min", nearest, last)
+    hit = g.op("Cast", g.op("Equal", g.op("Unsqueeze", points, g.const([1], np.int64)),
+                            g.op("Unsqueeze", target, g.const([0], np.int64))),
+               to=TensorProto.FLOAT)                                           # (K,F,2)
+    mask = g.op("Mul", g.op("ReduceMin", hit, axes=[2], keepdims=0), first_anchor)   # (K,F)
+    score = g.op("Min", g.op("ReduceSum", mask, g.const([1], np.int64), keepdims=1), g.const(1.0))
+    score = g.op("Mul", score, gate)
+    weight = g.op("Unsqueeze", mask, g.const([2], np.int64))                  # (K,F,1)
+
+    # SCRFD decodes x1 = ax - d0*s, y1 = ay - d1*s, x2 = ax + d2*s, y2 = ay + d3*s.
+    box_px = g.op("Mul", g.const(boxes), g.op("Tile", wh, g.const([2], np.int64)))      # (F,4)
+    anchor4 = g.op("MatMul", points, g.const([[1, 0, 1, 0], [0, 1, 0, 1]]))           # (K,4)
+    dist = g.op("Mul", g.op("Sub", g.op("Unsqueeze", anchor4, g.const([1], np.int64)),
+                            g.op("Unsqueeze", box_px, g.const([0], np.int64))),
+                g.const(np.array([1, 1, -1, -1]) / stride))                           # (K,F,4)
+    bbox = g.op("ReduceSum", g.op("Mul", dist, weight), g.const([1], np.int64), keepdims=0)
+    # ... and keypoint k = a + d_k*s.
+    kps_px = g.op("Mul", g.const(kpss), g.op("Tile", wh, g.const([5], np.int64)))      # (F,10)
+    anchor10 = g.op("MatMul", points, g.const(np.tile([[1, 0], [0, 1]], 5)))          # (K,10)
+    kdist = g.op("Div", g.op("Sub", g.op("Unsqueeze", kps_px, g.const([0], np.int64)),
+                             g.op("Unsqueeze", anchor10, g.const([1], np.int64))),
+                 g.const(float(stride)))
+    return score, bbox, g.op("ReduceSum", g.op("Mul", kdist, weight), g.const([1], np.int64), keepdims=0)
+
+
 def write_tiny_scrfd(path: Path, faces: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
                      blank_texture: float = 1e-3) -> Path:
     """An SCRFD-format detector (dynamic input (1,3,H,W); 9 outputs: score/bbox/kps for strides
@@ -193,78 +274,20 @@ def write_tiny_scrfd(path: Path, faces: Sequence[tuple[np.ndarray, np.ndarray]] 
 
     g = _Graph()
     x = "input.1"
-
-    # Texture per stride-32 cell: mean over the cell of |d/dx| + |d/dy|, summed over channels
-    # (in insightface's normalised units, (p - 127.5) / 128). Zero on a uniform image.
-    dx = g.op("Conv", x, g.const(np.tile(np.array([[-1.0, 1.0], [0.0, 0.0]]), (1, 3, 1, 1))),
-              kernel_shape=[2, 2], pads=[0, 0, 1, 1])
-    dy = g.op("Conv", x, g.const(np.tile(np.array([[-1.0, 0.0], [1.0, 0.0]]), (1, 3, 1, 1))),
-              kernel_shape=[2, 2], pads=[0, 0, 1, 1])
-    energy = g.op("AveragePool", g.op("Add", g.op("Abs", dx), g.op("Abs", dy)),
-                  kernel_shape=[PLANT_STRIDE, PLANT_STRIDE], strides=[PLANT_STRIDE, PLANT_STRIDE])
-    # One value per anchor, in SCRFD's anchor order (row-major cells, a cell's anchors adjacent).
-    energy = g.op("Reshape", g.op("Mul", g.op("Reshape", energy, g.const([-1, 1], np.int64)),
-                                  g.const(np.ones((1, NUM_ANCHORS)))), g.const([-1, 1], np.int64))
-    gate = g.op("Sigmoid", g.op("Mul", g.op("Sub", energy, g.const(blank_texture)), g.const(1e4)))
-
-    shape = g.op("Shape", x)
-    height = g.op("Gather", shape, g.const(2, np.int64))
-    width = g.op("Gather", shape, g.const(3, np.int64))
-    wh = g.op("Cast", g.op("Concat", g.op("Unsqueeze", width, g.const([0], np.int64)),
-                           g.op("Unsqueeze", height, g.const([0], np.int64)), axis=0),
-              to=TensorProto.FLOAT)                                               # (2,) W, H
-
+    gate = _texture_gate(g, x, blank_texture)
+    height, width, wh = _input_size(g, x)
     scores, bboxes, kpses = [], [], []
     for stride in STRIDES:
-        h_cells = g.op("Div", height, g.const(stride, np.int64))
-        w_cells = g.op("Div", width, g.const(stride, np.int64))
-        one = g.const(1, np.int64)
-        zero = g.const(0, np.int64)
-        ys = g.op("Mul", g.op("Cast", g.op("Range", zero, h_cells, one), to=TensorProto.FLOAT),
-                  g.const(float(stride)))
-        xs = g.op("Mul", g.op("Cast", g.op("Range", zero, w_cells, one), to=TensorProto.FLOAT),
-                  g.const(float(stride)))
-        ys = g.op("Unsqueeze", ys, g.const([1, 2], np.int64))                    # (h,1,1)
-        xs = g.op("Unsqueeze", xs, g.const([0, 2], np.int64))                    # (1,w,1)
-        zeros = g.op("Mul", g.op("Add", ys, xs), g.const(np.zeros(NUM_ANCHORS)))  # (h,w,A)
-        # Anchor order = SCRFD's: row-major cells, the A anchors of one cell adjacent.
-        ax = g.op("Reshape", g.op("Add", zeros, xs), g.const([-1, 1], np.int64))   # (K,1)
-        ay = g.op("Reshape", g.op("Add", zeros, ys), g.const([-1, 1], np.int64))
-        points = g.op("Concat", ax, ay, axis=1)                                    # (K,2)
+        points, zeros = _anchor_grid(g, height, width, stride)
         if stride != PLANT_STRIDE:
             scores.append(g.op("MatMul", points, g.const(np.zeros((2, 1)))))
             bboxes.append(g.op("MatMul", points, g.const(np.zeros((2, 4)))))
             kpses.append(g.op("MatMul", points, g.const(np.zeros((2, 10)))))
             continue
-        first_anchor = g.op("Reshape", g.op("Add", zeros, g.const([1.0] + [0.0] * (NUM_ANCHORS - 1))),
-                            g.const([-1, 1], np.int64))                          # (K,1)
-        # The anchor nearest each face centre, clamped onto the grid: (F,2) in pixels.
-        last = g.op("ReduceMax", points, axes=[0], keepdims=1)                     # (1,2)
-        cells = g.op("Div", g.op("Mul", g.const(centers), wh), g.const(float(stride)))
-        nearest = g.op("Mul", g.op("Floor", g.op("Add", cells, g.const(0.5))), g.const(float(stride)))
-        target = g.op("Min", nearest, last)
-        hit = g.op("Cast", g.op("Equal", g.op("Unsqueeze", points, g.const([1], np.int64)),
-                                g.op("Unsqueeze", target, g.const([0], np.int64))),
-                   to=TensorProto.FLOAT)                                           # (K,F,2)
-        mask = g.op("Mul", g.op("ReduceMin", hit, axes=[2], keepdims=0), first_anchor)   # (K,F)
-        score = g.op("Min", g.op("ReduceSum", mask, g.const([1], np.int64), keepdims=1), g.const(1.0))
-        scores.append(g.op("Mul", score, gate))
-        weight = g.op("Unsqueeze", mask, g.const([2], np.int64))                  # (K,F,1)
-
-        # SCRFD decodes x1 = ax - d0*s, y1 = ay - d1*s, x2 = ax + d2*s, y2 = ay + d3*s.
-        box_px = g.op("Mul", g.const(boxes), g.op("Tile", wh, g.const([2], np.int64)))      # (F,4)
-        anchor4 = g.op("MatMul", points, g.const([[1, 0, 1, 0], [0, 1, 0, 1]]))           # (K,4)
-        dist = g.op("Mul", g.op("Sub", g.op("Unsqueeze", anchor4, g.const([1], np.int64)),
-                                g.op("Unsqueeze", box_px, g.const([0], np.int64))),
-                    g.const(np.array([1, 1, -1, -1]) / stride))                           # (K,F,4)
-        bboxes.append(g.op("ReduceSum", g.op("Mul", dist, weight), g.const([1], np.int64), keepdims=0))
-        # ... and keypoint k = a + d_k*s.
-        kps_px = g.op("Mul", g.const(kpss), g.op("Tile", wh, g.const([5], np.int64)))      # (F,10)
-        anchor10 = g.op("MatMul", points, g.const(np.tile([[1, 0], [0, 1]], 5)))          # (K,10)
-        kdist = g.op("Div", g.op("Sub", g.op("Unsqueeze", kps_px, g.const([0], np.int64)),
-                                 g.op("Unsqueeze", anchor10, g.const([1], np.int64))),
-                     g.const(float(stride)))
-        kpses.append(g.op("ReduceSum", g.op("Mul", kdist, weight), g.const([1], np.int64), keepdims=0))
+        score, bbox, kps = _planted_outputs(g, points, zeros, wh, gate, (centers, boxes, kpss), stride)
+        scores.append(score)
+        bboxes.append(bbox)
+        kpses.append(kps)
 
     outputs = []
     for kind, tensors, width_ in (("score", scores, 1), ("bbox", bboxes, 4), ("kps", kpses, 10)):

@@ -116,6 +116,43 @@ def _people_lines(row: dict) -> list[str]:
     return lines
 
 
+def _plots(scores: pl.DataFrame, summary: dict) -> list[str]:
+    """The histograms: FaceSim of each backend, pose and lighting errors."""
+    plots = []
+    for col in ("facesim_arcface", "facesim_dlib"):
+        if col in scores.columns:
+            m = summary["metrics"].get(col, {})
+            lo, hi = (-1.0, 1.0) if col == "facesim_arcface" else (-0.2, 1.0)
+            plots.append(svg_histogram(scores[col].to_list(), f"{col} (detected faces)", lo, hi,
+                                       left_out=("no face", m.get("n_no_face", 0))))
+    for col, title in (("pose_error_deg", "pose error (deg)"), ("light_error", "lighting error")):
+        if col in scores.columns:
+            plots.append(svg_histogram(scores[col].to_list(), title, lo=0.0))
+    if not plots:
+        plots.append("<p>No per-image identity or consistency scores to plot.</p>")
+    return plots
+
+
+def _sections(ordered: list[list[dict]], uri) -> list[str]:
+    """One section per manifest id: its references (and targets), condition and outputs."""
+    sections = []
+    for g in ordered:
+        first = g[0]
+        references = split_paths(first["reference"]) if first.get("layout") else [first["reference"]]
+        cells = [_figure(uri(path), f"reference[{k + 1}]" if len(references) > 1 else "reference", "ref")
+                 for k, path in enumerate(references)]
+        if first.get("target"):  # the pose and lighting this row asked for (one per person)
+            targets = split_paths(first["target"]) if first.get("layout") else [first["target"]]
+            cells += [_figure(uri(path), f"target[{k + 1}]" if len(targets) > 1 else "target", "target")
+                      for k, path in enumerate(targets) if path]
+        cells.append(_figure(uri(first.get("condition")), "condition", "cond"))
+        cells += [_figure(uri(r["image"]), _scores_caption(r), f"out {r['status']}") for r in g]
+        prompt = html.escape(first.get("prompt") or "")
+        sections.append(f"<section><h3>{html.escape(str(first['id']))}</h3><p class='prompt'>{prompt}</p>"
+                        f"<div class='row'>{''.join(cells)}</div></section>")
+    return sections
+
+
 def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
     """The whole page as a string. `decoded` maps image paths to arrays (or errors) already read."""
     primary = _primary_facesim(scores)
@@ -142,18 +179,7 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
         g.sort(key=lambda r: _severity(r, primary))
     ordered = sorted(groups.values(), key=lambda g: _severity(g[0], primary))
 
-    plots = []
-    for col in ("facesim_arcface", "facesim_dlib"):
-        if col in scores.columns:
-            m = summary["metrics"].get(col, {})
-            lo, hi = (-1.0, 1.0) if col == "facesim_arcface" else (-0.2, 1.0)
-            plots.append(svg_histogram(scores[col].to_list(), f"{col} (detected faces)", lo, hi,
-                                       left_out=("no face", m.get("n_no_face", 0))))
-    for col, title in (("pose_error_deg", "pose error (deg)"), ("light_error", "lighting error")):
-        if col in scores.columns:
-            plots.append(svg_histogram(scores[col].to_list(), title, lo=0.0))
-    if not plots:
-        plots.append("<p>No per-image identity or consistency scores to plot.</p>")
+    plots = _plots(scores, summary)
 
     table = "".join(f"<tr class='{'na' if v == 'unavailable' else ''}'><td>{html.escape(a)}</td>"
                     f"<td>{html.escape(v)}</td><td>{html.escape(n)}</td><td>{html.escape(note)}</td></tr>"
@@ -165,21 +191,7 @@ def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
                  f"expression or light; errors are against what was asked.</p>{grids_html(grids, uri, THUMB // 2)}"
                  if grids else "")
 
-    sections = []
-    for g in ordered:
-        first = g[0]
-        references = split_paths(first["reference"]) if first.get("layout") else [first["reference"]]
-        cells = [_figure(uri(path), f"reference[{k + 1}]" if len(references) > 1 else "reference", "ref")
-                 for k, path in enumerate(references)]
-        if first.get("target"):  # the pose and lighting this row asked for (one per person)
-            targets = split_paths(first["target"]) if first.get("layout") else [first["target"]]
-            cells += [_figure(uri(path), f"target[{k + 1}]" if len(targets) > 1 else "target", "target")
-                      for k, path in enumerate(targets) if path]
-        cells.append(_figure(uri(first.get("condition")), "condition", "cond"))
-        cells += [_figure(uri(r["image"]), _scores_caption(r), f"out {r['status']}") for r in g]
-        prompt = html.escape(first.get("prompt") or "")
-        sections.append(f"<section><h3>{html.escape(str(first['id']))}</h3><p class='prompt'>{prompt}</p>"
-                        f"<div class='row'>{''.join(cells)}</div></section>")
+    sections = _sections(ordered, uri)
 
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fmu score report</title>

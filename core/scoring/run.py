@@ -362,6 +362,19 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
             n_requested += 1
         pose[i], light[i] = scorer.errors(out, src)
     # several people: each person's box of the output against their own source (people.py)
+    people_no_fit, people_requested = _people_consistency(rows, several, scorer, opts, task)
+    n_no_fit += people_no_fit
+    n_requested += people_requested
+    return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light), "n": sum(v is not None for v in pose),
+            "n_no_fit": n_no_fit, "n_against_request": n_requested,
+            "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
+
+
+def _people_consistency(rows: _Rows, several: list[int], scorer, opts: ScoreOptions, task) -> tuple[int, int]:
+    """Rows of several people: each person's box of the output against their own source
+    (people.py); fills the rows' pose / light columns. (rows without a fit, rows against a request)"""
+    n_no_fit = n_requested = 0
+    pose, light = rows.column("pose_error_deg"), rows.column("light_error")
     if several:
         per_pose, per_light = rows.column("people_pose_error_deg"), rows.column("people_light_error")
     people_targets = _decode_all(sorted({p for i in several for p in split_paths(rows.df["target_path"][i]) if p}),
@@ -392,9 +405,7 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
         if problems:
             n_no_fit += 1
             rows.errors[i].append("; ".join(problems))
-    return {"pose_rmse_deg": rmse(pose), "light_rmse": rmse(light), "n": sum(v is not None for v in pose),
-            "n_no_fit": n_no_fit, "n_against_request": n_requested,
-            "model": f"core.shading ({scorer.reconstructor} reconstruction, SH fit)"}
+    return n_no_fit, n_requested
 
 
 def _null_progress(label, total):
