@@ -17,7 +17,7 @@ import numpy as np
 from fmu.core.errors import UsageError, first_line
 from fmu.core.faces import embedding_width
 from fmu.core.model.parts import AdapterWidths, adapter_widths, check_widths, image_encoder_width, unet_config_of
-from fmu.core.model.presets import ensure_preset
+from fmu.core.model.spec import resolve_model
 
 from .config import TrainConfig
 from .data import read_training_manifest
@@ -25,12 +25,8 @@ from .data import read_training_manifest
 
 def model_sources(cfg: TrainConfig) -> tuple[str | Path, Path | None]:
     """(base, the adapter training starts from: None for a fresh one), as `build_model` loads them."""
-    if cfg.base_model:
-        return cfg.base_model, cfg.init_adapter
-    if cfg.preset:
-        base, preset_adapter = ensure_preset(cfg.preset)
-        return base, cfg.init_adapter or preset_adapter
-    raise UsageError("give --preset or --base-model")
+    spec = resolve_model(cfg.preset, cfg.base_model, cfg.init_adapter, adapter_flag=None)
+    return spec.base, spec.adapter
 
 
 def check_training(cfg: TrainConfig, manifest: Path) -> None:

@@ -17,20 +17,15 @@ import torch
 from fmu.core.errors import UsageError
 from fmu.core.model import lora as L
 from fmu.core.model.facemakeup import FaceMakeUp
-from fmu.core.model.presets import ensure_preset
+from fmu.core.model.spec import resolve_model
 
 from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> FaceMakeUp:
     """FaceMakeUp to train: from an adapter checkpoint (the preset's by default) or fresh."""
-    if cfg.base_model:
-        base, init = cfg.base_model, cfg.init_adapter
-    elif cfg.preset:
-        base, preset_adapter = ensure_preset(cfg.preset)
-        init = cfg.init_adapter or preset_adapter
-    else:
-        raise UsageError("give --preset or --base-model")
+    spec = resolve_model(cfg.preset, cfg.base_model, cfg.init_adapter, adapter_flag=None)
+    base, init = spec.base, spec.adapter
     if init is not None:
         model = FaceMakeUp.from_pretrained(base, init, device=str(device), image_encoder=cfg.image_encoder,
                                            fresh_shading=True)

@@ -23,6 +23,7 @@ from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
 from ..model.lora import check_lora_adapter
 from ..model.settings import Settings, with_prefix
+from ..model.spec import ModelSpec, resolve_model
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json, write_run_json
 from ..shading.render import BACKENDS
@@ -53,22 +54,7 @@ class RunSummary:
         return 0 if self.failed == 0 else 1
 
 
-def _resolve_model(cfg: GenerateConfig):
-    if cfg.base_model:
-        if cfg.adapter is None:
-            raise UsageError("--base-model needs --adapter (an fmu adapter checkpoint)")
-        return cfg.base_model, cfg.adapter, 512, {"base_model": cfg.base_model}
-    if cfg.preset is None:
-        raise UsageError("give --preset or --base-model with --adapter")
-    # deferred: imports torch; the options are checked before any model library loads
-    from ..model.presets import SPECS, ensure_preset
-
-    base, adapter = ensure_preset(cfg.preset)
-    version, size = SPECS[cfg.preset][:2]
-    return base, cfg.adapter or adapter, size, {"preset": version}
-
-
-def _make_worker(cfg: GenerateConfig, model_spec: tuple, device: str):
+def _make_worker(cfg: GenerateConfig, model_spec: ModelSpec, device: str):
     from .worker import Worker  # deferred: torch + diffusers load only once every option has passed its check
 
     return Worker(cfg, device, model_spec)
@@ -105,11 +91,7 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
 def _check_lora(cfg: GenerateConfig, log) -> None:
     """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
     before anything runs, not a failed worker or silently different images."""
-    from ..model.presets import ensure_preset  # deferred: imports torch; option errors come first, fast
-
-    adapter = cfg.adapter
-    if adapter is None and cfg.preset and not cfg.base_model:
-        adapter = ensure_preset(cfg.preset)[1]
+    adapter = resolve_model(cfg.preset, cfg.base_model, cfg.adapter).adapter
     warning = check_lora_adapter(Path(cfg.lora), adapter, force=cfg.force_lora)
     if warning and log is not None:
         log(warning)
@@ -166,10 +148,9 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     devices = parse_devices(cfg.device)
     check_devices(cfg, devices)
     check_renderer(cfg)
-    model_spec = _resolve_model(cfg)
-    base, adapter = model_spec[:2]
-    check_model_files(cfg, base, adapter)
-    tokenizer = load_tokenizer(cfg.base_config or base)
+    model_spec = resolve_model(cfg.preset, cfg.base_model, cfg.adapter)
+    check_model_files(cfg, model_spec.base, model_spec.adapter)
+    tokenizer = load_tokenizer(cfg.base_config or model_spec.base)
     return CheckedRun(cfg=cfg, manifest=manifest, model_spec=model_spec, devices=devices, tokenizer=tokenizer)
 
 
@@ -200,7 +181,8 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
     cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
     out = Path(cfg.out)
     devices = ranks.local_devices(cfg.device, checked.devices)
-    base, adapter_path, default_size, model_identity = model_spec
+    base, adapter_path, default_size, model_identity = (model_spec.base, model_spec.adapter, model_spec.size,
+                                                        model_spec.identity)
     # the limit applies to what the text encoder sees: the prompt with its prefix
     validation = validate(df, Path(cfg.manifest).parent,
                           count_tokens=lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),

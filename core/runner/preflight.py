@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UsageError, first_line
 from ..faces import embedding_width
+from ..model.spec import ModelSpec
 from ..shading.render import resolve_backend
 from .config import GenerateConfig
 
@@ -26,7 +27,7 @@ class CheckedRun:
 
     cfg: GenerateConfig
     manifest: object       # the manifest as read (polars DataFrame), before validation
-    model_spec: tuple      # (base, adapter, default image size, model identity for run.json)
+    model_spec: ModelSpec  # base, adapter, default image size, model identity for run.json
     devices: list[str]
     tokenizer: object
 

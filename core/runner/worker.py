@@ -45,8 +45,8 @@ class Prepared:
 
 
 class Worker:
-    def __init__(self, cfg, device: str, model_spec: tuple):
-        base, adapter, _, _ = model_spec
+    def __init__(self, cfg, device: str, model_spec):
+        base, adapter = model_spec.base, model_spec.adapter
         if cfg.threads:
             # CPU float results depend on the intra-op thread count (reduction order): pin it to
             # make images bit-identical across process layouts (torchrun sets 1 by default)
