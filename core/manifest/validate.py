@@ -202,6 +202,61 @@ def _check_people(typed: dict, problems: list[Problem], ids: pl.Series) -> pl.Se
     return pl.Series("layout", canonical, dtype=pl.String)
 
 
+def _resolved_paths(typed: dict, problems: list[Problem], ids: pl.Series, base_dir: Path,
+                    check_files: bool) -> dict[str, pl.Series]:
+    """reference, target and expression resolved against `base_dir` (each distinct value checked
+    once); a problem for every row whose value fails."""
+    resolved = {}
+    for column in ("reference", "target", "expression"):
+        values = typed[column]
+        mapping: dict[str, str] = {}
+        failing: dict[str, tuple[str, str]] = {}
+        for value in values.drop_nulls().unique().to_list():
+            if column == "expression" and is_neutral(value):
+                mapping[value] = "neutral"
+                continue
+            if column != "expression" and people.is_several(value):  # several people: each path checked
+                path, failure = people.check_paths(value, column, partial(_check_path, column=column,
+                                                                         base_dir=base_dir, check_files=check_files))
+            else:
+                path, failure = _check_path(value, column, base_dir, check_files)
+            if path is not None:
+                mapping[value] = path
+            if failure is not None:
+                failing[value] = failure
+        resolved[column] = values.replace_strict(mapping, default=None, return_dtype=pl.String)
+        if failing:
+            for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
+                problems.append(Problem(i, ids[i], column, ERROR, *failing[values[i]]))
+    return resolved
+
+
+def _light_problems(lights: pl.Series, add) -> None:
+    """A problem (bad_light, out_of_range) for every row whose light cannot be parsed."""
+    bad_lights: dict[str, LightError] = {}
+    for value in lights.drop_nulls().unique().to_list():
+        try:
+            parse_light(value)
+        except LightError as exc:
+            bad_lights[value] = exc
+    for kind in sorted({exc.kind for exc in bad_lights.values()}):  # bad_light, out_of_range
+        add(lights.is_in([v for v, exc in bad_lights.items() if exc.kind == kind]), "light", kind,
+            lambda i: str(bad_lights[lights[i]]))
+
+
+def _with_unread_rows(df: pl.DataFrame, problems: list[Problem], ids: pl.Series) -> list[Problem]:
+    """A CSV record that could not be read (csv_rows.py): kind: line N: why. Its cells say nothing
+    reliable, so that is its only problem."""
+    if READ_ERROR in df.columns:
+        unread = df[READ_ERROR]
+        rows = set(unread.is_not_null().arg_true().to_list())
+        problems = [p for p in problems if p.row not in rows]
+        for i in sorted(rows):
+            kind, _, message = unread[i].partition(": ")
+            problems.append(Problem(i, ids[i], "", ERROR, kind, message))
+    return problems
+
+
 def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], int] | None = None,
              token_limit: int = 77, check_files: bool = True) -> Validation:
     n = df.height
@@ -258,49 +313,14 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
 
     add(typed["reference"].is_null() & ~bad_cells["reference"], "reference", "missing_reference",
         lambda i: "reference is empty")
-    resolved = {}
-    for column in ("reference", "target", "expression"):
-        values = typed[column]
-        mapping: dict[str, str] = {}
-        failing: dict[str, tuple[str, str]] = {}
-        for value in values.drop_nulls().unique().to_list():
-            if column == "expression" and is_neutral(value):
-                mapping[value] = "neutral"
-                continue
-            if column != "expression" and people.is_several(value):  # several people: each path checked
-                path, failure = people.check_paths(value, column, partial(_check_path, column=column,
-                                                                         base_dir=base_dir, check_files=check_files))
-            else:
-                path, failure = _check_path(value, column, base_dir, check_files)
-            if path is not None:
-                mapping[value] = path
-            if failure is not None:
-                failing[value] = failure
-        resolved[column] = values.replace_strict(mapping, default=None, return_dtype=pl.String)
-        if failing:
-            for i in values.is_in(list(failing)).fill_null(False).arg_true().to_list():
-                problems.append(Problem(i, ids[i], column, ERROR, *failing[values[i]]))
+    resolved = _resolved_paths(typed, problems, ids, base_dir, check_files)
 
     lights = typed["light"]
-    bad_lights: dict[str, LightError] = {}
-    for value in lights.drop_nulls().unique().to_list():
-        try:
-            parse_light(value)
-        except LightError as exc:
-            bad_lights[value] = exc
-    for kind in sorted({exc.kind for exc in bad_lights.values()}):  # bad_light, out_of_range
-        add(lights.is_in([v for v, exc in bad_lights.items() if exc.kind == kind]), "light", kind,
-            lambda i: str(bad_lights[lights[i]]))
+    _light_problems(lights, add)
 
     layouts = _check_people(typed, problems, ids)
 
-    if READ_ERROR in df.columns:  # a CSV record that could not be read (csv_rows.py): kind: line N: why.
-        unread = df[READ_ERROR]     # Its cells say nothing reliable, so that is its only problem.
-        rows = set(unread.is_not_null().arg_true().to_list())
-        problems = [p for p in problems if p.row not in rows]
-        for i in sorted(rows):
-            kind, _, message = unread[i].partition(": ")
-            problems.append(Problem(i, ids[i], "", ERROR, kind, message))
+    problems = _with_unread_rows(df, problems, ids)
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({
