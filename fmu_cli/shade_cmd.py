@@ -107,6 +107,12 @@ def shade(
         save_png(out, result.condition)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    _print_shading(result, image, target, request, out, size)
+
+
+def _print_shading(result, image: Path, target: Path | None, request: ControlRequest, out: Path,
+                   size: int) -> None:
+    """The fitted pose and lighting, what was asked for, and where the PNG went."""
     left, top, side = result.frame
 
     source = f"target {target}" if result.from_target else str(image)
