@@ -304,3 +304,24 @@ def test_generate_lcm_with_a_speed_lora_in_4_steps(speed_loras, tiny_preset, tmp
         ("lcm", str(speed_loras["kohya"]), 0.9)
     bad = CliRunner().invoke(app, ["generate", str(manifest), "--out", str(tmp_path / "x"), "--eta", "2"])
     assert bad.exit_code == 2 and "--eta 2.0: must be within [0, 1]" in bad.output
+
+
+def test_feature_calls_on_a_loaded_model_give_the_images_of_the_loading_keywords(speed_loras, tiny_preset):
+    """diffusers' pattern: set_scheduler, load_speed_lora and enable_vae_tiling on a plainly loaded
+    model make the same images as from_pretrained's keywords (which are those calls)."""
+    keywords = FaceMakeUp.from_pretrained(*tiny_preset, scheduler="lcm", speed_lora=speed_loras["kohya"],
+                                          speed_lora_scale=0.7, vae_tiling=True)
+    calls = FaceMakeUp.from_pretrained(*tiny_preset)
+    calls.set_scheduler("lcm")
+    calls.load_speed_lora(speed_loras["kohya"], 0.7)
+    calls.enable_vae_tiling()
+    assert type(calls.pipe.scheduler).__name__ == type(keywords.pipe.scheduler).__name__ == "LCMScheduler"
+    assert calls.pipe.vae.use_tiling and keywords.pipe.vae.use_tiling
+    assert calls.lora_scales == keywords.lora_scales == {L.SPEED_ADAPTER: 0.7}
+    reqs, settings = _requests(), Settings(steps=4, guidance_scale=1.5, width=SIZE, height=SIZE)
+    made = calls.generate(reqs, settings)
+    assert all(np.array_equal(a, b) for a, b in zip(made, keywords.generate(reqs, settings), strict=True))
+    plain = FaceMakeUp.from_pretrained(*tiny_preset, scheduler="lcm").generate(reqs, settings)
+    assert any(not np.array_equal(a, b) for a, b in zip(made, plain))  # the LoRA the calls loaded acts
+    with pytest.raises(UsageError, match="offload"):  # the CPU has nothing to offload to
+        calls.enable_model_cpu_offload()

@@ -7,9 +7,11 @@ ShadingNet), loaded and saved the diffusers way.
   reads back to identical tensors.
 - `from_pipe(pipe, cfg)` / `from_base(base, ...)`: a fresh, untrained adapter on base components
   (training from scratch, the presets).
-- `load_lora_weights` / `save_lora_weights`: finetune LoRA files (lora.py); `speed_lora=` of
-  `from_pretrained`: a few-step LoRA (few_step.py). `lora_weights` says which weight each LoRA has
-  in a batch.
+- `load_lora_weights` / `save_lora_weights`: finetune LoRA files (lora.py). `lora_weights` says
+  which weight each LoRA has in a batch.
+- Features as calls, diffusers' pattern: `set_scheduler`, `enable_vae_slicing`, `enable_vae_tiling`,
+  `load_speed_lora` (a few-step LoRA, few_step.py), `set_vae_decoder`, `enable_model_cpu_offload`,
+  `compile`. `from_pretrained`'s keywords of the same names are these calls, made in loading order.
 
 Besides, the forward pieces the sampling loop (pipeline.py) and the trainer share: the identity
 inputs of the UNet, the 4 ID tokens, one ε prediction with the ShadingNet's residuals.
@@ -31,9 +33,15 @@ from . import adapter as A
 from . import few_step, pipeline
 from . import lora as L
 from .convert import load_adapter_any
-from .load import load_base
+from .load import load_base, make_scheduler
 from .pipeline import Request, Timings
 from .settings import Settings
+
+
+def _check_offload_device(device: torch.device) -> None:
+    if device.type == "cpu":
+        raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or "
+                         f"mps device, not {device}")
 
 
 @dataclass
@@ -76,15 +84,13 @@ class FaceMakeUp:
         few-step LoRA (LCM / TCD / Hyper-SD), adapter `fmu_speed` with weight `speed_lora_scale`;
         `vae_decoder`: `tiny:<folder or hub id>`, an AutoencoderTiny that decodes instead of the VAE."""
         dev = torch.device(device)
-        if offload and dev.type == "cpu":
-            raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or "
-                             f"mps device, not {device}")
+        if offload:
+            _check_offload_device(dev)
         if adapter is None:
             raise UsageError("an adapter checkpoint is required (--adapter)")
         decoder_source = few_step.parse_decoder(vae_decoder)  # a bad spelling fails before any loading
         pipe = load_base(base, dev, dtype, offline, image_encoder, vae=vae, scheduler=scheduler,
-                         base_config=base_config, vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-                         move=not offload, vae_dtype=vae_dtype)
+                         base_config=base_config, move=not offload, vae_dtype=vae_dtype)
         unet = pipe.unet
         try:
             tensors, meta = load_adapter_any(Path(adapter), dict(unet.config), lora)
@@ -103,35 +109,29 @@ class FaceMakeUp:
             A.load_adapter_state(unet, tensors)
         except RuntimeError as exc:
             raise UsageError(f"adapter {adapter} does not fit base model {base}: {first_line(exc, None)}") from None
-        lora_scales = {}
+        digest = file_digest(adapter) if Path(adapter).is_file() else None
+        model = cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, adapter_sha256=digest)
+        # the keywords are the feature calls below, in the order loading needs (LoRAs before the
+        # move to the device, the move before a compile)
+        if vae_slicing:
+            model.enable_vae_slicing()
+        if vae_tiling:
+            model.enable_vae_tiling()
         if speed_lora is not None:
-            few_step.load_speed_lora(pipe, speed_lora, offline)
-            lora_scales[L.SPEED_ADAPTER] = float(speed_lora_scale)
-            pipe.text_encoder.to(dtype=dtype)  # peft keeps a new adapter in fp32 under a half-precision model
+            model.load_speed_lora(speed_lora, speed_lora_scale, offline=offline)
         unet.to(dtype=dtype).eval()
         if shading_net is not None:
             shading_net.to(dtype=dtype).eval()
         if offload:
-            from accelerate import cpu_offload_with_hook  # deferred: only offloading runs need it
-
-            pipe.enable_model_cpu_offload(device=dev)
-            if shading_net is not None:
-                cpu_offload_with_hook(shading_net, dev)
+            model.enable_model_cpu_offload()
         else:
             unet.to(dev)
             if shading_net is not None:
                 shading_net.to(dev)
-        decoder = None
         if decoder_source is not None:
-            decoder = few_step.load_tiny_decoder(vae_decoder, unet.config.out_channels,
-                                                 vae_dtype or dtype, dev, offline)
+            model.set_vae_decoder(vae_decoder, dtype=vae_dtype or dtype, offline=offline)
         if compile:
-            unet.compile()
-            if shading_net is not None:
-                shading_net.compile()
-        digest = file_digest(adapter) if Path(adapter).is_file() else None
-        model = cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, decoder=decoder,
-                    adapter_sha256=digest, lora_scales=lora_scales)
+            model.compile()
         model.set_lora_weights(model.lora_weights(identity_on=True))
         return model
 
@@ -184,6 +184,54 @@ class FaceMakeUp:
         if self.adapter_sha256 is not None:
             meta[L.ADAPTER_KEY] = self.adapter_sha256
         L.write_lora_file(Path(path), self.unet, adapter_name, meta)
+
+    # ------------------------------------------------------------------ features (diffusers' pattern)
+
+    def set_scheduler(self, name: str) -> None:
+        """The sampler by fmu's name (ddim, ddim-trailing, euler, dpm++, lcm, tcd), on the current
+        scheduler's noise schedule."""
+        self.pipe.scheduler = make_scheduler(name, self.pipe.scheduler.config)
+
+    def enable_vae_slicing(self) -> None:
+        """Decode a batch one image at a time (less memory, same images)."""
+        self.pipe.vae.enable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode large images in overlapping tiles (less memory at 1024² and up)."""
+        self.pipe.vae.enable_tiling()
+
+    def load_speed_lora(self, source: str | Path, scale: float = 1.0, *, offline: bool = True) -> None:
+        """A few-step LoRA (LCM / TCD / Hyper-SD: file, folder or hub id in the cache) as adapter
+        `fmu_speed` with weight `scale`; pair it with its sampler (`set_scheduler("lcm")`, ...).
+        Call it before `enable_model_cpu_offload`."""
+        few_step.load_speed_lora(self.pipe, source, offline)
+        self.lora_scales[L.SPEED_ADAPTER] = float(scale)
+        # peft keeps a new adapter in fp32 under a half-precision model
+        self.pipe.text_encoder.to(dtype=self.dtype)
+        self.unet.to(dtype=self.dtype)
+        self.set_lora_weights(self.lora_weights(identity_on=True))
+
+    def enable_model_cpu_offload(self) -> None:
+        """diffusers' model CPU offload: accelerate hooks move each model to the accelerator when it
+        runs; the ShadingNet gets its own hook and stays there once used."""
+        from accelerate import cpu_offload_with_hook  # deferred: only offloading runs need it
+
+        _check_offload_device(self.device)
+        self.pipe.enable_model_cpu_offload(device=self.device)
+        if self.shading_net is not None:
+            cpu_offload_with_hook(self.shading_net, self.device)
+
+    def set_vae_decoder(self, spec: str | None, *, dtype: torch.dtype | None = None, offline: bool = True) -> None:
+        """`tiny:<folder or hub id>`: an AutoencoderTiny (TAESD) decodes instead of the VAE (in
+        `dtype`, default the VAE's); None: the VAE again."""
+        self.decoder = None if spec is None else few_step.load_tiny_decoder(
+            spec, self.unet.config.out_channels, dtype or self.pipe.vae.dtype, self.device, offline)
+
+    def compile(self) -> None:
+        """`torch.compile` of the UNet and the ShadingNet, in place."""
+        self.unet.compile()
+        if self.shading_net is not None:
+            self.shading_net.compile()
 
     # ------------------------------------------------------------------ forward pieces
 
