@@ -177,7 +177,7 @@ def train(
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
     Example:  fmu train --data data/ --out runs/t --preset tiny --max-steps 30 --batch-size 2
-    Several processes:  torchrun --nproc_per_node 2 -m fmu.train_entry train --data data/ --out runs/t
+    Several processes:  torchrun --nproc_per_node 2 -m fmu train --data data/ --out runs/t
     Continue a run:  the same command with --resume latest.
     Writes OUT/adapter.safetensors (use with `fmu generate --adapter`).
     """

@@ -1,7 +1,7 @@
-"""Module entry point for launchers that start one process per device:
+"""The training commands alone, kept for launch scripts written before `python -m fmu` (use that,
+fmu_cli/__main__.py: `torchrun --nproc_per_node 2 -m fmu train --data data/ --out runs/t`):
 
     torchrun --nproc_per_node 2 -m fmu.train_entry train --data data/ --out runs/t
-    accelerate launch --multi_gpu --num_processes 2 -m fmu.train_entry train ...
 
 (`accelerate launch --cpu --num_processes 2` starts one process only.)
 """

@@ -146,3 +146,15 @@ def test_devices_is_one_flag_name_in_every_command():
             if "device" in param.name:
                 named[name] = param.opts
     assert named == {"generate": ["--devices"], "score": ["--devices"], "doctor": ["--devices"]}
+
+
+def test_python_dash_m_fmu_is_the_one_entry_point_for_every_command():
+    """`python -m fmu generate|train ...` (what `torchrun -m fmu ...` runs): the fmu command itself."""
+    for command in ("generate", "train"):
+        proc = subprocess.run([sys.executable, "-m", "fmu", command, "--help"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, proc.stderr
+        assert f"-m fmu {command} [OPTIONS]" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "fmu", "no-such-command"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2
