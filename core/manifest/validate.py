@@ -95,13 +95,8 @@ def rows_from_table(table: pl.DataFrame) -> list[Row]:
                         negative_prompt=r["negative_prompt"], seed=r["seed"], num_images=r["num_images"],
                         target=Path(r["target"]) if r["target"] else None,
                         overrides={k: r[k] for k in OVERRIDES if r[k] is not None},
-                        controls=control_request(r), layout=r["layout"]))
+                        controls=ControlRequest.from_record(r), layout=r["layout"]))
     return rows
-
-
-def control_request(record: dict) -> ControlRequest:
-    """The controls of a usable-rows table record (a missing column: not asked for)."""
-    return ControlRequest(**{c: record.get(c) for c in CONTROLS})
 
 
 def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import polars as pl
 
-from ..manifest.validate import Row, control_request
+from ..manifest.validate import Row
 from ..model.settings import Settings
+from ..shading.controls import ControlRequest
 
 SETTING_COLUMNS = ["steps", "guidance_scale", "id_scale", "width", "height"]
 # a batch shares its settings and its layout (rows of several people: one set of identity masks)
@@ -87,7 +88,7 @@ def jobs_from_frame(frame: pl.DataFrame, defaults: Settings) -> list[Job]:
     for r in frame.iter_rows(named=True):
         row = Row(index=r["row"], id=r["id"], reference=Path(r["reference"]), prompt=r["prompt"],
                   negative_prompt=r["negative_prompt"], num_images=r["num_images"],
-                  target=Path(r["target"]) if r["target"] else None, controls=control_request(r),
+                  target=Path(r["target"]) if r["target"] else None, controls=ControlRequest.from_record(r),
                   layout=r.get("layout"))
         settings = replace(defaults, **{c: r[c] for c in SETTING_COLUMNS})
         jobs.append(Job(row, r["k"], r["seed"], settings))

@@ -352,7 +352,7 @@ def _score_consistency(rows: _Rows, opts: ScoreOptions, progress) -> dict:
             rows.errors[i].append("; ".join(f"pose/light {who}: {f.reason}" for who, f in bad))
             continue
         # asked-for pose or light: the output is compared with the request, not with the photo
-        request = ControlRequest(**{c: rows.df[c][i] for c in CONTROL_COLUMNS if c in rows.df.columns})
+        request = ControlRequest.from_record(rows.df.row(i, named=True))
         if not request.empty:
             try:
                 src = requested_fit(src, request)
@@ -391,7 +391,7 @@ def _people_consistency(rows: _Rows, several: list[int], scorer, opts: ScoreOpti
         boxes = parse_layout(rows.df["layout"][i], len(refs))
         # each person's frame as generate recorded it (none: centre squares, as for paired images)
         frames = rows.df["people_frames"][i] if "people_frames" in rows.df.columns else None
-        request = ControlRequest(**{c: rows.df[c][i] for c in CONTROL_COLUMNS if c in rows.df.columns})
+        request = ControlRequest.from_record(rows.df.row(i, named=True))
         try:  # every person is rendered with the row's pose / light request: compared with it
             per_pose[i], per_light[i], problems = people.output_consistency(
                 scorer, sources, frames.to_list() if frames is not None else None, boxes, rows.out[i],

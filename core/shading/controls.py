@@ -42,6 +42,12 @@ class ControlRequest:
     expression: str | None = None   # path of an image whose expression to use, or "neutral"
     light: str | None = None        # a light text (light_presets.py)
 
+    @classmethod
+    def from_record(cls, record) -> ControlRequest:
+        """The controls of a table row (a mapping: manifest row, results or scores record); a
+        missing column is not asked for. The one place a row becomes a request."""
+        return cls(**{c: record.get(c) for c in CONTROL_COLUMNS})
+
     @property
     def empty(self) -> bool:
         return all(getattr(self, c) is None for c in CONTROL_COLUMNS)
