@@ -317,3 +317,20 @@ def test_training_set_refuses_explicit_tokens_past_the_caption(tmp_path, photos,
     df.with_columns(pl.Series("masks", masks, dtype=df.schema["masks"])).write_parquet(summary.manifest)
     with pytest.raises(ValueError, match=r"^token_indices \[500\] outside 0\.\.76 \(the 77-token caption\)$"):
         TrainingSet(summary.manifest, tokenizer, 64)[0]
+
+
+def test_a_training_manifest_is_read_as_generation_manifests_are(tmp_path):
+    """core/manifest's reader: the separator is sniffed, and a record that cannot be read fails its
+    own row (with the reader's reason) instead of the whole file."""
+    from pathlib import Path
+
+    from fmu.training.prepare import source_rows
+
+    manifest = tmp_path / "train.csv"
+    manifest.write_bytes(b"image;caption\na.png;a photo\nb.png;one;too many\nc.png;caf\xe9\nd.png;last\n")
+    rows = source_rows(manifest)
+    assert [Path(r["image"]).name for r in rows[:2]] == ["a.png", "b.png"] and len(rows) == 4
+    assert rows[0]["caption"] == "a photo" and rows[0]["problem"] is None and rows[3]["problem"] is None
+    kind, why = rows[1]["problem"]
+    assert kind == "malformed_row" and "line 3" in why
+    assert rows[2]["problem"][0] == "not_utf8" and "line 4" in rows[2]["problem"][1]

@@ -24,6 +24,7 @@ from fmu.core.errors import UsageError
 from fmu.core.faces.cache import read_entry
 from fmu.core.faces.crops import wide_crop
 from fmu.core.images import load_rgb, to_square
+from fmu.core.manifest import read_table
 from fmu.core.shading import load_shading
 
 MAX_TOKENS = 77  # CLIP's caption length (SD1.5 and the presets): explicit token_indices stay below it
@@ -155,16 +156,10 @@ def _is_int(value, minimum: int) -> bool:
 
 
 def read_training_manifest(path: Path) -> pl.DataFrame:
-    """`image`, `caption` (optional), `masks` (optional) from CSV or Parquet; masks normalised
-    to the list-of-struct column whatever the input format."""
+    """`image`, `caption` (optional), `masks` (optional) from CSV or Parquet, read as generation
+    manifests are (core/manifest: separator sniffed, unreadable records as rows with a reason)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"training manifest not found: {path}")
-    try:
-        df = pl.read_parquet(path) if path.suffix.lower() == ".parquet" else \
-            pl.read_csv(path, infer_schema=False)
-    except Exception as exc:  # noqa: BLE001  polars raises several types for malformed files
-        raise UsageError(f"cannot read training manifest {path}: {exc}".splitlines()[0]) from None
+    df = read_table(path, "training manifest")  # a record it cannot read: a row with a READ_ERROR cell
     if "image" not in df.columns:
         raise UsageError(f"training manifest {path.name} needs an 'image' column (has {df.columns})")
     return df

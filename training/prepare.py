@@ -30,6 +30,7 @@ from fmu.core.errors import ImageError, RowError, UsageError, first_line
 from fmu.core.faces import embedding_width, get_backend
 from fmu.core.faces.cache import FaceCache
 from fmu.core.images import load_rgb
+from fmu.core.manifest.schema import READ_ERROR
 from fmu.core.out_lock import locked_output, remove_stale_temp_files
 from fmu.core.regions import get_parser
 from fmu.core.run_record import write_run_record
@@ -112,7 +113,9 @@ def source_rows(source: Path) -> list[dict]:
                      "image": str(image if image.is_absolute() else root / image),
                      "caption": row.get("caption") or DEFAULT_CAPTION,
                      "caption_source": "manifest" if row.get("caption") else "default",
-                     "masks": row.get("masks"), "root": str(root)})
+                     "masks": row.get("masks"), "root": str(root),
+                     # a record the CSV reader could not read ("kind: line N: what") fails its row only
+                     "problem": (row[READ_ERROR].split(":", 1)[0], row[READ_ERROR]) if row.get(READ_ERROR) else None})
     return rows
 
 

@@ -23,28 +23,35 @@ from .schema import COLUMNS, READ_ERROR, REQUIRED
 
 def read_manifest(path: Path, required: tuple[str, ...] = REQUIRED) -> pl.DataFrame:
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"manifest {path} is a folder; give the CSV or Parquet file in it")
-    if not path.is_file():
-        raise UsageError(f"manifest not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            df = pl.read_parquet(path)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            df = _read_csv(path)
-        else:
-            raise UsageError(f"manifest must be .csv, .tsv or .parquet, got {path.name}")
-    except UsageError:
-        raise
-    except Exception as exc:  # noqa: BLE001  polars raises several exception types for malformed files
-        raise UsageError(f"cannot read manifest {path}: {exc}".splitlines()[0]) from None
+    df = read_table(path)
     df = df.rename(_known_names(df.columns, path.name))
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise UsageError(f"manifest {path.name} lacks required column(s): {', '.join(missing)}"
                          f" (has: {', '.join(c for c in df.columns if c != READ_ERROR) or 'none'})")
     return df
+
+
+def read_table(path: Path, what: str = "manifest") -> pl.DataFrame:
+    """A CSV (separator sniffed, text cells, unreadable records as `READ_ERROR` rows) or Parquet
+    file, as read; the one reader of every manifest kind (`what` names it in errors: generation,
+    training)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a folder; give the CSV or Parquet file in it")
+    if not path.is_file():
+        raise UsageError(f"{what} not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+        if suffix in (".csv", ".tsv", ".txt"):
+            return _read_csv(path)
+        raise UsageError(f"{what} must be .csv, .tsv or .parquet, got {path.name}")
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001  polars raises several exception types for malformed files
+        raise UsageError(f"cannot read {what} {path}: {exc}".splitlines()[0]) from None
 
 
 def _known_names(columns: list[str], name: str) -> dict[str, str]:
