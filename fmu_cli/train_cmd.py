@@ -26,7 +26,7 @@ from .console import console, err, progress_bar, shown
 def prepare(
     source: Path = typer.Argument(..., help="A folder of images (captions from name.txt) or a training "
                                   "manifest (CSV/Parquet: image, caption, masks; see manifests/training.md)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, results.parquet, cache/.",
+    out: Path = typer.Option(..., "--out", "-o", help="Data folder: train.parquet, report.parquet, cache/.",
                              rich_help_panel=P.OUTPUT),
     face_backend: FaceBackend = typer.Option("dlib", help="dlib (the tiny preset's, 128-d) or insightface "
                                              "(ArcFace 512-d).", rich_help_panel=P.FACES),
@@ -49,7 +49,7 @@ def prepare(
     """Analyse faces, render shading and mask the caption's face regions; write DATA/train.parquet.
 
     Example:  fmu prepare my_photos/ --out data/ --resolution 64
-    Rows without a usable face (or unreadable images) are listed in DATA/results.parquet
+    Rows without a usable face (or unreadable images) are listed in DATA/report.parquet
     and left out; it also lists each row's phrases and why a phrase has no mask. DATA/preview.html
     shows the masks. Re-running resumes: analyses, captions and masks are cached by image content.
     Exit code: 0 all rows usable, 1 some rows excluded, 2 usage error.
@@ -67,7 +67,7 @@ def prepare(
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")
     if summary.phrases:
         console.print(f"{summary.phrases_masked} of {summary.phrases} caption phrases masked "
-                      f"(the others' reasons: results.parquet) -> {summary.manifest.parent / 'preview.html'}")
+                      f"(the others' reasons: report.parquet) -> {summary.manifest.parent / 'preview.html'}")
     if summary.failed:
         import polars as pl  # deferred: heavy (polars); keeps the CLI start fast
 

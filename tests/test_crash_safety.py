@@ -272,7 +272,7 @@ def test_prepare_killed_resumes_from_its_cache(prepared, train_images):
     stems = sorted(p.stem for p in train_images.glob("*.png"))
     train = pl.read_parquet(data / "train.parquet")
     assert sorted(train["id"]) == stems and train["id"].is_unique().all()
-    report = pl.read_parquet(data / "results.parquet")
+    report = pl.read_parquet(data / "report.parquet")
     assert report.height == len(stems) and set(report["status"]) == {"ok"}
     # exactly one face analysis and one shading condition per image; the ones cached before the
     # kill were reused as they were

@@ -232,7 +232,7 @@ def test_prepare_survives_symlink_loops_and_dangling_links(prepared, tmp_path):
     (folder / "up.png").symlink_to("..")  # a folder link: never walked
     result = invoke("prepare", folder, "--out", tmp_path / "data", "--resolution", "64", "--masks", "given")
     assert result.exit_code == 1, result.output
-    report = pl.read_parquet(tmp_path / "data" / "results.parquet").sort("id")
+    report = pl.read_parquet(tmp_path / "data" / "report.parquet").sort("id")
     reasons = dict(zip(report["id"], report["reason"]))
     assert reasons["hanks"] is None
     assert reasons["a"] == "not_a_file: a.png is a symlink loop"

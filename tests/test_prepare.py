@@ -108,7 +108,7 @@ def test_prepare_folder_reports_bad_rows_and_csv_parquet_agree(tmp_path, photos,
     (folder / "broken.jpg").write_bytes(photos["t1.jpg"].read_bytes()[:2000])   # truncated
     summary = run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", resolution=64))
     assert (summary.total, summary.ok, summary.failed) == (4, 2, 2)
-    assert summary.report == tmp_path / "data" / "results.parquet"
+    assert summary.report == tmp_path / "data" / "report.parquet"
     report = pl.read_parquet(summary.report).sort("id")
     status = dict(zip(report["id"], report["status"]))
     info = json.loads((tmp_path / "data" / "run.json").read_text())

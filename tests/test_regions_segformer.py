@@ -174,7 +174,7 @@ def test_prepare_with_a_segformer_folder(copies, tmp_path, photos):
                              "--parser", f"segformer:{folder}"])
     assert ok.exit_code == 0, ok.output
     assert "caption phrases masked" in ok.output and "preview.html" in ok.output
-    report = pl.read_parquet(tmp_path / "d" / "results.parquet").row(0, named=True)
+    report = pl.read_parquet(tmp_path / "d" / "report.parquet").row(0, named=True)
     assert report["phrases"] == ["short hair", "orange suit", "hat"]
     assert set(report["phrases_masked"]) | {u["phrase"] for u in report["phrases_unmasked"]} == set(report["phrases"])
     train = pl.read_parquet(tmp_path / "d" / "train.parquet")["masks"][0].to_list()

@@ -8,8 +8,8 @@ the `masks` column `fmu train` reads. Every image is decoded, its most confident
 (embedding, crop, box) and its shading condition rendered; both land in `DATA/cache` under the
 image's content hash, so `fmu train` reads them without a detector.
 Rows that fail (corrupt image, no face, unreadable caption file, missing or mis-sized mask,
-bad mask spec, phrase not in the caption) get a status and a reason in `DATA/results.parquet`
-and are left out of `DATA/train.parquet`; results.parquet also lists each row's phrases, the
+bad mask spec, phrase not in the caption) get a status and a reason in `DATA/report.parquet`
+and are left out of `DATA/train.parquet`; report.parquet also lists each row's phrases, the
 masked ones and why the others have no mask. `DATA/preview.html` shows the masks;
 `DATA/run.json` records the command, its configuration, versions and counts.
 """
@@ -53,6 +53,7 @@ from .preview import write_preview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_CAPTION = "a photo of a person"
+REPORT_FILE = "report.parquet"  # one row per input: status, reason, phrases (generate's table is results.parquet)
 REPORT_SCHEMA = {"id": pl.String, "image": pl.String, "status": pl.String, "reason": pl.String,
                  "num_faces": pl.Int64, "seconds": pl.Float64, "caption_source": pl.String,
                  "phrases": pl.List(pl.String), "phrases_masked": pl.List(pl.String),
@@ -277,14 +278,14 @@ def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, 
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],
                          schema=TRAIN_SCHEMA)
-    write_table(out / "results.parquet", report)
+    write_table(out / REPORT_FILE, report)
     write_table(out / "train.parquet", train)
     write_preview(out, train.to_dicts(), report.to_dicts(), cfg.parser if cfg.masks == "auto" else None)
     ok = train.height
     phrase_counts = _phrase_counts(report)
     summary = PrepareSummary(total=len(rows), ok=ok, failed=len(rows) - ok,
                              seconds=time.perf_counter() - start, manifest=out / "train.parquet",
-                             report=out / "results.parquet", phrases=phrase_counts["phrases"],
+                             report=out / REPORT_FILE, phrases=phrase_counts["phrases"],
                              phrases_masked=phrase_counts["phrases_masked"])
     counts = report.group_by("status").len().sort("status")
     write_run_record(out, "prepare", config=asdict(cfg),

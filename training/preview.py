@@ -128,7 +128,7 @@ ul{{list-style:none;padding:0;font-size:13px}} .src{{color:#888;font-size:11px}}
 .cap{{color:#555;font-size:13px;max-width:520px}} .err{{color:#c00}} #img-check{{font-size:12px;color:#666}}
 </style></head><body>
 <h1>fmu prepare</h1>
-<p>Showing {shown} usable rows{f'; {failed} excluded (see results.parquet)' if failed else ''}.
+<p>Showing {shown} usable rows{f'; {failed} excluded (see report.parquet)' if failed else ''}.
 Region parser: {html.escape(parser or 'none (given masks only)')}.</p>
 {sections}
 {IMAGE_CHECK}
