@@ -6,6 +6,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -19,96 +20,118 @@ from . import panels as P
 from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
 from .console import console, err, error, progress_bar, shown
 
+# the options of `fmu generate`, Annotated so that the command itself reads as a few lines of
+# names and defaults (the defaults: core/runner/config.py)
+ManifestOpt = Annotated[Path, typer.Argument(help="CSV or Parquet manifest (see manifests/README.md).")]
+PresetOpt = Annotated[str | None, typer.Option(
+    help="Built-in model preset (offline toy models).", rich_help_panel=P.MODELS)]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    help="A folder filled by `fmu weights pull`: its files fill every model option left open (an explicit flag"
+         " wins).", rich_help_panel=P.MODELS)]
+BaseModelOpt = Annotated[str | None, typer.Option(
+    help="SD1.5 diffusers folder or hub id (overrides --preset).", rich_help_panel=P.MODELS)]
+AdapterOpt = Annotated[Path | None, typer.Option(
+    help="fmu adapter checkpoint (.safetensors).", rich_help_panel=P.MODELS)]
+ImageEncoderOpt = Annotated[str | None, typer.Option(
+    help="CLIP ViT-H/14 image encoder folder.", rich_help_panel=P.MODELS)]
+LoraOpt = Annotated[Path | None, typer.Option(
+    help="LoRA written by `fmu finetune`, applied on top.", rich_help_panel=P.MODELS)]
+LoraScaleOpt = Annotated[float, typer.Option(help="Weight of --lora.", rich_help_panel=P.MODELS)]
+ForceLoraOpt = Annotated[bool, typer.Option(
+    "--force-lora", help="Apply --lora even when it was trained on another adapter (it records the adapter's sha256).",
+    rich_help_panel=P.MODELS)]
+AdapterLoraOpt = Annotated[Path | None, typer.Option(
+    help="Separate LoRA file of an h94 FaceID-PlusV2 --adapter.", rich_help_panel=P.MODELS)]
+VaeOpt = Annotated[str | None, typer.Option(
+    help="VAE override, e.g. a sd-vae-ft-mse folder.", rich_help_panel=P.MODELS)]
+BaseConfigOpt = Annotated[str | None, typer.Option(
+    help="Diffusers folder/hub id giving the configs of a single-file --base-model.", rich_help_panel=P.MODELS)]
+FaceBackendOpt = Annotated[FaceBackend | None, typer.Option(
+    help="Face analysis (default: dlib for the tiny preset, else insightface).", rich_help_panel=P.FACES)]
+FaceModelsOpt = Annotated[Path | None, typer.Option(
+    help="insightface models folder (buffalo_l layout).", rich_help_panel=P.FACES)]
+MultiFaceOpt = Annotated[MultiFace, typer.Option(
+    help="Which face of a photo with several is used: the detector's most confident (best, the authors' "
+         "choice), the biggest (largest), or none (error: the row fails).", rich_help_panel=P.FACES)]
+FaceCropOpt = Annotated[FaceCrop | None, typer.Option(
+    help="The face image the CLIP encoder sees; default: the style the adapter was trained with (wide for the "
+         "authors' checkpoint, aligned for h94's and fmu's).", rich_help_panel=P.FACES)]
+FrameOpt = Annotated[Frame, typer.Option(
+    help="The photo region an image shows. face (the authors' demo): a square around the shading source's "
+         "face, FRAME-SCALE times its landmark box; centre: the photo's centre square.", rich_help_panel=P.FACES)]
+FrameScaleOpt = Annotated[float, typer.Option(
+    help="Side of the face frame / side of the face's landmark box.", rich_help_panel=P.FACES)]
+RendererOpt = Annotated[Renderer, typer.Option(
+    help="Shading renderer (auto: pytorch3d when installed, else cpu).", rich_help_panel=P.FACES)]
+StepsOpt = Annotated[int, typer.Option(
+    help="Denoising steps (a manifest row may override).", min=1, rich_help_panel=P.SAMPLING)]
+SeedOpt = Annotated[int, typer.Option(
+    help="Base seed for rows without one (row seed = base + row number).", rich_help_panel=P.SAMPLING)]
+GuidanceScaleOpt = Annotated[float, typer.Option(help="Classifier-free guidance.", rich_help_panel=P.SAMPLING)]
+IdScaleOpt = Annotated[float, typer.Option(
+    help="Identity-channel strength (0 turns it off).", rich_help_panel=P.SAMPLING)]
+SScaleOpt = Annotated[float, typer.Option(help="FaceID-PlusV2 shortcut weight.", rich_help_panel=P.SAMPLING)]
+ShadingScaleOpt = Annotated[float, typer.Option(
+    help="ShadingNet (3D channel) conditioning scale.", rich_help_panel=P.SAMPLING)]
+NoShadingOpt = Annotated[bool, typer.Option(
+    "--no-shading", help="Run the identity channel alone.", rich_help_panel=P.SAMPLING)]
+SchedulerOpt = Annotated[Scheduler, typer.Option(
+    help="Sampler (ddim: the authors'; lcm / tcd / ddim-trailing: for a --speed-lora).", rich_help_panel=P.SAMPLING)]
+EtaOpt = Annotated[float | None, typer.Option(
+    help="Noise of each DDIM / TCD step, 0..1 (default: DDIM 0, TCD 0.3).", rich_help_panel=P.SAMPLING)]
+DevicesOpt = Annotated[str, typer.Option(
+    "--devices", help="auto | cpu | cuda | cuda:N | mps | xpu | xpu:N | a list such as cuda:0,cuda:1 (one "
+                      "worker process per entry; cpu,cpu works too). auto: every GPU torch reports (cuda, else xpu, "
+                      "else mps), else the CPU.", rich_help_panel=P.DEVICES)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="torch CPU threads per worker; pin it for bit-identical images across 1 or N processes.",
+    min=1, rich_help_panel=P.DEVICES)]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; bf16 and fp16 run on CPU too).",
+    rich_help_panel=P.DEVICES)]
+VaePrecisionOpt = Annotated[Precision, typer.Option(
+    help="The VAE's precision (auto: as --precision; fp32 keeps a VAE that overflows in fp16 in full "
+         "precision).", rich_help_panel=P.DEVICES)]
+BatchSizeOpt = Annotated[int, typer.Option(help="Images denoised together.", min=1, rich_help_panel=P.SPEED)]
+VaeSlicingOpt = Annotated[bool, typer.Option(
+    help="Decode the batch one image at a time (less memory).", rich_help_panel=P.SPEED)]
+VaeTilingOpt = Annotated[bool, typer.Option(help="Decode in tiles (large images).", rich_help_panel=P.SPEED)]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the UNet and ShadingNet.", rich_help_panel=P.SPEED)]
+OffloadOpt = Annotated[bool, typer.Option(
+    "--offload", help="diffusers model CPU offload (GPU devices only).", rich_help_panel=P.SPEED)]
+SpeedLoraOpt = Annotated[str | None, typer.Option(
+    help="A few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD; diffusers or kohya format): file, folder or cached "
+         "hub id. Use with --scheduler lcm|tcd and few --steps.", rich_help_panel=P.SPEED)]
+SpeedLoraScaleOpt = Annotated[float, typer.Option(
+    help="Weight of --speed-lora (kept when the identity channel is off).", rich_help_panel=P.SPEED)]
+VaeDecoderOpt = Annotated[str | None, typer.Option(
+    help="tiny:<folder or hub id>: decode with an AutoencoderTiny (TAESD) instead of the VAE (fast, a little "
+         "softer).", rich_help_panel=P.SPEED)]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT)]
+SaveConditionsOpt = Annotated[bool, typer.Option(help="Write each shading condition image.", rich_help_panel=P.OUTPUT)]
+CacheDirOpt = Annotated[Path | None, typer.Option(
+    help="Face/shading cache (default OUT/.cache).", rich_help_panel=P.OUTPUT)]
+
 
 def generate(
-    manifest: Path = typer.Argument(..., help="CSV or Parquet manifest (see manifests/README.md)."),
-    preset: str | None = typer.Option(D.preset, help="Built-in model preset (offline toy models).",
-                                      rich_help_panel=P.MODELS),
-    weights: Path | None = typer.Option(D.weights, help="A folder filled by `fmu weights pull`: its files fill every "
-                                        "model option left open (an explicit flag wins).", rich_help_panel=P.MODELS),
-    base_model: str | None = typer.Option(D.base_model, help="SD1.5 diffusers folder or hub id (overrides --preset).",
-                                          rich_help_panel=P.MODELS),
-    adapter: Path | None = typer.Option(D.adapter, help="fmu adapter checkpoint (.safetensors).",
-                                        rich_help_panel=P.MODELS),
-    image_encoder: str | None = typer.Option(D.image_encoder, help="CLIP ViT-H/14 image encoder folder.",
-                                             rich_help_panel=P.MODELS),
-    lora: Path | None = typer.Option(D.lora, help="LoRA written by `fmu finetune`, applied on top.",
-                                     rich_help_panel=P.MODELS),
-    lora_scale: float = typer.Option(D.lora_scale, help="Weight of --lora.", rich_help_panel=P.MODELS),
-    force_lora: bool = typer.Option(D.force_lora, "--force-lora", help="Apply --lora even when it was trained on "
-                                    "another adapter (it records the adapter's sha256).", rich_help_panel=P.MODELS),
-    adapter_lora: Path | None = typer.Option(D.adapter_lora, help="Separate LoRA file of an h94 FaceID-PlusV2 "
-                                             "--adapter.", rich_help_panel=P.MODELS),
-    vae: str | None = typer.Option(D.vae, help="VAE override, e.g. a sd-vae-ft-mse folder.", rich_help_panel=P.MODELS),
-    base_config: str | None = typer.Option(D.base_config, help="Diffusers folder/hub id giving the configs of a "
-                                           "single-file --base-model.", rich_help_panel=P.MODELS),
-    face_backend: FaceBackend | None = typer.Option(D.face_backend, help="Face analysis (default: dlib for "
-                                                    "the tiny preset, else insightface).", rich_help_panel=P.FACES),
-    face_models: Path | None = typer.Option(D.face_models, help="insightface models folder (buffalo_l layout).",
-                                            rich_help_panel=P.FACES),
-    multi_face: MultiFace = typer.Option(D.multi_face, help="Which face of a photo with several is used: the "
-                                         "detector's most confident (best, the authors' choice), the biggest "
-                                         "(largest), or none (error: the row fails).", rich_help_panel=P.FACES),
-    face_crop: FaceCrop | None = typer.Option(D.face_crop, help="The face image the CLIP encoder sees; "
-                                              "default: the style the adapter was trained with (wide for "
-                                              "the authors' checkpoint, aligned for h94's and fmu's).",
-                                              rich_help_panel=P.FACES),
-    frame: Frame = typer.Option(D.frame, help="The photo region an image shows. face (the authors' demo): a "
-                                "square around the shading source's face, FRAME-SCALE times its landmark "
-                                "box; centre: the photo's centre square.", rich_help_panel=P.FACES),
-    frame_scale: float = typer.Option(D.frame_scale, help="Side of the face frame / side of the face's landmark box.",
-                                      rich_help_panel=P.FACES),
-    renderer: Renderer = typer.Option(D.renderer, help="Shading renderer (auto: pytorch3d when installed, else cpu).",
-                                      rich_help_panel=P.FACES),
-    steps: int = typer.Option(D.steps, min=1, help="Denoising steps (a manifest row may override).",
-                              rich_help_panel=P.SAMPLING),
-    seed: int = typer.Option(D.seed, help="Base seed for rows without one (row seed = base + row number).",
-                             rich_help_panel=P.SAMPLING),
-    guidance_scale: float = typer.Option(D.guidance_scale, help="Classifier-free guidance.",
-                                         rich_help_panel=P.SAMPLING),
-    id_scale: float = typer.Option(D.id_scale, help="Identity-channel strength (0 turns it off).",
-                                   rich_help_panel=P.SAMPLING),
-    s_scale: float = typer.Option(D.s_scale, help="FaceID-PlusV2 shortcut weight.", rich_help_panel=P.SAMPLING),
-    shading_scale: float = typer.Option(D.shading_scale, help="ShadingNet (3D channel) conditioning scale.",
-                                        rich_help_panel=P.SAMPLING),
-    no_shading: bool = typer.Option(not D.shading, "--no-shading", help="Run the identity channel alone.",
-                                    rich_help_panel=P.SAMPLING),
-    scheduler: Scheduler = typer.Option(D.scheduler, help="Sampler (ddim: the authors'; lcm / tcd / ddim-trailing: "
-                                        "for a --speed-lora).", rich_help_panel=P.SAMPLING),
-    eta: float | None = typer.Option(D.eta, help="Noise of each DDIM / TCD step, 0..1 (default: DDIM 0, TCD 0.3).",
-                                     rich_help_panel=P.SAMPLING),
-    devices: str = typer.Option(D.device, "--devices", help="auto | cpu | cuda | cuda:N | mps | xpu | xpu:N | a "
-                                "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
-                                "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU.",
-                                rich_help_panel=P.DEVICES),
-    threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
-                                       "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
-    precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
-                                        "bf16 and fp16 run on CPU too).", rich_help_panel=P.DEVICES),
-    vae_precision: Precision = typer.Option(D.vae_precision, help="The VAE's precision (auto: as --precision; fp32 "
-                                            "keeps a VAE that overflows in fp16 in full precision).",
-                                            rich_help_panel=P.DEVICES),
-    batch_size: int = typer.Option(D.batch_size, min=1, help="Images denoised together.", rich_help_panel=P.SPEED),
-    vae_slicing: bool = typer.Option(D.vae_slicing, help="Decode the batch one image at a time (less memory).",
-                                     rich_help_panel=P.SPEED),
-    vae_tiling: bool = typer.Option(D.vae_tiling, help="Decode in tiles (large images).", rich_help_panel=P.SPEED),
-    compile: bool = typer.Option(D.compile, "--compile", help="torch.compile the UNet and ShadingNet.",
-                                 rich_help_panel=P.SPEED),
-    offload: bool = typer.Option(D.offload, "--offload", help="diffusers model CPU offload (GPU devices only).",
-                                 rich_help_panel=P.SPEED),
-    speed_lora: str | None = typer.Option(D.speed_lora, help="A few-step LoRA (LCM-LoRA, TCD-LoRA, Hyper-SD; "
-                                          "diffusers or kohya format): file, folder or cached hub id. Use with "
-                                          "--scheduler lcm|tcd and few --steps.", rich_help_panel=P.SPEED),
-    speed_lora_scale: float = typer.Option(D.speed_lora_scale, help="Weight of --speed-lora (kept when the identity "
-                                           "channel is off).", rich_help_panel=P.SPEED),
-    vae_decoder: str | None = typer.Option(D.vae_decoder, help="tiny:<folder or hub id>: decode with an "
-                                           "AutoencoderTiny (TAESD) instead of the VAE (fast, a little softer).",
-                                           rich_help_panel=P.SPEED),
-    out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
-    save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
-                                         rich_help_panel=P.OUTPUT),
-    cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
-                                          rich_help_panel=P.OUTPUT),
+    manifest: ManifestOpt, preset: PresetOpt = D.preset, weights: WeightsOpt = D.weights,
+    base_model: BaseModelOpt = D.base_model, adapter: AdapterOpt = D.adapter,
+    image_encoder: ImageEncoderOpt = D.image_encoder, lora: LoraOpt = D.lora, lora_scale: LoraScaleOpt = D.lora_scale,
+    force_lora: ForceLoraOpt = D.force_lora, adapter_lora: AdapterLoraOpt = D.adapter_lora, vae: VaeOpt = D.vae,
+    base_config: BaseConfigOpt = D.base_config, face_backend: FaceBackendOpt = D.face_backend,
+    face_models: FaceModelsOpt = D.face_models, multi_face: MultiFaceOpt = D.multi_face,
+    face_crop: FaceCropOpt = D.face_crop, frame: FrameOpt = D.frame, frame_scale: FrameScaleOpt = D.frame_scale,
+    renderer: RendererOpt = D.renderer, steps: StepsOpt = D.steps, seed: SeedOpt = D.seed,
+    guidance_scale: GuidanceScaleOpt = D.guidance_scale, id_scale: IdScaleOpt = D.id_scale,
+    s_scale: SScaleOpt = D.s_scale, shading_scale: ShadingScaleOpt = D.shading_scale,
+    no_shading: NoShadingOpt = not D.shading, scheduler: SchedulerOpt = D.scheduler, eta: EtaOpt = D.eta,
+    devices: DevicesOpt = D.device, threads: ThreadsOpt = D.threads, precision: PrecisionOpt = D.precision,
+    vae_precision: VaePrecisionOpt = D.vae_precision, batch_size: BatchSizeOpt = D.batch_size,
+    vae_slicing: VaeSlicingOpt = D.vae_slicing, vae_tiling: VaeTilingOpt = D.vae_tiling,
+    compile: CompileOpt = D.compile, offload: OffloadOpt = D.offload, speed_lora: SpeedLoraOpt = D.speed_lora,
+    speed_lora_scale: SpeedLoraScaleOpt = D.speed_lora_scale, vae_decoder: VaeDecoderOpt = D.vae_decoder,
+    out: OutOpt = D.out, save_conditions: SaveConditionsOpt = D.save_conditions, cache_dir: CacheDirOpt = D.cache_dir,
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
