@@ -11,6 +11,7 @@ from PIL import Image
 
 from fmu.core.faces import get_backend
 from fmu.core.faces.cache import FaceCache
+from fmu.core.faces.matching import assign, identity_scores
 from fmu.core.images import load_rgb, save_png
 from fmu.core.manifest.validate import Row
 from fmu.core.model.settings import Settings
@@ -18,7 +19,6 @@ from fmu.core.runner import people as run_people
 from fmu.core.runner.conditions import ConditionProvider
 from fmu.core.runner.plan import Job
 from fmu.core.scoring import ScoreOptions, score_run
-from fmu.core.scoring.people import assign, identity_scores
 
 
 def test_assignment_is_optimal_where_greedy_is_not():

@@ -20,11 +20,11 @@ from ..boxes import pixel_box
 from ..digests import file_digest, file_stamp
 from ..errors import row_reason
 from ..faces.cache import FaceCache
+from ..faces.matching import box_crop, identity_scores, row_values
 from ..manifest.people import SEPARATOR, Person, label
 from ..model.people import PeopleInput
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
-from ..scoring.people import box_crop, identity_scores, row_values
 from ..shading.compose import compose, place
 
 

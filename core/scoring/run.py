@@ -24,6 +24,7 @@ from ..devices import face_device, parse_device
 from ..errors import ImageError, RowError, UsageError
 from ..faces import get_backend
 from ..faces.insightface_backend import find_pack
+from ..faces.matching import row_values
 from ..images import atomic_write_bytes, load_rgb
 from ..manifest.people import label, parse_layout, split_paths
 from ..out_lock import locked_output, remove_stale_temp_files
@@ -225,7 +226,7 @@ def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress)
             continue
         who, nfaces[i], matches[i] = people.output_identity(backend, [ref_faces[p].embedding for p in paths],
                                                             rows.out[i])
-        row = people.row_values(who.values, [], [])
+        row = row_values(who.values, [], [])
         per_person[i], values[i], worst[i] = who.values, row["id_similarity"], row["id_similarity_min"]
         if who.reason:
             rows.fail(i, f"output: {who.reason} ({backend_name})", status="no_face")
@@ -400,7 +401,7 @@ def _people_consistency(rows: _Rows, several: list[int], scorer, opts: ScoreOpti
             rows.errors[i].append(f"pose/light request: {exc.kind}: {exc}")
             continue
         n_requested += 0 if request.empty else 1
-        row = people.row_values([], per_pose[i], per_light[i])
+        row = row_values([], per_pose[i], per_light[i])
         pose[i], light[i] = row["pose_error_deg"], row["light_error"]
         if problems:
             n_no_fit += 1
