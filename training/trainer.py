@@ -17,6 +17,7 @@ import signal
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +94,9 @@ def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
         return _train(cfg, progress, log, stop, held)
 
 
-def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) -> TrainSummary:
-    start_time, started_at = time.perf_counter(), time.time()
-    manifest = prepared_manifest_path(cfg.data)
-    check_training(cfg, manifest)  # data, model files and their widths, before anything is built
-    out = Path(cfg.out)
-    # the accelerator torch reports (cuda, xpu, mps), else the CPU; accelerate places the model there
+def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
+    """accelerate on the accelerator torch reports (cuda, xpu, mps), else the CPU, in the run's
+    mixed precision, logging to OUT/logs."""
     on_gpu = device_type(auto_devices()[0]) != "cpu"
     mixed_precision = cfg.resolved_mixed_precision(on_gpu)
     if mixed_precision == "fp16" and not on_gpu:
@@ -106,21 +104,160 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
         # silently train in fp32 with the frozen parts in fp16
         raise UsageError("--mixed-precision fp16 needs a GPU (accelerate has no fp16 autocast and gradient scaler "
                          "on the CPU); use bf16 on the CPU")
-    accelerator = Accelerator(
+    return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed_precision,
         log_with="tensorboard", cpu=not on_gpu,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+
+
+def _training_set(manifest: Path, model, size: int) -> TrainingSet:
+    """The prepared rows, checked to fit the adapter (face embedding width)."""
+    dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
+    if len(dataset) == 0:
+        raise UsageError(f"{manifest} has no usable rows")
+    first = dataset[0]
+    if first.id_embedding.shape[0] != model.cfg.id_embed_dim:
+        raise UsageError(f"the data's face embeddings are {first.id_embedding.shape[0]}-d but the adapter "
+                         f"expects {model.cfg.id_embed_dim}-d: prepare with the matching --face-backend")
+    return dataset
+
+
+def _resume(saved, resume_from, cfg: TrainConfig, out: Path, log, accelerator, **state) -> tuple[int, int]:
+    """(step, position) to start from: a checkpoint's, applied to `state` (model, optimizer,
+    lr_scheduler, generator), else (0, 0)."""
+    if saved is not None:
+        ckpt.apply_checkpoint(saved, mode=cfg.mode, scaler=accelerator.scaler, **state)
+        log(f"resumed from {resume_from} at step {saved.step}")
+        return saved.step, saved.position
+    if cfg.resume == "latest" and accelerator.is_main_process:  # allowed on a first run; say so
+        log(f"--resume latest: no checkpoint in {ckpt.checkpoint_root(out)}, training starts at step 0")
+    return 0, 0
+
+
+def _claim_output(accelerator, cfg: TrainConfig, out: Path, held: ExitStack) -> None:
+    """One run per folder (the other ranks are this run's own): the main process locks OUT and
+    removes what a killed run left half-written."""
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        held.enter_context(locked_output(out, "finetune" if cfg.mode == "lora" else "train"))
+        ckpt.remove_stale(out)
+        remove_stale_temp_files(out)
+
+
+def _optimizer(cfg: TrainConfig, params: list):
+    """AdamW over the trainable parameters and its learning-rate schedule."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optimizer, get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                    num_training_steps=cfg.max_steps)
+
+
+def _frozen_parts(cfg: TrainConfig, out: Path, model, store, dataset: TrainingSet, device) -> Frozen:
+    """What the losses use and training does not change: noise schedule, L_id's face encoder, ..."""
+    id_encoder = _id_encoder(cfg, out, dim=128)
+    return Frozen(model=model, noise_scheduler=DDPMScheduler.from_config(model.pipe.scheduler.config),
+                  id_encoder=id_encoder.to(device) if id_encoder is not None else None, store=store,
+                  empty_ids=dataset.tokenize(""))
+
+
+def _begin_records(accelerator, cfg: TrainConfig, out: Path, start: tuple[int, int], params: list, resume_from,
+                   started_at: float) -> tuple[dict, Path]:
+    """run.json (running) and the trackers; the samples log of this rank, with the steps a killed
+    run logged after its last checkpoint dropped (resuming redoes them). (run facts, samples log)"""
+    step, position = start
+    run_facts: dict = {}  # run.json's facts: written by the main process only
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
+                                                   if isinstance(v, (int, float, str, bool))})
+        run_facts = {"world_size": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                     "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from,
+                     "checkpoint_every": cfg.resolved_checkpoint_every()}
+        _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts, started_at)
+    seen_log = out / "samples" / f"rank{accelerator.process_index}.jsonl"
+    seen_log.parent.mkdir(parents=True, exist_ok=True)
+    _truncate_jsonl(seen_log, "position", position - 1)
+    if accelerator.is_main_process:
+        _truncate_jsonl(out / "losses.jsonl", "step", step)
+    return run_facts, seen_log
+
+
+def _micro_step(accelerator, denoiser, optimizer, params: list, cfg: TrainConfig, store, first: bool,
+                losses) -> dict:
+    """One micro-batch: `losses()` (the loss terms), backward, and the optimizer step accelerate
+    lets through at a step boundary."""
+    with accelerator.accumulate(denoiser):
+        terms = losses()
+        if first and not store.values():
+            raise RuntimeError("no attention maps were captured: L_map would silently be 0")
+        accelerator.backward(terms["loss"])
+        if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    store.clear()
+    return terms
+
+
+def _record_micro(seen_log: Path, position: int, batch: dict, terms: dict, sums: dict) -> None:
+    """The batch's ids in the samples log; its loss terms added to the step's sums."""
+    with open(seen_log, "a") as fh:
+        fh.write(json.dumps({"position": position, "ids": batch["id"]}) + "\n")
+    for k, v in terms.items():
+        sums[k] = sums.get(k, 0.0) + float(v.detach())
+
+
+def _log_losses(accelerator, cfg: TrainConfig, out: Path, step: int, means: dict, lr_scheduler) -> None:
+    """Every LOG_EVERY steps: the step's mean losses to tensorboard and OUT/losses.jsonl."""
+    if accelerator.is_main_process and step % cfg.log_every == 0:
+        accelerator.log({f"loss/{k}": v for k, v in means.items()} | {"lr": lr_scheduler.get_last_lr()[0]},
+                        step=step)
+        with open(out / "losses.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": step, **means}) + "\n")
+
+
+def _finish(cfg: TrainConfig, out: Path, accelerator, model, save_checkpoint, *, step: int, start_step: int,
+            checkpoint, history: list, interrupted: int, resume_from, times: tuple[float, float],
+            run_facts: dict) -> TrainSummary:
+    """The end, or a stop: whatever was trained since the last checkpoint is saved, the weights
+    and run.json written."""
+    start_time, started_at = times
+    if step > start_step and (checkpoint is None or not checkpoint.name.endswith(f"{step:08d}")):
+        checkpoint = save_checkpoint()
+    accelerator.wait_for_everyone()
+    final = None
+    if accelerator.is_main_process:
+        remove_attention_capture(model.unet)
+        if step > 0:  # a run stopped before its first step has nothing to write
+            final = out / weights_name(cfg.mode)
+            save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
+        _write_results(out)
+    accelerator.end_training()
+    summary = TrainSummary(steps=step, world_size=accelerator.num_processes, seconds=time.perf_counter() - start_time,
+                           weights=final, losses=history, interrupted=interrupted,
+                           checkpoint=checkpoint if checkpoint is not None else resume_from)
+    if accelerator.is_main_process:
+        last = history[-1] if history else {}
+        status = {"status": "interrupted", "signal": signal.Signals(interrupted).name} if interrupted \
+            else {"status": "finished"}
+        _write_run_json(out, cfg, {**status, "steps": step, "max_steps": cfg.max_steps, "weights": final,
+                                   "checkpoint": summary.checkpoint, "last_losses": last},
+                        {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts, started_at,
+                        made=len(history))
+    return summary
+
+
+def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) -> TrainSummary:
+    start_time, started_at = time.perf_counter(), time.time()
+    manifest = prepared_manifest_path(cfg.data)
+    check_training(cfg, manifest)  # data, model files and their widths, before anything is built
+    out = Path(cfg.out)
+    accelerator = _make_accelerator(cfg, out)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     # the state to resume from, read and checked before anything is built or written
     resume_from = ckpt.resolve_resume(out, cfg.resume)
     saved = ckpt.read_checkpoint(resume_from, rank, world, cfg.mode) if resume_from is not None else None
     set_seed(cfg.seed + rank)
-    out.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:  # one run per folder (the other ranks are this run's own)
-        held.enter_context(locked_output(out, "finetune" if cfg.mode == "lora" else "train"))
-        ckpt.remove_stale(out)
-        remove_stale_temp_files(out)
+    _claim_output(accelerator, cfg, out, held)
 
     # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
     model = build_model(cfg, device, weight_dtype)
@@ -129,49 +266,20 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
     model.pipe.set_ip_adapter_scale(1.0)
     denoiser = Denoiser(model, cfg)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                 num_training_steps=cfg.max_steps)
+    optimizer, lr_scheduler = _optimizer(cfg, params)
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)  # the scheduler is stepped by us
 
     # data: the face image in the style the adapter is (or was) trained with; recorded in its config
-    dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
-    if len(dataset) == 0:
-        raise UsageError(f"{manifest} has no usable rows")
-    first = dataset[0]
-    if first.id_embedding.shape[0] != model.cfg.id_embed_dim:
-        raise UsageError(f"the data's face embeddings are {first.id_embedding.shape[0]}-d but the adapter "
-                         f"expects {model.cfg.id_embed_dim}-d: prepare with the matching --face-backend")
+    dataset = _training_set(manifest, model, size)
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, rank, world)
-    id_encoder = _id_encoder(cfg, out, dim=128)
-    frozen = Frozen(model=model, noise_scheduler=DDPMScheduler.from_config(model.pipe.scheduler.config),
-                    id_encoder=id_encoder.to(device) if id_encoder is not None else None, store=store,
-                    empty_ids=dataset.tokenize(""))
+    frozen = _frozen_parts(cfg, out, model, store, dataset, device)
 
     # resume
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    step, position = 0, 0
-    if saved is not None:
-        ckpt.apply_checkpoint(saved, model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                              scaler=accelerator.scaler, generator=generator)
-        step, position = saved.step, saved.position
-        log(f"resumed from {resume_from} at step {step}")
-    elif cfg.resume == "latest" and accelerator.is_main_process:  # allowed on a first run; say so
-        log(f"--resume latest: no checkpoint in {ckpt.checkpoint_root(out)}, training starts at step 0")
+    step, position = _resume(saved, resume_from, cfg, out, log, accelerator, model=model, optimizer=optimizer,
+                             lr_scheduler=lr_scheduler, generator=generator)
     start_step = step
-    if accelerator.is_main_process:
-        accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
-                                                   if isinstance(v, (int, float, str, bool))})
-        run_facts = {"world_size": world, "mixed_precision": accelerator.mixed_precision,
-                     "trainable_parameters": sum(p.numel() for p in params), "resumed_from": resume_from,
-                     "checkpoint_every": cfg.resolved_checkpoint_every()}
-        _write_run_json(out, cfg, {"status": "running", "start_step": step}, {}, run_facts, started_at)
-    seen_log = out / "samples" / f"rank{rank}.jsonl"
-    seen_log.parent.mkdir(parents=True, exist_ok=True)
-    # a run killed after its last checkpoint logged steps that resuming will redo: drop them
-    _truncate_jsonl(seen_log, "position", position - 1)
-    if accelerator.is_main_process:
-        _truncate_jsonl(out / "losses.jsonl", "step", step)
+    run_facts, seen_log = _begin_records(accelerator, cfg, out, (step, position), params, resume_from, started_at)
 
     def save_checkpoint():
         path = ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints,
@@ -191,34 +299,19 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
         if micro % cfg.grad_accum == 0 and (interrupted := _stop_signal(stop, accelerator)):
             break  # at a step boundary: every rank stops here
         batch = next(batches)
-        with accelerator.accumulate(denoiser):
-            terms = compute_losses(denoiser, frozen, batch, cfg, generator, device, weight_dtype)
-            if micro == 0 and not store.values():
-                raise RuntimeError("no attention maps were captured: L_map would silently be 0")
-            accelerator.backward(terms["loss"])
-            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        store.clear()
+        terms = _micro_step(accelerator, denoiser, optimizer, params, cfg, store, micro == 0,
+                            partial(compute_losses, denoiser, frozen, batch, cfg, generator, device, weight_dtype))
         position, micro = position + 1, micro + 1
-        with open(seen_log, "a") as fh:
-            fh.write(json.dumps({"position": position - 1, "ids": batch["id"]}) + "\n")
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        _record_micro(seen_log, position - 1, batch, terms, sums)
         if not accelerator.sync_gradients:
             continue
         lr_scheduler.step()
         step += 1
-        means = {k: v / cfg.grad_accum for k, v in sums.items()}
-        means = {k: float(accelerator.reduce(torch.tensor(v, device=device), "mean")) for k, v in means.items()}
+        means = {k: float(accelerator.reduce(torch.tensor(v / cfg.grad_accum, device=device), "mean"))
+                 for k, v in sums.items()}
         sums = {}
         history.append({"step": step, **means})
-        if accelerator.is_main_process and step % cfg.log_every == 0:
-            accelerator.log({f"loss/{k}": v for k, v in means.items()} | {"lr": lr_scheduler.get_last_lr()[0]},
-                            step=step)
-            with open(out / "losses.jsonl", "a") as fh:
-                fh.write(json.dumps({"step": step, **means}) + "\n")
+        _log_losses(accelerator, cfg, out, step, means, lr_scheduler)
         if task is not None:
             progress.update(task, completed=step, detail=loss_line(means))
         if cfg.validate_every and step % cfg.validate_every == 0 and accelerator.is_main_process:
@@ -227,31 +320,9 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
         if every and step % every == 0:
             checkpoint = save_checkpoint()
 
-    # the end, or a stop: whatever was trained since the last checkpoint is saved
-    if step > start_step and (checkpoint is None or not checkpoint.name.endswith(f"{step:08d}")):
-        checkpoint = save_checkpoint()
-    accelerator.wait_for_everyone()
-    final = None
-    if accelerator.is_main_process:
-        remove_attention_capture(model.unet)
-        if step > 0:  # a run stopped before its first step has nothing to write
-            final = out / weights_name(cfg.mode)
-            save_trained_weights(model, cfg.mode, final, {"mode": cfg.mode, "steps": step})
-        _write_results(out)
-    accelerator.end_training()
-    summary = TrainSummary(steps=step, world_size=world, seconds=time.perf_counter() - start_time,
-                           weights=final, losses=history, interrupted=interrupted,
-                           checkpoint=checkpoint if checkpoint is not None else resume_from)
-    if accelerator.is_main_process:
-        last = history[-1] if history else {}
-        status = {"status": "interrupted", "signal": signal.Signals(interrupted).name} if interrupted \
-            else {"status": "finished"}
-        _write_run_json(out, cfg, {**status, "steps": step, "max_steps": cfg.max_steps, "weights": final,
-                                   "checkpoint": summary.checkpoint, "last_losses": last},
-                        {"wall_seconds": summary.seconds, "steps_this_process": len(history)}, run_facts, started_at,
-                        made=len(history))
-    return summary
-
+    return _finish(cfg, out, accelerator, model, save_checkpoint, step=step, start_step=start_step,
+                   checkpoint=checkpoint, history=history, interrupted=interrupted, resume_from=resume_from,
+                   times=(start_time, started_at), run_facts=run_facts)
 
 def loss_line(means: dict) -> str:
     """The progress line's loss terms: the total, then each term of the objective (mse, map, id)."""
