@@ -37,8 +37,9 @@ def score(
                                          rich_help_panel=P.DATA),
     out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images).",
                                     rich_help_panel=P.OUTPUT),
-    id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim (a pulled "
-                                         "weights folder has it at DIR/insightface/models).", rich_help_panel=P.MODELS),
+    face_models: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim, as in "
+                                            "fmu generate (a pulled weights folder has it at DIR/insightface/models).",
+                                            rich_help_panel=P.MODELS),
     face_backend: Any = typer.Option(  # Any: a tuple of names (comma_list)
         None, parser=BACKEND_LIST, metavar="LIST",
         help="Face backend(s) for FaceSim: dlib, insightface or a comma list of them (default: the run's "
@@ -85,7 +86,7 @@ def score(
     if images is not None and manifest is None:
         raise UsageError("--images needs --manifest")
     chosen = METRICS if "all" in metrics else metrics
-    opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
+    opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), face_models=face_models, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
                         fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
                         workers=workers, batch_size=batch_size, report=not no_report)

@@ -267,7 +267,7 @@ def test_finetune_refuses_a_backend_the_adapter_cannot_take_before_preparing(pre
     assert not (tmp_path / "ft").exists()  # nothing prepared, nothing written
 
 
-@pytest.mark.parametrize("case", ["clip", "dino", "fid", "lpips", "id_model", "device"])
+@pytest.mark.parametrize("case", ["clip", "dino", "fid", "lpips", "face_models", "device"])
 def test_score_checks_every_path_it_is_given(case, inputs, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -275,7 +275,7 @@ def test_score_checks_every_path_it_is_given(case, inputs, tmp_path):
                        "dino": (["--dino-model", "nobody/no-dino"], "--dino-model nobody/no-dino"),
                        "fid": (["--fid-weights", tmp_path / "none.pth"], "--fid-weights"),
                        "lpips": (["--lpips-weights", inputs / "empty"], "--lpips-weights"),
-                       "id_model": (["--id-model", tmp_path / "none"], "--id-model"),
+                       "face_models": (["--face-models", tmp_path / "none"], "--face-models"),
                        "device": (["--devices", "cuda:0"], "device 'cuda:0' requested")}[case]
     one_error(invoke("score", run, *extra), fragment)
     assert sorted(p.name for p in run.iterdir()) == []

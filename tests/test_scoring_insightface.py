@@ -77,7 +77,7 @@ def test_missing_pack_is_unavailable(tmp_path, astronaut):
     save_png(run / "images" / "a_0.png", astronaut)
     pl.DataFrame([dict(id="a", k=0, status="ok", error=None, seed=0, prompt="p", reference=str(tmp_path / "ref.png"),
                        target=None, image="images/a_0.png", condition=None)]).write_parquet(run / "results.parquet")
-    opts = ScoreOptions(face_backends=["insightface", "dlib"], id_model=tmp_path / "empty", metrics=("facesim",))
+    opts = ScoreOptions(face_backends=["insightface", "dlib"], face_models=tmp_path / "empty", metrics=("facesim",))
     result = score_run(run, opts, backend_from_run=False)
     assert result.summary["metrics"]["facesim_arcface"]["available"] is False
     assert "not found" in result.summary["metrics"]["facesim_arcface"]["reason"]

@@ -53,7 +53,7 @@ METRICS = ("facesim", "clip", "dino", "lpips", "fid", "consistency")
 @dataclass
 class ScoreOptions:
     face_backends: list[str] = field(default_factory=lambda: ["dlib"])
-    id_model: Path | None = None          # insightface models folder / pack
+    face_models: Path | None = None       # insightface models folder / pack (--face-models, as in generate)
     det_size: int = 640                   # the paper's detector size
     clip_model: str | None = None
     dino_model: str | None = None
@@ -71,7 +71,7 @@ class ScoreOptions:
 def check_options(opts: ScoreOptions) -> None:
     """Every model or weights path the user gave exists (UsageError, exit 2): unavailable metrics are
     for weights fmu looked for on its own, not for a path given by hand. The LPIPS folder must hold
-    both files; an insightface --id-model folder its pack."""
+    both files; an insightface --face-models folder its pack."""
     if opts.clip_model:
         check_given_model(opts.clip_model, "--clip-model")
     if opts.dino_model:
@@ -84,10 +84,10 @@ def check_options(opts: ScoreOptions) -> None:
             find_weights(opts.lpips_weights)
         except MetricUnavailable as exc:
             raise UsageError(f"--lpips-weights {opts.lpips_weights}: {exc}") from None
-    if opts.id_model:
-        check_given_file(opts.id_model, "--id-model", folder=True)
+    if opts.face_models:
+        check_given_file(opts.face_models, "--face-models", folder=True)
         if "insightface" in opts.face_backends:
-            find_pack(Path(opts.id_model))
+            find_pack(Path(opts.face_models))
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _unique_refs(rows: _Rows, idx: list[int]) -> tuple[list[str], dict[str, np.n
 def _score_facesim(rows: _Rows, backend_name: str, opts: ScoreOptions, progress) -> dict:
     col = facesim.column_for(backend_name)
     try:
-        backend = get_backend(backend_name, device=face_device(opts.device), models_dir=opts.id_model,
+        backend = get_backend(backend_name, device=face_device(opts.device), models_dir=opts.face_models,
                               det_size=opts.det_size)
     except Exception as exc:  # noqa: BLE001  missing pack, missing onnx files, ...: the metric is unavailable
         raise MetricUnavailable(f"face backend {backend_name!r}: {exc}") from None
@@ -558,8 +558,8 @@ def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
     info = read_run_json(run_dir)
     if backend_from_run and info.get("face_backend"):
         opts.face_backends = [info["face_backend"]]
-        if opts.id_model is None and info.get("face_models"):
-            opts.id_model = Path(info["face_models"])
+        if opts.face_models is None and info.get("face_models"):
+            opts.face_models = Path(info["face_models"])
     rows = rows_from_run(run_dir)
     with locked_output(run_dir, "score"):  # not while a generate (or another score) writes there
         remove_stale_temp_files(run_dir)
