@@ -136,7 +136,7 @@ def test_both_loras_are_active_and_each_weight_changes_the_image(speed_loras, ti
     reqs = _requests()
     both = Settings(steps=4, guidance_scale=1.5, width=SIZE, height=SIZE)
     base = model.generate(reqs, both)
-    id_half = model.generate(reqs, Settings(**{**both.__dict__, "lora_scale": 0.5}))
+    id_half = model.generate(reqs, Settings(**{**both.__dict__, "id_lora_scale": 0.5}))
     model.lora_scales[L.SPEED_ADAPTER] = 0.5
     speed_half = model.generate(reqs, both)
     model.lora_scales[L.SPEED_ADAPTER] = 1.0

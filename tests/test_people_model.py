@@ -168,7 +168,7 @@ def test_two_people_generate_with_lora_each_identity_in_its_box(model):
     swapped = Request(**{**request.__dict__, "people": PeopleInput(p.embeddings[::-1].copy(), p.crops[::-1],
                                                                     p.boxes, p.conditions)})
     assert np.abs(model.generate([swapped], settings)[0].astype(int) - first.astype(int)).max() > 0
-    no_lora = model.generate([request], Settings(**{**settings.__dict__, "lora_scale": 0.0}))[0]
+    no_lora = model.generate([request], Settings(**{**settings.__dict__, "id_lora_scale": 0.0}))[0]
     assert np.abs(no_lora.astype(int) - first.astype(int)).max() > 0
     with pytest.raises(ValueError, match="mixes"):
         model.generate([request, Request(prompt="x", id_embedding=np.zeros(128, np.float32),

@@ -107,7 +107,7 @@ def generate(model, requests: list[Request], settings: Settings, callback=None) 
         id_tokens = model.id_tokens(added)  # constant over the steps: computed once
 
     # the identity (and finetune) LoRA belong to the identity channel: off with it; a speed LoRA stays
-    model.set_lora_weights(model.lora_weights(identity_on, settings.lora_scale))
+    model.set_lora_weights(model.lora_weights(identity_on, settings.id_lora_scale))
     for i, t in enumerate(pipe.scheduler.timesteps):
         model_in = torch.cat([latents] * 2) if do_cfg else latents
         model_in = pipe.scheduler.scale_model_input(model_in, t)

@@ -16,7 +16,7 @@ class Settings:
     id_scale: float = 0.5
     s_scale: float = 0.7
     shading_scale: float = 0.5
-    lora_scale: float = 1.0           # weight of the identity LoRA (fmu_id)
+    id_lora_scale: float = 1.0        # weight of the identity LoRA (fmu_id); --lora-scale is the finetune LoRA's
     width: int = 512
     height: int = 512
     eta: float | None = None          # stochasticity of DDIM / TCD steps; None: the sampler's usual
