@@ -1,7 +1,7 @@
 """Training never loses work, and resuming never runs code.
 
 - `fmu train` stopped by SIGINT mid-run saves a checkpoint at the next step boundary, the adapter
-  so far, results.parquet and run.json ("interrupted"), says how to go on, exits 130; `--resume
+  so far, losses.parquet and run.json ("interrupted"), says how to go on, exits 130; `--resume
   latest` continues at that step and ends with exactly the weights of an uninterrupted run.
 - `fmu finetune` stopped by SIGTERM does the same with its LoRA (exit 143).
 - Every file of a checkpoint, replaced in turn by a pickle whose payload would create a file, is
@@ -104,7 +104,7 @@ def test_sigint_saves_then_resume_latest_ends_with_the_same_weights(data, refere
     saved = tensors(out / "adapter.safetensors")
     assert saved.keys() == tensors(checkpoint / "adapter.safetensors").keys()
     assert all(torch.equal(v, tensors(checkpoint / "adapter.safetensors")[n]) for n, v in saved.items())
-    assert pl.read_parquet(out / "results.parquet")["step"].to_list() == list(range(1, k + 1))
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == list(range(1, k + 1))
 
     resumed = subprocess.run([*cmd, "--resume", "latest"], env=env(), cwd=REPO, capture_output=True, text=True,
                              timeout=600)
@@ -135,7 +135,7 @@ def test_sigterm_stops_finetune_with_its_lora(data, tiny_preset, tmp_path):
     lora, meta = read_lora_file(out / "lora.safetensors")
     assert json.loads(meta["steps"]) == k and any(v.abs().sum() > 0 for n, v in lora.items() if "lora_B" in n)
     assert (out / "checkpoints" / f"checkpoint-{k:08d}" / "lora.safetensors").is_file()
-    assert pl.read_parquet(out / "results.parquet")["step"].to_list() == list(range(1, k + 1))
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == list(range(1, k + 1))
 
 
 def test_default_checkpoint_interval_follows_max_steps():

@@ -96,7 +96,7 @@ def test_loss_goes_down_and_every_term_is_logged(run30):
     for r in losses:  # loss = mse + λ_map·map + id   (λ_id inside the id term)
         assert r["loss"] == pytest.approx(r["mse"] + 1e-3 * r["map"] + r["id"], rel=1e-5, abs=1e-6)
     assert any(r["map"] > 0 for r in losses) and any(r["id"] > 0 for r in losses)
-    results = pl.read_parquet(out / "results.parquet")  # the same log as a table, every term a column
+    results = pl.read_parquet(out / "losses.parquet")  # the same log as a table, every term a column
     assert results["step"].to_list() == list(range(1, 31))
     np.testing.assert_allclose(results["loss"].to_numpy(), [r["loss"] for r in losses], rtol=0, atol=0)
     info = json.loads((out / "run.json").read_text())
@@ -206,7 +206,7 @@ def test_finetune_writes_a_lora_that_apply_lora_uses(run30, tiny_preset, photos,
     assert all(r["map"] == 0.0 for r in losses)          # a plain folder has no masks
     assert json.loads((out / "run.json").read_text())["command"] == "finetune"
     assert json.loads((out / "data" / "run.json").read_text())["command"] == "prepare"
-    assert pl.read_parquet(out / "results.parquet")["step"].to_list() == [r["step"] for r in losses]
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [r["step"] for r in losses]
     tensors, meta = read_lora_file(result.weights)
     assert meta["rank"] == "2" and tensors and all("lora_" in k for k in tensors)
     assert any(v.abs().sum() > 0 for k, v in tensors.items() if "lora_B" in k)  # B starts at 0: it trained

@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM during training: finish the step, save, then stop.
 
 The first SIGINT or SIGTERM only asks: the loop finishes the optimizer step it is in, writes a
-checkpoint, the weights so far, results.parquet and run.json ("interrupted"), and the command
+checkpoint, the weights so far, losses.parquet and run.json ("interrupted"), and the command
 exits 130 / 143. A second signal stops at once (the last checkpoint stays as it was).
 """
 

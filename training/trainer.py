@@ -48,6 +48,8 @@ from .preflight import check_training
 from .stopping import StopRequest
 from .trainable import build_model, save_trained_weights, select_trainable, weights_name
 
+LOSSES_FILE = "losses.parquet"  # one row per logged step (generate's records are results.parquet)
+
 
 @dataclass
 class TrainSummary:
@@ -87,7 +89,7 @@ def _id_encoder(cfg: TrainConfig, out: Path, dim: int):
 
 def run_training(cfg: TrainConfig, progress=None, log=print) -> TrainSummary:
     """Train until `max_steps`, or until SIGINT / SIGTERM: then the step in hand is finished and
-    saved (checkpoint, weights so far, results.parquet, run.json "interrupted") and the summary
+    saved (checkpoint, weights so far, losses.parquet, run.json "interrupted") and the summary
     says which signal stopped it (training/stopping.py)."""
     stop = StopRequest()
     with stop.listening(), ExitStack() as held:
@@ -382,7 +384,7 @@ def _write_run_json(out: Path, cfg: TrainConfig, summary: dict, timings: dict, f
 
 
 def _write_results(out: Path) -> None:
-    """results.parquet: one row per logged step with each loss term (from losses.jsonl, which
+    """losses.parquet: one row per logged step with each loss term (from losses.jsonl, which
     resuming keeps exact), rewritten atomically at every checkpoint and at the end."""
     log = out / "losses.jsonl"
     rows = []
@@ -391,4 +393,4 @@ def _write_results(out: Path) -> None:
             rows.append(json.loads(line))
         except ValueError:
             continue  # a line torn by a kill: resuming redoes that step
-    write_table(out / "results.parquet", pl.DataFrame(rows, infer_schema_length=None))
+    write_table(out / LOSSES_FILE, pl.DataFrame(rows, infer_schema_length=None))

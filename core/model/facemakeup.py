@@ -11,7 +11,8 @@ ShadingNet), loaded and saved the diffusers way.
   which weight each LoRA has in a batch.
 - Features as calls, diffusers' pattern: `set_scheduler`, `enable_vae_slicing`, `enable_vae_tiling`,
   `load_speed_lora` (a few-step LoRA, few_step.py), `set_vae_decoder`, `enable_model_cpu_offload`,
-  `compile`. `from_pretrained`'s keywords of the same names are these calls, made in loading order.
+  `compile`. `from_pretrained`'s keywords (scheduler, speed_lora, vae_tiling, offload, ...) are
+  these calls, made in loading order.
 
 Besides, the forward pieces the sampling loop (pipeline.py) and the trainer share: the identity
 inputs of the UNet, the 4 ID tokens, one ε prediction with the ShadingNet's residuals.
