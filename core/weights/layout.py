@@ -7,6 +7,7 @@
     DIR/face-makeup-v2/adapter.safetensors        --adapter (authors' set, converted)
     DIR/ip-adapter-faceid/*.bin, *_lora.safetensors   --adapter, --adapter-lora (h94 set)
     DIR/insightface/models/buffalo_l/             --face-models DIR/insightface/models
+    DIR/face-landmarker/face_landmarker.task      the Tasks face mesh (Python 3.13+), found by name
 
 A role is recorded only once its piece is complete, so a folder whose pull was cut short offers
 what it has and names what is missing.

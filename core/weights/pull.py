@@ -225,6 +225,8 @@ def pull_url(piece: UrlPiece, folder: Path, progress=None, base: Path | None = N
         detail = "unpacked into models/"
     elif piece.unpack == "rar+convert":
         detail = _unrar_and_convert(piece, target, base)
+    elif piece.unpack == "none":
+        detail = f"{', '.join(f.name for f in piece.files)} in {piece.folder}/"
     else:
         raise ValueError(f"unknown unpack step {piece.unpack!r}")
     return PieceResult(piece.name, True, detail, downloaded)
