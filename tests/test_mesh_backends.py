@@ -27,8 +27,12 @@ from fmu.core.shading.reconstruct import (
     face_landmarker_path,
     largest_face,
     mesh_api,
+    mesh_model_problem,
 )
 from fmu.core.shading.topology import mesh_connections
+
+# the module (the package's `reconstruct` name is the function)
+reconstruct_module = importlib.import_module("fmu.core.shading.reconstruct")
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -87,8 +91,26 @@ def test_tasks_backend_without_its_model_names_the_pull_command(tmp_path, monkey
     assert face_landmarker_path() == tmp_path / "absent.task"
     with pytest.raises(UsageError, match=r"fmu weights pull --set authors --only face-landmarker"):
         MediapipeReconstructor(api="tasks")
+    assert mesh_model_problem() is None   # the legacy API needs no file
+    monkeypatch.setattr(reconstruct_module, "mesh_api", lambda: "tasks")
+    assert "`fmu weights pull --set authors --only face-landmarker`" in mesh_model_problem()
+    (tmp_path / "absent.task").write_bytes(b"zip")
+    assert mesh_model_problem() is None
     monkeypatch.delenv(FACE_LANDMARKER_ENV)
     assert face_landmarker_path().parts[-2:] == ("face-landmarker", "face_landmarker.task")
+
+
+def test_generate_refuses_up_front_when_the_tasks_model_is_missing(tmp_path, monkeypatch):
+    """Python 3.13+ without face_landmarker.task: a usage error (exit 2) before any row, naming the command."""
+    from fmu.core.runner import preflight
+
+    monkeypatch.setattr(reconstruct_module, "mesh_api", lambda: "tasks")
+    monkeypatch.setenv(FACE_LANDMARKER_ENV, str(tmp_path / "face_landmarker.task"))
+    cfg = SimpleNamespace(shading=True, renderer="cpu")
+    with pytest.raises(UsageError, match=r"shading channel: .*`fmu weights pull --set authors --only face-landmarker`"):
+        preflight.check_renderer(cfg)
+    cfg.shading = False
+    preflight.check_renderer(cfg)   # no shading channel, no mesh needed
 
 
 def test_tasks_api_runs_on_a_bundle_from_the_wheel(wheel_bundle, photos):

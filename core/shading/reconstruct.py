@@ -56,6 +56,19 @@ def face_landmarker_path() -> Path:
     return Path(env).expanduser() if env else fmu_home() / "weights" / "face-landmarker" / "face_landmarker.task"
 
 
+def mesh_model_problem() -> str | None:
+    """Why the face mesh cannot be built here (the Tasks API without its model file), or None."""
+    model = face_landmarker_path()
+    if mesh_api() == "legacy" or model.is_file():
+        return None
+    return _missing_model(model)
+
+
+def _missing_model(model: Path) -> str:
+    return (f"the face mesh model {model} is missing (mediapipe's Tasks API needs it): run "
+            f"`{FACE_LANDMARKER_PULL}`, or set {FACE_LANDMARKER_ENV} to a face_landmarker.task")
+
+
 def largest_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
     """Normalised (N, 3) landmark arrays -> the largest face's points in pixels. mediapipe normalises
     x by width, y by height and z "roughly like x" (both APIs): z is scaled by width."""
@@ -133,8 +146,7 @@ def _legacy_detector(max_faces: int, min_confidence: float) -> Callable[[np.ndar
 
 def _tasks_detector(model: Path, max_faces: int, min_confidence: float) -> Callable[[np.ndarray], list[np.ndarray]]:
     if not Path(model).is_file():
-        raise UsageError(f"the face mesh model {model} is missing (mediapipe's Tasks API needs it): "
-                         f"run `{FACE_LANDMARKER_PULL}`, or set {FACE_LANDMARKER_ENV} to a face_landmarker.task")
+        raise UsageError(_missing_model(model))
     # deferred: heavy (mediapipe), built once per process on first use
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
