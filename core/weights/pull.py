@@ -20,8 +20,14 @@ from pathlib import Path
 
 from ..digests import file_digest
 from ..errors import first_line
+from ..safe_paths import UnsafePath, inside
 from .layout import read_record, write_record
 from .sets import BASE, SETS, HubPiece, UrlFile, UrlPiece
+
+# a zip without a pinned size is unpacked only within these: insightface's packs unpack to ~1.2x
+# their size and stay under 400 MB; a 3 MB zip that fills 300 MB is a bomb
+UNZIP_MAX_BYTES = 2 * 2**30
+UNZIP_MAX_RATIO = 20
 
 
 class PullError(Exception):
@@ -109,6 +115,7 @@ def pull_hub(piece: HubPiece, folder: Path, progress=None) -> PieceResult:
         raise PullError(f"{piece.repo_id} has no {', '.join(unmatched)}: the repository changed; "
                         "fmu's weight list (core/weights/sets.py) needs an update")
     target = folder / piece.folder
+    _check_listed(target, [f.path for f in chosen], piece.repo_id)
     files = [UrlFile(f.path, hf_hub_url(piece.repo_id, f.path, revision=commit),
                      f.lfs.sha256 if f.lfs is not None else None, f.size) for f in chosen]
     fetched = _fetch_all(files, target, progress, f"{piece.name}: {piece.repo_id}")
@@ -116,14 +123,25 @@ def pull_hub(piece: HubPiece, folder: Path, progress=None) -> PieceResult:
                        fetched[0])
 
 
+def _check_listed(target: Path, paths: list[str], source: str) -> None:
+    """Every listed path must stay inside `target` (core/safe_paths.py) before any file is opened:
+    one bad entry fails the whole piece, naming it."""
+    for path in paths:
+        try:
+            inside(target, path)
+        except UnsafePath as exc:
+            raise PullError(f"{source}: {exc}") from None
+
+
 def _fetch_all(files: list[UrlFile], target: Path, progress, description: str) -> tuple[int, int]:
     """Every file into `target` under one progress task; (bytes downloaded, files fetched)."""
+    _check_listed(target, [f.name for f in files], description)
     total = sum(f.size for f in files) if all(f.size is not None for f in files) else None
     task = _task(progress, description, total)
     counter, fetched = [0], 0
     for file in files:
         before = counter[0]
-        if download_file(file, target / file.name, progress, task, counter):
+        if download_file(file, inside(target, file.name), progress, task, counter):
             fetched += 1
         elif progress is not None and file.size:  # already complete on disk
             progress.advance(task, file.size - (counter[0] - before))
@@ -164,10 +182,11 @@ def _unzip(archive: Path, into: Path) -> None:
     """An insightface pack zip -> into/ (the pack's files directly inside, as insightface lays it out)."""
     into.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")]
-        for name in names:
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise PullError(f"{archive.name}: refusing the entry {name!r} (it points outside the folder)")
+        _check_listed(into, [n.rstrip("/") for n in zf.namelist() if n.rstrip("/")], archive.name)
+        unpacked = sum(info.file_size for info in zf.infolist())  # zipfile stops each member at its size
+        if unpacked > UNZIP_MAX_BYTES or unpacked > UNZIP_MAX_RATIO * max(archive.stat().st_size, 1):
+            raise PullError(f"{archive.name}: unpacks to {unpacked:,} bytes from {archive.stat().st_size:,} "
+                            f"(the bound is {UNZIP_MAX_BYTES:,} bytes and {UNZIP_MAX_RATIO}x); not unpacked")
         zf.extractall(into)
     nested = into / into.name   # some packs wrap their files in a folder of their own name
     if nested.is_dir():
@@ -202,6 +221,7 @@ def _unrar_and_convert(piece: UrlPiece, target: Path, base: Path | None) -> str:
                             + manual_unpack_help(piece, target)) from None
         try:
             with rarfile.RarFile(first) as archive:
+                _check_listed(out, [n.rstrip("/") for n in archive.namelist() if n.rstrip("/")], first.name)
                 archive.extractall(out)
         except (rarfile.Error, OSError) as exc:
             raise PullError(f"cannot unpack {first.name}: {first_line(exc)}; " + manual_unpack_help(piece, target)) \
