@@ -35,11 +35,20 @@ def usage_errors_exit_2():
         raise typer.Exit(2) from None
 
 
+def refuse_empty_out(args: list[str]) -> None:
+    """`--out ""` reaches a command as Path("") == Path("."), the current folder, which nobody asked
+    for: refused here, where the raw words are still seen."""
+    for i, word in enumerate(args):
+        if word in ("--out=", "-o=") or (word in ("--out", "-o") and i + 1 < len(args) and not args[i + 1].strip()):
+            raise UsageError("--out is empty: give the file or folder to write")
+
+
 class Commands(Group):
     """fmu's command group: usage errors of every command go through `usage_errors_exit_2`."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         with usage_errors_exit_2():
+            refuse_empty_out(args)
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +22,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from fmu.core.errors import UsageError
+
 console = Console(stderr=False, highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -36,6 +39,17 @@ def shown(value) -> str:
 def error(message: str) -> None:
     """`error: message` on stderr; escaped, since paths and values may hold [brackets]."""
     err.print(f"[red]error:[/] {escape(message)}")
+
+
+def refuse_overwriting(out, inputs) -> None:
+    """A command never writes over one of its own inputs (`--out` naming the manifest or photo it
+    reads): UsageError before anything is read."""
+    target = Path(out).expanduser().absolute()
+    for given in (Path(i).expanduser() for i in inputs if i is not None):
+        same = target.exists() and given.exists() and os.path.samefile(target, given)
+        if same or given.absolute() == target:
+            raise UsageError(f"--out {out} is the input {given}: give another file to write, inputs are "
+                             "never overwritten")
 
 
 class RateColumn(ProgressColumn):

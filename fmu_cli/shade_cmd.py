@@ -21,7 +21,7 @@ from fmu.core.shading.render import resolve_backend
 
 from . import panels as P
 from .choices import FaceBackend, Frame, Renderer, chosen
-from .console import console, error
+from .console import console, error, refuse_overwriting
 
 
 def _fail(message: str) -> None:
@@ -81,6 +81,7 @@ def shade(
     request = _control_request(yaw, pitch, roll, expression, light)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the PNG file to write")
+    refuse_overwriting(out, [image, target, None if expression is None else Path(expression)])
     try:
         resolve_backend(renderer)
     except RuntimeError as exc:  # pytorch3d asked for and not installed

@@ -8,6 +8,7 @@ import shutil
 
 import polars as pl
 import pytest
+from cli_run import invoke as cli
 from test_train_loop import _cfg, prepared  # noqa: F401  (the module's prepared-data fixture)
 
 from fmu.core.errors import UsageError
@@ -30,3 +31,40 @@ def test_resume_on_re_prepared_data_is_refused_with_the_difference(prepared, tmp
     rows.write_parquet(manifest)   # the same rows again: the resume goes on
     summary = run_training(_cfg(manifest, out, max_steps=3, resume="latest", validate_every=0, lambda_id=0))
     assert [h["step"] for h in summary.losses] == [3]
+
+
+@pytest.fixture
+def faces(tmp_path, photos):
+    shutil.copy(photos["astronaut.png"], tmp_path / "astronaut.png")
+    pl.DataFrame({"id": ["astro"], "reference": ["astronaut.png"], "prompt": ["a"]}).write_csv(tmp_path / "faces.csv")
+    return tmp_path
+
+
+@pytest.mark.parametrize("sweep, words", [
+    ("-90:90:0.0001", "gives 1,800,001 values (over 1,000,000)"),   # counted before a value is made
+    ("0:inf:1", "finite numbers"), ("nan:1:1", "finite numbers"), ("0:1:1e-320", "finite numbers")])
+def test_expand_counts_a_sweep_before_building_it(faces, sweep, words):
+    res = cli("expand", faces / "faces.csv", "--yaw", sweep, "--out", faces / "grid.csv")
+    assert res.exit_code == 2 and words in " ".join(res.output.split()), res.output
+    assert not (faces / "grid.csv").exists()
+
+
+def test_expand_and_shade_never_write_over_an_input(faces):
+    before = {p.name: p.read_bytes() for p in faces.iterdir()}
+    res = cli("expand", faces / "faces.csv", "--yaw", "0", "--out", faces / "faces.csv")
+    assert res.exit_code == 2 and "is the input" in " ".join(res.output.split()), res.output
+    res = cli("expand", faces / "faces.csv", "--yaw", "0", "--out", faces / "." / "faces.csv")   # another spelling
+    assert res.exit_code == 2 and "is the input" in " ".join(res.output.split()), res.output
+    res = cli("shade", faces / "astronaut.png", "--out", faces / "astronaut.png")
+    assert res.exit_code == 2 and "is the input" in " ".join(res.output.split()), res.output
+    assert {p.name: p.read_bytes() for p in faces.iterdir()} == before
+
+
+@pytest.mark.parametrize("command", [["expand", "faces.csv", "--yaw", "0", "--out", ""],
+                                     ["shade", "astronaut.png", "-o", ""], ["generate", "faces.csv", "--out="]])
+def test_an_empty_out_is_a_usage_error(faces, monkeypatch, command):
+    monkeypatch.chdir(faces)
+    before = sorted(p.name for p in faces.iterdir())
+    res = cli(*command)
+    assert res.exit_code == 2 and "--out is empty" in res.output, res.output
+    assert sorted(p.name for p in faces.iterdir()) == before
