@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+PROBLEMS_PER_ROW = 5   # printed; every problem still counts
+
+
 def validate_manifest(
     manifest: Path = typer.Argument(..., help="CSV or Parquet manifest."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder for the prompt-length check "
@@ -197,9 +201,16 @@ def validate_manifest(
                       token_limit=tok.model_max_length)
     if result.problems:
         table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
+        per_row: dict[int, int] = {}
+        totals = Counter(p.row for p in result.problems)
         for p in result.problems:
-            style = "red" if p.level == ERROR else "yellow"
-            table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            per_row[p.row] = per_row.get(p.row, 0) + 1
+            if per_row[p.row] <= PROBLEMS_PER_ROW:
+                style = "red" if p.level == ERROR else "yellow"
+                table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            elif per_row[p.row] == PROBLEMS_PER_ROW + 1:
+                table.add_row(str(p.row), shown(p.id), "", "",
+                              f"… and {totals[p.row] - PROBLEMS_PER_ROW} more problems in this row")
         console.print(table)
     bad = len(result.errors_by_row())
     console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "

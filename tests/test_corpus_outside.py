@@ -7,15 +7,28 @@ test_weights_pull.py for why a subprocess)."""
 
 from __future__ import annotations
 
+import importlib
 import io
+import os
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
+from cli_run import invoke
 from hub_standin import HubStandIn
 from test_weights_pull import _script
 
+from fmu.core.manifest import read_manifest, validate
+from fmu.core.manifest.schema import COLUMNS
 from fmu.core.safe_paths import UnsafePath, inside
+from fmu.core.shading.light_presets import LightError, parse_light
+
+V = importlib.import_module("fmu.core.manifest.validate")   # the module (the package exports the function)
 
 # (listed path, why): each passes the piece's allow patterns below, each would land outside --dir
 MALICIOUS_LISTINGS = [
@@ -112,3 +125,85 @@ def test_a_zip_bomb_without_a_pinned_size_is_not_unpacked(tmp_path):
         """)
     assert "(False, " in result.stdout and "unpacks to 31,457,280 bytes" in result.stdout, result.stdout
     assert not list(tmp_path.rglob("det_10g.onnx"))
+
+
+# ---------------------------------------------------------------- manifest cells (items 2 and 5)
+
+HUNG_LIGHT = "1111 " * 14 + "x"   # catastrophic backtracking in the old nine-numbers regex
+
+# a 100 kB cell of each column kind, shaped like the column's own content so a parser would try it
+BIG = 100_000
+
+
+def _big_cell(name: str) -> str:
+    if name in ("reference", "target"):
+        return "a|" * (BIG // 2)
+    if name == "light":
+        return "1 " * (BIG // 2)
+    if name == "layout":
+        return "0,0,1,1|" * (BIG // 8)
+    if COLUMNS[name][0] != pl.String:
+        return "1" * BIG
+    return "a" * BIG
+
+
+def _one_row(photos, tmp_path, **cells) -> pl.DataFrame:
+    shutil.copy(photos["astronaut.png"], tmp_path / "a.png")
+    return pl.DataFrame([{"id": "r0", "reference": "a.png", "prompt": "a photo", **cells}])
+
+
+def test_the_light_value_that_hung_a_regex_is_a_row_error(tmp_path, photos, tiny_preset):
+    """`fmu validate` in a subprocess, so a hang fails the test (at the generous timeout) instead of
+    stalling the suite; it answers with one bad_light row error."""
+    _one_row(photos, tmp_path, light=HUNG_LIGHT).write_csv(tmp_path / "m.csv")
+    result = subprocess.run([sys.executable, "-m", "fmu.app", "validate", str(tmp_path / "m.csv")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "bad_light" in result.stdout and "1 rows: 0 usable, 1 unusable" in result.stdout
+
+
+def test_nine_numbers_parse_without_a_regex():
+    expected = np.array([0.5, -0.25, 1e-3, 2.0, 0.0, 0.0, 1.0, -1.0, 3.0])
+    for text in ("0.5 -0.25 1e-3 2 0 0 1 -1 3", "[0.5, -0.25, 1e-3, 2, 0, 0, 1, -1, 3]",
+                 "0.5,-0.25,.001,2.,0,0,1,-1,+3"):
+        np.testing.assert_array_equal(parse_light(text), expected)
+    for text in (HUNG_LIGHT, "nan 1 1 1 1 1 1 1 1", "1 1 1 1 1 1 1 1 inf", "1 2 3"):
+        with pytest.raises(LightError):
+            parse_light(text)
+
+
+@pytest.mark.parametrize("column", sorted(COLUMNS))
+def test_a_100kB_cell_of_each_column_is_rejected_by_its_length_alone(tmp_path, photos, monkeypatch, column):
+    """The row's only problem is cell_too_long, and no parser downstream ever sees the cell
+    (the light, people, path and number parsers are spied on). Timing: bench/cli_start.py."""
+    seen = []
+    for module, name in ((V, "parse_light"), (V.people, "check_row"), (V.people, "check_paths"),
+                         (V, "_check_path")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, **k: (seen.append(a), real(*a, **k))[1])
+    big = _big_cell(column)
+    df = _one_row(photos, tmp_path, **{column: big})
+    result = validate(df, tmp_path, count_tokens=lambda s: seen.append((s,)) or len(s.split()))
+    assert [(p.row, p.column, p.kind) for p in result.problems] == [(0, column, "cell_too_long")]
+    assert not [a for a in seen if any(isinstance(v, str) and len(v) >= BIG // 2 for v in a)]
+
+
+def test_a_reference_of_many_people_is_one_problem(tmp_path, photos):
+    """200 kB of `|` is one cell_too_long; 5000 `|` within the length bound is one too_many_people
+    (counted, not split into 5001 people and checked one by one)."""
+    for cell, kind in (("|" * 200_000, "cell_too_long"), ("a.png|" * 2000 + "a.png", "too_many_people")):
+        result = validate(_one_row(photos, tmp_path, reference=cell, target=cell), tmp_path)
+        assert [p.kind for p in result.problems if p.column == "reference"] == [kind]
+        assert len(result.problems) <= 2
+
+
+def test_validate_prints_at_most_five_problems_per_row(tmp_path, photos, tiny_preset):
+    bad = {"seed": -1, "num_images": 0, "id_scale": 99.0, "guidance_scale": 99.0, "steps": 0, "width": 7,
+           "height": 7}
+    _one_row(photos, tmp_path, **bad).write_csv(tmp_path / "m.csv")
+    result = invoke("validate", tmp_path / "m.csv", env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    problems = validate(read_manifest(tmp_path / "m.csv"), tmp_path).problems
+    assert len(problems) == 9   # width and height are both out of range and not multiples of 8
+    assert f"and {len(problems) - 5} more problems in this row" in result.output
+    assert sum("out_of_range" in line for line in result.output.splitlines()) == 5
