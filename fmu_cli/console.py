@@ -117,8 +117,8 @@ class PlainLines(Progress):
     each task is printed as one plain line (`progress_line`). The tasks are rich's own (advance,
     update, speed, ETA work as for the bar); only the drawing is replaced."""
 
-    def __init__(self, interval: float, out: Console):
-        super().__init__(console=out, disable=True)
+    def __init__(self, interval: float, out: Console, *columns, transient: bool = False):
+        super().__init__(*columns, console=out, transient=transient, disable=True)
         self.interval, self.out = interval, out
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._every_interval, daemon=True, name="fmu-progress-lines")
@@ -148,11 +148,11 @@ def progress_bar(transient: bool = False, interval: float | None = None) -> Prog
     `unit`), time spent and time left, then the task's `detail` (training: its loss terms).
     `transient`: cleared when done (for commands that print a summary table in its place). When
     stdout is not a terminal: plain lines every `interval` seconds instead (`PlainLines`)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn())
     if not console.is_terminal:
-        return PlainLines(PROGRESS_INTERVAL if interval is None else interval, console)
-    return _DrawnFromFirstTask(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), DetailColumn(),
-                               console=console, transient=transient)
+        return PlainLines(PROGRESS_INTERVAL if interval is None else interval, console, *columns, transient=transient)
+    return _DrawnFromFirstTask(*columns, console=console, transient=transient)
 
 
 def download_bar() -> Progress:

@@ -18,7 +18,7 @@ from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
 from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
-from .console import console, err, error, progress_bar, shown
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 
 def generate(
@@ -110,6 +110,9 @@ def generate(
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
                                           rich_help_panel=P.OUTPUT),
+    progress_interval: float = typer.Option(PROGRESS_INTERVAL, min=0.01, help="Seconds between plain progress "
+                                            "lines when stdout is not a terminal (a log file).",
+                                            rich_help_panel=P.OUTPUT),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -139,7 +142,7 @@ def generate(
 
     checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
     try:
-        with progress_bar() as progress, stop_on_sigterm():
+        with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
             summary = run_generate(cfg, progress=progress, checked=checked)
     except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
         error(f"{exc}; finished images and results are kept: re-run the same command to resume")

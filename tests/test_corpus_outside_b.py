@@ -4,7 +4,13 @@ answers before any model loads. Each case fails with one line naming what was wr
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -68,3 +74,45 @@ def test_an_empty_out_is_a_usage_error(faces, monkeypatch, command):
     res = cli(*command)
     assert res.exit_code == 2 and "--out is empty" in res.output, res.output
     assert sorted(p.name for p in faces.iterdir()) == before
+
+
+def _logged(args: list[str], log: Path) -> subprocess.CompletedProcess:
+    """`fmu ARGS > log` as nohup or SLURM runs it: stdout a file, not a terminal."""
+    with open(log, "w") as fh:
+        return subprocess.run([sys.executable, "-m", "fmu.app", *args], stdout=fh, stderr=subprocess.PIPE,
+                              text=True, timeout=900, env={**os.environ, "COLUMNS": "80"})
+
+
+LINE = re.compile(r"^(?P<what>\w+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+), (?:[\d.]+|-) (?P=unit)/s, "
+                  r"ETA (?:\d+:\d\d:\d\d|-), elapsed \d+:\d\d:\d\d(?:, (?P<detail>.*))?$")
+
+
+def test_generate_into_a_log_file_prints_plain_progress_lines(faces, tiny_preset):
+    pl.DataFrame({"id": ["a", "b", "gone"], "reference": ["astronaut.png", "astronaut.png", "missing.png"],
+                  "prompt": ["a", "b", "c"]}).write_csv(faces / "m.csv")
+    log = faces / "run.log"
+    res = _logged(["generate", str(faces / "m.csv"), "--out", str(faces / "run"), "--steps", "2", "--no-shading",
+                   "--progress-interval", "0.01"], log)
+    assert res.returncode == 1, res.stderr   # the missing reference fails its row
+    text = log.read_text()
+    assert "\x1b" not in text and "\r" not in text   # no bar redraws, no colour codes
+    lines = [m for m in map(LINE.match, text.splitlines()) if m]
+    assert lines and {m["what"] for m in lines} == {"generating"} and {m["unit"] for m in lines} == {"images"}
+    assert [int(m["total"]) for m in lines] == [2] * len(lines)   # the two valid rows
+    done = [int(m["done"]) for m in lines]
+    assert done == sorted(done) and done[-1] == 2
+    assert lines[-1]["detail"] == "1 failed"
+
+
+def test_training_into_a_log_file_prints_step_and_loss_terms(prepared, tmp_path):  # noqa: F811
+    log = tmp_path / "train.log"
+    res = _logged(["train", "--data", str(prepared.manifest), "--out", str(tmp_path / "t"), "--max-steps", "3",
+                   "--batch-size", "2", "--validate-every", "0", "--checkpoint-every", "0", "--lambda-id", "0",
+                   "--progress-interval", "0.01"], log)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [m for m in map(LINE.match, log.read_text().splitlines()) if m]
+    assert lines and {(m["what"], m["unit"], m["total"]) for m in lines} == {("training", "steps", "3")}
+    assert lines[-1]["done"] == "3"
+    logged = json.loads((tmp_path / "t" / "losses.jsonl").read_text().splitlines()[-1])
+    for term in ("loss", "mse", "map"):
+        assert f"{term} {logged[term]:.4g}" in lines[-1]["detail"]
