@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
 from collections import Counter
@@ -12,7 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import Interrupted
+from fmu.core.errors import Interrupted, UsageError
+from fmu.core.out_lock import LOCK_NAME, locked_output
 from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
@@ -140,13 +143,14 @@ def generate(
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
-    checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
-    try:
-        with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, checked=checked)
-    except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        error(f"{exc}; finished images and results are kept: re-run the same command to resume")
-        raise typer.Exit(1) from None
+    with lock_first(out, "generate"):  # a second run on OUT is refused at once, not after the preflight
+        checked = check_generate(cfg, log=warn)  # every option, before anything is written or the bar is drawn
+        try:
+            with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
+                summary = run_generate(cfg, progress=progress, checked=checked)
+        except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
+            error(f"{exc}; finished images and results are kept: re-run the same command to resume")
+            raise typer.Exit(1) from None
     if summary.interrupted:
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
                   f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
@@ -164,6 +168,25 @@ def generate(
             table.add_row(shown(rid), str(k), shown(reason))
         console.print(table)
     raise typer.Exit(summary.exit_code)
+
+
+@contextmanager
+def lock_first(out: Path, command: str):
+    """OUT's lock, taken before the preflight (which loads libraries and reads model files: a second
+    run used to wait half a minute to be refused). A folder created here and left holding only its
+    lock is removed when a usage error stops the run before it wrote anything. Under a launcher
+    (torchrun) rank 0 holds it, as in the run itself."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out.exists()
+    try:
+        with locked_output(out, command):
+            yield
+    except UsageError:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 @contextmanager

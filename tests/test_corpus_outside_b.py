@@ -4,6 +4,7 @@ answers before any model loads. Each case fails with one line naming what was wr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -116,3 +117,25 @@ def test_training_into_a_log_file_prints_step_and_loss_terms(prepared, tmp_path)
     logged = json.loads((tmp_path / "t" / "losses.jsonl").read_text().splitlines()[-1])
     for term in ("loss", "mse", "map"):
         assert f"{term} {logged[term]:.4g}" in lines[-1]["detail"]
+
+
+def test_a_second_run_is_refused_before_the_preflight(faces):
+    """The lock is taken first: with OUT held, even a run whose model does not exist is refused for
+    the lock (the preflight, which would name the model, never runs)."""
+    out = faces / "run"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 1, fmu generate\n")
+        held.flush()
+        res = subprocess.run([sys.executable, "-m", "fmu.app", "generate", str(faces / "faces.csv"), "--out",
+                              str(out), "--base-model", str(faces / "no-such-model")], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "COLUMNS": "300"})
+    assert res.returncode == 2 and "is in use by another fmu run (pid 1, fmu generate)" in res.stderr, res.stderr
+    assert "--base-model" not in res.stderr
+
+
+def test_a_usage_error_leaves_no_out_folder_behind(faces):
+    res = cli("generate", faces / "faces.csv", "--out", faces / "new", "--base-model", faces / "no-such-model")
+    assert res.exit_code == 2 and "--base-model" in res.output, res.output
+    assert not (faces / "new").exists()
