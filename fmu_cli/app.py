@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from importlib import metadata
 
@@ -72,9 +73,15 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
                                        help="Print fmu's version and exit.")) -> None:
     """Face-MakeUpV2 batch processor: generate, score, train, finetune."""
+    if ctx.invoked_subcommand != "weights":
+        # only `fmu weights pull` may touch the network: every other command reads hub ids from the
+        # local cache. Set before huggingface_hub is imported (it reads this once, at import), and
+        # it also stops the hub client's own calls (a model lookup, its telemetry).
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 for name, function in (("generate", generate_cmd.generate), ("validate", generate_cmd.validate_manifest),

@@ -12,6 +12,8 @@ Progress: one rich task per piece, fed by a tqdm stand-in huggingface_hub accept
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -117,7 +119,8 @@ def pull_hub(piece: HubPiece, folder: Path, progress=None) -> PieceResult:
     target = folder / piece.folder
     _check_listed(target, [f.path for f in chosen], piece.repo_id)
     files = [UrlFile(f.path, hf_hub_url(piece.repo_id, f.path, revision=commit),
-                     f.lfs.sha256 if f.lfs is not None else None, f.size) for f in chosen]
+                     f.lfs.sha256 if f.lfs is not None else None, f.size,
+                     None if f.lfs is not None else f.blob_id) for f in chosen]
     fetched = _fetch_all(files, target, progress, f"{piece.name}: {piece.repo_id}")
     return PieceResult(piece.name, True, f"{piece.repo_id}@{commit[:10]}: {len(files)} files, {fetched[1]} fetched",
                        fetched[0])
@@ -162,20 +165,46 @@ def download_file(file: UrlFile, dest: Path, progress=None, task=None, counter: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".incomplete")
     have = partial.stat().st_size if partial.exists() else 0
-    if file.size is not None and have > file.size:  # not a prefix of this file: start over
-        partial.unlink()
+    checked = file.sha256 is not None or file.git_sha1 is not None
+    if have and (not checked or (file.size is not None and have > file.size)):
+        partial.unlink()   # not a prefix of this file, or nothing could tell: start over
         have = 0
     # the hub's headers (a token for gated repos when one is configured) only for the hub
     headers = build_hf_headers() if "/resolve/" in file.url else None
     with open(partial, "ab") as fh:
         http_get(file.url, fh, resume_size=have, headers=headers, expected_size=file.size,
                  displayed_filename=file.name, tqdm_class=_bar_class(progress, task, counter))
-    if file.sha256 is not None and file_digest(partial) != file.sha256:
+    problem = _check_download(file, partial)
+    if problem is not None:
         partial.unlink()
-        raise PullError(f"{file.name}: sha256 differs from the published {file.sha256[:12]}…; the partial "
-                        "file was removed, re-run to fetch it again")
+        if have:   # the resumed part was not this file's beginning: once more from the start
+            return download_file(file, dest, progress, task, counter)
+        raise PullError(f"{file.name}: {problem}; the partial file was removed, re-run to fetch it again")
     os.replace(partial, dest)
     return True
+
+
+def _check_download(file: UrlFile, partial: Path) -> str | None:
+    """What is wrong with the downloaded bytes, None when they are this file: the sha256, else the
+    hub's git blob id, else the listed size; a JSON file (configs, tokenizer) must parse."""
+    size = partial.stat().st_size
+    if file.size is not None and size != file.size:
+        return f"{size:,} bytes where the listing says {file.size:,}"
+    if file.sha256 is not None and file_digest(partial) != file.sha256:
+        return f"sha256 differs from the published {file.sha256[:12]}…"
+    if file.sha256 is None and file.git_sha1 is not None:
+        blob = hashlib.sha1(b"blob %d\0" % size)
+        with open(partial, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                blob.update(chunk)
+        if blob.hexdigest() != file.git_sha1:
+            return f"git blob id differs from the listed {file.git_sha1[:12]}…"
+    if file.name.endswith(".json"):
+        try:
+            json.loads(partial.read_bytes())
+        except ValueError as exc:
+            return f"not valid JSON ({first_line(exc, 120)})"
+    return None
 
 
 def _unzip(archive: Path, into: Path) -> None:

@@ -1,0 +1,73 @@
+"""Corpus of issue 23, third part: nothing but `fmu weights pull` touches the network (a hub id
+resolves from the local cache only), and a resumed download of a file without a sha256 is checked
+before it becomes the file.
+
+Each case runs a subprocess whose environment allows the network but points HF_ENDPOINT at
+tests/hub_standin.py (any other host goes to a dead proxy), so every request is seen."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+from hub_standin import HubStandIn
+from test_weights_pull import _env, _script
+
+
+def test_a_hub_id_at_run_time_is_read_from_the_cache_only(tmp_path, photos, tiny_preset, fmu_home):
+    """`--vae-decoder tiny:madebyollin/taesd` with nothing cached: exit 2 naming the pull command, and
+    not one request reached the (stand-in) hub."""
+    shutil.copy(photos["astronaut.png"], tmp_path / "a.png")
+    pl.DataFrame([{"reference": "a.png", "prompt": "a photo"}]).write_csv(tmp_path / "m.csv")
+    with HubStandIn({"madebyollin/taesd": {"config.json": b"{}"}}) as hub:
+        env = {**_env(hub, tmp_path), "FMU_HOME": str(fmu_home), "COLUMNS": "300"}
+        result = subprocess.run([sys.executable, "-m", "fmu.app", "generate", str(tmp_path / "m.csv"), "--out",
+                                 str(tmp_path / "out"), "--preset", "tiny", "--steps", "1", "--no-shading",
+                                 "--vae-decoder", "tiny:madebyollin/taesd"],
+                                env=env, capture_output=True, text=True, timeout=600)
+        requests = list(hub.requests)
+    assert requests == []
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "fmu weights pull" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_garbage_partial_of_a_file_without_sha256_is_not_completed_blindly(tmp_path):
+    """A non-LFS file (no sha256 in the listing) with a garbage `.incomplete` beside it: the resumed
+    bytes fail the git blob id check, the file is fetched again from its start and lands
+    byte-identical; it is never a corrupt tokenizer.json."""
+    real = json.dumps({"model": {"vocab": {f"w{i}": i for i in range(200)}}}).encode()
+    dest = tmp_path / "w" / "base" / "tokenizer" / "tokenizer.json"
+    dest.parent.mkdir(parents=True)
+    dest.with_name("tokenizer.json.incomplete").write_bytes(b"<html>garbage from a proxy</html>")
+    with HubStandIn({"org/base": {"tokenizer/tokenizer.json": real}}) as hub:
+        result = _script(hub, tmp_path, f"""
+            from pathlib import Path
+            from fmu.core.weights.pull import pull_pieces
+            from fmu.core.weights.sets import HubPiece
+            piece = HubPiece(name="base", repo_id="org/base", patterns=("tokenizer/*",), folder="base", roles={{}},
+                             licence="")
+            print([(p.ok, p.detail) for p in pull_pieces((piece,), Path("{tmp_path}/w"), "test").pieces])
+        """)
+    assert "(True, " in result.stdout, result.stdout + result.stderr
+    assert dest.read_bytes() == real
+    assert not dest.with_name("tokenizer.json.incomplete").exists()
+
+
+def test_a_json_file_that_does_not_parse_fails_its_piece(tmp_path):
+    """A URL file with no checksum at all: its bytes are taken, but a .json that does not parse is
+    refused (removed, one line)."""
+    with HubStandIn({}, files={"config.json": b'{"truncated": '}) as hub:
+        result = _script(hub, tmp_path, f"""
+            from pathlib import Path
+            from fmu.core.weights.pull import PullError, download_file
+            from fmu.core.weights.sets import UrlFile
+            try:
+                download_file(UrlFile("config.json", "{hub.url}/files/config.json"), Path("{tmp_path}/config.json"))
+            except PullError as exc:
+                print("refused:", exc)
+        """)
+    assert "refused: config.json: not valid JSON" in result.stdout, result.stdout + result.stderr
+    assert not list(tmp_path.glob("config.json*"))
