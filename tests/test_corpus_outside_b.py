@@ -139,3 +139,21 @@ def test_a_usage_error_leaves_no_out_folder_behind(faces):
     res = cli("generate", faces / "faces.csv", "--out", faces / "new", "--base-model", faces / "no-such-model")
     assert res.exit_code == 2 and "--base-model" in res.output, res.output
     assert not (faces / "new").exists()
+
+
+def test_a_manifest_of_only_invalid_rows_loads_no_model(faces, tiny_preset, monkeypatch):
+    import fmu.core.faces as faces_package
+    import fmu.core.runner.generate as generate_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded for a run with no valid row")
+
+    monkeypatch.setattr(generate_module, "_make_worker", boom)
+    monkeypatch.setattr(generate_module, "get_backend", boom, raising=False)
+    monkeypatch.setattr(faces_package, "get_backend", boom)
+    pl.DataFrame({"id": ["a", "b"], "reference": ["missing.png", ""], "prompt": ["a", "b"]}).write_csv(faces / "bad.csv")
+    res = cli("generate", faces / "bad.csv", "--out", faces / "run", "--steps", "2")
+    assert res.exit_code == 1, res.output
+    assert set(pl.read_parquet(faces / "run" / "results.parquet")["status"]) == {"failed"}
+    assert json.loads((faces / "run" / "run.json").read_text())["face_identity"] == {"backend": "dlib",
+                                                                                    "loaded": False}

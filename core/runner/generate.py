@@ -18,7 +18,6 @@ import polars as pl
 
 from ..devices import parse_devices
 from ..errors import UsageError
-from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
 from ..model.lora import check_lora_adapter
@@ -281,14 +280,15 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                          skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start, interrupted=int(interrupted))
     # the workers report their face models; a run with nothing left to do keeps what the earlier
-    # run recorded (it made the images), or loads the backend here to say which one it is
+    # run recorded (it made the images); with no earlier run (every row invalid) no face model is
+    # loaded just to name it: the record says so
     identities = [s.pop("face_identity", None) for s in all_stats]
     earlier = read_run_json(out).get("face_identity")
     if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.face_backend):
         earlier = None
     face_identity = next((i for i in identities if i), None) or earlier
     if face_identity is None:
-        face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
+        face_identity = {"backend": cfg.face_backend, "loaded": False}
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
