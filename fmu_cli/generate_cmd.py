@@ -85,7 +85,8 @@ def generate(
                                 "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
                                 "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU.",
                                 rich_help_panel=P.DEVICES),
-    threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
+    # max: 100000 threads ran the process out of threads (a traceback), not a usage error
+    threads: int | None = typer.Option(D.threads, min=1, max=256, help="torch CPU threads per worker; pin it for "
                                        "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
     precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
                                         "bf16 and fp16 run on CPU too).", rich_help_panel=P.DEVICES),

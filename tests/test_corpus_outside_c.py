@@ -13,6 +13,8 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
+from cli_run import invoke
 from hub_standin import HubStandIn
 from test_weights_pull import _env, _script
 
@@ -71,3 +73,35 @@ def test_a_json_file_that_does_not_parse_fails_its_piece(tmp_path):
         """)
     assert "refused: config.json: not valid JSON" in result.stdout, result.stdout + result.stderr
     assert not list(tmp_path.glob("config.json*"))
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '{"roles": [1, 2', '{"format": "fmu-weights/1", "roles": [1]}',
+                                    '{"format": "fmu-weights/1", "roles": {"vae": 5}}',
+                                    '{"format": "fmu-weights/1", "set": ["x"], "roles": {}}'])
+def test_a_malformed_weights_record_is_one_line_everywhere(tmp_path, record):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "weights.json").write_text(record)
+    (tmp_path / "m.csv").write_text("reference,prompt\na.png,a photo\n")
+    for args in (("weights", "list", "--dir", tmp_path / "w"), ("doctor", "--weights", tmp_path / "w"),
+                 ("generate", tmp_path / "m.csv", "--out", tmp_path / "out", "--weights", tmp_path / "w")):
+        result = invoke(*args, env={"COLUMNS": "300"})   # any exception but the CLI's exit is raised here
+        assert result.exit_code == 2, (args, result.output)
+        assert "is not a weights record fmu can read" in result.output
+
+
+def test_a_malformed_weights_record_is_rewritten_by_a_pull(tmp_path):
+    from fmu.core.weights.layout import read_record
+
+    (tmp_path / "weights.json").write_text("[1, 2]")
+    assert read_record(tmp_path, strict=False) == {}
+
+
+@pytest.mark.parametrize("args", [("generate", "{m}", "--out", "{o}", "--threads", "100000"),
+                                  ("shade", "{a}", "--out", "{o}.png", "--frame-scale", "inf")])
+def test_absurd_numbers_are_usage_errors(tmp_path, photos, args):
+    shutil.copy(photos["astronaut.png"], tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("reference,prompt\na.png,a photo\n")
+    words = [w.format(m=tmp_path / "m.csv", o=tmp_path / "out", a=tmp_path / "a.png") for w in args]
+    result = invoke(*words, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()

@@ -285,7 +285,7 @@ def pull_pieces(pieces: tuple, folder: Path, set_name: str, progress=None) -> Pu
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     summary = PullSummary(folder, set_name)
-    record = read_record(folder)
+    record = read_record(folder, strict=False)   # a malformed record is rewritten
     sources = dict(record.get("pieces") or {})
     roles = {}
     base = folder / BASE.folder   # the converted adapter is mapped onto the pulled base's UNet layout
