@@ -105,3 +105,13 @@ def test_absurd_numbers_are_usage_errors(tmp_path, photos, args):
     result = invoke(*words, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
+
+
+def test_weights_pull_into_a_file_or_an_unwritable_place_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = invoke("weights", "pull", "--dir", tmp_path / "afile", env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "is a file; give a folder" in result.output, result.output
+    # a folder that cannot be made (its parent is a file): the OSError of a read-only or full disk
+    result = invoke("weights", "pull", "--dir", tmp_path / "afile" / "sub", env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "cannot write to" in result.output, result.output
+    assert (tmp_path / "afile").read_text() == "x"
