@@ -115,3 +115,23 @@ def test_weights_pull_into_a_file_or_an_unwritable_place_is_one_line(tmp_path):
     result = invoke("weights", "pull", "--dir", tmp_path / "afile" / "sub", env={"COLUMNS": "300"})
     assert result.exit_code == 1 and "cannot write to" in result.output, result.output
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_pickle_in_the_image_encoder_folder_is_one_line_and_never_runs(tmp_path, tiny_preset):
+    """An --image-encoder folder whose weights are a code-carrying pytorch_model.bin: a usage error
+    naming the folder (torch's weights_only loader refuses it), and the payload never ran."""
+    import torch
+    from test_weights_security import _Payload
+
+    from fmu.core.errors import UsageError
+    from fmu.core.model.load import load_base
+
+    base, _ = tiny_preset
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    shutil.copy(base / "image_encoder" / "config.json", enc / "config.json")
+    marker = tmp_path / "PWNED"
+    torch.save({"vision_model.embeddings.class_embedding": _Payload(marker)}, enc / "pytorch_model.bin")
+    with pytest.raises(UsageError, match=r"no CLIP image encoder at .*enc.*refused unexecuted"):
+        load_base(base, torch.device("cpu"), torch.float32, image_encoder=enc)
+    assert not marker.exists()
