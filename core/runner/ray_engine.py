@@ -85,8 +85,8 @@ def _run(units, make_worker: Callable, devices: list[str], on_done: Callable, ac
     compute = ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size)
     ds = ds.map_batches(UnitActor, batch_size=1, compute=compute, **resources,
                         fn_constructor_kwargs={"make_worker": make_worker, "units": units,
-                                               "device": "cuda" if gpu else "cpu", "cwd": os.getcwd()},
-                        max_restarts=-1, max_task_retries=-1)
+                                               "device": "cuda" if gpu else "cpu", "cwd": os.getcwd()})
+    # Ray Data's actor pool restarts a dead actor and retries its task by default (max_restarts=-1)
     settled: set[int] = set()
     per_worker: dict[str, dict] = {}
     error = None
