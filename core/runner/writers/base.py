@@ -12,9 +12,11 @@ Contract:
   that names container and member). Raise OSError when it cannot be stored: that row fails with
   the reason, the run goes on. `record` is the row's result record (id, k, row, prompt,
   negative_prompt, seed, reference, steps, guidance_scale, id_scale, width, height, frame, ...).
-- `close()`: flush and finish whatever is open; called once when the worker ends (also after an
-  error). An image is done only once the containing file is complete: a writer that buffers
-  must make `done()` exclude what a killed run left unfinished.
+- `close()`: flush and finish whatever is open, so every image written so far is complete on
+  disk; called when a worker's run of units ends (the Ray engine's actors: after each batch it is
+  handed). A `write` after `close` must work (start a new container). An image is done only once
+  the containing file is complete: a writer that buffers must make `done()` exclude what a
+  killed run left unfinished.
 - `done() -> set[str]`: the locations (as `write` returned them) of the images this output holds
   complete; resume keeps a finished record only when its location is in this set. Called in the
   main process before the workers start, on a fresh instance.
