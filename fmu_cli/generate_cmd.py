@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -12,13 +15,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import Interrupted
+from fmu.core.errors import Interrupted, UsageError
+from fmu.core.out_lock import LOCK_NAME, locked_output
 from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
-from .console import console, err, error, progress_bar, shown
+from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 # the options of `fmu generate`, Annotated so that the command itself reads as a few lines of
 # names and defaults (the defaults: core/runner/config.py)
@@ -83,9 +87,20 @@ DevicesOpt = Annotated[str, typer.Option(
     "--devices", help="auto | cpu | cuda | cuda:N | mps | xpu | xpu:N | a list such as cuda:0,cuda:1 (one "
                       "worker process per entry; cpu,cpu works too). auto: every GPU torch reports (cuda, else xpu, "
                       "else mps), else the CPU.", rich_help_panel=P.DEVICES)]
+EngineOpt = Annotated[Engine | None, typer.Option(
+    help="inline | processes | torchrun | ray (default: inline for one device, processes for several, torchrun "
+         'under a launcher). ray: the units on a Ray cluster\'s actors (pip install "fmu[ray]").',
+    rich_help_panel=P.DEVICES)]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    help="--engine ray: the cluster (default: auto when RAY_ADDRESS is set, else a new local instance).",
+    rich_help_panel=P.DEVICES)]
+RayCpusOpt = Annotated[float, typer.Option(
+    min=0.01, help="--engine ray on CPU nodes: CPUs each actor reserves (leave some for Ray Data's own tasks).",
+    rich_help_panel=P.DEVICES)]
+# max: 100000 threads ran the process out of threads (a traceback), not a usage error
 ThreadsOpt = Annotated[int | None, typer.Option(
     help="torch CPU threads per worker; pin it for bit-identical images across 1 or N processes.",
-    min=1, rich_help_panel=P.DEVICES)]
+    min=1, max=256, rich_help_panel=P.DEVICES)]
 PrecisionOpt = Annotated[Precision, typer.Option(
     help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; bf16 and fp16 run on CPU too).",
     rich_help_panel=P.DEVICES)]
@@ -112,6 +127,12 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", rich
 SaveConditionsOpt = Annotated[bool, typer.Option(help="Write each shading condition image.", rich_help_panel=P.OUTPUT)]
 CacheDirOpt = Annotated[Path | None, typer.Option(
     help="Face/shading cache (default OUT/.cache).", rich_help_panel=P.OUTPUT)]
+WriterOpt = Annotated[str, typer.Option(
+    help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, reference and settings in PNG text "
+         "chunks).", rich_help_panel=P.OUTPUT)]
+ProgressIntervalOpt = Annotated[float, typer.Option(
+    min=0.01, help="Seconds between plain progress lines when stdout is not a terminal (a log file).",
+    rich_help_panel=P.OUTPUT)]
 
 
 def generate(
@@ -126,12 +147,14 @@ def generate(
     guidance_scale: GuidanceScaleOpt = D.guidance_scale, id_scale: IdScaleOpt = D.id_scale,
     s_scale: SScaleOpt = D.s_scale, shading_scale: ShadingScaleOpt = D.shading_scale,
     no_shading: NoShadingOpt = not D.shading, scheduler: SchedulerOpt = D.scheduler, eta: EtaOpt = D.eta,
-    devices: DevicesOpt = D.device, threads: ThreadsOpt = D.threads, precision: PrecisionOpt = D.precision,
+    devices: DevicesOpt = D.device, engine: EngineOpt = D.engine, ray_address: RayAddressOpt = D.ray_address,
+    ray_cpus: RayCpusOpt = D.ray_cpus, threads: ThreadsOpt = D.threads, precision: PrecisionOpt = D.precision,
     vae_precision: VaePrecisionOpt = D.vae_precision, batch_size: BatchSizeOpt = D.batch_size,
     vae_slicing: VaeSlicingOpt = D.vae_slicing, vae_tiling: VaeTilingOpt = D.vae_tiling,
     compile: CompileOpt = D.compile, offload: OffloadOpt = D.offload, speed_lora: SpeedLoraOpt = D.speed_lora,
     speed_lora_scale: SpeedLoraScaleOpt = D.speed_lora_scale, vae_decoder: VaeDecoderOpt = D.vae_decoder,
-    out: OutOpt = D.out, save_conditions: SaveConditionsOpt = D.save_conditions, cache_dir: CacheDirOpt = D.cache_dir,
+    out: OutOpt = D.out, writer: WriterOpt = D.writer, save_conditions: SaveConditionsOpt = D.save_conditions,
+    cache_dir: CacheDirOpt = D.cache_dir, progress_interval: ProgressIntervalOpt = PROGRESS_INTERVAL,
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -155,17 +178,19 @@ def generate(
         lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
-        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta)
+        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
-    checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
-    try:
-        with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, checked=checked)
-    except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        error(f"{exc}; finished images and results are kept: re-run the same command to resume")
-        raise typer.Exit(1) from None
+    with lock_first(out, "generate"):  # a second run on OUT is refused at once, not after the preflight
+        checked = check_generate(cfg, log=warn)  # every option, before anything is written or the bar is drawn
+        try:
+            with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
+                summary = run_generate(cfg, progress=progress, checked=checked)
+        except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
+            error(f"{exc}; finished images and results are kept: re-run the same command to resume")
+            raise typer.Exit(1) from None
     if summary.interrupted:
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
                   f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
@@ -186,6 +211,25 @@ def generate(
 
 
 @contextmanager
+def lock_first(out: Path, command: str):
+    """OUT's lock, taken before the preflight (which loads libraries and reads model files: a second
+    run used to wait half a minute to be refused). A folder created here and left holding only its
+    lock is removed when a usage error stops the run before it wrote anything. Under a launcher
+    (torchrun) rank 0 holds it, as in the run itself."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out.exists()
+    try:
+        with locked_output(out, command):
+            yield
+    except UsageError:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def stop_on_sigterm():
     """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C does: finished images are
     merged into results.parquet and run.json is written before exiting."""
@@ -201,6 +245,9 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+PROBLEMS_PER_ROW = 5   # printed; every problem still counts
 
 
 def validate_manifest(
@@ -220,9 +267,16 @@ def validate_manifest(
                       token_limit=tok.model_max_length)
     if result.problems:
         table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
+        per_row: dict[int, int] = {}
+        totals = Counter(p.row for p in result.problems)
         for p in result.problems:
-            style = "red" if p.level == ERROR else "yellow"
-            table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            per_row[p.row] = per_row.get(p.row, 0) + 1
+            if per_row[p.row] <= PROBLEMS_PER_ROW:
+                style = "red" if p.level == ERROR else "yellow"
+                table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            elif per_row[p.row] == PROBLEMS_PER_ROW + 1:
+                table.add_row(str(p.row), shown(p.id), "", "",
+                              f"… and {totals[p.row] - PROBLEMS_PER_ROW} more problems in this row")
         console.print(table)
     bad = len(result.errors_by_row())
     console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "

@@ -41,7 +41,7 @@ from fmu.core.tables import write_table
 from . import checkpoint as ckpt
 from .attention_capture import install_attention_capture, remove_attention_capture
 from .config import TrainConfig, prepared_manifest_path
-from .data import DataOrder, TrainingSet, collate
+from .data import DataOrder, TrainingSet, collate, data_digest, read_training_manifest
 from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
 from .preflight import check_training
@@ -258,6 +258,9 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     # the state to resume from, read and checked before anything is built or written
     resume_from = ckpt.resolve_resume(out, cfg.resume)
     saved = ckpt.read_checkpoint(resume_from, rank, world, cfg.mode) if resume_from is not None else None
+    data = data_digest(read_training_manifest(manifest))
+    if saved is not None:
+        ckpt.check_same_data(saved, data)
     set_seed(cfg.seed + rank)
     _claim_output(accelerator, cfg, out, held)
 
@@ -275,8 +278,6 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     dataset = _training_set(manifest, model, size)
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, rank, world)
     frozen = _frozen_parts(cfg, out, model, store, dataset, device)
-
-    # resume
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step, position = _resume(saved, resume_from, cfg, out, log, accelerator, model=model, optimizer=optimizer,
                              lr_scheduler=lr_scheduler, generator=generator)
@@ -285,7 +286,8 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
 
     def save_checkpoint():
         path = ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints,
-                                    model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler)
+                                    model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                    data=data)
         if accelerator.is_main_process:
             _write_results(out)
         return path
@@ -325,6 +327,7 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     return _finish(cfg, out, accelerator, model, save_checkpoint, step=step, start_step=start_step,
                    checkpoint=checkpoint, history=history, interrupted=interrupted, resume_from=resume_from,
                    times=(start_time, started_at), run_facts=run_facts)
+
 
 def loss_line(means: dict) -> str:
     """The progress line's loss terms: the total, then each term of the objective (mse, map, id)."""

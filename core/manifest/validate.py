@@ -20,7 +20,7 @@ from ..images import check_file_size, check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
 from . import people
-from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES, READ_ERROR
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR
 
 ERROR, WARNING = "error", "warning"
 
@@ -97,6 +97,21 @@ def rows_from_table(table: pl.DataFrame) -> list[Row]:
                         overrides={k: r[k] for k in OVERRIDES if r[k] is not None},
                         controls=ControlRequest.from_record(r), layout=r["layout"]))
     return rows
+
+
+def _drop_long_cells(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """(df with every text cell longer than its column's MAX_CELL_CHARS nulled, mask of those cells per
+    column): measured by length alone, so nothing downstream parses an over-long cell."""
+    masks = {}
+    for name, limit in MAX_CELL_CHARS.items():
+        if name not in df.columns or df[name].dtype not in (pl.String, pl.Binary):
+            continue
+        lengths = df[name].str.len_chars() if df[name].dtype == pl.String else df[name].bin.size()
+        too_long = (lengths > limit).fill_null(False)
+        if too_long.any():
+            masks[name] = too_long
+            df = df.with_columns(pl.when(too_long).then(None).otherwise(pl.col(name)).alias(name))
+    return df, masks
 
 
 def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
@@ -252,11 +267,20 @@ def _with_unread_rows(df: pl.DataFrame, problems: list[Problem], ids: pl.Series)
     return problems
 
 
+def _without_unread_cells(problems: list[Problem], long_cells: dict[str, pl.Series]) -> list[Problem]:
+    """An over-long cell is not read (_drop_long_cells): reported once, not also as empty or missing."""
+    if not long_cells:
+        return problems
+    unread_cells = {(i, name) for name, mask in long_cells.items() for i in mask.arg_true().to_list()}
+    return [p for p in problems if p.kind == "cell_too_long" or (p.row, p.column) not in unread_cells]
+
+
 def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], int] | None = None,
              token_limit: int = 77, check_files: bool = True) -> Validation:
     n = df.height
     problems: list[Problem] = []
     index = pl.Series("row", range(n), dtype=pl.Int64)
+    df, long_cells = _drop_long_cells(df)
     typed = {}
     bad_cells = {}
     for name in COLUMNS:
@@ -277,6 +301,9 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         if name in df.columns:
             add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])} is not a "
                                                               f"valid {COLUMNS[name][0]}")
+    for name, too_long in long_cells.items():
+        add(too_long, name, "cell_too_long", lambda i, name=name: f"{name} holds more than "
+                                                                 f"{MAX_CELL_CHARS[name]:,} characters; not read")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
         lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
                   "(no path separators or '..')")
@@ -309,13 +336,11 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
     add(typed["reference"].is_null() & ~bad_cells["reference"], "reference", "missing_reference",
         lambda i: "reference is empty")
     resolved = _resolved_paths(typed, problems, ids, base_dir, check_files)
-
     lights = typed["light"]
     _light_problems(lights, add)
-
     layouts = _check_people(typed, problems, ids)
-
     problems = _with_unread_rows(df, problems, ids)
+    problems = _without_unread_cells(problems, long_cells)
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({
