@@ -59,7 +59,7 @@ def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, 
     if rows.size == 0:
         return None
     h, w = shape[:2]
-    side = min(max(rows.ptp(), cols.ptp()) * margin + 8, h, w)
+    side = min(max(np.ptp(rows), np.ptp(cols)) * margin + 8, h, w)
     if side * side > 0.4 * h * w:
         return None
     cx, cy = (cols.min() + cols.max()) / 2, (rows.min() + rows.max()) / 2
