@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from . import panels as P
-from .console import console, error, shown
+from .console import console, error, refuse_overwriting, shown
 
 
 def expand(
@@ -47,6 +47,7 @@ def expand(
             axes["expression"] = split_expressions(expression)
         if light:
             axes["light"] = split_lights(light)
+        refuse_overwriting(out, [manifest])
         table = expand_manifest(manifest, axes, out)
         write_manifest(table, out)
     except UsageError as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,13 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import Interrupted
+from fmu.core.errors import Interrupted, UsageError
+from fmu.core.out_lock import LOCK_NAME, locked_output
 from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
-from .console import console, err, error, progress_bar, shown
+from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 
 def generate(
@@ -81,7 +85,17 @@ def generate(
                                 "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
                                 "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU.",
                                 rich_help_panel=P.DEVICES),
-    threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
+    engine: Engine | None = typer.Option(D.engine, help="inline | processes | torchrun | ray (default: inline for "
+                                         "one device, processes for several, torchrun under a launcher). ray: "
+                                         'the units on a Ray cluster\'s actors (pip install "fmu[ray]").',
+                                         rich_help_panel=P.DEVICES),
+    ray_address: str | None = typer.Option(D.ray_address, help="--engine ray: the cluster (default: auto when "
+                                           "RAY_ADDRESS is set, else a new local instance).",
+                                           rich_help_panel=P.DEVICES),
+    ray_cpus: float = typer.Option(D.ray_cpus, min=0.01, help="--engine ray on CPU nodes: CPUs each actor "
+                                   "reserves (leave some for Ray Data's own tasks).", rich_help_panel=P.DEVICES),
+    # max: 100000 threads ran the process out of threads (a traceback), not a usage error
+    threads: int | None = typer.Option(D.threads, min=1, max=256, help="torch CPU threads per worker; pin it for "
                                        "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
     precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
                                         "bf16 and fp16 run on CPU too).", rich_help_panel=P.DEVICES),
@@ -105,10 +119,15 @@ def generate(
                                            "AutoencoderTiny (TAESD) instead of the VAE (fast, a little softer).",
                                            rich_help_panel=P.SPEED),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
+    writer: str = typer.Option(D.writer, help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, "
+                               "reference and settings in PNG text chunks).", rich_help_panel=P.OUTPUT),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
                                           rich_help_panel=P.OUTPUT),
+    progress_interval: float = typer.Option(PROGRESS_INTERVAL, min=0.01, help="Seconds between plain progress "
+                                            "lines when stdout is not a terminal (a log file).",
+                                            rich_help_panel=P.OUTPUT),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -132,17 +151,19 @@ def generate(
         lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
-        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta)
+        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
-    checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
-    try:
-        with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, checked=checked)
-    except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        error(f"{exc}; finished images and results are kept: re-run the same command to resume")
-        raise typer.Exit(1) from None
+    with lock_first(out, "generate"):  # a second run on OUT is refused at once, not after the preflight
+        checked = check_generate(cfg, log=warn)  # every option, before anything is written or the bar is drawn
+        try:
+            with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
+                summary = run_generate(cfg, progress=progress, checked=checked)
+        except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
+            error(f"{exc}; finished images and results are kept: re-run the same command to resume")
+            raise typer.Exit(1) from None
     if summary.interrupted:
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
                   f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
@@ -163,6 +184,25 @@ def generate(
 
 
 @contextmanager
+def lock_first(out: Path, command: str):
+    """OUT's lock, taken before the preflight (which loads libraries and reads model files: a second
+    run used to wait half a minute to be refused). A folder created here and left holding only its
+    lock is removed when a usage error stops the run before it wrote anything. Under a launcher
+    (torchrun) rank 0 holds it, as in the run itself."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out.exists()
+    try:
+        with locked_output(out, command):
+            yield
+    except UsageError:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def stop_on_sigterm():
     """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C does: finished images are
     merged into results.parquet and run.json is written before exiting."""
@@ -178,6 +218,9 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+PROBLEMS_PER_ROW = 5   # printed; every problem still counts
 
 
 def validate_manifest(
@@ -197,9 +240,16 @@ def validate_manifest(
                       token_limit=tok.model_max_length)
     if result.problems:
         table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
+        per_row: dict[int, int] = {}
+        totals = Counter(p.row for p in result.problems)
         for p in result.problems:
-            style = "red" if p.level == ERROR else "yellow"
-            table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            per_row[p.row] = per_row.get(p.row, 0) + 1
+            if per_row[p.row] <= PROBLEMS_PER_ROW:
+                style = "red" if p.level == ERROR else "yellow"
+                table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            elif per_row[p.row] == PROBLEMS_PER_ROW + 1:
+                table.add_row(str(p.row), shown(p.id), "", "",
+                              f"… and {totals[p.row] - PROBLEMS_PER_ROW} more problems in this row")
         console.print(table)
     bad = len(result.errors_by_row())
     console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "

@@ -18,7 +18,6 @@ import polars as pl
 
 from ..devices import parse_devices
 from ..errors import UsageError
-from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
 from ..model.lora import check_lora_adapter
@@ -29,11 +28,12 @@ from ..shading.render import BACKENDS
 from ..weights.layout import ROLES, generate_options
 from .conditions import frame_label, parse_frame
 from .config import GenerateConfig
-from .distribute import inline_distributor, multiprocess_distributor, rank_shard
+from .distribute import pick_engine, rank_shard
 from .plan import KEY, Units, plan_table
 from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
 from .ranks import Ranks
 from .results import ResultStore
+from .writers import WRITERS, make_writer
 
 
 @dataclass
@@ -165,6 +165,10 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     manifest = read_manifest(cfg.manifest)
     devices = parse_devices(cfg.device)
     check_devices(cfg, devices)
+    # a bad --engine (or ray without Ray): one usage error before anything runs
+    pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
+    if cfg.writer not in WRITERS:
+        raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
     check_renderer(cfg)
     model_spec = _resolve_model(cfg)
     base, adapter = model_spec[:2]
@@ -196,6 +200,30 @@ def _created(out: Path):
     yield out
 
 
+class FailedSoFar:
+    """Failed images recorded by this run so far, for the progress line: the result shards that
+    appeared since it started, each read once (its status column), the folder listed at most
+    every `every` seconds (a long run has many shards)."""
+
+    def __init__(self, store: ResultStore, every: float = 2.0):
+        self.store, self.every, self.failed, self.last = store, every, 0, float("-inf")
+        self.seen = set(self._shards())
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.store.shards.glob("*.parquet")) if self.store.shards.is_dir() else []
+
+    def count(self) -> int:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            for path in (p for p in self._shards() if p not in self.seen):
+                self.seen.add(path)
+                try:
+                    self.failed += int((pl.read_parquet(path, columns=["status"])["status"] == "failed").sum())
+                except (OSError, pl.exceptions.PolarsError):  # only the progress line depends on it
+                    pass
+        return self.failed
+
+
 def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
     cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
     out = Path(cfg.out)
@@ -211,12 +239,14 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
         frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)
-    # finished jobs drop out of their unit; a unit keeps the members it was planned with
-    todo, moved = store.resume(plan)
+    # finished jobs drop out of their unit; a unit keeps the members it was planned with; what is
+    # finished is what the results say and the writer still holds
+    todo, moved = store.resume(plan, make_writer(cfg.writer, out).done())
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)
+    failed_so_far = FailedSoFar(store)
     if ranks.is_main:
         store.append(failures + moved)  # moved: finished images whose row number changed, re-recorded
 
@@ -228,9 +258,9 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                            "error": error, "prompt": j.row.prompt, "finished_at": time.time()}
                           for j in units[uid]])
         if progress:
-            progress.advance(task, units.size(uid))
+            progress.update(task, advance=units.size(uid), detail=f"{failed_so_far.count()} failed")
 
-    distributor = multiprocess_distributor if len(devices) > 1 else inline_distributor
+    distributor = pick_engine(cfg.engine, devices, ranks.world, cfg.ray_address, cfg.ray_cpus)
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
     interrupted = 0
     if len(units):
@@ -256,14 +286,15 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                          skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start, interrupted=int(interrupted))
     # the workers report their face models; a run with nothing left to do keeps what the earlier
-    # run recorded (it made the images), or loads the backend here to say which one it is
+    # run recorded (it made the images); with no earlier run (every row invalid) no face model is
+    # loaded just to name it: the record says so
     identities = [s.pop("face_identity", None) for s in all_stats]
     earlier = read_run_json(out).get("face_identity")
     if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.face_backend):
         earlier = None
     face_identity = next((i for i in identities if i), None) or earlier
     if face_identity is None:
-        face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
+        face_identity = {"backend": cfg.face_backend, "loaded": False}
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,

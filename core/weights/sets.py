@@ -32,6 +32,7 @@ class UrlFile:
     url: str
     sha256: str | None = None       # checked after download when known (the LFS pointer's oid)
     size: int | None = None
+    git_sha1: str | None = None     # a non-LFS hub file's git blob id: its checksum when no sha256
 
 
 @dataclass(frozen=True)
