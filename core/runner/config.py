@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from ..faces.crops import FRAME_SCALE
 from ..model.settings import DEFAULTS as IMAGE
 from ..model.settings import PROMPT_PREFIX
+from .gating import Gate
 
 
 @dataclass
@@ -60,6 +61,16 @@ class GenerateConfig:
     vae_tiling: bool = False
     compile: bool = False
     offload: bool = False
+    # quality gating, best-of-N (gating.py): None = no threshold
+    min_id_sim: float | None = None
+    max_pose_err: float | None = None      # degrees
+    max_light_err: float | None = None
+    max_tries: int = 1
+    keep_rejected: bool = False
+
+    @property
+    def gate(self) -> Gate:
+        return Gate(self.min_id_sim, self.max_pose_err, self.max_light_err, self.max_tries, self.keep_rejected)
 
 
 # every option's default by name (`DEFAULTS.batch_size`)
