@@ -1,6 +1,8 @@
 """Quality gating (best-of-N) on the tiny preset: thresholds, retries with the next seed, the best
 attempt kept, the record of every attempt, rejected images, retries batched per unit."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -9,6 +11,7 @@ from PIL import Image
 
 from fmu.core.model.facemakeup import FaceMakeUp
 from fmu.core.runner.gating import SEED_STEP, Attempt, Gate, attempt_seed, summary
+from fmu.core.scoring import ScoreOptions, score_run
 from fmu.manifests.demo import DEMO_ROWS, write_demo_inputs
 
 FAST = ["--steps", "2", "--batch-size", "4"]
@@ -29,8 +32,10 @@ def _pixels(path):
     return np.asarray(Image.open(path))
 
 
-def test_a_missed_threshold_makes_every_attempt_and_keeps_the_best(plain, tmp_path, monkeypatch):
-    manifest, plain_out = plain
+@pytest.fixture(scope="module")
+def gated(plain, tmp_path_factory):
+    """A run where every image misses its threshold, and the seeds of every batch denoised."""
+    manifest, _ = plain
     batches = []
     original = FaceMakeUp.generate
 
@@ -38,10 +43,17 @@ def test_a_missed_threshold_makes_every_attempt_and_keeps_the_best(plain, tmp_pa
         batches.append([r.seed for r in requests])
         return original(self, requests, settings)
 
-    monkeypatch.setattr(FaceMakeUp, "generate", counting)
-    out = tmp_path / "gated"
-    result = run([manifest, "--out", out, *FAST, "--min-id-sim", "0.99", "--max-tries", "2", "--keep-rejected"])
+    out = tmp_path_factory.mktemp("gated") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FaceMakeUp, "generate", counting)
+        result = run([manifest, "--out", out, *FAST, "--min-id-sim", "0.99", "--max-tries", "2", "--keep-rejected"])
     assert result.exit_code == 0, result.output
+    return out, batches
+
+
+def test_a_missed_threshold_makes_every_attempt_and_keeps_the_best(plain, gated):
+    plain_out = plain[1]
+    out, batches = gated
     df = pl.read_parquet(out / "results.parquet").sort("id", "k")
     assert df.height == N_IMAGES and df["status"].to_list() == ["ok"] * N_IMAGES
     # noise has no face: similarity counts as 0 < 0.99 on both attempts
@@ -100,3 +112,15 @@ def test_the_best_attempt_meets_most_thresholds_then_has_the_highest_identity():
     assert fields["attempt_id_similarity"] == [0.9, 0.6, 0.7, 0.0] and fields["attempts"] == 4
     # without a 3D condition the pose threshold does not apply: the highest identity wins
     assert summary(gate, attempts, has_condition=False)[0] == 0
+
+
+def test_the_report_gives_the_rejection_reasons(gated):
+    out, _ = gated
+    score_run(out, ScoreOptions(metrics=("facesim",)))
+    gating = json.loads((out / "summary.json").read_text())["gating"]
+    assert gating == {"gated": N_IMAGES, "accepted": 0, "rejected": N_IMAGES, "attempts": 2 * N_IMAGES,
+                      "reasons": {"id_similarity < 0.99": N_IMAGES}}
+    page = (out / "report.html").read_text()
+    assert f"<h2>Quality gate</h2><p>0 of {N_IMAGES} images accepted" in page
+    assert f"<tr><td>id_similarity &lt; 0.99</td><td>{N_IMAGES}</td></tr>" in page
+    assert page.count("rejected: id_similarity 0.000 &lt; 0.99 (2 attempts)") == N_IMAGES

@@ -99,6 +99,10 @@ def _scores_caption(row: dict) -> str:
         if row.get(col) is not None:
             bits.append(f"{label} {row[col]:.{digits}f}")
     bits += _people_lines(row)
+    if row.get("accepted") is not None:  # quality gate: kept after N attempts, passed or why not
+        tries = f"{row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
+        verdict = "accepted" if row["accepted"] else f"rejected: {html.escape(row.get('rejection_reason') or '')}"
+        bits.append(f"<span class='gate{'' if row['accepted'] else ' rej'}'>{verdict} ({tries})</span>")
     if row.get("error"):
         bits.append(f"<span class='err'>{html.escape(row['error'])}</span>")
     return "<br>".join(bits)
@@ -114,6 +118,18 @@ def _people_lines(row: dict) -> list[str]:
         parts = [f"{lab} {v[k]:.{d}f}" if k < len(v) and v[k] is not None else f"{lab} –" for v, lab, d in present]
         lines.append(f"<span class='person'>person {k + 1}: {', '.join(parts)}</span>")
     return lines
+
+
+def _gating_part(gating: dict | None) -> str:
+    """The quality gate's outcome: images accepted / rejected, attempts, rejection reasons."""
+    if not gating:
+        return ""
+    reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in gating["reasons"].items())
+    table = (f"<table class='gating'><tr><th>rejection reason</th><th>images</th></tr>{reasons}</table>"
+             if reasons else "")
+    return (f"<h2>Quality gate</h2><p>{gating['accepted']} of {gating['gated']} images accepted, "
+            f"{gating['rejected']} kept as the best of their attempts but rejected; {gating['attempts']} "
+            f"attempts in all.</p>{table}")
 
 
 def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
@@ -191,7 +207,7 @@ figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}p
 figure.ref img{{outline:3px solid #3b7dd8}} figure.target img{{outline:3px solid #8a5cc7}}
 .missing{{width:{THUMB}px;height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}}
-.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}}
+.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}} .gate.rej{{color:#c60}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
 table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{THUMB // 2}px;display:inline-block}}
@@ -200,6 +216,7 @@ table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{TH
 <p>{summary['n_ok']}/{summary['n_requested']} rows fully scored; rows by status: {html.escape(counts)}.
 An output with no detected face counts as 0 in the strict FaceSim mean.</p>
 <table><tr><th>metric</th><th>value</th><th>n</th><th>note</th></tr>{table}</table>
+{_gating_part(summary.get("gating"))}
 <h2>Distributions</h2><div class="plots">{''.join(plots)}</div>
 {grid_part}
 <h2>Rows, worst first</h2>

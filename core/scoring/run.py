@@ -39,7 +39,7 @@ from .consistency import rmse
 from .dino import DinoScorer, dino_similarity
 from .face_batch import face_embeddings
 from .fid import FidScorer
-from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
+from .inputs import FRAME_COLUMNS, GATE_COLUMNS, gating_counts, rows_from_images, rows_from_run
 from .lpips import LpipsScorer, find_weights
 from .report import render_report
 from .resume import ScoreState, fingerprint
@@ -503,6 +503,7 @@ def _scores_frame(rows: _Rows) -> pl.DataFrame:
         "condition": df["condition_path"], "prompt": df["prompt"],
         **{c: df[c] for c in CONTROL_COLUMNS if c in df.columns},
         "layout": df["layout"] if "layout" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8),
+        **{c: df[c] for c in GATE_COLUMNS if c in df.columns},
     }
     for name, vals in rows.values.items():
         dtype = pl.Boolean if name.endswith("_match") else pl.Int64 if name.startswith("faces_") else pl.Float64
@@ -525,6 +526,7 @@ def _summary(rows: _Rows, metrics: dict, timings: dict, total_s: float) -> dict:
         "status_counts": counts,
         "metrics": metrics,
         "failures": failures,
+        "gating": gating_counts(rows.df),
         "timings": {**timings, "total_s": round(total_s, 3),
                     "images_per_s": round(rows.n / total_s, 3) if total_s > 0 else None},
     }
