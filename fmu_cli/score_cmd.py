@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from fmu.core.devices import parse_device
 from fmu.core.errors import UsageError
@@ -37,6 +38,9 @@ def score(
                                          rich_help_panel=P.DATA),
     out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images).",
                                     rich_help_panel=P.OUTPUT),
+    weights: Path | None = typer.Option(None, help="A folder filled by `fmu weights pull --set scoring`: its CLIP, "
+                                        "DINO, LPIPS, Inception (and insightface) files fill the model options "
+                                        "left open (an explicit flag wins).", rich_help_panel=P.MODELS),
     id_model: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim (a pulled "
                                          "weights folder has it at DIR/insightface/models).", rich_help_panel=P.MODELS),
     face_backend: Any = typer.Option(  # Any: a tuple of names (comma_list)
@@ -85,6 +89,9 @@ def score(
     if images is not None and manifest is None:
         raise UsageError("--images needs --manifest")
     chosen = METRICS if "all" in metrics else metrics
+    if weights is not None:
+        clip_model, dino_model, lpips_weights, fid_weights, id_model = _from_weights(
+            weights, clip_model, dino_model, lpips_weights, fid_weights, id_model)
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
                         fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
@@ -105,3 +112,23 @@ def score(
                   + (", report.html" if not no_report else ""))
     if not result.all_ok:
         raise typer.Exit(1)
+
+
+def _from_weights(folder: Path, clip_model, dino_model, lpips_weights, fid_weights, id_model) -> tuple:
+    """--weights DIR: the pulled scoring models fill the options left open; what the folder lacks is
+    said once, with the command that fetches it (those metrics are then looked for as usual)."""
+    from fmu.core.weights.layout import pull_command, roles_of, score_options  # deferred: keeps the CLI start fast
+
+    found, missing = score_options(folder)
+    if missing:
+        err.print(f"[yellow]warning:[/] {escape(str(folder))} has no {', '.join(missing)}; "
+                  f"`{escape(pull_command(folder, 'scoring'))}` fetches them", soft_wrap=True)
+    given = {"clip_model": clip_model, "dino_model": dino_model, "lpips_weights": lpips_weights,
+             "fid_weights": fid_weights}
+    filled = {role: value if value is not None else found.get(role) for role, value in given.items()}
+    if id_model is None:
+        id_model = roles_of(folder).get("face_models")
+    for role in ("clip_model", "dino_model"):
+        if filled[role] is not None:
+            filled[role] = str(filled[role])
+    return filled["clip_model"], filled["dino_model"], filled["lpips_weights"], filled["fid_weights"], id_model
