@@ -70,6 +70,8 @@ def score(
                                 rich_help_panel=P.SPEED),
     batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch.", rich_help_panel=P.SPEED),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html.", rich_help_panel=P.OUTPUT),
+    sheet: bool = typer.Option(False, "--sheet", help="Also write sheet.png: per reference its condition and "
+                               "outputs, each with its prompt and score.", rich_help_panel=P.OUTPUT),
 ) -> None:
     """Score generated images: FaceSim, CLIP-T/I, DINO, LPIPS, FID, Pose/Light-RMSE.
 
@@ -95,7 +97,7 @@ def score(
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), id_model=id_model, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
                         fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
-                        workers=workers, batch_size=batch_size, report=not no_report)
+                        workers=workers, batch_size=batch_size, report=not no_report, sheet=sheet)
     check_options(opts)  # every path given exists, before anything is read or written
     parse_device(device)  # one device torch can use, before anything is written
     if run_dir is not None:
@@ -109,7 +111,7 @@ def score(
     else:
         result = score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True))
     console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
-                  + (", report.html" if not no_report else ""))
+                  + (", report.html" if not no_report else "") + (", sheet.png" if sheet else ""))
     if not result.all_ok:
         raise typer.Exit(1)
 

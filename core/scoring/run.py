@@ -43,6 +43,7 @@ from .inputs import FRAME_COLUMNS, GATE_COLUMNS, gating_counts, rows_from_images
 from .lpips import LpipsScorer, find_weights
 from .report import render_report
 from .resume import ScoreState, fingerprint
+from .sheet import write_sheet
 from .summary_table import print_summary
 from .weights import MetricUnavailable, check_given_file, check_given_model
 
@@ -65,6 +66,7 @@ class ScoreOptions:
     workers: int = 2
     batch_size: int = 16
     report: bool = True
+    sheet: bool = False                   # sheet.png, a contact sheet (sheet.py)
 
 
 def check_options(opts: ScoreOptions) -> None:
@@ -538,6 +540,8 @@ def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Ro
     atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if opts.report:
         atomic_write_bytes(out_dir / "report.html", render_report(scores, summary, decoded).encode())
+    if opts.sheet:
+        write_sheet(out_dir / "sheet.png", scores, decoded)
 
 
 def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
