@@ -3,6 +3,8 @@
     python bench/generate_scale.py                 # bench preset, 50 references x 4 prompts
     python bench/generate_scale.py --quick         # CI: tiny preset, small counts; asserts counts only
     python bench/generate_scale.py --device cuda   # the same figures on a GPU (fp16; workers: CPU only)
+    python bench/generate_scale.py --engine ray    # engines only: inline, processes (2 workers) and
+                                                   # ray (2-node local cluster, 1 actor per node)
 
 Prints:
   efficiency   time inside UNet/ShadingNet calls / wall time of the fmu run        (goal >= 0.90)
@@ -14,6 +16,8 @@ Prints:
   workers      2 CPU worker processes images/s / 1 worker images/s (threads split evenly)
   analyses     face analyses performed vs rows (must equal the distinct references)
   manifest     1,000,000-row manifest: validate + plan seconds and peak RSS (goal <= 10 s, <= 1 GiB)
+With --engine ray, instead: per engine images/s, efficiency (denoiser time / wall), and ray's
+wall / the processes engine's wall on the same 2 workers (goal <= 1.10).
 """
 
 from __future__ import annotations
@@ -85,11 +89,11 @@ def write_manifest(folder: Path, refs: list[str], prompts: int) -> Path:
 
 
 def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devices: str = "cpu",
-            threads: int | None = None) -> dict:
+            threads: int | None = None, **engine) -> dict:
     from fmu.core.runner.generate import GenerateConfig, run_generate
 
     cfg = GenerateConfig(manifest=manifest, out=out, preset=preset, steps=steps, batch_size=batch,
-                         device=devices, threads=threads)
+                         device=devices, threads=threads, **engine)
     start = time.perf_counter()
     summary = run_generate(cfg)
     wall = time.perf_counter() - start
@@ -166,6 +170,31 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "rss_mb": int(hwm) / 1024
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def engines(manifest: Path, work: Path, preset: str, steps: int, batch: int) -> int:
+    """inline (1 worker), processes and ray (2 workers each, 1 thread each) on one manifest; ray on
+    a 2-node local cluster (4 logical CPUs per node, 3 per actor: one actor per node)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    runs = {"inline": fmu_run(manifest, work / "inline", preset, steps, batch, threads=2, engine="inline")}
+    runs["processes"] = fmu_run(manifest, work / "processes", preset, steps, batch, "cpu,cpu", 1,
+                                engine="processes")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    cluster.add_node(num_cpus=4)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        runs["ray"] = fmu_run(manifest, work / "ray", preset, steps, batch, "cpu,cpu", 1, engine="ray", ray_cpus=3)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    for name, r in runs.items():
+        print(f"{name:<10} {r['images'] / r['wall']:.3f} img/s  wall {r['wall']:.1f}s  efficiency "
+              f"{r['model_seconds'] / r['wall']:.3f} (denoiser {r['model_seconds']:.1f}s)")
+    print(f"ray wall / processes wall: {runs['ray']['wall'] / runs['processes']['wall']:.2f}  (goal <= 1.10)")
+    assert all(r["failed"] == 0 and r["images"] == runs["inline"]["images"] for r in runs.values()), runs
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny preset and small counts; assert counts only")
@@ -174,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the big-manifest check")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where fmu and the naive loop run")
+    parser.add_argument("--engine", choices=["ray"], help="ray: compare the engines only (inline, processes, ray)")
     args = parser.parse_args(argv)
     if args.quick:
         args.refs, args.prompts, args.steps, args.rows = 3, 2, 2, 20_000
@@ -186,6 +216,8 @@ def main(argv=None) -> int:
         refs = make_references(work, args.refs)
         manifest = write_manifest(work, refs, args.prompts)
         rows = len(refs) * args.prompts
+        if args.engine == "ray":
+            return engines(manifest, work, preset, args.steps, batch=8)
         dev = args.device
         fmu = fmu_run(manifest, work / "fmu", preset, args.steps, batch=8, devices=dev)
         naive = naive_run(manifest, work / "naive", preset, args.steps, dev)

@@ -16,6 +16,7 @@ from fmu.core.faces import MULTI_FACE_POLICIES
 from fmu.core.faces.crops import CROP_STYLES
 from fmu.core.model.settings import PRECISIONS, SCHEDULERS
 from fmu.core.runner.conditions import FRAMES
+from fmu.core.runner.distribute import ENGINES
 from fmu.core.shading.render import BACKENDS as RENDERERS
 from fmu.training.config import MASK_MODES, MIXED_PRECISIONS, PREPARE_MULTI_FACE
 
@@ -25,6 +26,7 @@ def _choices(name: str, values: Sequence[str]) -> type[enum.StrEnum]:
 
 
 FaceBackend = _choices("FaceBackend", FACE_BACKENDS)
+Engine = _choices("Engine", ENGINES)
 MultiFace = _choices("MultiFace", MULTI_FACE_POLICIES)
 PrepareMultiFace = _choices("PrepareMultiFace", PREPARE_MULTI_FACE)
 FaceCrop = _choices("FaceCrop", CROP_STYLES)

@@ -16,7 +16,7 @@ from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
+from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
 from .console import console, err, error, progress_bar, shown
 
 
@@ -81,6 +81,15 @@ def generate(
                                 "list such as cuda:0,cuda:1 (one worker process per entry; cpu,cpu works too). "
                                 "auto: every GPU torch reports (cuda, else xpu, else mps), else the CPU.",
                                 rich_help_panel=P.DEVICES),
+    engine: Engine | None = typer.Option(D.engine, help="inline | processes | torchrun | ray (default: inline for "
+                                         "one device, processes for several, torchrun under a launcher). ray: "
+                                         'the units on a Ray cluster\'s actors (pip install "fmu[ray]").',
+                                         rich_help_panel=P.DEVICES),
+    ray_address: str | None = typer.Option(D.ray_address, help="--engine ray: the cluster (default: auto when "
+                                           "RAY_ADDRESS is set, else a new local instance).",
+                                           rich_help_panel=P.DEVICES),
+    ray_cpus: float = typer.Option(D.ray_cpus, min=0.01, help="--engine ray on CPU nodes: CPUs each actor "
+                                   "reserves (leave some for Ray Data's own tasks).", rich_help_panel=P.DEVICES),
     threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
                                        "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
     precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
@@ -117,6 +126,8 @@ def generate(
     keep_rejected: bool = typer.Option(D.keep_rejected, "--keep-rejected", help="Also write the attempts not kept, "
                                        "under OUT/rejected/.", rich_help_panel=P.GATING),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
+    writer: str = typer.Option(D.writer, help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, "
+                               "reference and settings in PNG text chunks).", rich_help_panel=P.OUTPUT),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
@@ -144,7 +155,8 @@ def generate(
         lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
-        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, min_id_sim=min_id_sim,
+        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, min_id_sim=min_id_sim,
         max_pose_err=max_pose_err, max_light_err=max_light_err, max_tries=max_tries, keep_rejected=keep_rejected)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)

@@ -14,14 +14,17 @@ from fmu.core.runner.distribute import MAX_ATTEMPTS, inline_distributor, multipr
 
 
 class FakeWorker:
-    """The worker interface the distributors use: `run(units, on_done)` and its stats. Each unit
+    """The worker interface the distributors use: `run(units, on_done)` and `stats()`. Each unit
     it finishes is written to LOG/<uid>.<pid> (the shard a real worker would write)."""
 
     def __init__(self, device: str, log: Path, deadly: dict[int, int]):
         self.device, self.log, self.deadly = device, log, deadly
-        self.cache = SimpleNamespace(analyses=0, crop="aligned",
-                                     backend=SimpleNamespace(identity=lambda: {"backend": "fake"}))
+        self.cache = SimpleNamespace(analyses=0)
         self.model = SimpleNamespace(timings=SimpleNamespace(model_seconds=0.0))
+
+    def stats(self) -> dict:
+        return {"analyses": self.cache.analyses, "model_seconds": self.model.timings.model_seconds,
+                "face_identity": {"backend": "fake", "clip_crop": "aligned"}}
 
     def run(self, units, on_done) -> None:
         for uid, jobs in units:

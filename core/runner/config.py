@@ -28,6 +28,11 @@ class GenerateConfig:
     multi_face: str = "best"              # best | largest | error (core.faces.base)
     face_crop: str | None = None          # CLIP face image style; None: the adapter's own (core.faces.crops)
     device: str = "cpu"
+    engine: str | None = None             # inline | processes | torchrun | ray (None: inline for one device,
+                                          # else processes); distribute.py
+    ray_address: str | None = None        # --engine ray: None = `auto` when RAY_ADDRESS is set, else local
+    ray_cpus: float = 1.0                 # --engine ray on CPU nodes: CPUs each actor reserves
+    writer: str = "files"                 # the output stage (writers/): files = OUT/images/<id>_<k>.png
     batch_size: int = 4
     seed: int = 0
     # per-image settings (a manifest row may override steps, guidance_scale, id_scale)

@@ -1,9 +1,12 @@
-"""How work units reach devices: plain functions with one signature (img2dataset style).
+"""How work units reach devices: engines are plain functions with one signature (img2dataset's
+distributors): `engine(units, make_worker, devices, on_done) -> counters`, picked by name
+(`--engine`, `pick_engine`).
 
-`inline_distributor` runs units in this process; `multiprocess_distributor` starts one worker
-process per device, all pulling from one queue (a slower device simply takes fewer units) and
-re-queues the unit of a worker that dies. Multi-node runs use an existing launcher
-(`accelerate launch` / torchrun): `rank_shard` gives each rank a deterministic share.
+`inline` runs units in this process; `processes` starts one worker process per device, all
+pulling from one queue (a slower device simply takes fewer units) and re-queues the unit of a
+worker that dies; `torchrun` is a rank under a launcher (`accelerate launch` / torchrun / srun),
+`rank_shard` giving each rank a deterministic share; `ray` (ray_engine.py) runs the units on an
+actor pool of a Ray cluster.
 """
 
 from __future__ import annotations
@@ -11,8 +14,34 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 from collections.abc import Callable
+from functools import partial
+
+from ..errors import UsageError
 
 MAX_ATTEMPTS = 2  # a unit that kills two workers is failed, not retried forever
+ENGINES = ("inline", "processes", "torchrun", "ray")
+
+
+def pick_engine(name: str | None, devices: list[str], world: int, ray_address: str | None = None,
+                ray_cpus: float = 1.0) -> Callable:
+    """The engine function for `--engine name` (None: torchrun under a launcher, else inline for one
+    device, processes for several). UsageError for an unknown name, for `torchrun` outside a
+    launcher, and for `ray` when Ray is not installed."""
+    if name is None:
+        name = "torchrun" if world > 1 else ("processes" if len(devices) > 1 else "inline")
+    if name not in ENGINES:
+        raise UsageError(f"--engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name == "torchrun" and world <= 1:
+        raise UsageError("--engine torchrun: start fmu under torchrun (or accelerate launch / srun with RANK "
+                         "and WORLD_SIZE set); this process is not one of several ranks")
+    if name == "ray":
+        try:
+            from .ray_engine import ray_distributor  # deferred: Ray is an optional extra, heavy to import
+        except ImportError:
+            raise UsageError('--engine ray needs Ray: pip install "fmu[ray]" (ray[data])') from None
+        return partial(ray_distributor, address=ray_address, actor_cpus=ray_cpus)
+    return {"inline": inline_distributor, "processes": multiprocess_distributor,
+            "torchrun": torchrun_distributor}[name]
 
 
 def rank_shard(indices, rank: int, world: int) -> list:
@@ -22,17 +51,19 @@ def rank_shard(indices, rank: int, world: int) -> list:
 
 def inline_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
     """`on_done(unit_id, error)`: error is None when the unit's shard is written, else why the unit
-    could not run (the caller records its rows as failed)."""
+    could not run (the caller records its rows as failed). Every engine has this signature and
+    returns the run's counters: analyses, model_seconds, workers, requeued, face_identity."""
     worker = make_worker(devices[0])
     work = ((uid, units[uid]) for uid in range(len(units)))
     worker.run(work, on_done=lambda uid, recs: on_done(uid, None))
-    return {"analyses": worker.cache.analyses, "model_seconds": worker.model.timings.model_seconds,
-            "workers": 1, "requeued": 0, "face_identity": _face_identity(worker)}
+    return {**worker.stats(), "workers": 1, "requeued": 0}
 
 
-def _face_identity(worker) -> dict:
-    """The face models and the CLIP face-image style a worker used (for run.json)."""
-    return {**worker.cache.backend.identity(), "clip_crop": worker.cache.crop}
+def torchrun_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:
+    """Under a launcher (torchrun / accelerate launch / srun setting RANK and WORLD_SIZE): `units`
+    is already this rank's share (`rank_shard`); this rank's devices run it like the local engines."""
+    local = multiprocess_distributor if len(devices) > 1 else inline_distributor
+    return local(units, make_worker, devices, on_done)
 
 
 def _worker_main(wid: int, device: str, make_worker: Callable, units: list, tasks, results) -> None:
@@ -54,9 +85,7 @@ def _worker_main(wid: int, device: str, make_worker: Callable, units: list, task
             yield uid, units[uid]
 
     worker.run(pull(), on_done=lambda uid, recs: results.put(("done", wid, uid, len(recs))))
-    results.put(("stats", wid, None, {"analyses": worker.cache.analyses,
-                                      "model_seconds": worker.model.timings.model_seconds,
-                                      "face_identity": _face_identity(worker)}))
+    results.put(("stats", wid, None, worker.stats()))
 
 
 def multiprocess_distributor(units: list, make_worker: Callable, devices: list[str], on_done: Callable) -> dict:

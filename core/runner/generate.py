@@ -29,11 +29,12 @@ from ..shading.render import BACKENDS
 from ..weights.layout import ROLES, generate_options
 from .conditions import frame_label, parse_frame
 from .config import GenerateConfig
-from .distribute import inline_distributor, multiprocess_distributor, rank_shard
+from .distribute import pick_engine, rank_shard
 from .plan import KEY, Units, plan_table
 from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
 from .ranks import Ranks
 from .results import ResultStore
+from .writers import WRITERS, make_writer
 
 
 @dataclass
@@ -178,6 +179,10 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     manifest = read_manifest(cfg.manifest)
     devices = parse_devices(cfg.device)
     check_devices(cfg, devices)
+    # a bad --engine (or ray without Ray): one usage error before anything runs
+    pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
+    if cfg.writer not in WRITERS:
+        raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
     check_renderer(cfg)
     model_spec = _resolve_model(cfg)
     base, adapter = model_spec[:2]
@@ -225,8 +230,9 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
     plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
         frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
     store = ResultStore(out)
-    # finished jobs drop out of their unit; a unit keeps the members it was planned with
-    todo, moved = store.resume(plan)
+    # finished jobs drop out of their unit; a unit keeps the members it was planned with; what is
+    # finished is what the results say and the writer still holds
+    todo, moved = store.resume(plan, make_writer(cfg.writer, out).done())
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
@@ -244,7 +250,7 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
         if progress:
             progress.advance(task, units.size(uid))
 
-    distributor = multiprocess_distributor if len(devices) > 1 else inline_distributor
+    distributor = pick_engine(cfg.engine, devices, ranks.world, cfg.ray_address, cfg.ray_cpus)
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
     interrupted = 0
     if len(units):

@@ -15,7 +15,6 @@ the shards it read.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..digests import file_digest, file_stamp
 from ..errors import UsageError, first_line
 from ..manifest.people import SEPARATOR
 from ..tables import write_table
+from .writers.files import FilesWriter
 
 KEY = ["id", "k", "row"]  # row = manifest row number: duplicate ids stay distinct records
 MATCH = ["id", "k"]       # what resume matches a finished image by (with INPUTS): not the row number
@@ -102,19 +102,20 @@ class ResultStore:
         return (df.with_row_index("_order").sort("_order")
                   .unique(subset=KEY, keep="last", maintain_order=True).drop("_order")), shards
 
-    def done(self) -> pl.DataFrame:
-        """The records of the images that are ok and still on disk (every column). Columnar: one
-        directory listing, no per-row objects."""
+    def done(self, present: set[str] | None = None) -> pl.DataFrame:
+        """The records of the images that are ok and that the output still holds (every column).
+        `present`: the locations the writer says it holds (`Writer.done()`; None: the files
+        writer's). Columnar: no per-row objects."""
         ok = self.latest().filter(pl.col("status") == "ok")
-        images = self.out_dir / "images"
-        present = pl.Series("image", [f"images/{n}" for n in os.listdir(images)] if images.is_dir() else [],
-                            dtype=pl.String)
-        return ok.join(present.to_frame(), on="image", how="semi")
+        if present is None:
+            present = FilesWriter(self.out_dir).done()
+        held = pl.Series("image", sorted(present), dtype=pl.String)
+        return ok.join(held.to_frame(), on="image", how="semi")
 
-    def todo(self, plan: pl.DataFrame) -> pl.DataFrame:
-        return self.resume(plan)[0]
+    def todo(self, plan: pl.DataFrame, present: set[str] | None = None) -> pl.DataFrame:
+        return self.resume(plan, present)[0]
 
-    def resume(self, plan: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
+    def resume(self, plan: pl.DataFrame, present: set[str] | None = None) -> tuple[pl.DataFrame, list[dict]]:
         """(the plan rows still to generate, the records of finished images whose row moved).
 
         A plan row is done when a finished image has its id, k and INPUTS, and its source files
@@ -124,7 +125,7 @@ class ResultStore:
         counts. A moved image's record is returned under its new row number, to be appended."""
         cast = [pl.col(c).cast(SCHEMA[c]) for c in INPUTS]
         plan = plan.with_row_index("_plan").with_columns(cast)
-        done = self.done().rename({"row": "_done_row"})
+        done = self.done(present).rename({"row": "_done_row"})
         matched = plan.select("_plan", *KEY, *INPUTS).join(done, on=[*MATCH, *INPUTS], how="inner", nulls_equal=True)
         kept = matched.filter(_sources_unchanged(matched)).unique("_plan", keep="last", maintain_order=True)
         moved = kept.filter(pl.col("row") != pl.col("_done_row")).select(list(SCHEMA)).to_dicts()

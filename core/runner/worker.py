@@ -35,6 +35,7 @@ from .gating import Attempt, attempt_seed
 from .gating import summary as gating_summary
 from .plan import Job
 from .results import ResultStore
+from .writers import make_writer
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Worker:
         self.name = f"rank{os.environ.get('RANK', '0')}:{device}:pid{os.getpid()}"
         self.out = Path(cfg.out)
         self.store = ResultStore(self.out)
+        self.writer = make_writer(cfg.writer, self.out)
         # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
         self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
@@ -169,14 +171,18 @@ class Worker:
                 records.append({**_failed(base_record, error), "worker": self.name})
                 continue
             image = gated[i].image if gated is not None else images[i]
-            record = {**base_record, "status": "ok", "worker": self.name, "image": job.image_name,
+            record = {**base_record, "status": "ok", "worker": self.name,
                       "batch_seconds": seconds,
                       "analysis_seconds": prep.seconds, "finished_at": time.time()}
             if condition is not None:  # the square of the source photo this image shows
                 record["frame_left"], record["frame_top"], record["frame_side"] = condition.frame
+            # scored before it is written: a dataset writer stores the whole record beside the image
+            if gated is not None:  # scored while gating: the attempts' seeds and scores, accepted
+                record.update(gated[i].fields)
+            record.update(gated[i].scores if gated is not None else self._scores(job, analysis, condition, image))
             target = self.out / job.image_name
             try:  # disk full / permission denied: this row fails with the reason, the run goes on
-                save_png(target, image)
+                record["image"] = self.writer.write(record, image)
                 if condition is not None and self.cfg.save_conditions:
                     name = f"conditions/{job.row.id}.png"
                     target = self.out / name
@@ -188,9 +194,6 @@ class Worker:
             except OSError as exc:
                 records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
                 continue
-            if gated is not None:  # scored while gating: the attempts' seeds and scores, accepted
-                record.update(gated[i].fields)
-            record.update(gated[i].scores if gated is not None else self._scores(job, analysis, condition, image))
             records.append(record)
         return records
 
@@ -285,6 +288,11 @@ class Worker:
             if on_done is not None:
                 on_done(uid, recs)
 
+    def stats(self) -> dict:
+        """This worker's counters so far: face analyses, seconds in the model, face models used."""
+        return {"analyses": self.cache.analyses, "model_seconds": self.model.timings.model_seconds,
+                "face_identity": {**self.cache.backend.identity(), "clip_crop": self.cache.crop}}
+
     # -- the pipelined loop ---------------------------------------------------------------
     def run(self, units, on_done=None) -> None:
         """`units` yields (unit_id, jobs); `on_done(unit_id, records)` after each shard is written.
@@ -335,6 +343,7 @@ class Worker:
                                               on_done, gated)
             if pending_write is not None:
                 pending_write.result()
+        self.writer.close()  # a buffering writer completes its files before their rows count as done
         self.save(None, [], on_done, strict=True)  # never end quietly with finished rows unrecorded
 
     def _finish_and_report(self, unit_id, prep, images, seconds, error, on_done, gated=None):
