@@ -127,7 +127,11 @@ def generate(
                                        "under OUT/rejected/.", rich_help_panel=P.GATING),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
     writer: str = typer.Option(D.writer, help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, "
-                               "reference and settings in PNG text chunks).", rich_help_panel=P.OUTPUT),
+                               "reference and settings in PNG text chunks); webdataset = OUT/shards/*.tar (KEY.png, "
+                               "KEY.json record, KEY.txt prompt); hf = OUT/dataset, a Hugging Face imagefolder "
+                               "(metadata.jsonl).", rich_help_panel=P.OUTPUT),
+    shard_size: int = typer.Option(D.shard_size, min=1, help="Samples per .tar shard (--writer webdataset).",
+                                   rich_help_panel=P.OUTPUT),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
@@ -156,7 +160,7 @@ def generate(
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
         speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
-        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, min_id_sim=min_id_sim,
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, shard_size=shard_size, min_id_sim=min_id_sim,
         max_pose_err=max_pose_err, max_light_err=max_light_err, max_tries=max_tries, keep_rejected=keep_rejected)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)

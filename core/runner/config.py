@@ -33,6 +33,7 @@ class GenerateConfig:
     ray_address: str | None = None        # --engine ray: None = `auto` when RAY_ADDRESS is set, else local
     ray_cpus: float = 1.0                 # --engine ray on CPU nodes: CPUs each actor reserves
     writer: str = "files"                 # the output stage (writers/): files = OUT/images/<id>_<k>.png
+    shard_size: int = 1000                # samples per .tar shard (--writer webdataset)
     batch_size: int = 4
     seed: int = 0
     # per-image settings (a manifest row may override steps, guidance_scale, id_scale)

@@ -183,6 +183,8 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
     if cfg.writer not in WRITERS:
         raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
+    if cfg.shard_size < 1:
+        raise UsageError(f"--shard-size {cfg.shard_size}: must be >= 1")
     check_renderer(cfg)
     model_spec = _resolve_model(cfg)
     base, adapter = model_spec[:2]

@@ -67,7 +67,7 @@ class Worker:
         self.name = f"rank{os.environ.get('RANK', '0')}:{device}:pid{os.getpid()}"
         self.out = Path(cfg.out)
         self.store = ResultStore(self.out)
-        self.writer = make_writer(cfg.writer, self.out)
+        self.writer = make_writer(cfg.writer, self.out, shard_size=cfg.shard_size)
         # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
         self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
