@@ -66,3 +66,15 @@ def test_histograms_label_both_axes():
     svg = svg_histogram([0.1, 0.2, 0.2, 0.9], "facesim_dlib", 0.0, 1.0, x_label="FaceSim (dlib)")
     assert ">FaceSim (dlib)</text>" in svg and ">images</text>" in svg
     assert ">2</text>" in svg   # the y axis's top: the fullest bin's count
+
+
+def test_grid_cells_carry_the_condition_thumbnail_and_the_prompt():
+    from fmu.core.scoring.control_grid import grid_layout, grids_html
+
+    rows = [dict(id=f"a_yaw{y}", k=0, reference="/r/a.png", image=f"/o/a_{y}.png", status="ok",
+                 condition=f"/c/a_yaw{y}.png", prompt=f"a <b>face</b> at {y}", yaw=float(y), pitch=None, roll=None,
+                 expression=None, light=None, pose_error_deg=2.0, light_error=None) for y in (-30, 30)]
+    page = grids_html(grid_layout(rows), lambda path: f"data:{path}" if path else None, 64)
+    for y in (-30, 30):
+        assert f'<img class="cond" src="data:/c/a_yaw{y}.png"' in page
+        assert f"<span class='prompt'>a &lt;b&gt;face&lt;/b&gt; at {y}</span>" in page

@@ -218,7 +218,9 @@ display:flex;align-items:center;justify-content:center;color:#888}}
 .st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}} .gate.rej{{color:#c60}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
-table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{THUMB // 2}px;display:inline-block}}
+table.controls td,table.controls th{{vertical-align:top}}
+figure.cell{{width:{THUMB // 2 + THUMB // 4 + 4}px;display:inline-block}}
+figure.cell img{{display:inline-block;vertical-align:top;margin-right:2px}}
 </style></head><body>
 <h1>fmu score</h1>
 <p>{summary['n_ok']}/{summary['n_requested']} rows fully scored; rows by status: {html.escape(counts)}.
