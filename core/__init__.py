@@ -8,6 +8,7 @@
     model/ faces/ shading/ manifest/ weights/
                  the diffusers model, face analysis, the 3D shading channel, manifest reading,
                  `fmu weights pull` (siblings: they may use each other, without cycles)
-    errors, images, digests, devices, boxes, tables, out_lock, home, html_page, native_log, run_record
-                 utilities every layer uses (run_record: the run.json every command writes)
+    errors, images, digests, devices, boxes, tables, out_lock, home, html_page, native_log, run_record, safe_paths
+                 utilities every layer uses (run_record: the run.json every command writes; safe_paths:
+                 a listed remote or archive path stays inside its folder)
 """

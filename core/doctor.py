@@ -39,6 +39,7 @@ from .scoring.fid import WEIGHTS_NAME
 from .scoring.lpips import find_weights
 from .scoring.weights import MetricUnavailable, torch_hub_checkpoints
 from .shading.deca import missing_requirements
+from .shading.reconstruct import face_landmarker_path, mesh_api
 from .shading.render import pytorch3d_available
 from .weights.layout import default_dir, missing_roles, pull_command, read_record, roles_of, score_options
 
@@ -337,6 +338,29 @@ def check_weights(report: Report, folder: str | None) -> None:
                    f"--weights {path}`)")
 
 
+def check_face_mesh(report: Report) -> None:
+    """The mediapipe mesh: which API is in use (by what is importable) and, for the Tasks API, its model."""
+    try:
+        import mediapipe  # deferred: heavy; the import is the probe
+
+        version = mediapipe.__version__
+    except Exception as exc:
+        report.add("shading", "reconstructor mediapipe", False, _reason(exc))
+        return
+    if mesh_api() == "legacy":
+        report.add("shading", "reconstructor mediapipe", True,
+                   f"backend: legacy FaceMesh (mediapipe {version}), weights in the wheel")
+        return
+    model = face_landmarker_path()
+    if model.is_file():
+        report.add("shading", "reconstructor mediapipe", True, f"backend: Tasks FaceLandmarker (mediapipe {version}), "
+                   f"{model}")
+    else:
+        report.add("shading", "reconstructor mediapipe", False,
+                   f"backend: Tasks FaceLandmarker (mediapipe {version}); its model {model} is missing: "
+                   f"`{pull_command(default_dir())} --only face-landmarker` fetches it")
+
+
 def check_shading(report: Report) -> None:
     report.add("shading", "renderer cpu", True, "numpy z-buffer (always available)")
     ok = pytorch3d_available()
@@ -344,12 +368,7 @@ def check_shading(report: Report) -> None:
                "importable" if ok else ("not installed (no PyPI build for Linux; the cpu renderer is used)"
                                         if importlib.util.find_spec("pytorch3d") is None
                                         else "installed but fails to import (built for another torch?)"))
-    try:
-        from mediapipe.python.solutions import face_mesh  # noqa: F401  (deferred: the import is the probe)
-
-        report.add("shading", "reconstructor mediapipe", True, "legacy FaceMesh, weights in the wheel")
-    except Exception as exc:
-        report.add("shading", "reconstructor mediapipe", False, _reason(exc))
+    check_face_mesh(report)
     problems = missing_requirements(os.environ.get("FMU_DECA_DATA"))
     report.add("shading", "reconstructor deca", not problems, "; ".join(problems) if problems else "ready")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from importlib import metadata
 
@@ -35,11 +36,20 @@ def usage_errors_exit_2():
         raise typer.Exit(2) from None
 
 
+def refuse_empty_out(args: list[str]) -> None:
+    """`--out ""` reaches a command as Path("") == Path("."), the current folder, which nobody asked
+    for: refused here, where the raw words are still seen."""
+    for i, word in enumerate(args):
+        if word in ("--out=", "-o=") or (word in ("--out", "-o") and i + 1 < len(args) and not args[i + 1].strip()):
+            raise UsageError("--out is empty: give the file or folder to write")
+
+
 class Commands(Group):
     """fmu's command group: usage errors of every command go through `usage_errors_exit_2`."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         with usage_errors_exit_2():
+            refuse_empty_out(args)
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context):
@@ -63,9 +73,15 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
                                        help="Print fmu's version and exit.")) -> None:
     """Face-MakeUpV2 batch processor: generate, score, train, finetune."""
+    if ctx.invoked_subcommand != "weights":
+        # only `fmu weights pull` may touch the network: every other command reads hub ids from the
+        # local cache. Set before huggingface_hub is imported (it reads this once, at import), and
+        # it also stops the hub client's own calls (a model lookup, its telemetry).
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 for name, function in (("generate", generate_cmd.generate), ("validate", generate_cmd.validate_manifest),

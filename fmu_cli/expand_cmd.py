@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from . import panels as P
-from .console import console, err, error, shown
+from .console import console, err, error, refuse_overwriting, shown
 
 
 def expand(
@@ -53,6 +53,7 @@ def expand(
             axes["expression"] = split_expressions(expression)
         if light:
             axes["light"] = split_lights(light)
+        refuse_overwriting(out, [manifest])
         table = expand_manifest(manifest, axes, out, override=override,
                                 log=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
         write_manifest(table, out)

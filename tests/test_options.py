@@ -25,8 +25,9 @@ def test_generate_flags_default_to_the_run_config():
     params = _params("generate")
     flag_of = {"device": "devices", "shading": "no_shading"}
     options = {name: default for name, default in vars(DEFAULTS).items() if name != "prefix"}  # not a flag
-    # every option of the run but the prompt prefix is a flag; every flag but the manifest an option
-    assert {flag_of.get(name, name) for name in options} == set(params) - {"manifest"}
+    # every option of the run but the prompt prefix is a flag; every flag but the manifest and how
+    # often progress is logged (the console's, not the run's) an option
+    assert {flag_of.get(name, name) for name in options} == set(params) - {"manifest", "progress_interval"}
     for name, default in options.items():
         flag = params[flag_of.get(name, name)]
         expected = (not default) if name == "shading" else default

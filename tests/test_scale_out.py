@@ -99,6 +99,15 @@ def _is_worker(child: psutil.Process) -> bool:
         return False
 
 
+def _signal(child: psutil.Process, signum) -> bool:
+    """Send it; False when the process is already gone."""
+    try:
+        child.send_signal(signum)
+        return True
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out),
@@ -107,15 +116,20 @@ def test_killing_a_worker_loses_no_row(manifest, tmp_path, fmu_home):
     killed = []
 
     def kill_one_worker():
-        deadline = time.time() + 300
-        while time.time() < deadline and not killed:
-            shards = list((out / ".shards").glob("*.parquet")) if (out / ".shards").exists() else []
-            # workers, not multiprocessing's resource tracker (whose command line also says so)
-            kids = [c for c in psutil.Process(proc.pid).children(recursive=True) if _is_worker(c)]
-            if len(shards) >= 2 and kids:
-                kids[0].send_signal(signal.SIGKILL)
-                killed.append(kids[0].pid)
-            time.sleep(0.05)
+        """Waits on a file, not on a time: the first result shard shows that the workers really run
+        (model loaded, units flowing). At that moment every worker is frozen (SIGSTOP), so however
+        loaded the machine, none can finish the remaining units before one of them is killed; the
+        others go on (SIGCONT)."""
+        while proc.poll() is None and not killed:
+            if any((out / ".shards").glob("*.parquet")) if (out / ".shards").exists() else False:
+                # workers, not multiprocessing's resource tracker (whose command line also says so)
+                kids = [c for c in psutil.Process(proc.pid).children(recursive=True) if _is_worker(c)]
+                frozen = [kid for kid in kids if _signal(kid, signal.SIGSTOP)]
+                if frozen and _signal(frozen[0], signal.SIGKILL):
+                    killed.append(frozen[0].pid)
+                for kid in frozen[1:]:
+                    _signal(kid, signal.SIGCONT)
+            time.sleep(0.02)   # the poll interval for the file, not a stand-in for an event
 
     t = threading.Thread(target=kill_one_worker)
     t.start()

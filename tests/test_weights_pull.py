@@ -234,6 +234,39 @@ def test_insightface_pack_unzips_into_the_face_models_layout(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["det_10g.onnx", "w600k_r50.onnx"]
 
 
+def test_face_landmarker_lands_where_the_tasks_mesh_reads_it(tmp_path):
+    """Piece face-landmarker (both sets): the .task file as downloaded, at the path the Tasks face mesh
+    and doctor look in (FMU_HOME/weights/face-landmarker/face_landmarker.task), other roles kept."""
+    from fmu.core.weights.sets import FACE_LANDMARKER, SETS
+
+    assert all(FACE_LANDMARKER in pieces for pieces in SETS.values())
+    bundle = os.urandom(5000)
+    home = tmp_path / "home"
+    (home / "weights" / "sd-vae-ft-mse").mkdir(parents=True)
+    (home / "weights" / RECORD).write_text(json.dumps({"format": "fmu-weights/1", "set": "authors",
+                                                       "roles": {"vae": "sd-vae-ft-mse"}}))
+    with HubStandIn({}, files={"face_landmarker.task": bundle}) as hub:
+        result = _script(hub, tmp_path, f"""
+            import os
+            from dataclasses import replace
+            os.environ["FMU_HOME"] = "{home}"
+            from fmu.core.shading.reconstruct import face_landmarker_path
+            from fmu.core.weights.layout import default_dir
+            from fmu.core.weights.pull import pull_pieces
+            from fmu.core.weights.sets import FACE_LANDMARKER, UrlFile
+            piece = replace(FACE_LANDMARKER, files=(UrlFile("face_landmarker.task",
+                                                            "{hub.url}/files/face_landmarker.task"),))
+            summary = pull_pieces((piece,), default_dir(), "authors")
+            print([(p.name, p.ok, p.detail) for p in summary.pieces])
+            print("reads", face_landmarker_path())
+        """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    target = home / "weights" / "face-landmarker" / "face_landmarker.task"
+    assert "('face-landmarker', True, 'face_landmarker.task in face-landmarker/')" in result.stdout
+    assert f"reads {target}" in result.stdout and target.read_bytes() == bundle
+    assert roles_of(home / "weights") == {"vae": home / "weights" / "sd-vae-ft-mse"}
+
+
 def test_authors_checkpoint_parts_checked_then_unpacked_or_explained(tmp_path, tiny_preset):
     """The authors' RAR volumes are fetched and checked; with no extractor on PATH the pull says how
     to unpack by hand; once model.bin is unpacked, the next pull converts it into the adapter."""

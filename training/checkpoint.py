@@ -7,7 +7,7 @@ Layout: `OUT/checkpoints/checkpoint-00000020/`
 - `scaler.json`: the fp16 gradient scaler's state, when there is one;
 - `rank_<r>.safetensors` + `rank_<r>.json`: each rank's random states (torch, CUDA, its training
   generator; numpy, Python) and data position;
-- `COMPLETE`: the format, step, data position and world size, written last.
+- `COMPLETE`: the format, step, data position, world size and the data's digest, written last.
 
 Every file is safetensors or JSON, so nothing in a checkpoint is ever unpickled: accelerate's
 `save_state` pickles the LR scheduler (loaded back with `weights_only=False`, so a tampered file
@@ -81,8 +81,9 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
 # ---------------------------------------------------------------- saving
 
 def save_checkpoint(accelerator, out: Path, step: int, position: int, generator: torch.Generator, keep: int, *,
-                    model, mode: str, optimizer, lr_scheduler) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint folder."""
+                    model, mode: str, optimizer, lr_scheduler, data: dict | None = None) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder. `data` (`data_digest`'s rows
+    and digest) lets a resume see that the prepared data changed under it."""
     final = checkpoint_root(out) / f"{PREFIX}{step:08d}"
     tmp = final.parent / f".{final.name}.tmp"
     rank = accelerator.process_index
@@ -104,7 +105,7 @@ def save_checkpoint(accelerator, out: Path, step: int, position: int, generator:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / MARKER, {"format": FORMAT, "step": step, "position": position,
-                                   "world_size": accelerator.num_processes})
+                                   "world_size": accelerator.num_processes, "data": data})
         if final.exists():  # the same step saved again (a resumed run redid it)
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -155,6 +156,7 @@ class SavedState:
     scaler: dict | None
     rng_tensors: dict
     rng_values: dict
+    data: dict | None = None   # the data digest it was trained on (None: written before fmu kept it)
 
 
 def read_checkpoint(path: Path, rank: int, world_size: int, mode: str) -> SavedState:
@@ -185,7 +187,20 @@ def read_checkpoint(path: Path, rank: int, world_size: int, mode: str) -> SavedS
                          f"({first_line(exc)})") from None
     return SavedState(path=path, step=step, position=position, weights=weights, optimizer=optimizer,
                       scheduler=_read_json(path / "scheduler.json", path), scaler=scaler,
-                      rng_tensors=_read_tensors(path / f"rank_{rank}.safetensors", path), rng_values=rank_values)
+                      rng_tensors=_read_tensors(path / f"rank_{rank}.safetensors", path), rng_values=rank_values,
+                      data=info.get("data") if isinstance(info.get("data"), dict) else None)
+
+
+def check_same_data(saved: SavedState, data: dict) -> None:
+    """A resume continues the data order of the checkpoint's run: on other rows (the folder was
+    prepared again) the position would point at other images, so it is refused with the difference."""
+    before = saved.data
+    if before is None or before.get("digest") == data["digest"]:
+        return
+    raise UsageError(f"checkpoint {saved.path} was trained on other data: {before.get('rows')} prepared rows "
+                     f"(digest {str(before.get('digest'))[:12]}), the data folder now holds {data['rows']} "
+                     f"(digest {data['digest'][:12]}); the data was prepared again since. Train into a new "
+                     "--out, or prepare the old rows again to resume")
 
 
 def apply_checkpoint(saved: SavedState, *, model, mode: str, optimizer, lr_scheduler, scaler,

@@ -9,6 +9,7 @@ caption and the dataset maps it to the training tokenizer's token positions here
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -168,6 +169,16 @@ def read_training_manifest(path: Path) -> pl.DataFrame:
     if "image" not in df.columns:
         raise UsageError(f"training manifest {path.name} needs an 'image' column (has {df.columns})")
     return df
+
+
+def data_digest(df: pl.DataFrame) -> dict:
+    """The rows a run trains on, in order, as one digest (image content when prepared, caption,
+    masks): a checkpoint keeps it so that resuming on re-prepared data is noticed."""
+    columns = [c for c in ("image_sha256", "image", "caption", "masks") if c in df.columns]
+    h = hashlib.sha256()
+    for row in df.select(columns).iter_rows():
+        h.update(json.dumps(row, default=str).encode())
+    return {"rows": df.height, "digest": h.hexdigest()}
 
 
 # ----------------------------------------------------------------------------- the dataset

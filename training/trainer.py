@@ -40,7 +40,7 @@ from fmu.core.tables import write_table
 from . import checkpoint as ckpt
 from .attention_capture import install_attention_capture, remove_attention_capture
 from .config import TrainConfig, prepared_manifest_path
-from .data import DataOrder, TrainingSet, collate
+from .data import DataOrder, TrainingSet, collate, data_digest, read_training_manifest
 from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
 from .preflight import check_training
@@ -115,6 +115,9 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     # the state to resume from, read and checked before anything is built or written
     resume_from = ckpt.resolve_resume(out, cfg.resume)
     saved = ckpt.read_checkpoint(resume_from, rank, world, cfg.mode) if resume_from is not None else None
+    data = data_digest(read_training_manifest(manifest))
+    if saved is not None:
+        ckpt.check_same_data(saved, data)
     set_seed(cfg.seed + rank)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:  # one run per folder (the other ranks are this run's own)
@@ -175,7 +178,8 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
 
     def save_checkpoint():
         path = ckpt.save_checkpoint(accelerator, out, step, position, generator, cfg.keep_checkpoints,
-                                    model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler)
+                                    model=model, mode=cfg.mode, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                    data=data)
         if accelerator.is_main_process:
             _write_results(out)
         return path

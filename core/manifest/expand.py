@@ -42,15 +42,19 @@ def parse_angles(name: str, texts: list[str]) -> list[float]:
             try:
                 if ":" in part:
                     start, stop, step = (float(v) for v in part.split(":"))
-                    if step == 0 or (stop - start) / step < 0:
+                    if not all(map(math.isfinite, (start, stop, step))) or step == 0 or (stop - start) / step < 0:
                         raise ValueError
+                    # counted before any value is made: a step of 1e-7 would build millions first
                     count = math.floor((stop - start) / step + 1e-9) + 1
+                    if len(values) + count > MAX_ROWS:
+                        raise UsageError(f"--{name} {part!r} gives {count:,} values (over {MAX_ROWS:,}); "
+                                         "check the step")
                     values += [start + i * step for i in range(count)]
                 else:
                     values.append(float(part))
-            except ValueError:
-                raise UsageError(f"--{name} {part!r}: give start:stop:step (e.g. -45:45:15) or numbers "
-                                 "separated by commas") from None
+            except (ValueError, OverflowError):
+                raise UsageError(f"--{name} {part!r}: give start:stop:step with finite numbers (e.g. -45:45:15) "
+                                 "or numbers separated by commas") from None
     lo, hi = POSE_BOUNDS[name]
     for v in values:
         if not (math.isfinite(v) and lo <= v <= hi):

@@ -54,6 +54,10 @@ def split_paths(value: str | None) -> list[str]:
     return [part.strip() for part in str(value).split(SEPARATOR)]
 
 
+def count_people(value: str | None) -> int:
+    return 0 if value is None else str(value).count(SEPARATOR) + 1
+
+
 def is_several(value: str | None) -> bool:
     return value is not None and SEPARATOR in str(value)
 
@@ -138,10 +142,10 @@ def check_row(reference: str | None, target: str | None, layout: str | None
     """(canonical layout, problems) of one row's people cells, problems as (column, kind, message):
     too many people, an empty person, a target count that disagrees, an unusable layout."""
     problems: list[tuple[str, str, str]] = []
+    count = count_people(reference)
+    if count > MAX_PEOPLE:  # counted before splitting: one message, however many `|` the cell holds
+        return None, [("reference", "too_many_people", f"{count} people in reference; at most {MAX_PEOPLE} per image")]
     refs = split_paths(reference)
-    if len(refs) > MAX_PEOPLE:
-        problems.append(("reference", "too_many_people",
-                         f"{len(refs)} people in reference; at most {MAX_PEOPLE} per image"))
     if len(refs) > 1:
         for i, part in enumerate(refs):
             if not part:
@@ -152,8 +156,6 @@ def check_row(reference: str | None, target: str | None, layout: str | None
             problems.append(("target", "people_mismatch",
                              f"target has {len(targets)} path(s) for {len(refs)} people in reference "
                              "(give one target per person, an empty part for none)"))
-    if problems and any(kind == "too_many_people" for _, kind, _ in problems):
-        return None, problems  # a layout for more than the limit is not worth a second message
     try:
         return canonical_layout(reference, layout), problems
     except LayoutError as exc:
@@ -165,6 +167,8 @@ def check_paths(value: str, column: str, check_one: Callable[[str], tuple[str | 
     """Each person's path of a `|` cell through `check_one` (the single-path check: value ->
     (resolved, (kind, message) or None)); (resolved paths joined, the first problem naming its
     person). An empty part of a target is kept empty (that person has no target)."""
+    if count_people(value) > MAX_PEOPLE:
+        return None, None   # check_row reports it, once
     resolved = []
     for i, part in enumerate(split_paths(value)):
         if not part:

@@ -44,6 +44,16 @@ BOUNDS: dict[str, tuple[float, float]] = {
     **POSE_BOUNDS,
 }
 
+# The longest cell each column takes, in characters (a path: PATH_MAX per person, up to 4 people and
+# their `|`). A longer cell is the row's only problem (cell_too_long) and is never parsed: no parser
+# (numbers, light, layout, people) sees more than this, so no cell can make validation slow.
+PATH_CHARS = 4 * 4096 + 3
+MAX_CELL_CHARS: dict[str, int] = {
+    "reference": PATH_CHARS, "target": PATH_CHARS, "expression": 4096, "prompt": 20_000,
+    "negative_prompt": 20_000, "id": 128, "light": 512, "layout": 512,
+    **{name: 64 for name, (dtype, _) in COLUMNS.items() if dtype != pl.String},
+}
+
 OVERRIDES = ("id_scale", "guidance_scale", "steps", "width", "height")
 # the 3D channel's controls (core.shading.controls): they change the condition a row is rendered with
 CONTROLS = CONTROL_COLUMNS

@@ -20,7 +20,7 @@ from ..images import check_file_size, check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
 from . import people
-from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, OVERRIDES, READ_ERROR
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR
 
 ERROR, WARNING = "error", "warning"
 
@@ -102,6 +102,21 @@ def rows_from_table(table: pl.DataFrame) -> list[Row]:
 def control_request(record: dict) -> ControlRequest:
     """The controls of a usable-rows table record (a missing column: not asked for)."""
     return ControlRequest(**{c: record.get(c) for c in CONTROLS})
+
+
+def _drop_long_cells(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """(df with every text cell longer than its column's MAX_CELL_CHARS nulled, mask of those cells per
+    column): measured by length alone, so nothing downstream parses an over-long cell."""
+    masks = {}
+    for name, limit in MAX_CELL_CHARS.items():
+        if name not in df.columns or df[name].dtype not in (pl.String, pl.Binary):
+            continue
+        lengths = df[name].str.len_chars() if df[name].dtype == pl.String else df[name].bin.size()
+        too_long = (lengths > limit).fill_null(False)
+        if too_long.any():
+            masks[name] = too_long
+            df = df.with_columns(pl.when(too_long).then(None).otherwise(pl.col(name)).alias(name))
+    return df, masks
 
 
 def _cast_column(df: pl.DataFrame, name: str) -> tuple[pl.Series, pl.Series]:
@@ -207,6 +222,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
     n = df.height
     problems: list[Problem] = []
     index = pl.Series("row", range(n), dtype=pl.Int64)
+    df, long_cells = _drop_long_cells(df)
     typed = {}
     bad_cells = {}
     for name in COLUMNS:
@@ -227,6 +243,9 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         if name in df.columns:
             add(bad, name, "wrong_type", lambda i, name=name: f"{name}={_cell(df[name][i])} is not a "
                                                               f"valid {COLUMNS[name][0]}")
+    for name, too_long in long_cells.items():
+        add(too_long, name, "cell_too_long", lambda i, name=name: f"{name} holds more than "
+                                                                 f"{MAX_CELL_CHARS[name]:,} characters; not read")
     add(~ids.str.contains(ID_PATTERN) | ids.str.contains(r"\.\."), "id", "unsafe_id",
         lambda i: f"id {ids[i]!r} must be 1-128 letters, digits, '.', '_' or '-' "
                   "(no path separators or '..')")
@@ -301,6 +320,9 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
         for i in sorted(rows):
             kind, _, message = unread[i].partition(": ")
             problems.append(Problem(i, ids[i], "", ERROR, kind, message))
+    if long_cells:  # an unread cell is reported once, not also as empty or missing
+        unread_cells = {(i, name) for name, mask in long_cells.items() for i in mask.arg_true().to_list()}
+        problems = [p for p in problems if p.kind == "cell_too_long" or (p.row, p.column) not in unread_cells]
     error_rows = sorted({p.row for p in problems if p.level == ERROR})
     usable = ~index.is_in(error_rows)
     table = pl.DataFrame({

@@ -24,6 +24,8 @@ from ..errors import UsageError, first_line
 from . import lora as L
 
 TINY_PREFIX = "tiny:"
+CACHE_ONLY = ("a hub id is read from the local cache only (only `fmu weights pull` downloads): fetch it "
+              "first with `fmu weights pull`, `hf download <id>`, or give a folder")
 
 
 def load_speed_lora(pipe, source: str | Path, offline: bool = True) -> None:
@@ -39,7 +41,7 @@ def load_speed_lora(pipe, source: str | Path, offline: bool = True) -> None:
                                    adapter_name=L.SPEED_ADAPTER, local_files_only=offline)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UsageError(f"cannot load speed LoRA {text} (an LCM / TCD / Hyper-SD LoRA for SD1.5, diffusers "
-                         f"or kohya format): {first_line(exc, None)}") from None
+                         f"or kohya format): {first_line(exc, None)}; {CACHE_ONLY}") from None
     if L.SPEED_ADAPTER not in L.adapter_names(pipe):
         raise UsageError(f"speed LoRA {text}: none of its weights fits this model's UNet or text encoder")
 
@@ -63,7 +65,7 @@ def load_tiny_decoder(spec: str, latent_channels: int, dtype: torch.dtype, devic
         decoder = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype, local_files_only=offline)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load tiny VAE decoder {source} (a diffusers AutoencoderTiny folder or hub id): "
-                         f"{first_line(exc, None)}") from None
+                         f"{first_line(exc, None)}; {CACHE_ONLY}") from None
     if decoder.config.latent_channels != latent_channels:
         raise UsageError(f"tiny VAE decoder {source} decodes {decoder.config.latent_channels}-channel latents; "
                          f"this UNet makes {latent_channels}-channel ones (use an SD1.5 TAESD)")

@@ -21,6 +21,16 @@ from ..errors import UsageError, first_line
 from .settings import SCHEDULERS
 from .weights_io import PICKLE_SUFFIXES, read_state
 
+# what a folder of unreadable weights raises through from_pretrained: a pickle that torch's
+# weights_only loader refuses (code inside) is an UnpicklingError, not an OSError
+LOAD_ERRORS = (OSError, ValueError, pickle.UnpicklingError)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests weights_only=False: not that
+        return "a pickle weights file holding more than tensors (code?) was refused unexecuted; use safetensors"
+    return first_line(exc, None)
+
 SINGLE_FILE_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -136,15 +146,15 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(base), safety_checker=None, requires_safety_checker=False, dtype=dtype,
                 local_files_only=offline)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot load base model {base!s}: {first_line(exc, None)}") from None
+        except LOAD_ERRORS as exc:
+            raise UsageError(f"cannot load base model {base!s}: {_why(exc)}") from None
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if vae is not None:
         try:
             pipe.vae = AutoencoderKL.from_pretrained(str(vae), torch_dtype=dtype, local_files_only=offline)
-        except (OSError, ValueError) as exc:
+        except LOAD_ERRORS as exc:
             raise UsageError(f"cannot load VAE {vae!s} (a diffusers AutoencoderKL folder or hub id): "
-                             f"{first_line(exc, None)}") from None
+                             f"{_why(exc)}") from None
     if image_encoder is not None or getattr(pipe, "image_encoder", None) is None:
         source = image_encoder or (base_config if single else base)
         try:
@@ -153,9 +163,9 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
             kwargs = {"subfolder": "image_encoder"} if image_encoder is None else {}
             pipe.image_encoder = CLIPVisionModelWithProjection.from_pretrained(
                 str(source), dtype=dtype, local_files_only=offline, **kwargs)
-        except (OSError, ValueError) as exc:
+        except LOAD_ERRORS as exc:
             raise UsageError(f"no CLIP image encoder at {source!s} (give --image-encoder): "
-                             f"{first_line(exc, None)}") from None
+                             f"{_why(exc)}") from None
     if vae_dtype is not None and vae_dtype != dtype:
         pipe.vae.to(dtype=vae_dtype)
     if pipe.feature_extractor is None:

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..shading.topology import mesh_connections
+
 
 def _components(edges) -> list[tuple[set[int], dict[int, set[int]]]]:
     adj: dict[int, set[int]] = defaultdict(set)
@@ -68,19 +70,16 @@ def vertices(edges) -> list[int]:
 
 @lru_cache(maxsize=1)
 def face_mesh_sets() -> dict[str, list]:
-    """The outlines fmu's mesh parser fills, from `mediapipe...face_mesh_connections`:
+    """The outlines fmu's mesh parser fills, from mediapipe's connection sets (`mesh_connections`):
     lips: its 2 loops (outer and inner contour, told apart per face by area), eyes and irises:
     1 loop each, eyebrows: 2 paths each, face oval: 1 loop, nose: its vertex list (a branching
     graph: bridge plus both wings; its region is their convex hull)."""
-    # deferred: heavy (mediapipe); the connection sets are data inside its wheel
-    from mediapipe.python.solutions import face_mesh_connections as fm
-
-    sets = {"lips": outlines(fm.FACEMESH_LIPS)[0], "nose": vertices(fm.FACEMESH_NOSE),
-            "face_oval": outlines(fm.FACEMESH_FACE_OVAL)[0][0]}
-    for side in ("left", "right"):
-        sets[f"{side}_eye"] = outlines(getattr(fm, f"FACEMESH_{side.upper()}_EYE"))[0][0]
-        sets[f"{side}_iris"] = outlines(getattr(fm, f"FACEMESH_{side.upper()}_IRIS"))[0][0]
-        sets[f"{side}_eyebrow"] = outlines(getattr(fm, f"FACEMESH_{side.upper()}_EYEBROW"))[1]
+    fm = mesh_connections
+    sets = {"lips": outlines(fm("LIPS"))[0], "nose": vertices(fm("NOSE")), "face_oval": outlines(fm("FACE_OVAL"))[0][0]}
+    for side in ("LEFT", "RIGHT"):
+        sets[f"{side.lower()}_eye"] = outlines(fm(f"{side}_EYE"))[0][0]
+        sets[f"{side.lower()}_iris"] = outlines(fm(f"{side}_IRIS"))[0][0]
+        sets[f"{side.lower()}_eyebrow"] = outlines(fm(f"{side}_EYEBROW"))[1]
     return sets
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import NoFaceError
 from ..native_log import quiet_native_stderr
-from ..shading.reconstruct import get_reconstructor
+from ..shading.reconstruct import get_reconstructor, mesh_api
 from ..shading.render_cpu import rasterize
 from ..shading.topology import mediapipe_triangles
 from .base import (
@@ -230,7 +230,9 @@ class MeshParser:
             # the shading channel's graph, built on first use (a parser made only to check the
             # options builds nothing that a forked worker could inherit half-alive)
             points = get_reconstructor("mediapipe").landmarks(crop)
-            person = self._person_mask(crop) if self._hair else None
+            # the selfie segmentation behind hair is a legacy solution: with the Tasks API (Python
+            # 3.13+) hair is reported missing rather than guessed
+            person = self._person_mask(crop) if self._hair and mesh_api() == "legacy" else None
             masks, missing = mesh_regions(points, WORK_SIDE, person)
         except NoFaceError as exc:
             return all_missing(shape, f"{NOT_VISIBLE}: the mesh parser found no face ({exc})", self.name, self.regions)

@@ -18,7 +18,6 @@ import polars as pl
 
 from ..devices import parse_devices
 from ..errors import UsageError
-from ..faces import get_backend
 from ..manifest import read_manifest, validate
 from ..manifest.schema import BOUNDS
 from ..model.lora import check_lora_adapter
@@ -217,6 +216,30 @@ def _created(out: Path):
     yield out
 
 
+class FailedSoFar:
+    """Failed images recorded by this run so far, for the progress line: the result shards that
+    appeared since it started, each read once (its status column), the folder listed at most
+    every `every` seconds (a long run has many shards)."""
+
+    def __init__(self, store: ResultStore, every: float = 2.0):
+        self.store, self.every, self.failed, self.last = store, every, 0, float("-inf")
+        self.seen = set(self._shards())
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.store.shards.glob("*.parquet")) if self.store.shards.is_dir() else []
+
+    def count(self) -> int:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            for path in (p for p in self._shards() if p not in self.seen):
+                self.seen.add(path)
+                try:
+                    self.failed += int((pl.read_parquet(path, columns=["status"])["status"] == "failed").sum())
+                except (OSError, pl.exceptions.PolarsError):  # only the progress line depends on it
+                    pass
+        return self.failed
+
+
 def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
     cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
     out = Path(cfg.out)
@@ -239,6 +262,7 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))
     failures = _failure_records(df, validation)
+    failed_so_far = FailedSoFar(store)
     if ranks.is_main:
         store.append(failures + moved)  # moved: finished images whose row number changed, re-recorded
 
@@ -250,7 +274,7 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                            "error": error, "prompt": j.row.prompt, "finished_at": time.time()}
                           for j in units[uid]])
         if progress:
-            progress.advance(task, units.size(uid))
+            progress.update(task, advance=units.size(uid), detail=f"{failed_so_far.count()} failed")
 
     distributor = pick_engine(cfg.engine, devices, ranks.world, cfg.ray_address, cfg.ray_cpus)
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
@@ -278,14 +302,15 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
                          skipped=already_done, analyses=sum(s["analyses"] for s in all_stats),
                          seconds=time.perf_counter() - start, interrupted=int(interrupted))
     # the workers report their face models; a run with nothing left to do keeps what the earlier
-    # run recorded (it made the images), or loads the backend here to say which one it is
+    # run recorded (it made the images); with no earlier run (every row invalid) no face model is
+    # loaded just to name it: the record says so
     identities = [s.pop("face_identity", None) for s in all_stats]
     earlier = read_run_json(out).get("face_identity")
     if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.face_backend):
         earlier = None
     face_identity = next((i for i in identities if i), None) or earlier
     if face_identity is None:
-        face_identity = get_backend(cfg.face_backend, device="cpu", models_dir=cfg.face_models).identity()
+        face_identity = {"backend": cfg.face_backend, "loaded": False}
     write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,

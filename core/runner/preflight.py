@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UsageError, first_line
 from ..faces import embedding_width
+from ..shading.reconstruct import mesh_model_problem
 from ..shading.render import resolve_backend
 from .config import GenerateConfig
 
@@ -68,6 +69,9 @@ def check_renderer(cfg: GenerateConfig) -> None:
         resolve_backend(cfg.renderer)
     except (RuntimeError, ValueError) as exc:  # pytorch3d asked for and not installed
         raise UsageError(f"--renderer {cfg.renderer}: {first_line(exc)}") from None
+    problem = mesh_model_problem()   # Python 3.13+ without face_landmarker.task: every row would fail
+    if problem:
+        raise UsageError(f"the shading channel: {problem}")
 
 
 def load_tokenizer(source, what: str = "base model"):

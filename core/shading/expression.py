@@ -33,6 +33,7 @@ from ..images import crop_square
 from .mesh import FaceMesh
 from .pose import ORBITALE_PROXY, PORION_PROXY, SYMMETRIC_PAIRS, expression_descriptor
 from .reconstruct import reconstruct
+from .topology import mesh_connections
 
 NEUTRAL = "neutral"
 BROWS = {70, 300, 105, 334}                     # in SYMMETRIC_PAIRS, but they move with expression
@@ -54,11 +55,8 @@ def rigid_landmarks() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def expressive_landmarks() -> np.ndarray:
-    # deferred: heavy (mediapipe); the index sets are data inside its wheel
-    from mediapipe.python.solutions import face_mesh_connections as fm
-
-    sets = (fm.FACEMESH_LIPS, fm.FACEMESH_LEFT_EYE, fm.FACEMESH_RIGHT_EYE, fm.FACEMESH_LEFT_EYEBROW,
-            fm.FACEMESH_RIGHT_EYEBROW, fm.FACEMESH_LEFT_IRIS, fm.FACEMESH_RIGHT_IRIS)
+    sets = [mesh_connections(name) for name in ("LIPS", "LEFT_EYE", "RIGHT_EYE", "LEFT_EYEBROW", "RIGHT_EYEBROW",
+                                                 "LEFT_IRIS", "RIGHT_IRIS")]
     points = {v for s in sets for edge in s for v in edge} | {468, 473}   # + the iris centres
     return np.array(sorted(points - set(rigid_landmarks().tolist())))
 

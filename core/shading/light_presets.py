@@ -29,7 +29,6 @@ reference, and `light_error` compares normalised SH, so the scale does not count
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -58,7 +57,8 @@ ALIASES = {"ambient": "flat"}
 KEY_BOUNDS = {"az": (-180.0, 180.0), "el": (-90.0, 90.0), "strength": (0.0, 2.0), "ambient": (0.0, 1.0)}
 MAX_SH = 10.0
 
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+MAX_LIGHT_CHARS = 512   # nine numbers fit many times over
 
 
 class LightError(ValueError):
@@ -108,17 +108,37 @@ def parse_light(text: str) -> np.ndarray:
         return lights_sh(ambient, lights)
     if "=" in value:
         return _parse_directional(value)
-    numbers = re.fullmatch(rf"\[?\s*({_NUMBER}(?:[\s,]+{_NUMBER})*)\s*,?\s*\]?", value)
-    if numbers:
-        sh = np.array([float(v) for v in re.split(r"[\s,]+", numbers[1])], dtype=np.float64)
+    sh = _numbers(value)
+    if sh is not None:
         if sh.size != 9:
-            raise LightError(f"light {value!r}: {sh.size} numbers; SH lighting takes exactly 9")
+            raise LightError(f"light {_short(value)}: {sh.size} numbers; SH lighting takes exactly 9")
         if np.any(np.abs(sh) > MAX_SH):
             raise LightError(f"light {value!r}: SH coefficients lie within [-{MAX_SH:g}, {MAX_SH:g}]",
                              kind="out_of_range")
         return sh
     raise LightError(f"light {value!r} is not a preset ({', '.join(preset_names())}), "
                      "az=<deg>,el=<deg>[,strength=<s>][,ambient=<a>] or nine SH numbers")
+
+
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _numbers(value: str) -> np.ndarray | None:
+    """`[a, b, ...]` / `a b ...` / `a,b,...` -> the numbers, None when any part is not one. Split then
+    float, no regex: a long almost-number value must not backtrack (`"1111 " * 14 + "x"` hung a
+    regex). float's own spellings of nan/inf are refused: only plain decimal numbers count."""
+    if len(value) > MAX_LIGHT_CHARS:
+        raise LightError(f"light {_short(value)}: longer than {MAX_LIGHT_CHARS} characters")
+    body = value.removeprefix("[").removesuffix("]").strip().removesuffix(",")
+    parts = body.replace(",", " ").split()
+    if not parts or any(not _NUMBER_CHARS.issuperset(p) for p in parts):
+        return None
+    try:
+        return np.array([float(p) for p in parts], dtype=np.float64)
+    except ValueError:
+        return None
 
 
 def _parse_directional(value: str) -> np.ndarray:

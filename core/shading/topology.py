@@ -1,6 +1,7 @@
 """Triangles for the mediapipe face mesh, derived from its edge list.
 
-mediapipe ships the 468-point tesselation only as edges (`FACEMESH_TESSELATION`). Every
+mediapipe ships the 468-point tesselation only as edges (`FACEMESH_TESSELATION`, in the Tasks
+API `FACE_LANDMARKS_TESSELATION`). Every
 triangle of the mesh is a 3-clique of that edge graph, but not every 3-clique is a
 triangle: a 3-cycle that encloses other vertices ("separating triangle") is a loop drawn
 around a fan, not a face. In a manifold mesh an edge borders at most two faces, so each
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -122,13 +123,29 @@ def edge_face_counts(triangles: np.ndarray) -> dict[tuple[int, int], int]:
     return dict(count)
 
 
+@cache
+def mesh_connections(name: str) -> frozenset[tuple[int, int]]:
+    """One of mediapipe's edge sets of the face mesh: TESSELATION, LIPS, LEFT_EYE, NOSE, RIGHT_IRIS, ...
+
+    The legacy `FACEMESH_{name}` where the legacy wheel is installed, else the current mediapipe's
+    Tasks `FaceLandmarksConnections.FACE_LANDMARKS_{name}` (mediapipe 1.2.2: the same edges in every
+    set; the 0.10.21 Tasks class lacks NOSE, hence legacy first)."""
+    try:
+        # deferred: heavy (mediapipe)
+        from mediapipe.python.solutions import face_mesh_connections as legacy
+
+        return frozenset(getattr(legacy, f"FACEMESH_{name}"))
+    except ImportError:  # mediapipe without `solutions` (Python 3.13+)
+        # deferred: heavy (mediapipe)
+        from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarksConnections
+
+        return frozenset((c.start, c.end) for c in getattr(FaceLandmarksConnections, f"FACE_LANDMARKS_{name}"))
+
+
 @lru_cache(maxsize=1)
 def mediapipe_tesselation_triangles() -> np.ndarray:
     """The 852 consistently wound faces of mediapipe's 468-point tesselation (eyes, mouth open)."""
-    # deferred: heavy (mediapipe)
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
-    tris = orient_consistently(triangles_from_edges(np.asarray(sorted(FACEMESH_TESSELATION))))
+    tris = orient_consistently(triangles_from_edges(np.asarray(sorted(mesh_connections("TESSELATION")))))
     tris.setflags(write=False)
     return tris
 
@@ -136,13 +153,11 @@ def mediapipe_tesselation_triangles() -> np.ndarray:
 @lru_cache(maxsize=1)
 def mediapipe_triangles() -> np.ndarray:
     """Tesselation faces plus the two eye fans (needs the 478 refined landmarks)."""
-    # deferred: heavy (mediapipe)
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
-
     base = mediapipe_tesselation_triangles()
     loops = boundary_loops(base)
     fans = []
-    for eye_edges, centre in ((FACEMESH_RIGHT_EYE, RIGHT_IRIS_CENTRE), (FACEMESH_LEFT_EYE, LEFT_IRIS_CENTRE)):
+    for eye_edges, centre in ((mesh_connections("RIGHT_EYE"), RIGHT_IRIS_CENTRE),
+                              (mesh_connections("LEFT_EYE"), LEFT_IRIS_CENTRE)):
         eye_vertices = {v for e in eye_edges for v in e}
         loop = next(lp for lp in loops if set(lp) == eye_vertices)
         # The hole's loop runs along border edges in the direction the border faces walk

@@ -7,6 +7,7 @@
     DIR/face-makeup-v2/adapter.safetensors        --adapter (authors' set, converted)
     DIR/ip-adapter-faceid/*.bin, *_lora.safetensors   --adapter, --adapter-lora (h94 set)
     DIR/insightface/models/buffalo_l/             --face-models DIR/insightface/models
+    DIR/face-landmarker/face_landmarker.task      the Tasks face mesh (Python 3.13+), found by name
     DIR/clip-vit-large-patch14/, DIR/dino-vits16/, DIR/lpips/, DIR/inception/*.pth
                                 fmu score's --clip-model, --dino-model, --lpips-weights, --fid-weights
                                 (`--set scoring`, pulled beside a generate set)
@@ -37,15 +38,34 @@ def default_dir() -> Path:
     return fmu_home() / "weights"
 
 
-def read_record(folder: Path) -> dict:
+def read_record(folder: Path, strict: bool = True) -> dict:
+    """The folder's record ({} when there is none). One that is not the shape fmu writes (a hand
+    edit, a truncated file) is a UsageError naming it, or {} when not `strict` (a pull rewrites it)."""
     path = Path(folder) / RECORD
     if not path.is_file():
         return {}
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-    return record if record.get("format") == FORMAT else {}
+        record = None
+    if isinstance(record, dict) and record.get("format") != FORMAT:
+        return {}   # another tool's file of that name: not ours to read
+    if _well_formed(record):
+        return record
+    if strict:
+        raise UsageError(f"{path} is not a weights record fmu can read (malformed or edited); remove it and "
+                         f"re-run `{pull_command(folder)}`")
+    return {}
+
+
+def _well_formed(record) -> bool:
+    """The shape write_record writes: set a string, roles {name: relative path}, pieces {name: {...}}."""
+    if not isinstance(record, dict):
+        return False
+    roles, pieces = record.get("roles", {}), record.get("pieces", {})
+    return (isinstance(record.get("set", ""), str) and isinstance(roles, dict) and isinstance(pieces, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in roles.items())
+            and all(isinstance(v, dict) for v in pieces.values()))
 
 
 def write_record(folder: Path, record: dict) -> None:

@@ -12,6 +12,8 @@ Progress: one rich task per piece, fed by a tqdm stand-in huggingface_hub accept
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -20,8 +22,14 @@ from pathlib import Path
 
 from ..digests import file_digest
 from ..errors import first_line
+from ..safe_paths import UnsafePath, inside
 from .layout import read_record, write_record
 from .sets import ADDONS, BASE, SETS, HubPiece, UrlFile, UrlPiece
+
+# a zip without a pinned size is unpacked only within these: insightface's packs unpack to ~1.2x
+# their size and stay under 400 MB; a 3 MB zip that fills 300 MB is a bomb
+UNZIP_MAX_BYTES = 2 * 2**30
+UNZIP_MAX_RATIO = 20
 
 
 class PullError(Exception):
@@ -109,21 +117,34 @@ def pull_hub(piece: HubPiece, folder: Path, progress=None) -> PieceResult:
         raise PullError(f"{piece.repo_id} has no {', '.join(unmatched)}: the repository changed; "
                         "fmu's weight list (core/weights/sets.py) needs an update")
     target = folder / piece.folder
+    _check_listed(target, [f.path for f in chosen], piece.repo_id)
     files = [UrlFile(f.path, hf_hub_url(piece.repo_id, f.path, revision=commit),
-                     f.lfs.sha256 if f.lfs is not None else None, f.size) for f in chosen]
+                     f.lfs.sha256 if f.lfs is not None else None, f.size,
+                     None if f.lfs is not None else f.blob_id) for f in chosen]
     fetched = _fetch_all(files, target, progress, f"{piece.name}: {piece.repo_id}")
     return PieceResult(piece.name, True, f"{piece.repo_id}@{commit[:10]}: {len(files)} files, {fetched[1]} fetched",
                        fetched[0])
 
 
+def _check_listed(target: Path, paths: list[str], source: str) -> None:
+    """Every listed path must stay inside `target` (core/safe_paths.py) before any file is opened:
+    one bad entry fails the whole piece, naming it."""
+    for path in paths:
+        try:
+            inside(target, path)
+        except UnsafePath as exc:
+            raise PullError(f"{source}: {exc}") from None
+
+
 def _fetch_all(files: list[UrlFile], target: Path, progress, description: str) -> tuple[int, int]:
     """Every file into `target` under one progress task; (bytes downloaded, files fetched)."""
+    _check_listed(target, [f.name for f in files], description)
     total = sum(f.size for f in files) if all(f.size is not None for f in files) else None
     task = _task(progress, description, total)
     counter, fetched = [0], 0
     for file in files:
         before = counter[0]
-        if download_file(file, target / file.name, progress, task, counter):
+        if download_file(file, inside(target, file.name), progress, task, counter):
             fetched += 1
         elif progress is not None and file.size:  # already complete on disk
             progress.advance(task, file.size - (counter[0] - before))
@@ -144,30 +165,57 @@ def download_file(file: UrlFile, dest: Path, progress=None, task=None, counter: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".incomplete")
     have = partial.stat().st_size if partial.exists() else 0
-    if file.size is not None and have > file.size:  # not a prefix of this file: start over
-        partial.unlink()
+    checked = file.sha256 is not None or file.git_sha1 is not None
+    if have and (not checked or (file.size is not None and have > file.size)):
+        partial.unlink()   # not a prefix of this file, or nothing could tell: start over
         have = 0
     # the hub's headers (a token for gated repos when one is configured) only for the hub
     headers = build_hf_headers() if "/resolve/" in file.url else None
     with open(partial, "ab") as fh:
         http_get(file.url, fh, resume_size=have, headers=headers, expected_size=file.size,
                  displayed_filename=file.name, tqdm_class=_bar_class(progress, task, counter))
-    if file.sha256 is not None and file_digest(partial) != file.sha256:
+    problem = _check_download(file, partial)
+    if problem is not None:
         partial.unlink()
-        raise PullError(f"{file.name}: sha256 differs from the published {file.sha256[:12]}…; the partial "
-                        "file was removed, re-run to fetch it again")
+        if have:   # the resumed part was not this file's beginning: once more from the start
+            return download_file(file, dest, progress, task, counter)
+        raise PullError(f"{file.name}: {problem}; the partial file was removed, re-run to fetch it again")
     os.replace(partial, dest)
     return True
+
+
+def _check_download(file: UrlFile, partial: Path) -> str | None:
+    """What is wrong with the downloaded bytes, None when they are this file: the sha256, else the
+    hub's git blob id, else the listed size; a JSON file (configs, tokenizer) must parse."""
+    size = partial.stat().st_size
+    if file.size is not None and size != file.size:
+        return f"{size:,} bytes where the listing says {file.size:,}"
+    if file.sha256 is not None and file_digest(partial) != file.sha256:
+        return f"sha256 differs from the published {file.sha256[:12]}…"
+    if file.sha256 is None and file.git_sha1 is not None:
+        blob = hashlib.sha1(b"blob %d\0" % size)
+        with open(partial, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                blob.update(chunk)
+        if blob.hexdigest() != file.git_sha1:
+            return f"git blob id differs from the listed {file.git_sha1[:12]}…"
+    if file.name.endswith(".json"):
+        try:
+            json.loads(partial.read_bytes())
+        except ValueError as exc:
+            return f"not valid JSON ({first_line(exc, 120)})"
+    return None
 
 
 def _unzip(archive: Path, into: Path) -> None:
     """An insightface pack zip -> into/ (the pack's files directly inside, as insightface lays it out)."""
     into.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")]
-        for name in names:
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise PullError(f"{archive.name}: refusing the entry {name!r} (it points outside the folder)")
+        _check_listed(into, [n.rstrip("/") for n in zf.namelist() if n.rstrip("/")], archive.name)
+        unpacked = sum(info.file_size for info in zf.infolist())  # zipfile stops each member at its size
+        if unpacked > UNZIP_MAX_BYTES or unpacked > UNZIP_MAX_RATIO * max(archive.stat().st_size, 1):
+            raise PullError(f"{archive.name}: unpacks to {unpacked:,} bytes from {archive.stat().st_size:,} "
+                            f"(the bound is {UNZIP_MAX_BYTES:,} bytes and {UNZIP_MAX_RATIO}x); not unpacked")
         zf.extractall(into)
     nested = into / into.name   # some packs wrap their files in a folder of their own name
     if nested.is_dir():
@@ -202,6 +250,7 @@ def _unrar_and_convert(piece: UrlPiece, target: Path, base: Path | None) -> str:
                             + manual_unpack_help(piece, target)) from None
         try:
             with rarfile.RarFile(first) as archive:
+                _check_listed(out, [n.rstrip("/") for n in archive.namelist() if n.rstrip("/")], first.name)
                 archive.extractall(out)
         except (rarfile.Error, OSError) as exc:
             raise PullError(f"cannot unpack {first.name}: {first_line(exc)}; " + manual_unpack_help(piece, target)) \
@@ -225,8 +274,8 @@ def pull_url(piece: UrlPiece, folder: Path, progress=None, base: Path | None = N
         detail = "unpacked into models/"
     elif piece.unpack == "rar+convert":
         detail = _unrar_and_convert(piece, target, base)
-    elif piece.unpack == "none":  # used as downloaded (LPIPS, FID Inception state dicts)
-        detail = f"{len(piece.files)} file(s) in {piece.folder}/"
+    elif piece.unpack == "none":
+        detail = f"{', '.join(f.name for f in piece.files)} in {piece.folder}/"
     else:
         raise ValueError(f"unknown unpack step {piece.unpack!r}")
     return PieceResult(piece.name, True, detail, downloaded)
@@ -238,7 +287,7 @@ def pull_pieces(pieces: tuple, folder: Path, set_name: str, progress=None) -> Pu
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     summary = PullSummary(folder, set_name)
-    record = read_record(folder)
+    record = read_record(folder, strict=False)   # a malformed record is rewritten
     sources = dict(record.get("pieces") or {})
     roles = {}
     base = folder / BASE.folder   # the converted adapter is mapped onto the pulled base's UNet layout

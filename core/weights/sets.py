@@ -32,12 +32,14 @@ class UrlFile:
     url: str
     sha256: str | None = None       # checked after download when known (the LFS pointer's oid)
     size: int | None = None
+    git_sha1: str | None = None     # a non-LFS hub file's git blob id: its checksum when no sha256
 
 
 @dataclass(frozen=True)
 class UrlPiece:
     """Files outside the Hub (GitHub releases / LFS), downloaded resumably, checked, then unpacked:
-    `unpack` = "zip" (insightface packs) or "rar+convert" (the authors' checkpoint)."""
+    `unpack` = "zip" (insightface packs), "rar+convert" (the authors' checkpoint) or "none" (used as
+    downloaded)."""
 
     name: str
     files: tuple[UrlFile, ...]
@@ -99,6 +101,16 @@ BUFFALO_L = UrlPiece(
     roles={"face_models": "models"},
     licence="non-commercial research use only (insightface's pretrained models)")
 
+# mediapipe's Face Landmarker bundle (a zip of a face detector and the 478-point landmark model) for the
+# Tasks face mesh that Python 3.13+ uses (core/shading/reconstruct.py); 3.11-3.12 run the legacy mesh,
+# whose model is inside the wheel. No role: the mesh finds it in the weights folder by name. Part of
+# both sets, so the default pull brings it and `--only face-landmarker` fetches it alone.
+FACE_LANDMARKER = UrlPiece(
+    name="face-landmarker", folder="face-landmarker", unpack="none",
+    files=(UrlFile("face_landmarker.task", "https://storage.googleapis.com/mediapipe-models/face_landmarker/"
+                   "face_landmarker/float16/1/face_landmarker.task"),),
+    roles={}, licence="Apache-2.0 (Google's MediaPipe Face Landmarker model card)")
+
 # The models `fmu score` runs (`--set scoring`, an add-on beside a generate set), from the sources the
 # published metrics use: CLIP-T / CLIP-I on OpenAI's ViT-L/14, DINO ViT-S/16, LPIPS v0.1 (torchvision's
 # AlexNet + the LPIPS linear heads), FID's TF-Inception port of pytorch-fid.
@@ -127,8 +139,8 @@ INCEPTION = UrlPiece(
     roles={"fid_weights": "pt_inception-2015-12-05-6726825d.pth"}, licence="Apache-2.0 (pytorch-fid)")
 
 SETS: dict[str, tuple] = {
-    "authors": (BASE, VAE, IMAGE_ENCODER, AUTHORS_ADAPTER, BUFFALO_L),
-    "h94": (BASE, VAE, IMAGE_ENCODER, H94_ADAPTER, BUFFALO_L),
+    "authors": (BASE, VAE, IMAGE_ENCODER, AUTHORS_ADAPTER, BUFFALO_L, FACE_LANDMARKER),
+    "h94": (BASE, VAE, IMAGE_ENCODER, H94_ADAPTER, BUFFALO_L, FACE_LANDMARKER),
     "scoring": (CLIP_L14, DINO, LPIPS, INCEPTION),
 }
 # sets pulled beside a generate set into the same folder: they add roles, never replace the folder's set
