@@ -118,9 +118,25 @@ def generate(
     vae_decoder: str | None = typer.Option(D.vae_decoder, help="tiny:<folder or hub id>: decode with an "
                                            "AutoencoderTiny (TAESD) instead of the VAE (fast, a little softer).",
                                            rich_help_panel=P.SPEED),
+    min_id_sim: float | None = typer.Option(D.min_id_sim, help="Quality gate: an image whose identity similarity "
+                                            "is below this is made again with the next seed (no face counts as "
+                                            "0).", rich_help_panel=P.GATING),
+    max_pose_err: float | None = typer.Option(D.max_pose_err, help="Quality gate: the most pose error (degrees) "
+                                              "against the 3D condition.", rich_help_panel=P.GATING),
+    max_light_err: float | None = typer.Option(D.max_light_err, help="Quality gate: the most lighting error "
+                                               "against the 3D condition.", rich_help_panel=P.GATING),
+    max_tries: int = typer.Option(D.max_tries, min=1, help="Attempts per image under a quality gate; the best is "
+                                  "kept either way (results: attempts, attempt_seeds, accepted).",
+                                  rich_help_panel=P.GATING),
+    keep_rejected: bool = typer.Option(D.keep_rejected, "--keep-rejected", help="Also write the attempts not kept, "
+                                       "under OUT/rejected/.", rich_help_panel=P.GATING),
     out: Path = typer.Option(D.out, "--out", "-o", help="Output folder.", rich_help_panel=P.OUTPUT),
     writer: str = typer.Option(D.writer, help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, "
-                               "reference and settings in PNG text chunks).", rich_help_panel=P.OUTPUT),
+                               "reference and settings in PNG text chunks); webdataset = OUT/shards/*.tar (KEY.png, "
+                               "KEY.json record, KEY.txt prompt); hf = OUT/dataset, a Hugging Face imagefolder "
+                               "(metadata.jsonl).", rich_help_panel=P.OUTPUT),
+    shard_size: int = typer.Option(D.shard_size, min=1, help="Samples per .tar shard (--writer webdataset).",
+                                   rich_help_panel=P.OUTPUT),
     save_conditions: bool = typer.Option(D.save_conditions, help="Write each shading condition image.",
                                          rich_help_panel=P.OUTPUT),
     cache_dir: Path | None = typer.Option(D.cache_dir, help="Face/shading cache (default OUT/.cache).",
@@ -152,7 +168,8 @@ def generate(
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
         speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
-        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer)
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, shard_size=shard_size, min_id_sim=min_id_sim,
+        max_pose_err=max_pose_err, max_light_err=max_light_err, max_tries=max_tries, keep_rejected=keep_rejected)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
