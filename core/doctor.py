@@ -41,7 +41,7 @@ from .scoring.weights import MetricUnavailable, torch_hub_checkpoints
 from .shading.deca import missing_requirements
 from .shading.reconstruct import face_landmarker_path, mesh_api
 from .shading.render import pytorch3d_available
-from .weights.layout import default_dir, missing_roles, pull_command, read_record, roles_of
+from .weights.layout import default_dir, missing_roles, pull_command, read_record, roles_of, score_options
 
 ACCELERATOR_LABELS = {"cuda": "CUDA", "xpu": "XPU", "mps": "MPS"}
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
@@ -295,15 +295,18 @@ def check_metric_weights(report: Report) -> None:
                              ("DINO", DEFAULT_DINO, "--dino-model")):
         cached = _hf_cached(repo, "config.json")
         report.add("weights", what, cached is not None,
-                   f"{repo} in the HF cache" if cached else f"{repo} not in the HF cache; pass {flag} DIR")
+                   f"{repo} in the HF cache" if cached else f"{repo} not in the HF cache; pass {flag} DIR, or "
+               f"`{pull_command(default_dir(), 'scoring')}` then `fmu score --weights DIR`")
     fid = torch_hub_checkpoints() / WEIGHTS_NAME
     report.add("weights", "Inception (FID)", fid.is_file(),
-               str(fid) if fid.is_file() else f"no {WEIGHTS_NAME} in {fid.parent}; pass --fid-weights FILE")
+               str(fid) if fid.is_file() else f"no {WEIGHTS_NAME} in {fid.parent}; pass --fid-weights FILE, "
+               f"or `{pull_command(default_dir(), 'scoring')}` then `fmu score --weights DIR`")
     try:
         backbone, lin = find_weights(None)
         report.add("weights", "LPIPS", True, f"{backbone.name} + {lin.name}")
     except MetricUnavailable as exc:
-        report.add("weights", "LPIPS", False, _reason(exc))
+        report.add("weights", "LPIPS", False, f"{_reason(exc)}, or `{pull_command(default_dir(), 'scoring')}` "
+                   "then `fmu score --weights DIR`")
     encoders = [f"{repo}/{f.rsplit('/', 1)[0]}" for repo, f in IMAGE_ENCODERS if _hf_cached(repo, f)]
     report.add("weights", "CLIP ViT-H image encoder", bool(encoders),
                ", ".join(encoders) if encoders else
@@ -329,6 +332,10 @@ def check_weights(report: Report, folder: str | None) -> None:
         report.add("weights", f"--{role.replace('_', '-')}", False,
                    f"missing from {path}; `{pull_command(path, record.get('set'))}` fetches it (and resumes)",
                    required=required)
+    for role in score_options(path)[1]:  # fmu score's models: optional, each metric is skipped without
+        report.add("weights", f"score --{role.replace('_', '-')}", None,
+                   f"missing from {path}; `{pull_command(path, 'scoring')}` fetches it (then `fmu score "
+                   f"--weights {path}`)")
 
 
 def check_face_mesh(report: Report) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from . import panels as P
-from .console import console, error, refuse_overwriting, shown
+from .console import console, err, error, refuse_overwriting, shown
 
 
 def expand(
@@ -27,6 +28,8 @@ def expand(
     light: list[str] | None = typer.Option(None, "--light", metavar="LIGHTS", help="Presets (front,left,right,...), "
                                               "az=..,el=..[,strength=..] or nine SH numbers; separate "
                                               "specs with ';' or repeat --light.", rich_help_panel=P.FACES),
+    override: bool = typer.Option(False, "--override", help="Let the grid replace pose / expression / light values "
+                                  "rows already have (refused otherwise).", rich_help_panel=P.OUTPUT),
 ) -> None:
     """Write one manifest row per (row, combination of the values given), ids suffixed by the values
     (astro -> astro_yaw-45_light-left). Generate it with `fmu generate OUT`. Give the rows a `seed`
@@ -34,7 +37,10 @@ def expand(
 
     Example:  fmu expand faces.csv --yaw -45:45:15 --light front,left,right --out grid.csv
 
-    Exit code: 0 written, 2 usage error (bad range, unknown light, missing expression image).
+    A grid axis the manifest already has values for is refused (the grid would replace them) unless
+    --override is given.
+    Exit code: 0 written, 2 usage error (bad range, unknown light, missing expression image, a value
+    the grid would replace without --override).
     """
     # deferred: keeps `fmu --help` fast (polars, the shading package)
     from fmu.core.errors import UsageError
@@ -48,7 +54,8 @@ def expand(
         if light:
             axes["light"] = split_lights(light)
         refuse_overwriting(out, [manifest])
-        table = expand_manifest(manifest, axes, out)
+        table = expand_manifest(manifest, axes, out, override=override,
+                                log=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True))
         write_manifest(table, out)
     except UsageError as exc:
         error(str(exc))

@@ -127,9 +127,24 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", rich
 SaveConditionsOpt = Annotated[bool, typer.Option(help="Write each shading condition image.", rich_help_panel=P.OUTPUT)]
 CacheDirOpt = Annotated[Path | None, typer.Option(
     help="Face/shading cache (default OUT/.cache).", rich_help_panel=P.OUTPUT)]
+MinIdSimOpt = Annotated[float | None, typer.Option(
+    help="Quality gate: an image whose identity similarity is below this is made again with the next seed (no "
+         "face counts as 0).", rich_help_panel=P.GATING)]
+MaxPoseErrOpt = Annotated[float | None, typer.Option(
+    help="Quality gate: the most pose error (degrees) against the 3D condition.", rich_help_panel=P.GATING)]
+MaxLightErrOpt = Annotated[float | None, typer.Option(
+    help="Quality gate: the most lighting error against the 3D condition.", rich_help_panel=P.GATING)]
+MaxTriesOpt = Annotated[int, typer.Option(
+    min=1, help="Attempts per image under a quality gate; the best is kept either way (results: attempts, "
+                "attempt_seeds, accepted).", rich_help_panel=P.GATING)]
+KeepRejectedOpt = Annotated[bool, typer.Option(
+    "--keep-rejected", help="Also write the attempts not kept, under OUT/rejected/.", rich_help_panel=P.GATING)]
 WriterOpt = Annotated[str, typer.Option(
     help="The output stage: files = OUT/images/<id>_<k>.png (prompt, seed, reference and settings in PNG text "
-         "chunks).", rich_help_panel=P.OUTPUT)]
+         "chunks); webdataset = OUT/shards/*.tar (KEY.png, KEY.json record, KEY.txt prompt); hf = OUT/dataset, a "
+         "Hugging Face imagefolder (metadata.jsonl).", rich_help_panel=P.OUTPUT)]
+ShardSizeOpt = Annotated[int, typer.Option(
+    min=1, help="Samples per .tar shard (--writer webdataset).", rich_help_panel=P.OUTPUT)]
 ProgressIntervalOpt = Annotated[float, typer.Option(
     min=0.01, help="Seconds between plain progress lines when stdout is not a terminal (a log file).",
     rich_help_panel=P.OUTPUT)]
@@ -153,7 +168,10 @@ def generate(
     vae_slicing: VaeSlicingOpt = D.vae_slicing, vae_tiling: VaeTilingOpt = D.vae_tiling,
     compile: CompileOpt = D.compile, offload: OffloadOpt = D.offload, speed_lora: SpeedLoraOpt = D.speed_lora,
     speed_lora_scale: SpeedLoraScaleOpt = D.speed_lora_scale, vae_decoder: VaeDecoderOpt = D.vae_decoder,
-    out: OutOpt = D.out, writer: WriterOpt = D.writer, save_conditions: SaveConditionsOpt = D.save_conditions,
+    min_id_sim: MinIdSimOpt = D.min_id_sim, max_pose_err: MaxPoseErrOpt = D.max_pose_err,
+    max_light_err: MaxLightErrOpt = D.max_light_err, max_tries: MaxTriesOpt = D.max_tries,
+    keep_rejected: KeepRejectedOpt = D.keep_rejected, out: OutOpt = D.out, writer: WriterOpt = D.writer,
+    shard_size: ShardSizeOpt = D.shard_size, save_conditions: SaveConditionsOpt = D.save_conditions,
     cache_dir: CacheDirOpt = D.cache_dir, progress_interval: ProgressIntervalOpt = PROGRESS_INTERVAL,
 ) -> None:
     """Turn a manifest of reference photos and prompts into images and results.parquet.
@@ -179,7 +197,8 @@ def generate(
         base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
         compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
         speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
-        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer)
+        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, shard_size=shard_size, min_id_sim=min_id_sim,
+        max_pose_err=max_pose_err, max_light_err=max_light_err, max_tries=max_tries, keep_rejected=keep_rejected)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 

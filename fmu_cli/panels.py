@@ -12,10 +12,11 @@ SAMPLING = "Sampling"
 DEVICES = "Devices"
 OUTPUT = "Output"
 SPEED = "Speed"
+GATING = "Quality gate"  # best-of-N: thresholds an image must meet, attempts, what happens to the rest
 TRAINING = "Training"  # the training recipe: steps, batch, learning rate, loss weights, LoRA rank, seed
 DATA = "Data"  # what a command reads besides models: training data, its masks and captions, images to score
 
-ALL = (MODELS, FACES, SAMPLING, DEVICES, OUTPUT, SPEED, TRAINING, DATA)
+ALL = (MODELS, FACES, SAMPLING, DEVICES, OUTPUT, SPEED, GATING, TRAINING, DATA)
 
 
 def _plain_flags(params: list) -> list:

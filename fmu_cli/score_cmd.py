@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from fmu.core.devices import parse_device
 from fmu.core.errors import UsageError
@@ -37,6 +38,9 @@ def score(
                                          rich_help_panel=P.DATA),
     out: Path | None = typer.Option(None, help="Where to write scores (default: RUN_DIR, or --images).",
                                     rich_help_panel=P.OUTPUT),
+    weights: Path | None = typer.Option(None, help="A folder filled by `fmu weights pull --set scoring`: its CLIP, "
+                                        "DINO, LPIPS, Inception (and insightface) files fill the model options "
+                                        "left open (an explicit flag wins).", rich_help_panel=P.MODELS),
     face_models: Path | None = typer.Option(None, help="insightface models folder / pack for ArcFace FaceSim, as in "
                                             "fmu generate (a pulled weights folder has it at DIR/insightface/models).",
                                             rich_help_panel=P.MODELS),
@@ -67,6 +71,8 @@ def score(
                                 rich_help_panel=P.SPEED),
     batch_size: int = typer.Option(16, min=1, help="Faces / images per model batch.", rich_help_panel=P.SPEED),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html.", rich_help_panel=P.OUTPUT),
+    sheet: bool = typer.Option(False, "--sheet", help="Also write sheet.png: per reference its condition and "
+                               "outputs, each with its prompt and score.", rich_help_panel=P.OUTPUT),
 ) -> None:
     """Score generated images: FaceSim, CLIP-T/I, DINO, LPIPS, FID, Pose/Light-RMSE.
 
@@ -81,20 +87,18 @@ def score(
     # deferred: heavy (polars, scipy, the metrics); keeps the CLI start fast
     from fmu.core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
 
-    if (run_dir is None) == (images is None):
-        raise UsageError("give either RUN_DIR or --images DIR --manifest FILE")
-    if images is not None and manifest is None:
-        raise UsageError("--images needs --manifest")
+    _check_sources(run_dir, images, manifest)
     chosen = METRICS if "all" in metrics else metrics
+    if weights is not None:
+        clip_model, dino_model, lpips_weights, fid_weights, face_models = _from_weights(
+            weights, clip_model, dino_model, lpips_weights, fid_weights, face_models)
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), face_models=face_models, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
                         fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
-                        workers=workers, batch_size=batch_size, report=not no_report)
+                        workers=workers, batch_size=batch_size, report=not no_report, sheet=sheet)
     check_options(opts)  # every path given exists, before anything is read or written
     parse_device(device)  # one device torch can use, before anything is written
     if run_dir is not None:
-        if not run_dir.is_dir():
-            raise UsageError(f"{run_dir} is not a folder")
         # the bar shows while the metrics run and is cleared before the summary table
         result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None,
                            progress=progress_bar(transient=True))
@@ -103,6 +107,36 @@ def score(
     else:
         result = score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True))
     console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
-                  + (", report.html" if not no_report else ""))
+                  + (", report.html" if not no_report else "") + (", sheet.png" if sheet else ""))
     if not result.all_ok:
         raise typer.Exit(1)
+
+
+def _check_sources(run_dir: Path | None, images: Path | None, manifest: Path | None) -> None:
+    """A run folder, or --images with --manifest."""
+    if (run_dir is None) == (images is None):
+        raise UsageError("give either RUN_DIR or --images DIR --manifest FILE")
+    if images is not None and manifest is None:
+        raise UsageError("--images needs --manifest")
+    if run_dir is not None and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a folder")
+
+
+def _from_weights(folder: Path, clip_model, dino_model, lpips_weights, fid_weights, face_models) -> tuple:
+    """--weights DIR: the pulled scoring models fill the options left open; what the folder lacks is
+    said once, with the command that fetches it (those metrics are then looked for as usual)."""
+    from fmu.core.weights.layout import pull_command, roles_of, score_options  # deferred: keeps the CLI start fast
+
+    found, missing = score_options(folder)
+    if missing:
+        err.print(f"[yellow]warning:[/] {escape(str(folder))} has no {', '.join(missing)}; "
+                  f"`{escape(pull_command(folder, 'scoring'))}` fetches them", soft_wrap=True)
+    given = {"clip_model": clip_model, "dino_model": dino_model, "lpips_weights": lpips_weights,
+             "fid_weights": fid_weights}
+    filled = {role: value if value is not None else found.get(role) for role, value in given.items()}
+    if face_models is None:
+        face_models = roles_of(folder).get("face_models")
+    for role in ("clip_model", "dino_model"):
+        if filled[role] is not None:
+            filled[role] = str(filled[role])
+    return filled["clip_model"], filled["dino_model"], filled["lpips_weights"], filled["fid_weights"], face_models

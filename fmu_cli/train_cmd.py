@@ -19,7 +19,7 @@ from fmu.training.config import FINETUNE_DEFAULTS, load_config, prepared_manifes
 from fmu.training.config import TrainConfig as T
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, Renderer, chosen
+from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareMultiFace, Renderer, chosen
 from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
 
 
@@ -32,6 +32,9 @@ def prepare(
                                              "(ArcFace 512-d).", rich_help_panel=P.FACES),
     face_models: Path | None = typer.Option(None, help="insightface models folder (buffalo_l layout).",
                                             rich_help_panel=P.FACES),
+    multi_face: PrepareMultiFace = typer.Option("largest", help="A photo with several faces: use the biggest "
+                                                "(largest, outlined in preview.html) or leave the photo out (skip).",
+                                                rich_help_panel=P.FACES),
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions.", rich_help_panel=P.DATA),
     renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu).",
                                       rich_help_panel=P.FACES),
@@ -61,7 +64,7 @@ def prepare(
 
     cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
                         resolution=resolution, renderer=chosen(renderer), workers=workers, masks=chosen(masks),
-                        parser=parser, captioner=captioner)
+                        parser=parser, captioner=captioner, multi_face=chosen(multi_face))
     with progress_bar() as progress:
         summary = run_prepare(cfg, progress=progress)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fmu.core.errors import UsageError, first_line
 from fmu.core.weights.layout import default_dir, missing_roles, roles_of
-from fmu.core.weights.sets import DEFAULT_SET, SETS, piece_names
+from fmu.core.weights.sets import ADDONS, DEFAULT_SET, SETS, piece_names
 
 from . import panels as P
 from .console import console, download_bar, err, error
@@ -38,12 +38,14 @@ def _only(text: str | None, set_name: str) -> tuple[str, ...] | None:
 def pull(
     set_name: WeightSet = typer.Option(DEFAULT_SET, "--set", help="authors: Face-MakeUpV2's checkpoint (identity "
                                        "channel + ShadingNet, converted from the authors' RAR); h94: "
-                                       "IP-Adapter-FaceID-PlusV2 + its LoRA (identity channel only).",
+                                       "IP-Adapter-FaceID-PlusV2 + its LoRA (identity channel only); scoring: "
+                                       "fmu score's CLIP ViT-L/14, DINO, LPIPS, Inception (FID), beside either.",
                                        rich_help_panel=P.MODELS),
     folder: Path | None = typer.Option(None, "--dir", help="Weights folder (default $FMU_HOME/weights, "
                                        "i.e. ~/.cache/fmu/weights).", rich_help_panel=P.MODELS),
     only: str | None = typer.Option(None, "--only", metavar="LIST", help="Comma list of pieces to fetch: "
-                                    "base, vae, image-encoder, adapter-authors | adapter-h94, insightface.",
+                                    "base, vae, image-encoder, adapter-authors | adapter-h94, insightface; "
+                                    "scoring: clip, dino, lpips, inception.",
                                     rich_help_panel=P.MODELS),
 ) -> None:
     """Download a weight set (several GB); re-running resumes cut-off files and skips finished ones.
@@ -75,7 +77,8 @@ def pull(
     console.print(table)
     missing = missing_roles(folder, name)
     if summary.ok and not missing:
-        console.print(f"use it:  fmu generate MANIFEST --out runs/a --weights {escape(str(folder))}", soft_wrap=True)
+        use = "fmu score RUN_DIR" if name in ADDONS else "fmu generate MANIFEST --out runs/a"
+        console.print(f"use it:  {use} --weights {escape(str(folder))}", soft_wrap=True)
         raise typer.Exit(0)
     if missing:
         err.print(f"[yellow]not ready yet:[/] {', '.join(missing)}; re-run the same command to resume", soft_wrap=True)

@@ -151,8 +151,8 @@ def test_a_manifest_of_only_invalid_rows_loads_no_model(faces, tiny_preset, monk
     monkeypatch.setattr(generate_module, "_make_worker", boom)
     monkeypatch.setattr(generate_module, "get_backend", boom, raising=False)
     monkeypatch.setattr(faces_package, "get_backend", boom)
-    bad = pl.DataFrame({"id": ["a", "b"], "reference": ["missing.png", ""], "prompt": ["a", "b"]})
-    bad.write_csv(faces / "bad.csv")
+    rows = {"id": ["a", "b"], "reference": ["missing.png", ""], "prompt": ["a", "b"]}
+    pl.DataFrame(rows).write_csv(faces / "bad.csv")
     res = cli("generate", faces / "bad.csv", "--out", faces / "run", "--steps", "2")
     assert res.exit_code == 1, res.output
     assert set(pl.read_parquet(faces / "run" / "results.parquet")["status"]) == {"failed"}

@@ -63,7 +63,7 @@ def report(tmp_path_factory):
                        target=None, image=f"images/a_{k}.png", condition="conditions/a.png") for k in range(3)]
                  ).write_parquet(run / "results.parquet")
     (run / "run.json").write_text(json.dumps({"face_backend": "dlib", "face_models": None}))
-    score_run(run, ScoreOptions(metrics=("facesim",)))
+    score_run(run, ScoreOptions(metrics=("facesim",), sheet=True))
     return run / "report.html"
 
 
@@ -90,3 +90,21 @@ def test_screenshot_shows_the_images(report, tmp_path):
     assert suit.sum() > 2000
     bars = (abs(r - 0x3B) < 12) & (abs(g - 0x7D) < 12) & (abs(b - 0xD8) < 12)   # histogram bars / ref outline
     assert bars.sum() > 50
+
+
+def test_contact_sheet_screenshot_shows_reference_condition_and_outputs(report, tmp_path):
+    """sheet.png as a browser shows it: the astronaut (reference and the mirrored output), the
+    condition's bright block, and the text under the cells."""
+    sheet = report.parent / "sheet.png"
+    shot = tmp_path / "sheet-shot.png"
+    _run_chromium(tmp_path, "--window-size=1000,500", f"--screenshot={shot}", sheet.as_uri())
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    suit = (r > 170) & (g > 50) & (g < 140) & (b < 90)
+    assert suit.sum() > 1500                               # two astronaut thumbnails
+    grey = (abs(r - 200) < 6) & (abs(g - 200) < 6) & (abs(b - 200) < 6)
+    assert grey.sum() > 1000                               # the condition's block
+    white = (r > 250) & (g > 250) & (b > 250)              # the sheet (the viewer's background is dark)
+    rows, cols = np.nonzero(white)
+    inside = px[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert (inside.max(axis=-1) < 80).sum() > 200          # names, prompts and scores written on it

@@ -83,6 +83,7 @@ AUTHORS_CHECKPOINT_EVERY = 20000
 FINETUNE_DEFAULTS = {"max_steps": 500, "batch_size": 2, "lora_rank": 16}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")  # accelerate's names
 MASK_MODES = ("auto", "given")  # `fmu prepare --masks`: region masks from the parser, or only given ones
+PREPARE_MULTI_FACE = ("largest", "skip")  # fmu prepare, a photo of several faces: the biggest, or leave it out
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
 # need step rules / metrics that the training loop does not pass
 UNSUPPORTED_SCHEDULES = {"piecewise_constant", "reduce_lr_on_plateau"}

@@ -4,9 +4,11 @@ The paper's four data stages, each cached so that re-running the same command re
 nothing (resume): captions for rows without one (`--captioner`, training/captions.py), the
 caption's region phrases (training/phrases.py), a mask per phrase from a face parser on the
 row's face (`--parser`, core/regions, training/masks.py), and the phrase/mask pairs written in
-the `masks` column `fmu train` reads. Every image is decoded, its most confident face analysed
-(embedding, crop, box) and its shading condition rendered; both land in `DATA/cache` under the
-image's content hash, so `fmu train` reads them without a detector.
+the `masks` column `fmu train` reads. Every image is decoded, its largest face analysed
+(embedding, crop, box; `--multi-face skip` leaves photos of several faces out) and its shading
+condition rendered; both land in `DATA/cache` under the image's content hash, so `fmu train` reads
+them without a detector. Each photo is kept once (`exclude_duplicates`: identical bytes, or a
+near-identical face in the same folder, NEAR_DUPLICATE_COSINE).
 Rows that fail (corrupt image, no face, unreadable caption file, missing or mis-sized mask,
 bad mask spec, phrase not in the caption) get a status and a reason in `DATA/report.parquet`
 and are left out of `DATA/train.parquet`; report.parquet also lists each row's phrases, the
@@ -23,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from fmu.core.digests import file_digest
@@ -40,6 +43,7 @@ from fmu.core.tables import write_table
 
 from .captions import CaptionCache, Captioner
 from .config import MASK_MODES
+from .config import PREPARE_MULTI_FACE as MULTI_FACE
 from .data import (
     MASK_DTYPE,
     check_token_indices,
@@ -55,12 +59,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_CAPTION = "a photo of a person"
 REPORT_FILE = "report.parquet"  # one row per input: status, reason, phrases (generate's table is results.parquet)
 REPORT_SCHEMA = {"id": pl.String, "image": pl.String, "status": pl.String, "reason": pl.String,
-                 "num_faces": pl.Int64, "seconds": pl.Float64, "caption_source": pl.String,
+                 "num_faces": pl.Int64, "face_box": pl.List(pl.Float64), "seconds": pl.Float64,
+                 "caption_source": pl.String,
                  "phrases": pl.List(pl.String), "phrases_masked": pl.List(pl.String),
                  "phrases_unmasked": pl.List(pl.Struct({"phrase": pl.String, "reason": pl.String}))}
 TRAIN_SCHEMA = {"id": pl.String, "image": pl.String, "caption": pl.String, "masks": MASK_DTYPE,
                 "image_sha256": pl.String, "face_file": pl.String, "shading_file": pl.String,
                 "width": pl.Int64, "height": pl.Int64, "num_faces": pl.Int64}
+
+
+# Two photos of one identity folder whose faces' embeddings have a cosine above this are one photo
+# (re-encoded, resized, lightly edited): the later is excluded as `duplicate_of`. Different photos of
+# one person stay below it on both backends (ArcFace: ~0.4-0.8; dlib's 128-d: ~0.9-0.96), copies
+# land at ~0.99+.
+NEAR_DUPLICATE_COSINE = 0.98
 
 
 @dataclass
@@ -75,6 +87,7 @@ class PrepareConfig:
     masks: str = "auto"             # auto: + masks from --parser for the caption's phrases | given
     parser: str = "mesh"            # mesh | segformer:<folder or hub id>   (core.regions)
     captioner: str | None = None    # image-to-text model for rows without a caption
+    multi_face: str = "largest"     # one of MULTI_FACE
 
 
 @dataclass
@@ -151,7 +164,7 @@ _WORKER: dict = {}
 def _init_worker(cfg: PrepareConfig, parser=None) -> None:
     cache_root = Path(cfg.out) / "cache"
     backend = get_backend(cfg.face_backend, models_dir=cfg.face_models)
-    _WORKER.update(cfg=cfg, faces=FaceCache(cache_root, backend),
+    _WORKER.update(cfg=cfg, faces=FaceCache(cache_root, backend, pick="largest"),
                    shading=ConditionProvider(cache_root, cfg.renderer),
                    masks=MaskMaker(Path(cfg.out), parser or get_parser(cfg.parser)) if cfg.masks == "auto" else None)
 
@@ -168,8 +181,11 @@ def prepare_row(row: dict) -> dict:
             raise RowError(why, kind=kind)
         image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
         masks = _resolve_masks(row, image.shape[:2])
-        analysis = faces.analyse_file(Path(row["image"]))
+        analysis = faces.analyse_file(Path(row["image"]), "largest")
         report["num_faces"] = analysis.num_faces
+        report["face_box"] = [float(v) for v in analysis.bbox]
+        if analysis.num_faces > 1 and cfg.multi_face == "skip":
+            raise RowError(f"{analysis.num_faces} faces in the photo (--multi-face skip)", kind="multi_face")
         shading.get(Path(row["image"]), None, cfg.resolution, cfg.resolution)
     except RowError as exc:
         report.update(status="failed", reason=exc.reason, seconds=time.perf_counter() - start)
@@ -186,7 +202,43 @@ def prepare_row(row: dict) -> dict:
              "shading_file": str(shading.path(Path(row["image"]), None, cfg.resolution).relative_to(out)),
              "width": image.shape[1], "height": image.shape[0], "num_faces": analysis.num_faces}
     report["seconds"] = time.perf_counter() - start
-    return {"report": report, "train": train}
+    return {"report": report, "train": train, "embedding": analysis.embedding}
+
+
+def exclude_duplicates(results: list[dict]) -> int:
+    """Keep each photo once: a usable row whose file holds the same bytes as an earlier row's other
+    file (sha256), or whose face embedding has a cosine above NEAR_DUPLICATE_COSINE with an earlier
+    row's of the same identity folder, is excluded with reason `duplicate_of: ID (...)`. Rows naming
+    the same file (a manifest giving one photo several captions or masks) are not duplicates.
+    Returns how many were excluded."""
+    by_digest: dict[str, tuple[str, str]] = {}                # sha256 -> (id, file) of the row kept
+    kept: dict[str, list[tuple[str, str, np.ndarray]]] = {}   # identity folder -> (id, file, unit embedding)
+    excluded = 0
+    for result in results:
+        train = result["train"]
+        if train is None:
+            continue
+        path = str(Path(train["image"]).resolve())
+        folder = str(Path(path).parent)
+        emb = np.asarray(result["embedding"], np.float64).ravel()
+        emb = emb / (np.linalg.norm(emb) or 1.0)
+        why = None
+        first = by_digest.get(train["image_sha256"])
+        if first is not None and first[1] != path:
+            why = f"duplicate_of: {first[0]} (identical bytes)"
+        for other, other_path, other_emb in kept.get(folder, []) if why is None else []:
+            cosine = float(emb @ other_emb)
+            if other_path != path and cosine > NEAR_DUPLICATE_COSINE:
+                why = f"duplicate_of: {other} (face embedding cosine {cosine:.3f} > {NEAR_DUPLICATE_COSINE})"
+                break
+        if why is not None:
+            result["report"].update(status="excluded", reason=why)
+            result["train"] = None
+            excluded += 1
+            continue
+        by_digest.setdefault(train["image_sha256"], (train["id"], path))
+        kept.setdefault(folder, []).append((train["id"], path, emb))
+    return excluded
 
 
 def _resolve_masks(row: dict, image_shape: tuple[int, int]) -> list[dict]:
@@ -232,6 +284,8 @@ def _check_options(cfg: PrepareConfig):
     """Usage errors before any row is touched or --out is created: the mask mode, the renderer,
     the face backend (its library and model files), and a parser that loads (returned; a broken
     model folder is one usage error here, not one per worker)."""
+    if cfg.multi_face not in MULTI_FACE:
+        raise UsageError(f"--multi-face {cfg.multi_face!r}: use one of {', '.join(MULTI_FACE)}")
     if cfg.masks not in MASK_MODES:
         raise UsageError(f"--masks {cfg.masks!r}: use one of {', '.join(MASK_MODES)}")
     try:
@@ -274,6 +328,7 @@ def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, 
             results.append(prepare_row(row))
             if progress:
                 progress.advance(task)
+    exclude_duplicates(results)
     report = pl.DataFrame([{c: r["report"].get(c) for c in REPORT_SCHEMA} for r in results],
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],

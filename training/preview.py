@@ -23,6 +23,7 @@ from fmu.core.images import atomic_write_bytes, load_rgb
 MAX_ROWS = 60
 SIDE = 320
 ALPHA = 0.45
+FACE_COLOUR = (255, 255, 0)   # the outline of the face a row uses (of several in the photo)
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40), (255, 225, 25))
 
@@ -34,9 +35,10 @@ def sample_rows(n: int, limit: int = MAX_ROWS) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
-def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE) -> np.ndarray:
+def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE, face_box=None) -> np.ndarray:
     """The image scaled to fit side x side, each mask tinted (ALPHA) and outlined in PALETTE[k]
-    (in the order of the row's masks: the legend's colours)."""
+    (in the order of the row's masks: the legend's colours); `face_box` (x1, y1, x2, y2 in the
+    image's pixels): the face used, outlined in FACE_COLOUR."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -47,7 +49,11 @@ def overlay(image: np.ndarray, masks: list[np.ndarray], side: int = SIDE) -> np.
         out[small] = (1 - ALPHA) * out[small] + ALPHA * colour
         edge = small & ~cv2.erode(small.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         out[edge] = colour
-    return np.clip(out, 0, 255).astype(np.uint8)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if face_box is not None:
+        x1, y1, x2, y2 = (int(round(v * scale)) for v in face_box[:4])
+        cv2.rectangle(out, (x1, y1), (x2, y2), FACE_COLOUR, 2)
+    return out
 
 
 def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, int, int, int] | None:
@@ -59,7 +65,7 @@ def zoom_box(masks: list[np.ndarray], shape, margin: float = 1.4) -> tuple[int, 
     if rows.size == 0:
         return None
     h, w = shape[:2]
-    side = min(max(rows.ptp(), cols.ptp()) * margin + 8, h, w)
+    side = min(max(np.ptp(rows), np.ptp(cols)) * margin + 8, h, w)
     if side * side > 0.4 * h * w:
         return None
     cx, cy = (cols.min() + cols.max()) / 2, (rows.min() + rows.max()) / 2
@@ -99,7 +105,10 @@ def _row_section(out: Path, row: dict, report: dict) -> str:
     for item in report.get("phrases_unmasked") or []:
         legend.append(f"<li class='none'>{html.escape(item['phrase'])}: {html.escape(item['reason'])}</li>")
     name = html.escape(str(row["id"]))
-    images = f"<img src='{_uri(overlay(image, masks))}' alt='{name}'>"
+    faces = report.get("num_faces") or 0
+    images = f"<img src='{_uri(overlay(image, masks, face_box=report.get('face_box')))}' alt='{name}'>"
+    if faces > 1:  # which of the photo's faces is the row's: the outlined one
+        legend.append(f"<li class='faces'>{faces} faces in the photo: the outlined one (the largest) is used</li>")
     box = zoom_box(masks, image.shape)
     if box is not None:
         x1, y1, x2, y2 = box
@@ -110,13 +119,33 @@ def _row_section(out: Path, row: dict, report: dict) -> str:
             f"</div></section>")
 
 
+def _excluded_section(rows: list[dict]) -> str:
+    """The rows left out (duplicates, several faces, no face, unreadable), each with its reason and,
+    where the image decodes, a thumbnail with the face found outlined."""
+    if not rows:
+        return ""
+    cells = []
+    for r in rows[:MAX_ROWS]:
+        try:
+            thumb = overlay(load_rgb(r["image"]), [], side=SIDE // 2, face_box=r.get("face_box"))
+            body = f"<img src='{_uri(thumb)}' alt='{html.escape(str(r['id']))}'>"
+        except ImageError:
+            body = "<div class='none'>no image</div>"
+        why = f"{html.escape(r.get('status') or '')}: {html.escape(r.get('reason') or '')}"
+        cells.append(f"<figure class='excluded'>{body}<figcaption><b>{html.escape(str(r['id']))}</b> {why}"
+                     "</figcaption></figure>")
+    more = f"<p>... {len(rows) - MAX_ROWS} more in report.parquet</p>" if len(rows) > MAX_ROWS else ""
+    return f"<h2>Excluded ({len(rows)})</h2><div class='row wrap'>{''.join(cells)}</div>{more}"
+
+
 def write_preview(out: Path, train_rows: list[dict], report_rows: list[dict], parser: str | None) -> Path:
     """Write DATA/preview.html for the prepared rows; returns its path."""
     out = Path(out)
     by_id = {r["id"]: r for r in report_rows}
     chosen = sample_rows(len(train_rows))
     sections = "".join(_row_section(out, train_rows[i], by_id.get(train_rows[i]["id"], {})) for i in chosen)
-    failed = sum(1 for r in report_rows if r.get("status") != "ok")
+    left_out = [r for r in report_rows if r.get("status") != "ok"]
+    failed = len(left_out)
     shown = f"{len(chosen)} of {len(train_rows)}" if len(chosen) < len(train_rows) else f"all {len(train_rows)}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fmu prepare preview</title>
@@ -125,12 +154,15 @@ body{{font-family:sans-serif;margin:20px;color:#222}} .row{{display:flex;gap:14p
 img{{max-width:{SIDE}px;display:block}} section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}}
 .sw{{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle}}
 ul{{list-style:none;padding:0;font-size:13px}} .src{{color:#888;font-size:11px}} .none{{color:#a60}}
-.cap{{color:#555;font-size:13px;max-width:520px}} .err{{color:#c00}} #img-check{{font-size:12px;color:#666}}
+.cap{{color:#555;font-size:13px;max-width:520px}} .wrap{{flex-wrap:wrap}} .faces{{color:#663}}
+figure.excluded{{margin:0;width:{SIDE // 2}px;font-size:12px}}
+.err{{color:#c00}} #img-check{{font-size:12px;color:#666}}
 </style></head><body>
 <h1>fmu prepare</h1>
-<p>Showing {shown} usable rows{f'; {failed} excluded (see report.parquet)' if failed else ''}.
-Region parser: {html.escape(parser or 'none (given masks only)')}.</p>
+<p>Showing {shown} usable rows{f'; {failed} excluded (below, and in report.parquet)' if failed else ''}.
+Region parser: {html.escape(parser or 'none (given masks only)')}. The face a row uses is outlined in yellow.</p>
 {sections}
+{_excluded_section(left_out)}
 {IMAGE_CHECK}
 </body></html>
 """

@@ -127,9 +127,25 @@ def _rebase(value, source_dir: Path, out_dir: Path):
     return os.path.relpath((source_dir / path).absolute(), out_dir.absolute())
 
 
-def expand_manifest(manifest: Path, axes: dict[str, list], out: Path) -> pl.DataFrame:
+def replaced_values(df: pl.DataFrame, axes: list[str]) -> dict[str, list[str]]:
+    """Per grid axis, the ids of the rows that already have a value in that column (the grid would
+    replace it)."""
+    found = {}
+    for axis in axes:
+        if axis not in df.columns:
+            continue
+        cell = pl.col(axis).cast(pl.String).str.strip_chars()
+        hit = df.filter(cell.is_not_null() & (cell != ""))
+        if hit.height:
+            found[axis] = hit["id"].cast(pl.String).to_list()
+    return found
+
+
+def expand_manifest(manifest: Path, axes: dict[str, list], out: Path, override: bool = False,
+                    log=None) -> pl.DataFrame:
     """The expanded table (see module doc); `axes` maps control columns to their values (values of
-    `expression` relative to the working folder, as typed on a command line)."""
+    `expression` relative to the working folder, as typed on a command line). A grid axis that would
+    replace values rows already have is a UsageError unless `override` (then `log` gets a warning)."""
     axes = {a: v for a, v in axes.items() if v}
     unknown = set(axes) - set(CONTROL_COLUMNS)
     if unknown:
@@ -147,6 +163,14 @@ def expand_manifest(manifest: Path, axes: dict[str, list], out: Path) -> pl.Data
     ids = (df["id"].cast(pl.String) if "id" in df.columns else pl.Series([None] * df.height, dtype=pl.String))
     ids = [i if i and i.strip() else f"row{r:06d}" for r, i in enumerate(ids.to_list())]
     df = df.with_columns(pl.Series("id", ids, dtype=pl.String))
+    replaced = replaced_values(df, order)
+    if replaced:
+        said = "; ".join(f"{axis} in {len(rows)} row(s) (first: {rows[0]})" for axis, rows in replaced.items())
+        if not override:
+            raise UsageError(f"the grid would replace values the manifest already has: {said}; pass --override "
+                             "to replace them, or leave those axes out")
+        if log is not None:
+            log(f"replacing values the manifest already had: {said}")
     for column in PATH_COLUMNS:
         if column in df.columns:
             df = df.with_columns(pl.col(column).map_elements(

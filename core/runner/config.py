@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from ..faces.crops import FRAME_SCALE
 from ..model.settings import DEFAULTS as IMAGE
 from ..model.settings import PROMPT_PREFIX
+from .gating import Gate
 
 
 @dataclass
@@ -32,6 +33,7 @@ class GenerateConfig:
     ray_address: str | None = None        # --engine ray: None = `auto` when RAY_ADDRESS is set, else local
     ray_cpus: float = 1.0                 # --engine ray on CPU nodes: CPUs each actor reserves
     writer: str = "files"                 # the output stage (writers/): files = OUT/images/<id>_<k>.png
+    shard_size: int = 1000                # samples per .tar shard (--writer webdataset)
     batch_size: int = 4
     seed: int = 0
     # per-image settings (a manifest row may override steps, guidance_scale, id_scale)
@@ -65,6 +67,16 @@ class GenerateConfig:
     vae_tiling: bool = False
     compile: bool = False
     offload: bool = False
+    # quality gating, best-of-N (gating.py): None = no threshold
+    min_id_sim: float | None = None
+    max_pose_err: float | None = None      # degrees
+    max_light_err: float | None = None
+    max_tries: int = 1
+    keep_rejected: bool = False
+
+    @property
+    def gate(self) -> Gate:
+        return Gate(self.min_id_sim, self.max_pose_err, self.max_light_err, self.max_tries, self.keep_rejected)
 
 
 # every option's default by name (`DEFAULTS.batch_size`)

@@ -83,9 +83,22 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
         from ..model.few_step import parse_decoder  # deferred: imports torch; option errors come first, fast
 
         parse_decoder(cfg.vae_decoder)
+    _check_gate(cfg)
     cfg = _with_weights(cfg)
     backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
     return replace(cfg, frame=frame, face_backend=backend)
+
+
+def _check_gate(cfg: GenerateConfig) -> None:
+    for name in ("min_id_sim", "max_pose_err", "max_light_err"):
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.max_tries < 1:
+        raise UsageError(f"--max-tries {cfg.max_tries}: must be >= 1")
+    if not cfg.gate.active and (cfg.max_tries > 1 or cfg.keep_rejected):
+        raise UsageError("--max-tries and --keep-rejected need a threshold: --min-id-sim, --max-pose-err or "
+                         "--max-light-err")
 
 
 def _check_lora(cfg: GenerateConfig, log) -> None:
@@ -151,6 +164,8 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
     if cfg.writer not in WRITERS:
         raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
+    if cfg.shard_size < 1:
+        raise UsageError(f"--shard-size {cfg.shard_size}: must be >= 1")
     check_renderer(cfg)
     model_spec = resolve_model(cfg.preset, cfg.base_model, cfg.adapter)
     check_model_files(cfg, model_spec.base, model_spec.adapter)
@@ -170,7 +185,8 @@ def run_generate(cfg: GenerateConfig, progress=None, log=None, checked: CheckedR
     # killed run left half-written is removed before any rank writes
     with locked_output(out, "generate") if ranks.is_main else _created(out):
         if ranks.is_main:
-            remove_stale_temp_files(out, out / ".shards", out / "images", out / "conditions", out / ".ranks")
+            remove_stale_temp_files(out, out / ".shards", out / "images", out / "conditions", out / ".ranks",
+                                    out / "rejected")
         ranks.wait_for_everyone()
         return _generate(checked, ranks, progress, start, started_at)
 

@@ -55,6 +55,11 @@ SCHEMA = {
     "layout": pl.String, "people_id_similarity": pl.List(pl.Float64), "id_similarity_min": pl.Float64,
     "people_pose_error_deg": pl.List(pl.Float64), "people_light_error": pl.List(pl.Float64),
     "people_frames": pl.List(pl.List(pl.Int64)),
+    # quality gating (gating.py): the attempts made, their seeds and scores, the one kept, accepted
+    "attempts": pl.Int64, "attempt_seeds": pl.List(pl.Int64), "attempt_id_similarity": pl.List(pl.Float64),
+    "attempt_pose_error_deg": pl.List(pl.Float64), "attempt_light_error": pl.List(pl.Float64),
+    "kept_seed": pl.Int64, "accepted": pl.Boolean, "rejection_reason": pl.String,
+    "rejected_images": pl.List(pl.String),
 }
 
 

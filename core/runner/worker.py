@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,9 +31,19 @@ from ..model.pipeline import Request
 from ..model.settings import with_prefix
 from . import people
 from .conditions import ConditionProvider, frame_label
+from .gating import Attempt, attempt_seed
+from .gating import summary as gating_summary
 from .plan import Job
 from .results import ResultStore
 from .writers import make_writer
+
+
+@dataclass
+class Gated:
+    image: object                # the attempt kept
+    scores: dict                 # its score fields
+    fields: dict                 # attempts, their seeds and scores, accepted (gating.summary)
+    rejected: list[Attempt]      # the others, when --keep-rejected
 
 
 @dataclass
@@ -57,7 +67,7 @@ class Worker:
         self.name = f"rank{os.environ.get('RANK', '0')}:{device}:pid{os.getpid()}"
         self.out = Path(cfg.out)
         self.store = ResultStore(self.out)
-        self.writer = make_writer(cfg.writer, self.out)
+        self.writer = make_writer(cfg.writer, self.out, shard_size=cfg.shard_size)
         # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
         self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
@@ -150,20 +160,26 @@ class Worker:
         images = self.model.generate(prep.requests, prep.jobs[0].settings)
         return images, time.perf_counter() - t0
 
-    def finish(self, prep: Prepared, images, seconds: float, error: str | None = None) -> list[dict]:
+    def finish(self, prep: Prepared, images, seconds: float, error: str | None = None,
+               gated: list[Gated] | None = None) -> list[dict]:
         """Write the unit's images (atomically) and score them; `save` appends the result shard.
-        A failed image write (disk full, permission denied) fails that row with the reason."""
+        A failed image write (disk full, permission denied) fails that row with the reason.
+        `gated`: `gate`'s choice per live row (the image kept, its scores, the attempts)."""
         records = [{**r, "worker": self.name} for r in prep.records]
         for i, (job, base_record, analysis, condition) in enumerate(prep.live):
             if error is not None:
                 records.append({**_failed(base_record, error), "worker": self.name})
                 continue
-            image = images[i]
+            image = gated[i].image if gated is not None else images[i]
             record = {**base_record, "status": "ok", "worker": self.name,
                       "batch_seconds": seconds,
                       "analysis_seconds": prep.seconds, "finished_at": time.time()}
             if condition is not None:  # the square of the source photo this image shows
                 record["frame_left"], record["frame_top"], record["frame_side"] = condition.frame
+            # scored before it is written: a dataset writer stores the whole record beside the image
+            if gated is not None:  # scored while gating: the attempts' seeds and scores, accepted
+                record.update(gated[i].fields)
+            record.update(gated[i].scores if gated is not None else self._scores(job, analysis, condition, image))
             target = self.out / job.image_name
             try:  # disk full / permission denied: this row fails with the reason, the run goes on
                 record["image"] = self.writer.write(record, image)
@@ -173,23 +189,62 @@ class Worker:
                     if not target.exists():
                         save_png(target, condition.condition)
                     record["condition"] = name
+                if gated is not None and gated[i].rejected:  # --keep-rejected: the attempts not kept
+                    record["rejected_images"] = self._save_rejected(job, gated[i].rejected)
             except OSError as exc:
                 records.append({**_failed(base_record, _write_failed(exc, target)), "worker": self.name})
                 continue
-            if job.row.people:  # faces matched to the people, pose and light per box: people.py
-                record.update(people.scores(self.backend, self.conditions, job.row.people, analysis, condition,
-                                            image, self._no_condition()))
-                records.append(record)
-                continue
-            record["id_similarity"], record["id_similarity_reason"] = self.backend.id_similarity(
-                analysis.embedding, image)
-            record["id_similarity_min"] = record["id_similarity"]  # one person: the worst is the one
-            if condition is None:  # nothing to be consistent with: say why the columns are empty
-                record["consistency_reason"] = f"no_condition: no 3D condition ({self._no_condition()})"
-            else:
-                record.update(self.conditions.consistency(condition, image))
             records.append(record)
         return records
+
+    def _scores(self, job: Job, analysis, condition, image) -> dict:
+        """An output's identity similarity and its pose / light errors against the condition."""
+        if job.row.people:  # faces matched to the people, pose and light per box: people.py
+            return people.scores(self.backend, self.conditions, job.row.people, analysis, condition,
+                                 image, self._no_condition())
+        sim, reason = self.backend.id_similarity(analysis.embedding, image)
+        # one person: the worst is the one
+        scores = {"id_similarity": sim, "id_similarity_reason": reason, "id_similarity_min": sim}
+        if condition is None:  # nothing to be consistent with: say why the columns are empty
+            scores["consistency_reason"] = f"no_condition: no 3D condition ({self._no_condition()})"
+        else:
+            scores.update(self.conditions.consistency(condition, image))
+        return scores
+
+    def gate(self, prep: Prepared, images) -> list[Gated]:
+        """Best-of-N (gating.py): score each image; those that miss a threshold are made again with
+        their next seed, all of the unit's misses in one batch, up to --max-tries attempts."""
+        gate = self.cfg.gate
+        tries = []
+        for i, (job, _, analysis, condition) in enumerate(prep.live):
+            scores = self._scores(job, analysis, condition, images[i])
+            tries.append([Attempt(job.seed, images[i], scores, gate.misses(scores, condition is not None))])
+        for t in range(1, gate.max_tries):
+            missed = [i for i, attempts in enumerate(tries) if attempts[-1].reasons]
+            if not missed:
+                break
+            seeds = [attempt_seed(prep.live[i][0].seed, t) for i in missed]
+            requests = [replace(prep.requests[i], seed=s) for i, s in zip(missed, seeds)]
+            again = self.model.generate(requests, prep.jobs[0].settings)
+            for i, seed, image in zip(missed, seeds, again):
+                job, _, analysis, condition = prep.live[i]
+                scores = self._scores(job, analysis, condition, image)
+                tries[i].append(Attempt(seed, image, scores, gate.misses(scores, condition is not None)))
+        gated = []
+        for i, attempts in enumerate(tries):
+            best, fields = gating_summary(gate, attempts, prep.live[i][3] is not None)
+            rejected = [a for j, a in enumerate(attempts) if j != best] if gate.keep_rejected else []
+            gated.append(Gated(attempts[best].image, attempts[best].scores, fields, rejected))
+        return gated
+
+    def _save_rejected(self, job: Job, rejected: list[Attempt]) -> list[str]:
+        """The attempts not kept, as `rejected/ID_K_sSEED.png` (--keep-rejected)."""
+        names = []
+        for attempt in rejected:
+            name = f"rejected/{job.row.id}_{job.k}_s{attempt.seed}.png"
+            save_png(self.out / name, attempt.image)
+            names.append(name)
+        return names
 
     def _controls_problem(self, request, record: dict) -> str | None:
         """Why the pose / expression / light a row asks for cannot be made (None: they can, or it
@@ -276,15 +331,23 @@ class Worker:
                     error = f"generation_failed: {type(exc).__name__}: {exc}".splitlines()[0]
                 if pending_write is not None:
                     pending_write.result()
+                # gating scores here, after the previous unit's scoring ended: the face and pose
+                # models are not shared between threads
+                gated = None
+                if error is None and images is not None and self.cfg.gate.active:
+                    try:
+                        gated = self.gate(prep, images)
+                    except Exception as exc:  # noqa: BLE001  a failed retry batch fails its rows, never the run
+                        error = f"generation_failed: {type(exc).__name__}: {exc}".splitlines()[0]
                 pending_write = writer.submit(self._finish_and_report, unit_id, prep, images, seconds, error,
-                                              on_done)
+                                              on_done, gated)
             if pending_write is not None:
                 pending_write.result()
         self.writer.close()  # a buffering writer completes its files before their rows count as done
         self.save(None, [], on_done, strict=True)  # never end quietly with finished rows unrecorded
 
-    def _finish_and_report(self, unit_id, prep, images, seconds, error, on_done):
-        self.save(unit_id, self.finish(prep, images, seconds, error), on_done)
+    def _finish_and_report(self, unit_id, prep, images, seconds, error, on_done, gated=None):
+        self.save(unit_id, self.finish(prep, images, seconds, error, gated), on_done)
 
 
 def _record_source(record: dict, name: str, path: Path) -> None:

@@ -1,6 +1,7 @@
 """report.html's control grids: for each reference whose rows asked for a pose, expression or light,
 one table with one control down the rows and the others across the columns, each cell showing the
-images made for that combination with their Pose/Light errors against the request.
+images made for that combination, each with its condition thumbnail, prompt and Pose/Light errors
+against the request.
 
 `grid_layout` is the pure part (which controls vary, in what order, which rows fall in which cell);
 `grids_html` draws it with the report's thumbnails.
@@ -84,6 +85,19 @@ def _error_text(r: dict) -> str:
     return "<br>".join(bits)
 
 
+def _cell_figure(r: dict, uri, thumb: int) -> str:
+    """One image of a grid cell: the output, its condition (the pose / light it was asked to follow)
+    as a small thumbnail beside it, the prompt and the errors under it."""
+    src = uri(r.get("image"))
+    img = (f'<img src="{src}" alt="{html.escape(str(r["id"]))}" width="{thumb}">' if src
+           else '<div class="missing">no image</div>')
+    cond = uri(r.get("condition"))
+    if cond:
+        img += f'<img class="cond" src="{cond}" alt="condition of {html.escape(str(r["id"]))}" width="{thumb // 2}">'
+    prompt = f"<span class='prompt'>{html.escape(r.get('prompt') or '')}</span><br>" if r.get("prompt") else ""
+    return f"<figure class='cell'>{img}<figcaption>{prompt}{_error_text(r)}</figcaption></figure>"
+
+
 def grids_html(grids: list[Grid], uri, thumb: int) -> str:
     """The grids as HTML tables; `uri(path)` gives an image's data URI (or None)."""
     parts = []
@@ -98,10 +112,7 @@ def grids_html(grids: list[Grid], uri, thumb: int) -> str:
                 members = g.cells.get((rv, col), [])
                 figures = []
                 for r in members:
-                    src = uri(r.get("image"))
-                    img = (f'<img src="{src}" alt="{html.escape(str(r["id"]))}" width="{thumb}">' if src
-                           else '<div class="missing">no image</div>')
-                    figures.append(f"<figure class='cell'>{img}<figcaption>{_error_text(r)}</figcaption></figure>")
+                    figures.append(_cell_figure(r, uri, thumb))
                 cells.append(f"<td>{''.join(figures)}</td>")
             body.append(f"<tr><th>{html.escape(value_label(g.row_axis, rv))}</th>{''.join(cells)}</tr>")
         corner = html.escape(f"{g.row_axis} \u2193 / {across} \u2192" if across else f"{g.row_axis} \u2193")

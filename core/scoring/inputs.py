@@ -28,9 +28,13 @@ ROW_SCHEMA = {
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.Utf8, "light": pl.Utf8,
     # several people (core/manifest/people.py): `|`-joined paths above, the boxes, each person's frame
     "layout": pl.Utf8, "people_frames": pl.List(pl.List(pl.Int64)),
+    # quality gating (generate --min-id-sim ...): attempts made, whether the kept one passed, why not
+    "attempts": pl.Int64, "accepted": pl.Boolean, "rejection_reason": pl.Utf8,
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FRAME_COLUMNS = ("frame_left", "frame_top", "frame_side")
+GATE_COLUMNS = ("attempts", "accepted", "rejection_reason")
+MEASURED = re.compile(r" -?[0-9.]+(?= [<>])")  # the value in "id_similarity 0.412 < 0.5"
 
 
 def _abs(base: Path, value) -> str | None:
@@ -67,9 +71,29 @@ def rows_from_run(run_dir: Path) -> pl.DataFrame:
             "gen_error": r.get("error"),
             **{c: r.get(c) for c in FRAME_COLUMNS},
             **{c: r.get(c) for c in CONTROL_COLUMNS},
+            **{c: r.get(c) for c in GATE_COLUMNS},
             "layout": r.get("layout"), "people_frames": r.get("people_frames"),
         })
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
+
+
+def gating_counts(df: pl.DataFrame) -> dict | None:
+    """How the quality gate went (None: the run had none): images gated, accepted, rejected, the
+    attempts made, and each rejection reason's count with the measured value left out
+    (`id_similarity < 0.5`), so equal reasons group."""
+    if "accepted" not in df.columns:
+        return None
+    gated = df.filter(pl.col("accepted").is_not_null())
+    if gated.height == 0:
+        return None
+    reasons: dict[str, int] = {}
+    for text in gated["rejection_reason"].drop_nulls():
+        for part in text.split("; "):
+            kind = MEASURED.sub("", part)
+            reasons[kind] = reasons.get(kind, 0) + 1
+    accepted = int(gated["accepted"].sum())
+    return {"gated": gated.height, "accepted": accepted, "rejected": gated.height - accepted,
+            "attempts": int(gated["attempts"].sum()), "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
 
 
 def read_manifest(path: Path) -> pl.DataFrame:

@@ -43,20 +43,21 @@ def histogram_counts(values: list[float], lo: float, hi: float, bins: int) -> li
 
 
 def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
-                  bins: int = 20, left_out: tuple[str, int] | None = None) -> str:
-    """An inline SVG bar chart of `values`. `left_out` = (what, count) of outputs that have no
-    value (e.g. ("no face", 3)): said in a line under the axis, never drawn as a bar, since a bar
-    beside the bins would read as one more score range."""
+                  bins: int = 20, left_out: tuple[str, int] | None = None, x_label: str | None = None) -> str:
+    """An inline SVG bar chart of `values`, both axes labelled (x: `x_label`, default `title`;
+    y: images, with the fullest bin's count at its top). `left_out` = (what, count) of outputs that
+    have no value (e.g. ("no face", 3)): said in a line under the axis, never drawn as a bar, since
+    a bar beside the bins would read as one more score range."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     lo = min(vals, default=0.0) if lo is None else lo
     hi = max(vals, default=1.0) if hi is None else hi
     if hi <= lo:
         hi = lo + 1.0
     counts = histogram_counts(vals, lo, hi, bins)
-    w, h, pad = 420, 160, 28
+    w, h, pad = 420, 160, 40
     top = max(counts + [1])
     bw = (w - 2 * pad) / bins
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}" role="img">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 56}" role="img">',
              f'<title>{html.escape(title)}</title>',
              f'<text x="{pad}" y="14" font-size="13">{html.escape(title)} (n={len(vals)})</text>']
     for j, c in enumerate(counts):
@@ -64,10 +65,17 @@ def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: 
         parts.append(f'<rect x="{pad + j * bw:.1f}" y="{h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
                      f'height="{bh:.1f}" fill="#3b7dd8"><title>{c}</title></rect>')
     parts.append(f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" stroke="#333"/>')
+    parts.append(f'<line x1="{pad}" y1="30" x2="{pad}" y2="{h}" stroke="#333"/>')
+    parts.append(f'<text x="{pad - 4}" y="34" font-size="10" text-anchor="end">{top}</text>')
+    parts.append(f'<text x="{pad - 4}" y="{h}" font-size="10" text-anchor="end">0</text>')
+    parts.append(f'<text x="12" y="{(h + 30) // 2}" font-size="11" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {(h + 30) // 2})">images</text>')
     parts.append(f'<text x="{pad}" y="{h + 14}" font-size="10">{lo:.3g}</text>')
     parts.append(f'<text x="{w - pad}" y="{h + 14}" font-size="10" text-anchor="end">{hi:.3g}</text>')
+    parts.append(f'<text x="{w // 2}" y="{h + 28}" font-size="11" text-anchor="middle">'
+                 f'{html.escape(x_label or title)}</text>')
     if left_out and left_out[1]:
-        parts.append(f'<text x="{pad}" y="{h + 32}" font-size="11" fill="#c60" class="left-out">not plotted: '
+        parts.append(f'<text x="{pad}" y="{h + 46}" font-size="11" fill="#c60" class="left-out">not plotted: '
                      f'{left_out[1]} with {html.escape(left_out[0])} (0 in the strict mean)</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -99,6 +107,10 @@ def _scores_caption(row: dict) -> str:
         if row.get(col) is not None:
             bits.append(f"{label} {row[col]:.{digits}f}")
     bits += _people_lines(row)
+    if row.get("accepted") is not None:  # quality gate: kept after N attempts, passed or why not
+        tries = f"{row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}"
+        verdict = "accepted" if row["accepted"] else f"rejected: {html.escape(row.get('rejection_reason') or '')}"
+        bits.append(f"<span class='gate{'' if row['accepted'] else ' rej'}'>{verdict} ({tries})</span>")
     if row.get("error"):
         bits.append(f"<span class='err'>{html.escape(row['error'])}</span>")
     return "<br>".join(bits)
@@ -153,6 +165,18 @@ def _sections(ordered: list[list[dict]], uri) -> list[str]:
     return sections
 
 
+def _gating_part(gating: dict | None) -> str:
+    """The quality gate's outcome: images accepted / rejected, attempts, rejection reasons."""
+    if not gating:
+        return ""
+    reasons = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in gating["reasons"].items())
+    table = (f"<table class='gating'><tr><th>rejection reason</th><th>images</th></tr>{reasons}</table>"
+             if reasons else "")
+    return (f"<h2>Quality gate</h2><p>{gating['accepted']} of {gating['gated']} images accepted, "
+            f"{gating['rejected']} kept as the best of their attempts but rejected; {gating['attempts']} "
+            f"attempts in all.</p>{table}")
+
+
 def render_report(scores: pl.DataFrame, summary: dict, decoded: dict) -> str:
     """The whole page as a string. `decoded` maps image paths to arrays (or errors) already read."""
     primary = _primary_facesim(scores)
@@ -203,15 +227,18 @@ figure{{margin:0;width:{THUMB}px;font-size:12px}} figure img{{max-width:{THUMB}p
 figure.ref img{{outline:3px solid #3b7dd8}} figure.target img{{outline:3px solid #8a5cc7}}
 .missing{{width:{THUMB}px;height:80px;background:#eee;
 display:flex;align-items:center;justify-content:center;color:#888}}
-.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}}
+.st.failed{{color:#c00}} .st.no_face{{color:#c60}} .err{{color:#c00}} .person{{color:#335}} .gate.rej{{color:#c60}}
 section{{border-top:1px solid #ddd;padding-top:6px;margin-top:10px}} .prompt{{color:#555;font-size:13px}}
 #img-check{{font-size:12px;color:#666}}
-table.controls td,table.controls th{{vertical-align:top}} figure.cell{{width:{THUMB // 2}px;display:inline-block}}
+table.controls td,table.controls th{{vertical-align:top}}
+figure.cell{{width:{THUMB // 2 + THUMB // 4 + 4}px;display:inline-block}}
+figure.cell img{{display:inline-block;vertical-align:top;margin-right:2px}}
 </style></head><body>
 <h1>fmu score</h1>
 <p>{summary['n_ok']}/{summary['n_requested']} rows fully scored; rows by status: {html.escape(counts)}.
 An output with no detected face counts as 0 in the strict FaceSim mean.</p>
 <table><tr><th>metric</th><th>value</th><th>n</th><th>note</th></tr>{table}</table>
+{_gating_part(summary.get("gating"))}
 <h2>Distributions</h2><div class="plots">{''.join(plots)}</div>
 {grid_part}
 <h2>Rows, worst first</h2>

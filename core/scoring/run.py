@@ -40,10 +40,11 @@ from .consistency import rmse
 from .dino import DinoScorer, dino_similarity
 from .face_batch import face_embeddings
 from .fid import FidScorer
-from .inputs import FRAME_COLUMNS, rows_from_images, rows_from_run
+from .inputs import FRAME_COLUMNS, GATE_COLUMNS, gating_counts, rows_from_images, rows_from_run
 from .lpips import LpipsScorer, find_weights
 from .report import render_report
 from .resume import ScoreState, fingerprint
+from .sheet import write_sheet
 from .summary_table import print_summary
 from .weights import MetricUnavailable, check_given_file, check_given_model
 
@@ -66,6 +67,7 @@ class ScoreOptions:
     workers: int = 2
     batch_size: int = 16
     report: bool = True
+    sheet: bool = False                   # sheet.png, a contact sheet (sheet.py)
 
 
 def check_options(opts: ScoreOptions) -> None:
@@ -515,6 +517,7 @@ def _scores_frame(rows: _Rows) -> pl.DataFrame:
         "condition": df["condition_path"], "prompt": df["prompt"],
         **{c: df[c] for c in CONTROL_COLUMNS if c in df.columns},
         "layout": df["layout"] if "layout" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8),
+        **{c: df[c] for c in GATE_COLUMNS if c in df.columns},
     }
     for name, vals in rows.values.items():
         dtype = pl.Boolean if name.endswith("_match") else pl.Int64 if name.startswith("faces_") else pl.Float64
@@ -537,6 +540,7 @@ def _summary(rows: _Rows, metrics: dict, timings: dict, total_s: float) -> dict:
         "status_counts": counts,
         "metrics": metrics,
         "failures": failures,
+        "gating": gating_counts(rows.df),
         "timings": {**timings, "total_s": round(total_s, 3),
                     "images_per_s": round(rows.n / total_s, 3) if total_s > 0 else None},
     }
@@ -548,6 +552,8 @@ def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: _Ro
     atomic_write_bytes(out_dir / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if opts.report:
         atomic_write_bytes(out_dir / "report.html", render_report(scores, summary, decoded).encode())
+    if opts.sheet:
+        write_sheet(out_dir / "sheet.png", scores, decoded)
 
 
 def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -34,13 +35,22 @@ def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 def print_summary(console, summary: dict) -> None:
-    table = Table(title=f"fmu score: {summary['n_ok']}/{summary['n_requested']} rows fully scored")
+    """The metrics as a table that fits 80 columns: a note (an unavailable metric's reason, a scale)
+    becomes a reference `(N)` and is printed in full once below the table (metrics sharing a reason
+    share its number)."""
+    table = Table(title=f"fmu score: {summary['n_ok']}/{summary['n_requested']} rows fully scored",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title_justify="left")
     for col in ("metric", "value", "n", "note"):
         table.add_column(col, overflow="fold")
-    for line in metric_lines(summary):
-        style = "yellow" if line[1] == "unavailable" else None
-        table.add_row(*line, style=style)
+    notes: dict[str, int] = {}
+    for name, value, n, note in metric_lines(summary):
+        if note:
+            note = f"({notes.setdefault(note, len(notes) + 1)})"
+        table.add_row(escape(name), escape(value), escape(n), escape(note),
+                      style="yellow" if value == "unavailable" else None)
     console.print(table)
+    for note, number in notes.items():
+        console.print(f"({number}) {escape(note)}", highlight=False)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["status_counts"].items()))
     console.print(f"rows by status: {counts}")
     for f in summary["failures"][:20]:

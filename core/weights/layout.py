@@ -8,6 +8,9 @@
     DIR/ip-adapter-faceid/*.bin, *_lora.safetensors   --adapter, --adapter-lora (h94 set)
     DIR/insightface/models/buffalo_l/             --face-models DIR/insightface/models
     DIR/face-landmarker/face_landmarker.task      the Tasks face mesh (Python 3.13+), found by name
+    DIR/clip-vit-large-patch14/, DIR/dino-vits16/, DIR/lpips/, DIR/inception/*.pth
+                                fmu score's --clip-model, --dino-model, --lpips-weights, --fid-weights
+                                (`--set scoring`, pulled beside a generate set)
 
 A role is recorded only once its piece is complete, so a folder whose pull was cut short offers
 what it has and names what is missing.
@@ -27,6 +30,8 @@ RECORD = "weights.json"
 FORMAT = "fmu-weights/1"
 # generate's options a weights folder can fill, in the order a user reads them
 ROLES = ("base_model", "vae", "image_encoder", "adapter", "adapter_lora", "face_models")
+# `fmu score`'s options the scoring set fills (`fmu score --weights DIR`)
+SCORE_ROLES = ("clip_model", "dino_model", "lpips_weights", "fid_weights")
 
 
 def default_dir() -> Path:
@@ -80,7 +85,7 @@ def roles_of(folder: Path) -> dict[str, Path]:
     found = {}
     for role, relative in (record.get("roles") or {}).items():
         path = folder / relative
-        if role in ROLES and path.exists():
+        if (role in ROLES or role in SCORE_ROLES) and path.exists():
             found[role] = path
     return found
 
@@ -93,6 +98,16 @@ def missing_roles(folder: Path, set_name: str | None = None) -> list[str]:
     wanted = [role for piece in SETS[set_name] for role in piece.roles]
     have = roles_of(folder)
     return [role for role in wanted if role not in have]
+
+
+def score_options(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """What `fmu score --weights DIR` fills in: (the scoring roles present, those missing); a
+    missing one leaves its metric unavailable, its reason naming `pull_command(DIR, "scoring")`."""
+    folder = Path(folder).expanduser()
+    if not (folder / RECORD).is_file():
+        raise UsageError(f"--weights {folder}: no {RECORD} there (fill it with `{pull_command(folder, 'scoring')}`)")
+    found = {r: p for r, p in roles_of(folder).items() if r in SCORE_ROLES}
+    return found, [r for r in SCORE_ROLES if r not in found]
 
 
 def generate_options(folder: Path, need: list[str] | tuple[str, ...] = ROLES) -> dict[str, Path]:

@@ -24,7 +24,7 @@ from ..digests import file_digest
 from ..errors import first_line
 from ..safe_paths import UnsafePath, inside
 from .layout import read_record, write_record
-from .sets import BASE, SETS, HubPiece, UrlFile, UrlPiece
+from .sets import ADDONS, BASE, SETS, HubPiece, UrlFile, UrlPiece
 
 # a zip without a pinned size is unpacked only within these: insightface's packs unpack to ~1.2x
 # their size and stay under 400 MB; a 3 MB zip that fills 300 MB is a bomb
@@ -308,10 +308,19 @@ def pull_pieces(pieces: tuple, folder: Path, set_name: str, progress=None) -> Pu
         if result.ok:
             roles.update({role: str(Path(piece.folder) / rel) if rel else piece.folder
                           for role, rel in piece.roles.items()})
-    # roles of this set only: an adapter LoRA of an earlier h94 pull must not ride on the authors' adapter
-    wanted = {role for piece in SETS.get(set_name, pieces) for role in piece.roles}
-    kept = {r: p for r, p in (record.get("roles") or {}).items() if r in wanted and record.get("set") == set_name}
-    write_record(folder, {"set": set_name, "roles": {**kept, **roles}, "pieces": sources})
+    # roles of this set only: an adapter LoRA of an earlier h94 pull must not ride on the authors' adapter.
+    # An add-on set (scoring) keeps the folder's set and every role it has; the add-ons' roles survive
+    # a later pull of a generate set.
+    old_roles = record.get("roles") or {}
+    addon_roles = {role for name in ADDONS for piece in SETS[name] for role in piece.roles}
+    if set_name in ADDONS:
+        kept, folder_set = dict(old_roles), record.get("set")
+    else:
+        wanted = {role for piece in SETS.get(set_name, pieces) for role in piece.roles}
+        kept = {r: p for r, p in old_roles.items()
+                if r in addon_roles or (r in wanted and record.get("set") == set_name)}
+        folder_set = set_name
+    write_record(folder, {"set": folder_set, "roles": {**kept, **roles}, "pieces": sources})
     return summary
 
 

@@ -111,10 +111,40 @@ FACE_LANDMARKER = UrlPiece(
                    "face_landmarker/float16/1/face_landmarker.task"),),
     roles={}, licence="Apache-2.0 (Google's MediaPipe Face Landmarker model card)")
 
+# The models `fmu score` runs (`--set scoring`, an add-on beside a generate set), from the sources the
+# published metrics use: CLIP-T / CLIP-I on OpenAI's ViT-L/14, DINO ViT-S/16, LPIPS v0.1 (torchvision's
+# AlexNet + the LPIPS linear heads), FID's TF-Inception port of pytorch-fid.
+CLIP_L14 = HubPiece(
+    name="clip", repo_id="openai/clip-vit-large-patch14",
+    patterns=("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
+              "tokenizer_config.json", "vocab.json", "merges.txt"),
+    folder="clip-vit-large-patch14", roles={"clip_model": ""}, licence="MIT (OpenAI CLIP)")
+DINO = HubPiece(
+    # main holds the weights as pytorch_model.bin only (the safetensors copy sits on an unmerged PR
+    # branch); transformers reads it with torch.load(weights_only=True)
+    name="dino", repo_id="facebook/dino-vits16",
+    patterns=("config.json", "preprocessor_config.json", "pytorch_model.bin"),
+    folder="dino-vits16", roles={"dino_model": ""}, licence="Apache-2.0")
+LPIPS = UrlPiece(
+    name="lpips", folder="lpips", unpack="none",
+    files=(UrlFile("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+           UrlFile("alex.pth", "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
+                   "alex.pth")),
+    roles={"lpips_weights": ""}, licence="BSD-3-Clause (torchvision AlexNet), BSD-2-Clause (LPIPS heads)")
+INCEPTION = UrlPiece(
+    name="inception", folder="inception", unpack="none",
+    files=(UrlFile("pt_inception-2015-12-05-6726825d.pth",
+                   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth"),),
+    roles={"fid_weights": "pt_inception-2015-12-05-6726825d.pth"}, licence="Apache-2.0 (pytorch-fid)")
+
 SETS: dict[str, tuple] = {
     "authors": (BASE, VAE, IMAGE_ENCODER, AUTHORS_ADAPTER, BUFFALO_L, FACE_LANDMARKER),
     "h94": (BASE, VAE, IMAGE_ENCODER, H94_ADAPTER, BUFFALO_L, FACE_LANDMARKER),
+    "scoring": (CLIP_L14, DINO, LPIPS, INCEPTION),
 }
+# sets pulled beside a generate set into the same folder: they add roles, never replace the folder's set
+ADDONS = ("scoring",)
 SET_NAMES = tuple(SETS)
 DEFAULT_SET = "authors"
 
