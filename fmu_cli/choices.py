@@ -18,7 +18,7 @@ from fmu.core.model.settings import PRECISIONS, SCHEDULERS
 from fmu.core.runner.conditions import FRAMES
 from fmu.core.runner.distribute import ENGINES
 from fmu.core.shading.render import BACKENDS as RENDERERS
-from fmu.training.config import MASK_MODES, MIXED_PRECISIONS, PREPARE_MULTI_FACE
+from fmu.training.config import MASK_MODES, MIXED_PRECISIONS, PREPARE_DEDUPE, PREPARE_MULTI_FACE
 
 
 def _choices(name: str, values: Sequence[str]) -> type[enum.StrEnum]:
@@ -29,6 +29,7 @@ FaceBackend = _choices("FaceBackend", FACE_BACKENDS)
 Engine = _choices("Engine", ENGINES)
 MultiFace = _choices("MultiFace", MULTI_FACE_POLICIES)
 PrepareMultiFace = _choices("PrepareMultiFace", PREPARE_MULTI_FACE)
+PrepareDedupe = _choices("PrepareDedupe", PREPARE_DEDUPE)
 FaceCrop = _choices("FaceCrop", CROP_STYLES)
 Frame = _choices("Frame", (*FRAMES, "center"))  # center: centre, spelled the other way
 Renderer = _choices("Renderer", RENDERERS)

@@ -15,11 +15,11 @@ from rich.table import Table
 from fmu.core.errors import UsageError
 from fmu.core.out_lock import locked_output
 from fmu.training import finetune as finetuning
-from fmu.training.config import FINETUNE_DEFAULTS, load_config, prepared_manifest_path
+from fmu.training.config import FINETUNE_DEFAULTS, NEAR_DUPLICATE_COSINE, load_config, prepared_manifest_path
 from fmu.training.config import TrainConfig as T
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareMultiFace, Renderer, chosen
+from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareDedupe, PrepareMultiFace, Renderer, chosen
 from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
 
 
@@ -35,6 +35,10 @@ def prepare(
     multi_face: PrepareMultiFace = typer.Option("largest", help="A photo with several faces: use the biggest "
                                                 "(largest, outlined in preview.html) or leave the photo out (skip).",
                                                 rich_help_panel=P.FACES),
+    dedupe: PrepareDedupe = typer.Option("near", help="Keep each photo once: near (same bytes, or a face "
+                                         f"embedding cosine above {NEAR_DUPLICATE_COSINE} in the same folder), "
+                                         "exact (same bytes only; keeps mirrored or edited variants), off.",
+                                         rich_help_panel=P.DATA),
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions.", rich_help_panel=P.DATA),
     renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu).",
                                       rich_help_panel=P.FACES),
@@ -64,7 +68,8 @@ def prepare(
 
     cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
                         resolution=resolution, renderer=chosen(renderer), workers=workers, masks=chosen(masks),
-                        parser=parser, captioner=captioner, multi_face=chosen(multi_face))
+                        parser=parser, captioner=captioner, multi_face=chosen(multi_face),
+                        dedupe=chosen(dedupe))
     with progress_bar() as progress:
         summary = run_prepare(cfg, progress=progress)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")

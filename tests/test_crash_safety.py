@@ -258,7 +258,7 @@ def _cache_files(data: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def prepared(train_images, fmu_home, tmp_path_factory):
     data = tmp_path_factory.mktemp("crash_data") / "data"
-    cmd = fmu("prepare", train_images, "--out", data, "--resolution", "64")
+    cmd = fmu("prepare", train_images, "--out", data, "--resolution", "64", "--dedupe", "exact")  # keep the flips
     kill_when(cmd, env(fmu_home), lambda p: count(data / "cache" / "faces", "*/*/*.npz") >= 2)
     assert_only_complete_files(data)
     assert not (data / "train.parquet").exists()

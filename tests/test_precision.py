@@ -151,7 +151,8 @@ def prepared(tmp_path_factory, photos, tiny_preset):
             rows.append({"image": f"{stem}.png", "caption": "a photo of a person, face close up",
                          "masks": json.dumps([{"mask": f"{stem}_mask.png", "phrase": "face"}])})
     pl.DataFrame(rows).write_csv(root / "train.csv")
-    summary = run_prepare(PrepareConfig(source=root / "train.csv", out=root / "data", resolution=64))
+    summary = run_prepare(PrepareConfig(source=root / "train.csv", out=root / "data", resolution=64,
+                                        dedupe="exact"))  # the mirrored copies are wanted
     assert summary.ok == 4
     return summary.manifest
 

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from fmu.core.errors import UsageError
 from fmu.core.faces import get_backend
 from fmu.core.images import load_rgb
 from fmu.training.prepare import NEAR_DUPLICATE_COSINE, PrepareConfig, run_prepare
@@ -74,3 +75,18 @@ def test_the_face_used_is_outlined(astronaut):
     out = overlay(astronaut, [], side=256, face_box=box)   # 512 px -> 256: the box at half scale
     assert tuple(out[100, 50]) == FACE_COLOUR and tuple(out[125, 150]) == FACE_COLOUR   # left edge, top edge
     assert tuple(out[100, 100]) != FACE_COLOUR                                            # inside: the photo
+
+
+@pytest.mark.parametrize("mode, kept", [("exact", ["astronaut", "astronaut_q90", "group", "hanks"]),
+                                        ("off", ["astronaut", "astronaut_copy", "astronaut_q90", "group", "hanks"])])
+def test_dedupe_exact_keeps_edited_copies_and_off_keeps_all(folder, tmp_path, mode, kept):
+    summary = run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", resolution=32, masks="given",
+                                        dedupe=mode))
+    assert sorted(pl.read_parquet(summary.manifest)["id"]) == kept
+    assert summary.failed == 5 - len(kept)
+
+
+def test_an_unknown_dedupe_mode_is_a_usage_error(folder, tmp_path):
+    with pytest.raises(UsageError, match="--dedupe 'fuzzy': use one of near, exact, off"):
+        run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", dedupe="fuzzy"))
+    assert not (tmp_path / "data").exists()

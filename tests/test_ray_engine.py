@@ -12,8 +12,10 @@ import sys
 import threading
 import time
 
+import numpy as np
 import polars as pl
 import pytest
+from PIL import Image
 
 ray = pytest.importorskip("ray")  # the test extra installs it; the rest of the suite runs without
 
@@ -148,3 +150,22 @@ def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, 
     assert redone == set(df["id"]) - set(first["id"])
     assert {r: (out / r).stat().st_mtime_ns for r in first["image"]} == kept  # finished images untouched
     assert _bytes(out) == _bytes(inline)
+
+
+def test_ray_writes_webdataset_shards_with_inlines_pixels(cluster, manifest, inline, tmp_path):
+    """A dataset writer under the Ray engine: every row once in the shards, read back by `webdataset`,
+    with the inline engine's pixels (the writer stage is the same one the local engines call)."""
+    wds = pytest.importorskip("webdataset")
+    out = tmp_path / "ray-wds"
+    cfg = GenerateConfig(manifest=manifest, out=out, writer="webdataset", shard_size=4, **SETTINGS, **RAY)
+    summary = run_generate(cfg)
+    assert summary.exit_code == 0 and summary.ok == 12
+    df = _recorded_once(out)
+    shards = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    samples = {s["__key__"]: s for s in wds.WebDataset(shards, shardshuffle=False).decode("rgb8")}
+    assert len(samples) == 12
+    expected = {p.name: np.asarray(Image.open(p)) for p in (inline / "images").glob("*.png")}
+    for row in df.iter_rows(named=True):
+        sample = samples[row["image"].split("#")[1]]
+        assert sample["json"]["seed"] == row["seed"] and sample["txt"] == row["prompt"]  # decoded: str
+        np.testing.assert_array_equal(sample["png"], expected[f"{row['id']}_{row['k']}.png"])

@@ -48,7 +48,7 @@ def data(tmp_path_factory, photos, tiny_preset):
         image = Image.open(photos[name]).convert("RGB")
         image.save(src / name)
         image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(src / f"flip_{name}")
-    summary = run_prepare(PrepareConfig(source=src, out=src / "data", resolution=64))
+    summary = run_prepare(PrepareConfig(source=src, out=src / "data", resolution=64, dedupe="exact"))  # keep the flips
     assert summary.ok == 4
     return summary.manifest
 

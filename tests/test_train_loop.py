@@ -53,7 +53,8 @@ def prepared(tmp_path_factory, photos, tiny_preset):
     for bad in ("cat.png", "corrupt.png"):
         rows.append({"image": bad, "caption": "a photo of a person", "masks": ""})
     pl.DataFrame(rows).write_csv(root / "train.csv")
-    summary = run_prepare(PrepareConfig(source=root / "train.csv", out=root / "data", resolution=64))
+    summary = run_prepare(PrepareConfig(source=root / "train.csv", out=root / "data", resolution=64,
+                                        dedupe="exact"))  # the mirrored copies are wanted
     return summary
 
 

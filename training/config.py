@@ -84,6 +84,14 @@ FINETUNE_DEFAULTS = {"max_steps": 500, "batch_size": 2, "lora_rank": 16}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")  # accelerate's names
 MASK_MODES = ("auto", "given")  # `fmu prepare --masks`: region masks from the parser, or only given ones
 PREPARE_MULTI_FACE = ("largest", "skip")  # fmu prepare, a photo of several faces: the biggest, or leave it out
+# fmu prepare, photos kept once: near (same bytes, or a near-identical face in one identity folder),
+# exact (same bytes only: keeps deliberate variants such as mirrored copies), off
+PREPARE_DEDUPE = ("near", "exact", "off")
+# Two photos of one identity folder whose faces' embeddings have a cosine above this are one photo
+# (re-encoded, resized, lightly edited): the later is excluded as `duplicate_of`. Different photos of
+# one person stay below it on both backends (ArcFace: ~0.4-0.8; dlib's 128-d: ~0.9-0.96), copies
+# land at ~0.99+.
+NEAR_DUPLICATE_COSINE = 0.98
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
 # need step rules / metrics that the training loop does not pass
 UNSUPPORTED_SCHEDULES = {"piecewise_constant", "reduce_lr_on_plateau"}

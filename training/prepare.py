@@ -42,7 +42,8 @@ from fmu.core.shading.render import resolve_backend
 from fmu.core.tables import write_table
 
 from .captions import CaptionCache, Captioner
-from .config import MASK_MODES
+from .config import MASK_MODES, NEAR_DUPLICATE_COSINE
+from .config import PREPARE_DEDUPE as DEDUPE
 from .config import PREPARE_MULTI_FACE as MULTI_FACE
 from .data import (
     MASK_DTYPE,
@@ -68,11 +69,6 @@ TRAIN_SCHEMA = {"id": pl.String, "image": pl.String, "caption": pl.String, "mask
                 "width": pl.Int64, "height": pl.Int64, "num_faces": pl.Int64}
 
 
-# Two photos of one identity folder whose faces' embeddings have a cosine above this are one photo
-# (re-encoded, resized, lightly edited): the later is excluded as `duplicate_of`. Different photos of
-# one person stay below it on both backends (ArcFace: ~0.4-0.8; dlib's 128-d: ~0.9-0.96), copies
-# land at ~0.99+.
-NEAR_DUPLICATE_COSINE = 0.98
 
 
 @dataclass
@@ -88,6 +84,7 @@ class PrepareConfig:
     parser: str = "mesh"            # mesh | segformer:<folder or hub id>   (core.regions)
     captioner: str | None = None    # image-to-text model for rows without a caption
     multi_face: str = "largest"     # one of MULTI_FACE
+    dedupe: str = "near"            # one of DEDUPE
 
 
 @dataclass
@@ -205,12 +202,14 @@ def prepare_row(row: dict) -> dict:
     return {"report": report, "train": train, "embedding": analysis.embedding}
 
 
-def exclude_duplicates(results: list[dict]) -> int:
+def exclude_duplicates(results: list[dict], mode: str = "near") -> int:
     """Keep each photo once: a usable row whose file holds the same bytes as an earlier row's other
     file (sha256), or whose face embedding has a cosine above NEAR_DUPLICATE_COSINE with an earlier
     row's of the same identity folder, is excluded with reason `duplicate_of: ID (...)`. Rows naming
     the same file (a manifest giving one photo several captions or masks) are not duplicates.
-    Returns how many were excluded."""
+    `mode` exact checks bytes only, off nothing. Returns how many were excluded."""
+    if mode == "off":
+        return 0
     by_digest: dict[str, tuple[str, str]] = {}                # sha256 -> (id, file) of the row kept
     kept: dict[str, list[tuple[str, str, np.ndarray]]] = {}   # identity folder -> (id, file, unit embedding)
     excluded = 0
@@ -226,7 +225,7 @@ def exclude_duplicates(results: list[dict]) -> int:
         first = by_digest.get(train["image_sha256"])
         if first is not None and first[1] != path:
             why = f"duplicate_of: {first[0]} (identical bytes)"
-        for other, other_path, other_emb in kept.get(folder, []) if why is None else []:
+        for other, other_path, other_emb in kept.get(folder, []) if why is None and mode == "near" else []:
             cosine = float(emb @ other_emb)
             if other_path != path and cosine > NEAR_DUPLICATE_COSINE:
                 why = f"duplicate_of: {other} (face embedding cosine {cosine:.3f} > {NEAR_DUPLICATE_COSINE})"
@@ -286,6 +285,8 @@ def _check_options(cfg: PrepareConfig):
     model folder is one usage error here, not one per worker)."""
     if cfg.multi_face not in MULTI_FACE:
         raise UsageError(f"--multi-face {cfg.multi_face!r}: use one of {', '.join(MULTI_FACE)}")
+    if cfg.dedupe not in DEDUPE:
+        raise UsageError(f"--dedupe {cfg.dedupe!r}: use one of {', '.join(DEDUPE)}")
     if cfg.masks not in MASK_MODES:
         raise UsageError(f"--masks {cfg.masks!r}: use one of {', '.join(MASK_MODES)}")
     try:
@@ -328,7 +329,7 @@ def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, 
             results.append(prepare_row(row))
             if progress:
                 progress.advance(task)
-    exclude_duplicates(results)
+    exclude_duplicates(results, cfg.dedupe)
     report = pl.DataFrame([{c: r["report"].get(c) for c in REPORT_SCHEMA} for r in results],
                           schema=REPORT_SCHEMA)
     train = pl.DataFrame([{c: r["train"][c] for c in TRAIN_SCHEMA} for r in results if r["train"]],
