@@ -29,6 +29,10 @@ from fmu.core.manifest import read_table
 from fmu.core.shading import load_shading
 
 MAX_TOKENS = 77  # CLIP's caption length (SD1.5 and the presets): explicit token_indices stay below it
+# Bounds per row (manifests/training.md): a longer caption is a row error in `fmu prepare` and a row
+# `fmu train` leaves out; phrases past the mask bound are not masked (preview: `too_many_phrases`).
+MAX_CAPTION_CHARS = 2000
+MAX_MASKS_PER_IMAGE = 32
 MASK_DTYPE = pl.List(pl.Struct({"mask": pl.String, "phrase": pl.String, "occurrence": pl.Int64,
                                 "token_indices": pl.List(pl.Int64)}))
 
@@ -54,16 +58,28 @@ def _token_ranges_by_offsets(tokenizer, caption: str, spans, max_length: int) ->
     return found
 
 
-def _token_ranges_by_prefix(tokenizer, caption: str, spans, max_length: int) -> list[int]:
-    """Fallback for tokenizers without offsets: count the tokens of the caption's prefixes.
-    Exact for word-level pre-tokenisers (CLIP BPE) because a span starts and ends on word edges."""
-    def count(text: str) -> int:  # content tokens of text (no BOS/EOS)
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
+def prefix_counter(tokenizer, caption: str):
+    """count(end): the content tokens (no BOS/EOS) of caption[:end], each prefix tokenised once."""
+    counts: dict[int, int] = {}
 
+    def count(end: int) -> int:
+        if end not in counts:
+            counts[end] = len(tokenizer(caption[:end], add_special_tokens=False).input_ids)
+        return counts[end]
+    return count
+
+
+def _token_ranges_by_prefix(tokenizer, caption: str, spans, max_length: int, count=None) -> list[int]:
+    """Fallback for tokenizers without offsets: count the tokens of the caption's prefixes.
+    Exact for word-level pre-tokenisers (CLIP BPE) because a span starts and ends on word edges.
+    Spans past the truncation are not tokenised (prefix counts only grow)."""
+    count = count or prefix_counter(tokenizer, caption)
     found = []
-    for start, end in spans:
-        first, last = count(caption[:start]), count(caption[:end])
-        found.extend(1 + i for i in range(first, last))  # +1: BOS at position 0
+    for start, end in sorted(spans):
+        first = count(start)
+        if first >= max_length - 1:
+            break
+        found.extend(1 + i for i in range(first, count(end)))  # +1: BOS at position 0
     return sorted(i for i in set(found) if i < max_length - 1)
 
 
@@ -80,6 +96,21 @@ def phrase_occurrence_spans(caption: str, phrase: str, occurrence: int | None = 
                              "does not exist")
         spans = [spans[occurrence]]
     return spans
+
+
+def caption_problem(caption: str) -> str | None:
+    """Why a caption is refused (too long to be a caption), or None."""
+    if len(caption or "") > MAX_CAPTION_CHARS:
+        return (f"caption_too_long: {len(caption)} characters (at most {MAX_CAPTION_CHARS}; CLIP reads "
+                f"only the first {MAX_TOKENS} tokens)")
+    return None
+
+
+def masks_problem(count: int) -> str | None:
+    """Why a row's number of masks is refused, or None."""
+    if count > MAX_MASKS_PER_IMAGE:
+        return f"too_many_masks: {count} masks (at most {MAX_MASKS_PER_IMAGE} per image)"
+    return None
 
 
 def check_token_indices(indices: list[int], max_length: int = MAX_TOKENS) -> None:
@@ -214,7 +245,18 @@ class TrainingSet(torch.utils.data.Dataset):
         for column in ("face_file", "shading_file"):
             if column not in self.df.columns:
                 raise UsageError(f"{self.manifest} is not prepared (no {column!r}); run `fmu prepare` first")
-        self.rows = self.df.to_dicts()
+        self.rows, self.refused = [], []   # refused: (row id, reason) of the rows left out
+        for number, row in enumerate(self.df.to_dicts()):
+            why = caption_problem(row.get("caption") or "")
+            try:
+                row["masks"] = parse_masks(row.get("masks"))
+            except ValueError as exc:
+                why = why or f"bad_masks: {exc}"
+            why = why or masks_problem(len(row["masks"]))
+            if why:
+                self.refused.append((str(row.get("id") or number), why))
+            else:
+                self.rows.append(row)
         self.tokenizer, self.size, self.face_crop = tokenizer, size, face_crop
 
     def __len__(self) -> int:
@@ -236,6 +278,33 @@ class TrainingSet(torch.utils.data.Dataset):
             return indices
         return phrase_token_indices(self.tokenizer, caption, mask["phrase"], mask.get("occurrence"))
 
+    def encode(self, caption: str, masks: list[dict]) -> tuple[torch.Tensor, list[list[int]]]:
+        """(input_ids, each mask's token positions) with the caption tokenised once for the row
+        (a fast tokenizer's offsets); a tokenizer without offsets counts prefix tokens, once per
+        distinct prefix and none past the truncation."""
+        max_length = self.tokenizer.model_max_length
+        try:
+            enc = self.tokenizer(caption, padding="max_length", truncation=True, max_length=max_length,
+                                 return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+        except (NotImplementedError, KeyError, TypeError):
+            count = prefix_counter(self.tokenizer, caption)
+            return self.tokenize(caption), [
+                self.token_indices(caption, m) if m.get("token_indices") is not None else
+                _token_ranges_by_prefix(self.tokenizer, caption,
+                                        phrase_occurrence_spans(caption, m["phrase"], m.get("occurrence")),
+                                        max_length, count)
+                for m in masks]
+        positions = []
+        for m in masks:
+            if m.get("token_indices") is not None:
+                positions.append(self.token_indices(caption, m))
+                continue
+            spans = phrase_occurrence_spans(caption, m["phrase"], m.get("occurrence"))
+            positions.append([i for i, (s, e) in enumerate(offsets)
+                              if e > s and any(s < end and e > start for start, end in spans)])
+        return torch.tensor(enc["input_ids"], dtype=torch.long), positions
+
     def __getitem__(self, index: int) -> Sample:
         row, size = self.rows[index], self.size
         image = load_rgb(self.resolve(row["image"]))
@@ -246,15 +315,15 @@ class TrainingSet(torch.utils.data.Dataset):
         if cond.shape[0] != size:
             cond = np.asarray(Image.fromarray(cond).resize((size, size), Image.Resampling.BOX))
         caption = row.get("caption") or ""
-        masks, tokens = [], []
-        for m in parse_masks(row.get("masks")):
+        masks = []
+        for m in row["masks"]:  # parsed and bounded when the set was read
             grey = np.asarray(Image.open(self.resolve(m["mask"])).convert("L"))
             masks.append(torch.from_numpy(to_square(grey, size).astype(np.float32) / 255.0)[None])
-            tokens.append(self.token_indices(caption, m))
+        input_ids, tokens = self.encode(caption, row["masks"])
         return Sample(
             index=index, id=str(row.get("id") or index),
             pixels=torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1.0,
-            input_ids=self.tokenize(caption),
+            input_ids=input_ids,
             id_embedding=torch.from_numpy(np.asarray(face.embedding, dtype=np.float32)),
             face_crop=face.crop if self.face_crop == "aligned" else wide_crop(image, face.landmarks),
             face_box=torch.from_numpy(square_box(face.bbox, image.shape[0], image.shape[1], size)),

@@ -26,7 +26,7 @@ import numpy as np
 from fmu.core.images import atomic_write_bytes, save_png
 from fmu.core.regions import RegionParser
 
-from .data import phrase_occurrence_spans, phrase_spans
+from .data import MAX_MASKS_PER_IMAGE, phrase_occurrence_spans, phrase_spans
 from .phrases import Phrase, extract_phrases
 
 COVERED = "given"  # what a phrase covered by a given mask records as its mask source
@@ -85,9 +85,13 @@ class MaskMaker:
         todo = [p for p in phrases if not any(p.start < e and s < p.end for s, e in covered)]
         stem = self._stem(digest, box)
         outcomes = self._outcomes(stem, image, box, {p.regions for p in todo}) if todo else {}
+        room = MAX_MASKS_PER_IMAGE - len(given)  # the row's masks stay within the bound
         for p in phrases:
             if p not in todo:  # a given mask covers it
                 result.masked.append(p.text)
+            elif len(result.entries) >= room:
+                result.unmasked.append({"phrase": p.text, "reason": f"too_many_phrases: only the first "
+                                        f"{MAX_MASKS_PER_IMAGE} masks of an image are kept"})
             elif any(outcomes.get(r) is None for r in p.regions):
                 name = f"{stem.name}-{'+'.join(p.regions)}.png"
                 result.entries.append({"mask": str((stem.parent / name).relative_to(self.out)), "phrase": p.text,

@@ -47,7 +47,9 @@ from .config import PREPARE_DEDUPE as DEDUPE
 from .config import PREPARE_MULTI_FACE as MULTI_FACE
 from .data import (
     MASK_DTYPE,
+    caption_problem,
     check_token_indices,
+    masks_problem,
     parse_masks,
     phrase_occurrence_spans,
     phrase_spans,
@@ -176,6 +178,8 @@ def prepare_row(row: dict) -> dict:
         if row.get("problem"):
             kind, why = row["problem"]
             raise RowError(why, kind=kind)
+        if too_long := caption_problem(row["caption"]):  # before any phrase or mask is looked at
+            raise RowError(too_long.split(": ", 1)[1], kind="caption_too_long")
         image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
         masks = _resolve_masks(row, image.shape[:2])
         analysis = faces.analyse_file(Path(row["image"]), "largest")
@@ -247,6 +251,8 @@ def _resolve_masks(row: dict, image_shape: tuple[int, int]) -> list[dict]:
         masks = parse_masks(row.get("masks"))
     except ValueError as exc:
         raise RowError(str(exc), kind="bad_masks") from None
+    if too_many := masks_problem(len(masks)):
+        raise RowError(too_many.split(": ", 1)[1], kind="too_many_masks")
     root = Path(row.get("root") or ".")
     for m in masks:
         path = Path(m["mask"])

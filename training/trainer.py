@@ -112,9 +112,12 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
 
 
-def _training_set(manifest: Path, model, size: int) -> TrainingSet:
-    """The prepared rows, checked to fit the adapter (face embedding width)."""
+def _training_set(manifest: Path, model, size: int, log=print) -> TrainingSet:
+    """The prepared rows, checked to fit the adapter (face embedding width); rows over the bounds
+    (caption length, masks per image) are left out with one line each."""
     dataset = TrainingSet(manifest, model.pipe.tokenizer, size, face_crop=model.cfg.face_crop)
+    for row_id, why in dataset.refused:
+        log(f"row {row_id} left out: {why}")
     if len(dataset) == 0:
         raise UsageError(f"{manifest} has no usable rows")
     first = dataset[0]
@@ -275,7 +278,7 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)  # the scheduler is stepped by us
 
     # data: the face image in the style the adapter is (or was) trained with; recorded in its config
-    dataset = _training_set(manifest, model, size)
+    dataset = _training_set(manifest, model, size, log)
     order = DataOrder(len(dataset), cfg.batch_size, cfg.seed, rank, world)
     frozen = _frozen_parts(cfg, out, model, store, dataset, device)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
