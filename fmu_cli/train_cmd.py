@@ -19,7 +19,17 @@ from fmu.training.config import FINETUNE_DEFAULTS, NEAR_DUPLICATE_COSINE, load_c
 from fmu.training.config import TrainConfig as T
 
 from . import panels as P
-from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareDedupe, PrepareMultiFace, Renderer, chosen
+from .choices import (
+    Engine,
+    FaceBackend,
+    FaceCrop,
+    MaskMode,
+    MixedPrecision,
+    PrepareDedupe,
+    PrepareMultiFace,
+    Renderer,
+    chosen,
+)
 from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
 
 
@@ -42,8 +52,15 @@ def prepare(
     resolution: int = typer.Option(512, min=16, help="Side of the cached shading conditions.", rich_help_panel=P.DATA),
     renderer: Renderer = typer.Option("auto", help="Shading renderer (auto: pytorch3d when installed, else cpu).",
                                       rich_help_panel=P.FACES),
-    workers: int = typer.Option(1, min=1, help="Worker processes (each loads its own face models).",
+    workers: int = typer.Option(1, min=1, help="Worker processes or Ray actors (each loads its own face models).",
                                 rich_help_panel=P.SPEED),
+    engine: Engine | None = typer.Option(None, help="inline | processes | ray (default: inline for one worker, "
+                                         "processes for several). ray: the rows on a Ray cluster's actors; DATA must "
+                                         "be one shared path on every node.", rich_help_panel=P.SPEED),
+    ray_address: str | None = typer.Option(None, help="--engine ray: the cluster (default: auto when RAY_ADDRESS "
+                                           "is set, else a new local instance).", rich_help_panel=P.SPEED),
+    ray_cpus: float = typer.Option(1.0, min=0.01, help="--engine ray: CPUs each actor reserves.",
+                                   rich_help_panel=P.SPEED),
     masks: MaskMode = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
                               "mask wins for its phrase) | given: only the manifest's masks.", rich_help_panel=P.DATA),
     parser: str = typer.Option("mesh", help="Face parser for auto masks: mesh (offline, mediapipe landmarks) | "
@@ -69,7 +86,7 @@ def prepare(
     cfg = PrepareConfig(source=source, out=out, face_backend=chosen(face_backend), face_models=face_models,
                         resolution=resolution, renderer=chosen(renderer), workers=workers, masks=chosen(masks),
                         parser=parser, captioner=captioner, multi_face=chosen(multi_face),
-                        dedupe=chosen(dedupe))
+                        dedupe=chosen(dedupe), engine=chosen(engine), ray_address=ray_address, ray_cpus=ray_cpus)
     with progress_bar() as progress:
         summary = run_prepare(cfg, progress=progress)
     console.print(f"{summary.ok} usable, {summary.failed} excluded ({summary.seconds:.1f}s) -> {summary.manifest}")

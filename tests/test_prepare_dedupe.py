@@ -90,3 +90,9 @@ def test_an_unknown_dedupe_mode_is_a_usage_error(folder, tmp_path):
     with pytest.raises(UsageError, match="--dedupe 'fuzzy': use one of near, exact, off"):
         run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", dedupe="fuzzy"))
     assert not (tmp_path / "data").exists()
+
+
+def test_prepare_refuses_the_torchrun_engine_before_reading_rows(folder, tmp_path):
+    with pytest.raises(UsageError, match="--engine torchrun: fmu prepare runs on this machine's processes"):
+        run_prepare(PrepareConfig(source=folder, out=tmp_path / "data", engine="torchrun"))
+    assert not (tmp_path / "data").exists()

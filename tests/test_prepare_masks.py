@@ -179,6 +179,11 @@ def test_two_workers_give_the_same_data(prepared, tmp_path):
     cfg, summary = prepared
     other = run_prepare(replace(cfg, out=tmp_path / "w2", workers=2))
     assert pl.read_parquet(other.manifest).equals(pl.read_parquet(summary.manifest))
+    assert pl.read_parquet(other.report).drop("seconds").equals(pl.read_parquet(summary.report).drop("seconds"))
+    record = json.loads((tmp_path / "w2" / "run.json").read_text())
+    assert record["timings"]["engine"] == "processes" and record["timings"]["workers"] == 2
+    assert record["timings"]["units"] == 6 and record["timings"]["engine_workers"] == 2   # one row per unit
+    assert not (tmp_path / "w2" / ".units").exists()   # the units' hand-over files are merged and gone
     for entry in [m for cell in pl.read_parquet(other.manifest)["masks"].to_list() for m in cell]:
         if entry["mask"].startswith("masks/"):
             assert (tmp_path / "w2" / entry["mask"]).read_bytes() == (cfg.out / entry["mask"]).read_bytes()

@@ -4,6 +4,7 @@ SIGKILLed or a node removed mid-run, and a re-run after an interrupted run redoi
 missing. Each node declares 4 logical CPUs (with fewer, Ray Data's read stage starves) and each
 actor reserves 3, so the two actors land on different nodes."""
 
+import json
 import os
 import shutil
 import signal
@@ -169,3 +170,26 @@ def test_ray_writes_webdataset_shards_with_inlines_pixels(cluster, manifest, inl
         sample = samples[row["image"].split("#")[1]]
         assert sample["json"]["seed"] == row["seed"] and sample["txt"] == row["prompt"]  # decoded: str
         np.testing.assert_array_equal(sample["png"], expected[f"{row['id']}_{row['k']}.png"])
+
+
+def test_prepare_on_ray_gives_the_inline_engines_data(cluster, photos, tmp_path):
+    """`fmu prepare --engine ray`: the rows on the cluster's actors (one per node), the same
+    train.parquet and report as in this process, every row once."""
+    from fmu.training.prepare import PrepareConfig, run_prepare
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("astronaut.png", "tom_hanks.png", "chelsea.png", "t1.jpg"):
+        shutil.copy(photos[name], src / name)
+    (src / "broken.png").write_bytes(b"not a png")
+    base = PrepareConfig(source=src, out=tmp_path / "inline", resolution=32, masks="given")
+    inline = run_prepare(base)
+    on_ray = run_prepare(PrepareConfig(source=src, out=tmp_path / "ray", resolution=32, masks="given",
+                                       engine="ray", workers=2, ray_cpus=3))
+    assert (on_ray.ok, on_ray.failed) == (inline.ok, inline.failed) == (3, 2)   # a cat, a broken file
+    assert pl.read_parquet(on_ray.manifest).equals(pl.read_parquet(inline.manifest))
+    report = pl.read_parquet(on_ray.report)
+    assert report.drop("seconds").equals(pl.read_parquet(inline.report).drop("seconds"))
+    assert sorted(report["id"]) == ["astronaut", "broken", "chelsea", "t1", "tom_hanks"]
+    timings = json.loads((tmp_path / "ray" / "run.json").read_text())["timings"]
+    assert timings["engine"] == "ray" and timings["units"] == 5 and 1 <= timings["engine_workers"] <= 2

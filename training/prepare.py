@@ -19,25 +19,22 @@ masked ones and why the others have no mask. `DATA/preview.html` shows the masks
 from __future__ import annotations
 
 import errno
-import multiprocessing
+import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from fmu.core.digests import file_digest
-from fmu.core.errors import ImageError, RowError, UsageError, first_line
-from fmu.core.faces import embedding_width, get_backend
-from fmu.core.faces.cache import FaceCache
-from fmu.core.images import load_rgb
+from fmu.core.errors import UsageError, first_line
+from fmu.core.faces import embedding_width
 from fmu.core.manifest.schema import READ_ERROR
 from fmu.core.out_lock import locked_output, remove_stale_temp_files
 from fmu.core.regions import get_parser
 from fmu.core.run_record import write_run_record
-from fmu.core.runner.conditions import ConditionProvider
+from fmu.core.runner.distribute import inline_distributor, pick_engine
 from fmu.core.shading.render import resolve_backend
 from fmu.core.tables import write_table
 
@@ -47,17 +44,12 @@ from .config import PREPARE_DEDUPE as DEDUPE
 from .config import PREPARE_MULTI_FACE as MULTI_FACE
 from .data import (
     MASK_DTYPE,
-    caption_problem,
-    check_token_indices,
-    masks_problem,
-    parse_masks,
-    phrase_occurrence_spans,
-    phrase_spans,
     read_training_manifest,
 )
-from .masks import MaskMaker
+from .prepare_worker import UNITS_DIR, PrepareWorker, read_unit
 from .preview import write_preview
 
+UNIT_ROWS = 8  # rows per work unit: small enough to balance workers, big enough to amortise a hand-over
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_CAPTION = "a photo of a person"
 REPORT_FILE = "report.parquet"  # one row per input: status, reason, phrases (generate's table is results.parquet)
@@ -81,7 +73,10 @@ class PrepareConfig:
     face_models: Path | None = None
     resolution: int = 512           # side of the cached shading condition
     renderer: str = "auto"
-    workers: int = 1
+    workers: int = 1                # worker processes (or Ray actors), each with its own face models
+    engine: str | None = None       # inline | processes | ray (core.runner.distribute); None: by --workers
+    ray_address: str | None = None  # --engine ray: the cluster (None: auto / a local instance)
+    ray_cpus: float = 1.0           # --engine ray: CPUs each actor reserves
     masks: str = "auto"             # auto: + masks from --parser for the caption's phrases | given
     parser: str = "mesh"            # mesh | segformer:<folder or hub id>   (core.regions)
     captioner: str | None = None    # image-to-text model for rows without a caption
@@ -156,56 +151,6 @@ def _sidecar_caption(sidecar: Path) -> tuple[str, str | None]:
         return "", f"cannot read caption file {sidecar.name}: {exc.strerror or exc}"
 
 
-# One backend / renderer per worker process (dlib is not thread-safe; each process owns one).
-_WORKER: dict = {}
-
-
-def _init_worker(cfg: PrepareConfig, parser=None) -> None:
-    cache_root = Path(cfg.out) / "cache"
-    backend = get_backend(cfg.face_backend, models_dir=cfg.face_models)
-    _WORKER.update(cfg=cfg, faces=FaceCache(cache_root, backend, pick="largest"),
-                   shading=ConditionProvider(cache_root, cfg.renderer),
-                   masks=MaskMaker(Path(cfg.out), parser or get_parser(cfg.parser)) if cfg.masks == "auto" else None)
-
-
-def prepare_row(row: dict) -> dict:
-    """Analyse one image; returns {"report": ..., "train": ... or None}. Never raises RowError."""
-    cfg, faces, shading, maker = _WORKER["cfg"], _WORKER["faces"], _WORKER["shading"], _WORKER["masks"]
-    start = time.perf_counter()
-    report = {"id": row["id"], "image": row["image"], "status": "ok", "reason": None, "num_faces": None,
-              "caption_source": row.get("caption_source")}
-    try:
-        if row.get("problem"):
-            kind, why = row["problem"]
-            raise RowError(why, kind=kind)
-        if too_long := caption_problem(row["caption"]):  # before any phrase or mask is looked at
-            raise RowError(too_long.split(": ", 1)[1], kind="caption_too_long")
-        image = load_rgb(row["image"])  # corrupt / missing files fail here with a clear reason
-        masks = _resolve_masks(row, image.shape[:2])
-        analysis = faces.analyse_file(Path(row["image"]), "largest")
-        report["num_faces"] = analysis.num_faces
-        report["face_box"] = [float(v) for v in analysis.bbox]
-        if analysis.num_faces > 1 and cfg.multi_face == "skip":
-            raise RowError(f"{analysis.num_faces} faces in the photo (--multi-face skip)", kind="multi_face")
-        shading.get(Path(row["image"]), None, cfg.resolution, cfg.resolution)
-    except RowError as exc:
-        report.update(status="failed", reason=exc.reason, seconds=time.perf_counter() - start)
-        return {"report": report, "train": None}
-    digest = file_digest(row["image"])  # the same digest the face cache just used (memoised)
-    if maker is not None:  # stages 2-4: phrases -> region masks -> (phrase, mask) pairs
-        auto = maker.row_masks(image, digest, analysis.bbox, row["caption"], masks)
-        masks = masks + auto.entries
-        report.update(phrases=auto.phrases, phrases_masked=auto.masked, phrases_unmasked=auto.unmasked)
-    out = Path(cfg.out)
-    train = {"id": row["id"], "image": row["image"], "caption": row["caption"], "masks": masks,
-             "image_sha256": digest,
-             "face_file": str(faces.path(digest).relative_to(out)),
-             "shading_file": str(shading.path(Path(row["image"]), None, cfg.resolution).relative_to(out)),
-             "width": image.shape[1], "height": image.shape[0], "num_faces": analysis.num_faces}
-    report["seconds"] = time.perf_counter() - start
-    return {"report": report, "train": train, "embedding": analysis.embedding}
-
-
 def exclude_duplicates(results: list[dict], mode: str = "near") -> int:
     """Keep each photo once: a usable row whose file holds the same bytes as an earlier row's other
     file (sha256), or whose face embedding has a cosine above NEAR_DUPLICATE_COSINE with an earlier
@@ -244,47 +189,6 @@ def exclude_duplicates(results: list[dict], mode: str = "near") -> int:
     return excluded
 
 
-def _resolve_masks(row: dict, image_shape: tuple[int, int]) -> list[dict]:
-    """The row's masks, checked as training will use them: types, phrase occurrences (the spans
-    `phrase_token_indices` maps), explicit token positions, and mask files the image's size."""
-    try:
-        masks = parse_masks(row.get("masks"))
-    except ValueError as exc:
-        raise RowError(str(exc), kind="bad_masks") from None
-    if too_many := masks_problem(len(masks)):
-        raise RowError(too_many.split(": ", 1)[1], kind="too_many_masks")
-    root = Path(row.get("root") or ".")
-    for m in masks:
-        path = Path(m["mask"])
-        path = path if path.is_absolute() else root / path
-        try:
-            mask = load_rgb(path)
-        except ImageError as exc:
-            raise RowError(f"mask {exc}", kind="bad_mask") from None
-        if mask.shape[:2] != tuple(image_shape):
-            # training squares image and mask alike: only the same size keeps them aligned
-            raise RowError(f"mask {path.name} is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                           f"{image_shape[1]}x{image_shape[0]}", kind="bad_mask")
-        m["mask"] = str(path.resolve())
-        _check_tokens(row["caption"], m, path.name)
-    return masks
-
-
-def _check_tokens(caption: str, mask: dict, name: str) -> None:
-    """What training will map to tokens exists: the phrase (and its occurrence), or the explicit
-    positions within the caption's 77 tokens."""
-    if mask["token_indices"] is None and not phrase_spans(caption, mask["phrase"] or ""):
-        raise RowError(f"phrase {mask['phrase']!r} is not in the caption {caption!r}",
-                       kind="phrase_not_in_caption")
-    try:
-        if mask["token_indices"] is None:
-            phrase_occurrence_spans(caption, mask["phrase"], mask["occurrence"])
-        else:
-            check_token_indices(mask["token_indices"])
-    except ValueError as exc:
-        raise RowError(f"mask {name}: {exc}", kind="bad_masks") from None
-
-
 def _check_options(cfg: PrepareConfig):
     """Usage errors before any row is touched or --out is created: the mask mode, the renderer,
     the face backend (its library and model files), and a parser that loads (returned; a broken
@@ -306,35 +210,32 @@ def _check_options(cfg: PrepareConfig):
 def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
     start = time.perf_counter()
     parser = _check_options(cfg)
+    engine = _pick_engine(cfg)
     out = Path(cfg.out)
     rows = source_rows(Path(cfg.source))
     captioner = Captioner(cfg.captioner) if cfg.captioner else None
     with locked_output(out, "prepare"):  # one run per data folder; a killed run's temp files go
         remove_stale_temp_files(out)
-        return _prepare(cfg, rows, parser, captioner, progress, start)
+        return _prepare(cfg, rows, (engine, parser), captioner, progress, start)
 
 
-def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, start: float) -> PrepareSummary:
+def _pick_engine(cfg: PrepareConfig):
+    """The engine (core.runner.distribute) for `--engine` (default: inline for one worker, processes
+    for several); a usage error before any row is read. torchrun ranks share out generate's units,
+    not prepare's: one prepare run merges every row, so it runs on processes or Ray."""
+    if cfg.engine == "torchrun":
+        raise UsageError("--engine torchrun: fmu prepare runs on this machine's processes or on a Ray cluster; "
+                         "use --engine processes or --engine ray")
+    return pick_engine(cfg.engine or ("processes" if cfg.workers > 1 else "inline"), ["cpu"] * cfg.workers,
+                       world=1, ray_address=cfg.ray_address, ray_cpus=cfg.ray_cpus)
+
+
+def _prepare(cfg: PrepareConfig, rows: list[dict], run_with: tuple, captioner, progress,
+             start: float) -> PrepareSummary:
     out = Path(cfg.out)
     if captioner is not None:  # stage 1, batched in this process before the rows are shared out
         CaptionCache(out / "cache", captioner).fill(rows, progress)
-    task = progress.add_task("preparing", total=len(rows)) if progress else None
-    results = []
-    if cfg.workers > 1:
-        # spawned, not forked: this process may already run model threads (mediapipe graphs, torch)
-        # that a forked child would inherit half-alive and deadlock on
-        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(cfg,)) as pool:
-            for result in pool.map(prepare_row, rows, chunksize=4):
-                results.append(result)
-                if progress:
-                    progress.advance(task)
-    else:
-        _init_worker(cfg, parser)
-        for row in rows:
-            results.append(prepare_row(row))
-            if progress:
-                progress.advance(task)
+    results, counters = _run_units(cfg, rows, *run_with, progress)
     exclude_duplicates(results, cfg.dedupe)
     report = pl.DataFrame([{c: r["report"].get(c) for c in REPORT_SCHEMA} for r in results],
                           schema=REPORT_SCHEMA)
@@ -354,8 +255,41 @@ def _prepare(cfg: PrepareConfig, rows: list[dict], parser, captioner, progress, 
                      summary={"total": summary.total, "ok": ok, "failed": summary.failed,
                               "status_counts": dict(zip(counts["status"], counts["len"])),
                               **phrase_counts},
-                     timings={"wall_seconds": summary.seconds, "workers": cfg.workers}, made=ok)
+                     timings={"wall_seconds": summary.seconds, "workers": cfg.workers,
+                              "engine": cfg.engine or ("processes" if cfg.workers > 1 else "inline"), **counters},
+                     made=ok)
     return summary
+
+
+def _run_units(cfg: PrepareConfig, rows: list[dict], engine, parser, progress) -> tuple[list[dict], dict]:
+    """Every row's result, in row order, and the engine's counters: the rows in units of up to
+    UNIT_ROWS on the engine, each unit's results read back from the file its worker wrote; the rows
+    of a unit no worker could finish fail with the engine's reason."""
+    out = Path(cfg.out)
+    shutil.rmtree(out / UNITS_DIR, ignore_errors=True)  # a killed run's units: the caches make redoing cheap
+    size = max(1, min(UNIT_ROWS, len(rows) // (4 * cfg.workers)))  # a small job still spreads over the workers
+    units = [rows[i:i + size] for i in range(0, len(rows), size)]
+    # the driver's parser is handed to an in-process worker; worker processes load their own
+    make_worker = partial(PrepareWorker, cfg, parser=parser if engine is inline_distributor else None)
+    task = progress.add_task("preparing", total=len(rows)) if progress else None
+    done: dict[int, list[dict]] = {}
+
+    def on_done(uid: int, error: str | None) -> None:
+        done[uid] = read_unit(out, uid) if error is None else [_failed(row, error) for row in units[uid]]
+        if progress:
+            progress.advance(task, len(units[uid]))
+
+    counters = engine(units, make_worker, ["cpu"] * cfg.workers, on_done)
+    shutil.rmtree(out / UNITS_DIR, ignore_errors=True)
+    results = [result for uid in range(len(units)) for result in done.get(uid) or
+               [_failed(row, "worker_died: no result for this row") for row in units[uid]]]
+    return results, {"units": len(units), "engine_workers": counters.get("workers")}
+
+
+def _failed(row: dict, why: str) -> dict:
+    """A row no worker finished (`why`: `kind: message`, like every row's reason)."""
+    return {"report": {"id": row["id"], "image": row["image"], "status": "failed", "reason": why,
+                       "caption_source": row.get("caption_source")}, "train": None, "embedding": None}
 
 
 def _phrase_counts(report: pl.DataFrame) -> dict:
