@@ -1,0 +1,118 @@
+"""Training answers a stop signal while a batch is being built, and refuses or reports bad state
+in one line (issue 23 items 3 and 8).
+
+- SIGTERM while `fmu train` is loading a batch: the items are asked between each other, so the
+  batch is abandoned, the step before it is saved, and the command exits 143.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fmu(*args) -> list[str]:
+    return [sys.executable, "-m", "fmu.app", *map(str, args)]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, photos, tiny_preset):
+    from fmu.training.prepare import PrepareConfig, run_prepare
+
+    src = tmp_path_factory.mktemp("faults_src")
+    for name in ("astronaut.png", "tom_hanks.png"):
+        image = Image.open(photos[name]).convert("RGB")
+        image.save(src / name)
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(src / f"flip_{name}")
+    summary = run_prepare(PrepareConfig(source=src, out=src / "data", resolution=64, dedupe="exact"))
+    assert summary.ok == 4
+    return summary.manifest
+
+
+def png_bytes(size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 255).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def open_when_read(fifo: Path, proc: subprocess.Popen, timeout: float = 400) -> int:
+    """The write end of `fifo`, opened once `proc` opens it for reading (the event: it is loading
+    that item); fails when `proc` ends first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        else:
+            os.set_blocking(fd, True)
+            return fd
+        assert proc.poll() is None, f"ended before loading the item: {proc.communicate()[1][-3000:]}"
+        assert time.time() < deadline, "the item was never loaded"
+        time.sleep(0.05)
+
+
+def slow_item_manifest(data: Path, seed: int) -> tuple[Path, Path]:
+    """A copy of the prepared manifest whose row at the head of the second batch has a mask that is
+    a FIFO: loading that item waits until the test writes it (a file on a slow disk, on demand).
+    (manifest, fifo)"""
+    from fmu.training.data import DataOrder
+
+    df = pl.read_parquet(data)
+    second = DataOrder(df.height, 2, seed).epoch_batches(0)[1]
+    assert second[0] != 0  # row 0 is loaded before training (the width check)
+    fifo = data.parent / f"slow_mask_{seed}.png"
+    os.mkfifo(fifo)
+    masks = ["[]"] * df.height
+    masks[second[0]] = json.dumps([{"mask": fifo.name, "token_indices": [1]}])
+    manifest = data.parent / f"slow_{seed}.parquet"
+    df.with_columns(pl.Series("masks", masks)).write_parquet(manifest)
+    return manifest, fifo
+
+
+def test_sigterm_while_a_batch_loads_stops_between_items_and_saves(data, tmp_path):
+    from fmu.training.data import DataOrder
+
+    seed = next(s for s in range(1, 50) if DataOrder(4, 2, s).epoch_batches(0)[1][0] != 0)
+    manifest, fifo = slow_item_manifest(data, seed)
+    out = tmp_path / "run"
+    cmd = fmu("train", "--data", manifest, "--out", out, "--max-steps", 4, "--batch-size", 2, "--lambda-id", 0,
+              "--seed", seed, "--checkpoint-every", 0)
+    proc = subprocess.Popen(cmd, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fd = open_when_read(fifo, proc)  # step 1 is done; the first item of batch 2 is being read
+        proc.send_signal(signal.SIGTERM)
+        os.write(fd, png_bytes())  # the slow item arrives after the signal; the batch has one more item
+        os.close(fd)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    info = json.loads((out / "run.json").read_text())["summary"]
+    # stopped inside batch 2: its step never ran (before, the whole batch loaded and step 2 trained)
+    assert info["status"] == "interrupted" and info["signal"] == "SIGTERM" and info["steps"] == 1
+    checkpoint = out / "checkpoints" / "checkpoint-00000001"
+    assert info["checkpoint"] == str(checkpoint) and (checkpoint / "COMPLETE").is_file()
+    assert json.loads((checkpoint / "rank_0.json").read_text())["position"] == 1  # resume loads batch 2 again
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [1]
+    assert (out / "adapter.safetensors").is_file()
