@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import UsageError
+from fmu.core.errors import UsageError, first_line
 from fmu.core.out_lock import locked_output
 from fmu.training import finetune as finetuning
 from fmu.training.config import FINETUNE_DEFAULTS, NEAR_DUPLICATE_COSINE, load_config, prepared_manifest_path
@@ -20,7 +20,7 @@ from fmu.training.config import TrainConfig as T
 
 from . import panels as P
 from .choices import FaceBackend, FaceCrop, MaskMode, MixedPrecision, PrepareDedupe, PrepareMultiFace, Renderer, chosen
-from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 
 def prepare(
@@ -95,8 +95,12 @@ def _run_config(cfg, interval: float | None = None) -> None:
     prepared_manifest_path(cfg.data)  # a missing --data answers at once, before the model libraries load
     from fmu.training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
-    with progress_bar(interval=interval) as progress:
-        summary = run_training(cfg, progress=progress, log=console.print)
+    try:
+        with progress_bar(interval=interval) as progress:
+            summary = run_training(cfg, progress=progress, log=console.print)
+    except OSError as exc:  # a full disk writing a checkpoint or the weights: one line (the cause), exit 1
+        error(first_line(exc, None))
+        raise typer.Exit(1) from None
     last = summary.losses[-1] if summary.losses else {}
     if summary.interrupted:
         saved = f"checkpoint {summary.checkpoint}" if summary.checkpoint else "no checkpoint (no step finished)"

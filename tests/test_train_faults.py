@@ -3,6 +3,11 @@ in one line (issue 23 items 3 and 8).
 
 - SIGTERM while `fmu train` is loading a batch: the items are asked between each other, so the
   batch is abandoned, the step before it is saved, and the command exits 143.
+- A crafted `scheduler.json` / `optimizer.json` in the checkpoint `--resume` names (not an object,
+  wrong types, a key of its own, NaN, nesting past the recursion limit, 50 MB) is one line naming
+  the file and exit 2.
+- A disk that fills while a checkpoint is written: one line, exit 1, the previous checkpoint
+  intact (the resume from it finishes the run).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_run import invoke
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,3 +122,108 @@ def test_sigterm_while_a_batch_loads_stops_between_items_and_saves(data, tmp_pat
     assert json.loads((checkpoint / "rank_0.json").read_text())["position"] == 1  # resume loads batch 2 again
     assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [1]
     assert (out / "adapter.safetensors").is_file()
+
+
+# -- a crafted checkpoint -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory):
+    from fmu.training.config import load_config
+    from fmu.training.trainer import run_training
+
+    out = tmp_path_factory.mktemp("to_craft")
+    run_training(load_config(None, dict(data=data, out=out, max_steps=2, batch_size=2, lambda_id=0,
+                                        checkpoint_every=2)))
+    return out / "checkpoints" / "checkpoint-00000002"
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def crafted(real: dict, name: str, case: str) -> str:
+    """The text of `name` (scheduler.json / optimizer.json) crafted as `case`."""
+    if case == "not an object":
+        return json.dumps([real])
+    if case == "NaN":
+        return json.dumps(real).replace("}", ', "x": NaN}', 1) if name == "scheduler.json" else \
+            json.dumps(real).replace('"lr": ', '"lr": NaN, "y": ', 1)
+    if case == "nesting":
+        return '{"base_lrs": ' + nested(200_000) + "}"
+    if case == "50 MB":
+        return json.dumps({**real, "padding": "x" * 50 * 2**20})
+    if case == "wrong type":
+        if name == "scheduler.json":
+            return json.dumps({**real, "last_epoch": "2"})
+        return json.dumps({**real, "param_groups": [{**g, "lr": "fast"} for g in real["param_groups"]]})
+    if case == "a key of its own":  # would set the scheduler's optimizer attribute, or a group's
+        if name == "scheduler.json":
+            return json.dumps({**real, "optimizer": 5})
+        return json.dumps({**real, "param_groups": [{**g, "params": 5} for g in real["param_groups"]]})
+    if case == "deep value":
+        if name == "scheduler.json":
+            return json.dumps({**real, "_last_lr": [json.loads(nested(500))]})
+        return json.dumps({**real, "state": {"0": {"step": json.loads(nested(500))}}})
+    raise AssertionError(case)
+
+
+CASES = ["not an object", "NaN", "nesting", "50 MB", "wrong type", "a key of its own", "deep value"]
+
+
+@pytest.mark.parametrize("name", ["scheduler.json", "optimizer.json"])
+def test_a_crafted_state_file_is_one_line_and_exit_2(checkpoint, data, tmp_path, name):
+    import shutil
+
+    real = json.loads((checkpoint / name).read_text())
+    for case in CASES:
+        tampered = tmp_path / f"ck-{case.replace(' ', '_')}"
+        shutil.copytree(checkpoint, tampered)
+        (tampered / name).write_text(crafted(real, name, case))
+        result = invoke("train", "--data", data, "--out", tmp_path / f"out-{case}", "--max-steps", 3,
+                        "--batch-size", 2, "--lambda-id", 0, "--resume", tampered)
+        assert result.exit_code == 2, (case, result.output[-2000:])
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and name in errors[0] and str(tampered) in errors[0], (case, result.output[-2000:])
+        assert "Traceback" not in result.output
+
+
+def test_the_real_state_files_still_resume(checkpoint, data, tmp_path):
+    """Control: the same command on the checkpoint as written resumes and finishes."""
+    result = invoke("train", "--data", data, "--out", tmp_path / "out", "--max-steps", 3, "--batch-size", 2,
+                    "--lambda-id", 0, "--resume", checkpoint)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["summary"]["steps"] == 3
+
+
+# -- a full disk while a checkpoint is written ----------------------------------------------------
+
+def test_disk_full_writing_a_checkpoint_keeps_the_last_one(data, tmp_path, monkeypatch):
+    from fmu.training.checkpoint import read_checkpoint
+
+    out = tmp_path / "run"
+    real_fsync, refused = os.fsync, []
+
+    def fsync(fd):  # the kernel's answer for a full disk, on the files of the second checkpoint
+        if ".checkpoint-00000002.tmp" in os.readlink(f"/proc/self/fd/{fd}"):
+            refused.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    args = ["train", "--data", data, "--out", out, "--max-steps", 3, "--batch-size", 2, "--lambda-id", 0,
+            "--checkpoint-every", 1]
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "checkpoint-00000002" in errors[0]
+    assert "Traceback" not in result.output and refused
+    root = out / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-00000001"]  # no half-written folder
+    kept = read_checkpoint(root / "checkpoint-00000001", 0, 1, "full")
+    assert (kept.step, kept.position) == (1, 1)
+
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space again: the same command resumes from it
+    resumed = invoke(*args, "--resume", "latest")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert json.loads((out / "run.json").read_text())["summary"]["steps"] == 3
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [1, 2, 3]
