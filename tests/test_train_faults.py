@@ -8,6 +8,8 @@ in one line (issue 23 items 3 and 8).
   the file and exit 2.
 - A disk that fills while a checkpoint is written: one line, exit 1, the previous checkpoint
   intact (the resume from it finishes the run).
+- `fmu train` / `fmu finetune` on an --out another run holds are refused (exit 2, naming the
+  holder) before any model, configuration or checkpoint is read, and write nothing there.
 """
 
 from __future__ import annotations
@@ -227,3 +229,68 @@ def test_disk_full_writing_a_checkpoint_keeps_the_last_one(data, tmp_path, monke
     assert resumed.exit_code == 0, resumed.output[-2000:]
     assert json.loads((out / "run.json").read_text())["summary"]["steps"] == 3
     assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [1, 2, 3]
+
+
+# -- the --out lock comes first -------------------------------------------------------------------
+
+@pytest.fixture
+def held_out(tmp_path):
+    """An --out whose lock another process holds (until the test ends). (out, holder pid)"""
+    out = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom fmu.core.out_lock import locked_output\n"
+                               f"with locked_output({str(out)!r}, 'test'):\n"
+                               "    print('held', flush=True)\n    sys.stdin.read()\n"],
+                              env=env(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield out, holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+@pytest.fixture
+def nothing_heavy(monkeypatch):
+    """Every step a training command takes before it writes (checks that read model configs and
+    checkpoints, preparation, the model) fails the test if it is reached; returns the ones reached."""
+    import fmu.training.checkpoint
+    import fmu.training.finetune
+    import fmu.training.preflight
+    import fmu.training.trainer
+
+    reached = []
+
+    def reach(name):
+        def step(*args, **kwargs):
+            reached.append(name)
+            raise AssertionError(f"{name} ran before the --out lock was taken")
+        return step
+
+    for module, name in [(fmu.training.trainer, "check_training"), (fmu.training.trainer, "build_model"),
+                         (fmu.training.trainer, "run_training"), (fmu.training.checkpoint, "read_checkpoint"),
+                         (fmu.training.preflight, "check_finetune_backend"),
+                         (fmu.training.finetune, "prepared_manifest")]:
+        monkeypatch.setattr(module, name, reach(name))
+    return reached
+
+
+def test_train_on_a_held_out_is_refused_before_anything_is_read(data, held_out, nothing_heavy):
+    out, pid = held_out
+    result = invoke("train", "--data", data, "--out", out, "--max-steps", 2, "--lambda-id", 0, "--resume", "latest")
+    assert result.exit_code == 2, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"pid {pid}, fmu test" in errors[0] and "in use by another fmu run" in errors[0]
+    assert nothing_heavy == [] and sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_finetune_on_a_held_out_is_refused_before_preparing(photos, tiny_preset, held_out, nothing_heavy, tmp_path):
+    _, adapter = tiny_preset
+    out, pid = held_out
+    faces = tmp_path / "faces"  # a plain image folder: finetune would prepare it into OUT/data
+    faces.mkdir()
+    Image.open(photos["astronaut.png"]).convert("RGB").save(faces / "a.png")
+    result = invoke("finetune", "--from", adapter, "--data", faces, "--out", out, "--max-steps", 2)
+    assert result.exit_code == 2, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"pid {pid}, fmu test" in errors[0]
+    assert nothing_heavy == [] and sorted(p.name for p in out.iterdir()) == [".lock"]
