@@ -2,7 +2,9 @@
 each as a fresh process, median of N runs; and which heavy libraries each one imported (none of
 torch / diffusers / transformers may load for the help; the goal is < 1 s wall on the CI machine).
 Then the re-run of a finished job (100 rows, tiny preset; 4 with --quick): the whole `fmu generate`
-again, which has nothing to do (goal < 3 s on the CPU).
+again, which has nothing to do (goal < 3 s on the CPU; it imports none of torch / diffusers /
+transformers: the options are checked from configs and headers, and the tokenizer loads only when a
+row needs work).
 
     python bench/cli_start.py            # 5 runs each
     python bench/cli_start.py --quick    # 1 run each (CI): prints the figures, checks the imports

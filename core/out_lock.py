@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +65,27 @@ def locked_output(out: Path, command: str):
     finally:
         _HELD.discard(key)
         fh.close()  # closing releases the lock
+
+
+@contextmanager
+def lock_first(out: Path, command: str):
+    """OUT's lock, taken by a command before its preflight (which loads libraries and reads model
+    files and checkpoints: a second run used to wait half a minute to be refused). A folder created
+    here and left holding only its lock is removed when a usage error stops the run before it wrote
+    anything. Under a launcher (torchrun, accelerate launch) rank 0 holds it, as in the run itself:
+    the other ranks are that run's own."""
+    out = Path(out)
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        yield
+        return
+    created = not out.exists()
+    try:
+        with locked_output(out, command):
+            yield
+    except UsageError:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def remove_stale_temp_files(*folders: Path) -> int:

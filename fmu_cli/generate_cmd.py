@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import threading
 from collections import Counter
@@ -15,8 +13,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import Interrupted, UsageError
-from fmu.core.out_lock import LOCK_NAME, locked_output
+from fmu.core.errors import Interrupted
+from fmu.core.out_lock import lock_first
 from fmu.core.runner.config import DEFAULTS as D
 from fmu.core.runner.config import GenerateConfig
 
@@ -227,25 +225,6 @@ def generate(
             table.add_row(shown(rid), str(k), shown(reason))
         console.print(table)
     raise typer.Exit(summary.exit_code)
-
-
-@contextmanager
-def lock_first(out: Path, command: str):
-    """OUT's lock, taken before the preflight (which loads libraries and reads model files: a second
-    run used to wait half a minute to be refused). A folder created here and left holding only its
-    lock is removed when a usage error stops the run before it wrote anything. Under a launcher
-    (torchrun) rank 0 holds it, as in the run itself."""
-    if os.environ.get("RANK", "0") != "0":
-        yield
-        return
-    created = not out.exists()
-    try:
-        with locked_output(out, command):
-            yield
-    except UsageError:
-        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 @contextmanager

@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fmu.core.errors import UsageError
-from fmu.core.out_lock import locked_output
+from fmu.core.errors import UsageError, first_line
+from fmu.core.out_lock import lock_first
 from fmu.training import finetune as finetuning
 from fmu.training.config import FINETUNE_DEFAULTS, NEAR_DUPLICATE_COSINE, load_config, prepared_manifest_path
 from fmu.training.config import TrainConfig as T
@@ -30,7 +30,7 @@ from .choices import (
     Renderer,
     chosen,
 )
-from .console import PROGRESS_INTERVAL, console, err, progress_bar, shown
+from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
 
 
 def prepare(
@@ -110,10 +110,17 @@ def _run(overrides: dict, config: Path | None, defaults: dict | None = None, int
 
 def _run_config(cfg, interval: float | None = None) -> None:
     prepared_manifest_path(cfg.data)  # a missing --data answers at once, before the model libraries load
-    from fmu.training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
+    # OUT is locked before anything heavy is imported or read (checkpoint, model configs): a second
+    # run on the same folder is refused at once
+    with lock_first(cfg.out, "finetune" if cfg.mode == "lora" else "train"):
+        from fmu.training.trainer import run_training  # deferred: heavy (torch, diffusers); keeps the CLI start fast
 
-    with progress_bar(interval=interval) as progress:
-        summary = run_training(cfg, progress=progress, log=console.print)
+        try:
+            with progress_bar(interval=interval) as progress:
+                summary = run_training(cfg, progress=progress, log=console.print)
+        except OSError as exc:  # a full disk writing a checkpoint or the weights: one line (the cause), exit 1
+            error(first_line(exc, None))
+            raise typer.Exit(1) from None
     last = summary.losses[-1] if summary.losses else {}
     if summary.interrupted:
         saved = f"checkpoint {summary.checkpoint}" if summary.checkpoint else "no checkpoint (no step finished)"
@@ -255,9 +262,9 @@ def finetune(
     # the face backend against the adapter, before a folder of images is prepared
     cfg = load_config(config, overrides, FINETUNE_DEFAULTS)
     finetuning.check_sources(from_, data)  # before the model libraries load: a missing file answers at once
-    if finetuning.needs_preparation(data):
-        from fmu.training.preflight import check_finetune_backend  # deferred: heavy (torch, diffusers)
+    with lock_first(out, "finetune"):  # held from before the preparation (into OUT/data) to the end
+        if finetuning.needs_preparation(data):
+            from fmu.training.preflight import check_finetune_backend  # deferred: heavy (torch, diffusers)
 
-        check_finetune_backend(from_, chosen(face_backend))
-    with locked_output(out, "finetune"):  # held from the preparation (into OUT/data) to the end
+            check_finetune_backend(from_, chosen(face_backend))
         _run_config(replace(cfg, data=finetuning.prepared_manifest(data, out, chosen(face_backend))))

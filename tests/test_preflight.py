@@ -125,6 +125,46 @@ def test_options_are_checked_when_nothing_is_left_to_run(inputs, tiny_preset, tm
     assert files() == before and len(before) > 3
 
 
+PROBE = """
+import json, sys
+sys.argv = ["fmu", *json.loads(sys.argv[1])]
+from fmu.app import main
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print("PROBE=" + json.dumps({"code": code, "imported": sorted(m for m in ("torch", "diffusers", "transformers")
+                                                               if m in sys.modules)}))
+"""
+
+
+def test_a_finished_job_re_runs_without_the_model_libraries(inputs, tiny_preset, tmp_path):
+    """Every image done: the re-run checks its options and answers from the results alone, without
+    importing torch, diffusers or transformers; with one image gone, the same command makes it again."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = ["generate", str(inputs / "m.csv"), "--out", str(out), *FAST]
+    assert invoke(*args).exit_code == 0
+    image = out / "images" / "h_0.png"
+    made = image.stat().st_mtime_ns
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=root, capture_output=True, text=True,
+                         timeout=600)
+    probe = json.loads(next(x for x in res.stdout.splitlines() if x.startswith("PROBE="))[len("PROBE="):])
+    assert probe == {"code": 0, "imported": []}, res.stderr[-2000:]
+    assert "1 ok, 0 failed, 1 of them finished earlier and kept" in " ".join(res.stdout.split())
+    assert image.stat().st_mtime_ns == made
+    assert json.loads((out / "run.json").read_text())["summary"]["skipped"] == 1
+    image.unlink()  # work again: the tokenizer and the model load, the image is made again
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert image.is_file() and pl.read_parquet(out / "results.parquet")["status"].to_list() == ["ok"]
+    assert json.loads((out / "run.json").read_text())["summary"]["skipped"] == 0
+
+
 def test_validate_with_an_unusable_tokenizer_is_one_line(inputs):
     one_error(invoke("validate", inputs / "m.csv", "--tokenizer", inputs / "empty"), "--tokenizer",
               "no CLIP tokenizer there")

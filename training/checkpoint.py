@@ -15,7 +15,10 @@ ran its payload) and its RNG file needs numpy globals, which is why fmu writes i
 that is not what it should be is refused with one line, before the model is built.
 
 A checkpoint is written into `.checkpoint-<step>.tmp/` and renamed when whole, so a kill leaves
-either the old checkpoint or the new one (and a stale temp folder the next save removes).
+either the old checkpoint or the new one (and a stale temp folder the next save removes); a write
+that fails (a full disk) removes the temp folder and raises `CheckpointWriteError`, one line naming
+the checkpoint kept. The JSON files are read with bounds (size, no NaN, objects only) and the
+optimizer's and scheduler's states must have the form of the run's own before they are loaded.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ from .trainable import load_trained_weights, save_trained_weights, weights_name
 FORMAT = "fmu-train-checkpoint/2"
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
+# fmu's JSON files are small (an SD1.5 optimizer's values: tens of kB): a bigger one is not its own
+MAX_JSON_BYTES = 16 * 2**20
+MAX_INT = 2**53  # integers in the states (steps, epochs, parameter indices) stay below this
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, say): the temp folder is removed and the
+    previous checkpoint is untouched."""
 
 
 def checkpoint_root(out: Path) -> Path:
@@ -87,25 +98,33 @@ def save_checkpoint(accelerator, out: Path, step: int, position: int, generator:
     final = checkpoint_root(out) / f"{PREFIX}{step:08d}"
     tmp = final.parent / f".{final.name}.tmp"
     rank = accelerator.process_index
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        tensors, values = _random_states(generator)
+        atomic_write_bytes(tmp / f"rank_{rank}.safetensors", save(tensors))
+        _write_json(tmp / f"rank_{rank}.json", {"step": step, "position": position, **values})
+        if accelerator.is_main_process:
+            save_trained_weights(model, mode, tmp / weights_name(mode), {"mode": mode, "steps": step})
+            opt_tensors, opt_values = _split_optimizer(optimizer.state_dict())
+            atomic_write_bytes(tmp / "optimizer.safetensors", save(opt_tensors))
+            _write_json(tmp / "optimizer.json", opt_values)
+            _write_json(tmp / "scheduler.json", lr_scheduler.state_dict())
+            if accelerator.scaler is not None:
+                _write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_json(tmp / MARKER, {"format": FORMAT, "step": step, "position": position,
+                                       "world_size": accelerator.num_processes, "data": data})
+    except OSError as exc:  # disk full, quota, I/O error: the half-written folder goes, the last one stays
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    tensors, values = _random_states(generator)
-    atomic_write_bytes(tmp / f"rank_{rank}.safetensors", save(tensors))
-    _write_json(tmp / f"rank_{rank}.json", {"step": step, "position": position, **values})
+        kept = list_checkpoints(out)
+        raise CheckpointWriteError(exc.errno, f"checkpoint {final} could not be written ({exc.strerror or exc}); "
+                                   + (f"the last one, {kept[-1].name}, is kept: free space and continue with "
+                                      "--resume latest" if kept else "no earlier checkpoint")) from None
     if accelerator.is_main_process:
-        save_trained_weights(model, mode, tmp / weights_name(mode), {"mode": mode, "steps": step})
-        opt_tensors, opt_values = _split_optimizer(optimizer.state_dict())
-        atomic_write_bytes(tmp / "optimizer.safetensors", save(opt_tensors))
-        _write_json(tmp / "optimizer.json", opt_values)
-        _write_json(tmp / "scheduler.json", lr_scheduler.state_dict())
-        if accelerator.scaler is not None:
-            _write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _write_json(tmp / MARKER, {"format": FORMAT, "step": step, "position": position,
-                                   "world_size": accelerator.num_processes, "data": data})
         if final.exists():  # the same step saved again (a resumed run redid it)
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -179,12 +198,15 @@ def read_checkpoint(path: Path, rank: int, world_size: int, mode: str) -> SavedS
     rank_values = _read_json(path / f"rank_{rank}.json", path)
     optimizer_values = _read_json(path / "optimizer.json", path)
     scaler = _read_json(path / "scaler.json", path) if (path / "scaler.json").exists() else None
+    optimizer_tensors = _read_tensors(path / "optimizer.safetensors", path)
     try:
-        optimizer = _join_optimizer(_read_tensors(path / "optimizer.safetensors", path), optimizer_values)
-        step, position = int(rank_values["step"]), int(rank_values["position"])
+        optimizer = _join_optimizer(optimizer_tensors, optimizer_values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UsageError(f"checkpoint {path}: its optimizer or rank state is not what fmu writes "
-                         f"({first_line(exc)})") from None
+        raise UsageError(f"checkpoint {path}: optimizer.json is not what fmu writes ({first_line(exc)})") from None
+    try:
+        step, position = int(rank_values["step"]), int(rank_values["position"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"checkpoint {path}: rank_{rank}.json is not what fmu writes ({first_line(exc)})") from None
     return SavedState(path=path, step=step, position=position, weights=weights, optimizer=optimizer,
                       scheduler=_read_json(path / "scheduler.json", path), scaler=scaler,
                       rng_tensors=_read_tensors(path / f"rank_{rank}.safetensors", path), rng_values=rank_values,
@@ -206,6 +228,13 @@ def check_same_data(saved: SavedState, data: dict) -> None:
 def apply_checkpoint(saved: SavedState, *, model, mode: str, optimizer, lr_scheduler, scaler,
                      generator: torch.Generator) -> None:
     """Put a read checkpoint into this run: weights, optimizer, scheduler, scaler, random states."""
+    live = [("optimizer.json", saved.optimizer["param_groups"], optimizer.state_dict()["param_groups"]),
+            ("scheduler.json", saved.scheduler, lr_scheduler.state_dict())]
+    if scaler is not None and saved.scaler is not None:
+        live.append(("scaler.json", saved.scaler, scaler.state_dict()))
+    for name, value, own in live:
+        if why := _unlike(value, own):
+            raise UsageError(f"checkpoint {saved.path}: {name} is not what this run writes ({why})")
     try:
         load_trained_weights(model, mode, saved.weights)
         optimizer.load_state_dict(saved.optimizer)
@@ -220,14 +249,53 @@ def apply_checkpoint(saved: SavedState, *, model, mode: str, optimizer, lr_sched
                          f"optimizer?): {first_line(exc)}") from None
 
 
-def _read_json(file: Path, checkpoint: Path):
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number fmu writes")
+
+
+def _read_json(file: Path, checkpoint: Path) -> dict:
+    """One JSON object fmu wrote: a file over MAX_JSON_BYTES, NaN / Infinity, nesting past Python's
+    recursion limit or anything but an object is a UsageError naming the file."""
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        size = file.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ValueError(f"{size} bytes, more than fmu writes ({MAX_JSON_BYTES})")
+        value = json.loads(file.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        return value
     except FileNotFoundError:
         raise UsageError(f"checkpoint {checkpoint}: {file.name} is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"checkpoint {checkpoint}: {file.name} is not the JSON fmu writes, refused unread "
                          f"({first_line(exc, 80)})") from None
+
+
+def _unlike(saved, live, where: str = "") -> str | None:
+    """How a state read from JSON differs in form from this run's own (`live`: the same object's
+    state_dict): the same keys, list lengths and value kinds (booleans, integers, finite numbers,
+    strings, None), integers bounded; None when it fits. A crafted file would otherwise be loaded
+    as is and fail steps later, or set attributes it has no business setting."""
+    here = where or "the top level"
+    if isinstance(live, dict):
+        if not isinstance(saved, dict):
+            return f"{here} is not an object"
+        if set(saved) != {str(k) for k in live}:
+            return f"{here} has keys {sorted(saved)[:8]}, not {sorted(str(k) for k in live)[:8]}"
+        return next((why for k, v in live.items() if (why := _unlike(saved[str(k)], v, f"{where}.{k}".lstrip(".")))),
+                    None)
+    if isinstance(live, (list, tuple)):
+        if not isinstance(saved, list) or len(saved) != len(live):
+            return f"{here} is not a list of {len(live)}"
+        return next((why for i, v in enumerate(live) if (why := _unlike(saved[i], v, f"{where}[{i}]"))), None)
+    if isinstance(live, bool) or live is None or isinstance(live, str):
+        return None if type(saved) is type(live) else f"{here} is {saved!r:.40}, not a {type(live).__name__}"
+    if isinstance(live, (int, float)):  # (bool is handled above)
+        integer = isinstance(live, int)
+        kinds = int if integer else (int, float)
+        if isinstance(saved, bool) or not isinstance(saved, kinds) or not abs(saved) < (MAX_INT if integer else 1e30):
+            return f"{here} is {saved!r:.40}, not {'an integer' if integer else 'a finite number'}"
+    return None
 
 
 def _read_tensors(file: Path, checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -241,13 +309,21 @@ def _read_tensors(file: Path, checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], values: dict) -> dict:
+    """The optimizer's state dict from its tensors and its JSON values (the per-parameter values
+    besides tensors are plain numbers; the parameter groups are checked against the run's own in
+    `apply_checkpoint`)."""
     state: dict[int, dict] = {}
     for key, tensor in tensors.items():
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = tensor
+    groups = values["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("param_groups is not a list of objects")
     for index, entries in values["state"].items():
+        if not isinstance(entries, dict) or any(_unlike(v, 0.0) for v in entries.values()):
+            raise ValueError(f"the state of parameter {index!r:.20} is not a set of numbers")
         state.setdefault(int(index), {}).update(entries)
-    return {"state": state, "param_groups": list(values["param_groups"])}
+    return {"state": state, "param_groups": groups}
 
 
 def _set_random_states(tensors: dict, values: dict, generator: torch.Generator) -> None:

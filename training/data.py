@@ -209,6 +209,9 @@ def data_digest(df: pl.DataFrame) -> dict:
 
 # ----------------------------------------------------------------------------- the dataset
 
+class LoadingStopped(Exception):
+    """A stop was asked for while a batch was being built (`TrainingSet.stop_requested`)."""
+
 @dataclass
 class Sample:
     index: int
@@ -258,6 +261,9 @@ class TrainingSet(torch.utils.data.Dataset):
             else:
                 self.rows.append(row)
         self.tokenizer, self.size, self.face_crop = tokenizer, size, face_crop
+        # asked before each item is loaded: when it answers True, __getitem__ raises LoadingStopped, so a
+        # stop signal waits for one item, not for a whole batch (the trainer sets it around its batches)
+        self.stop_requested = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -306,6 +312,8 @@ class TrainingSet(torch.utils.data.Dataset):
         return torch.tensor(enc["input_ids"], dtype=torch.long), positions
 
     def __getitem__(self, index: int) -> Sample:
+        if self.stop_requested is not None and self.stop_requested():
+            raise LoadingStopped(index)
         row, size = self.rows[index], self.size
         image = load_rgb(self.resolve(row["image"]))
         square = to_square(image, size)

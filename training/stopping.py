@@ -2,7 +2,9 @@
 
 The first SIGINT or SIGTERM only asks: the loop finishes the optimizer step it is in, writes a
 checkpoint, the weights so far, losses.parquet and run.json ("interrupted"), and the command
-exits 130 / 143. A second signal stops at once (the last checkpoint stays as it was).
+exits 130 / 143. A second signal stops at once (the last checkpoint stays as it was). A signal that
+comes while a batch is being loaded is answered between its items (`TrainingSet.stop_requested`):
+the batch is abandoned and the steps before it are saved, so a slow batch cannot hold the signal.
 """
 
 from __future__ import annotations

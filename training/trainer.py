@@ -41,7 +41,7 @@ from fmu.core.tables import write_table
 from . import checkpoint as ckpt
 from .attention_capture import install_attention_capture, remove_attention_capture
 from .config import TrainConfig, prepared_manifest_path
-from .data import DataOrder, TrainingSet, collate, data_digest, read_training_manifest
+from .data import DataOrder, LoadingStopped, TrainingSet, collate, data_digest, read_training_manifest
 from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
 from .preflight import check_training
@@ -110,6 +110,34 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
         gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mixed_precision,
         log_with="tensorboard", cpu=not on_gpu,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+
+
+def _build(cfg: TrainConfig, accelerator, weight_dtype) -> tuple:
+    """The model with its trainable parts chosen, then the attention capture (after IP-Adapter and
+    LoRA), the optimizer and its schedule: (model, params, size, store, denoiser, optimizer, lr_scheduler)."""
+    model = build_model(cfg, accelerator.device, weight_dtype)
+    params = select_trainable(model, cfg.mode)
+    size = cfg.resolution or (TINY_SIZE if cfg.preset and not cfg.base_model else 512)
+    store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
+    model.pipe.set_ip_adapter_scale(1.0)
+    optimizer, lr_scheduler = _optimizer(cfg, params)
+    denoiser, optimizer = accelerator.prepare(Denoiser(model, cfg), optimizer)  # the scheduler is stepped by us
+    return model, params, size, store, denoiser, optimizer, lr_scheduler
+
+
+def _next_batch(batches, dataset: TrainingSet, stop: StopRequest, world: int) -> dict | None:
+    """The next micro-batch, or None when a stop signal came while it was being built: the items
+    are asked between each other (a slow batch does not hold the signal). One process with the
+    items loaded in it only: several ranks must agree on where to stop (`_stop_signal`, at a step
+    boundary), and DataLoader workers (--workers) load in processes the signal does not reach."""
+    if world == 1:
+        dataset.stop_requested = lambda: bool(stop.signum)
+    try:
+        return next(batches)
+    except LoadingStopped:
+        return None
+    finally:
+        dataset.stop_requested = None
 
 
 def _training_set(manifest: Path, model, size: int, log=print) -> TrainingSet:
@@ -267,15 +295,7 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     set_seed(cfg.seed + rank)
     _claim_output(accelerator, cfg, out, held)
 
-    # model: trainable parts chosen, then the attention capture (after IP-Adapter and LoRA)
-    model = build_model(cfg, device, weight_dtype)
-    params = select_trainable(model, cfg.mode)
-    size = cfg.resolution or (TINY_SIZE if cfg.preset and not cfg.base_model else 512)
-    store = install_attention_capture(model.unet, map_size=size // 16, latent_size=size // 8)
-    model.pipe.set_ip_adapter_scale(1.0)
-    denoiser = Denoiser(model, cfg)
-    optimizer, lr_scheduler = _optimizer(cfg, params)
-    denoiser, optimizer = accelerator.prepare(denoiser, optimizer)  # the scheduler is stepped by us
+    model, params, size, store, denoiser, optimizer, lr_scheduler = _build(cfg, accelerator, weight_dtype)
 
     # data: the face image in the style the adapter is (or was) trained with; recorded in its config
     dataset = _training_set(manifest, model, size, log)
@@ -302,10 +322,16 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
     every = cfg.resolved_checkpoint_every()
     history, sums, micro, interrupted, checkpoint = [], {}, 0, 0, None
     batches = iter(loader)
+    step_position = position  # the data position at the last step boundary
     while step < cfg.max_steps:
-        if micro % cfg.grad_accum == 0 and (interrupted := _stop_signal(stop, accelerator)):
-            break  # at a step boundary: every rank stops here
-        batch = next(batches)
+        if micro % cfg.grad_accum == 0:
+            step_position = position
+            if interrupted := _stop_signal(stop, accelerator):
+                break  # at a step boundary: every rank stops here
+        batch = _next_batch(batches, dataset, stop, world)
+        if batch is None:  # a stop while it was being built: a step not finished is redone on resume
+            interrupted, position = stop.signum, step_position
+            break
         terms = _micro_step(accelerator, denoiser, optimizer, params, cfg, store, micro == 0,
                             partial(compute_losses, denoiser, frozen, batch, cfg, generator, device, weight_dtype))
         position, micro = position + 1, micro + 1

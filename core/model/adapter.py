@@ -26,9 +26,9 @@ from torch import nn
 
 from ..images import atomic_write_bytes
 from . import lora as L
-from .weights_io import read_fmu_file
+from .weights_io import ADAPTER_FORMAT, read_fmu_file
 
-FORMAT = "fmu-adapter/1"
+FORMAT = ADAPTER_FORMAT
 ADAPTER_FILE = "adapter.safetensors"   # the file's name inside a folder
 PERCEIVER_DEPTH = 4        # fixed by diffusers' FaceID-Plus loader
 PERCEIVER_DIM_HEAD = 64    # idem: heads = to_q.out_features // 64

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..devices import device_type
 from ..errors import UsageError, first_line
 from .settings import SCHEDULERS
-from .weights_io import PICKLE_SUFFIXES, read_state
+from .weights_io import PICKLE_SUFFIXES, is_single_file, read_state
 
 # what a folder of unreadable weights raises through from_pretrained: a pickle that torch's
 # weights_only loader refuses (code inside) is an UnpicklingError, not an OSError
@@ -31,7 +31,6 @@ def _why(exc: Exception) -> str:
         return "a pickle weights file holding more than tensors (code?) was refused unexecuted; use safetensors"
     return first_line(exc, None)
 
-SINGLE_FILE_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -94,10 +93,6 @@ def make_scheduler(name: str, config):
     classes = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "lcm": LCMScheduler, "tcd": TCDScheduler}
     return classes[name].from_config(config)
 
-
-def is_single_file(base: str | Path) -> bool:
-    path = Path(str(base))
-    return path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES
 
 
 def _from_single_file(base: Path, dtype, offline: bool, base_config):

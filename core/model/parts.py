@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 
 from ..errors import UsageError, first_line
-from .adapter import FORMAT as ADAPTER_FORMAT
-from .load import is_single_file
-from .weights_io import looks_like_safetensors, read_safetensors_metadata, read_state
+from .weights_io import ADAPTER_FORMAT, is_single_file, looks_like_safetensors, read_safetensors_metadata, read_state
+
+# torch, diffusers and transformers are imported inside the functions that need them (a pickle's
+# shapes, a hub id's config): the checks of local folders and safetensors files run without them, so
+# a re-run of a finished job answers in seconds (bench/cli_start.py)
 
 
 @dataclass
@@ -55,13 +55,15 @@ def adapter_widths(path: str | Path) -> AdapterWidths:
 
 
 def _safetensors_shapes(path: Path) -> dict[str, tuple]:
-    with safe_open(str(path), framework="pt") as fh:
+    with safe_open(str(path), framework="numpy") as fh:  # a header read: numpy, not torch
         return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118  (not a dict)
 
 
 def _pickle_shapes(path: Path) -> dict[str, tuple]:
     """Shapes of `image_proj` tensors, flattened to `image_proj.<key>`. mmap: a zip-format file's
     tensors are mapped, not read (a legacy-format one is read whole, still weights_only)."""
+    import torch  # deferred: heavy; only a pickle file needs it
+
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001  legacy format, or not a tensor file: read_state says which
@@ -89,7 +91,15 @@ def unet_config_of(base: str | Path, base_config: str | Path | None = None) -> d
     elif text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().exists():
         raise UsageError(f"base model {text}: no such file or folder")
     source = base_config if single else base
+    local = Path(str(source)).expanduser() / "unet" / "config.json"
     try:
+        if local.is_file():  # a diffusers folder: its config, read as diffusers' load_config reads it
+            config = json.loads(local.read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError(f"{local} is not a config (a JSON object)")
+            return config
+        from diffusers import UNet2DConditionModel  # deferred: heavy; a hub id in the cache needs it
+
         return dict(UNet2DConditionModel.load_config(str(source), subfolder="unet", local_files_only=True))
     except (OSError, ValueError) as exc:
         what = "--base-config" if single else "base model"
@@ -97,21 +107,32 @@ def unet_config_of(base: str | Path, base_config: str | Path | None = None) -> d
                          f"local Hugging Face cache; fmu does not download): {first_line(exc, 160)}") from None
 
 
+def _config_file(source, subfolder: str) -> Path:
+    """`config.json` of a local folder (or its subfolder), else of a hub id in the local cache."""
+    folder = Path(str(source)).expanduser()
+    if folder.is_dir():
+        found = folder / subfolder / "config.json"
+        if not found.is_file():
+            raise OSError(f"no config.json in {found.parent}")
+        return found
+    from transformers.utils import cached_file  # deferred: heavy; only a hub id needs it
+
+    found = cached_file(str(source), "config.json", subfolder=subfolder, local_files_only=True)
+    if found is None:
+        raise OSError("no config.json there")
+    return Path(found)
+
+
 def image_encoder_width(base: str | Path, base_config: str | Path | None, image_encoder: str | Path | None) -> int:
     """Hidden width of the CLIP image encoder a run would load (load.load_base's choice: the given
     folder, else the base's `image_encoder/`), from its config."""
-    from transformers.utils import cached_file  # deferred: heavy
-
     single = is_single_file(base)
     source = image_encoder or (base_config if single else base)
     try:
         if source is None:
             raise OSError("a single-file checkpoint holds no image encoder")
         # the file itself: CLIPVisionConfig.from_pretrained quietly returns defaults for a folder without it
-        found = cached_file(str(source), "config.json", subfolder="image_encoder" if image_encoder is None else "",
-                            local_files_only=True)
-        if found is None:
-            raise OSError("no config.json there")
+        found = _config_file(source, "image_encoder" if image_encoder is None else "")
         config = json.loads(Path(found).read_text())
         hidden = config.get("hidden_size") or (config.get("vision_config") or {}).get("hidden_size")
         if not isinstance(hidden, int):

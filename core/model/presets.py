@@ -9,8 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ..errors import UsageError
 from ..home import fmu_home
 from .tiny_tokenizer import write_tiny_tokenizer_files
@@ -53,8 +51,9 @@ def ensure_preset(name: str) -> tuple[Path, Path]:
 
 
 def build_preset(name: str, base_dir: Path, adapter_path: Path, seed: int = 0) -> None:
-    # deferred: heavy (diffusers, transformers, the model package); doctor and preflight import this
-    # module for preset_paths / ensure_preset, which need none of it once the preset is built
+    # deferred: heavy (torch, diffusers, transformers, the model package); doctor and preflight import
+    # this module for preset_paths / ensure_preset, which need none of it once the preset is built
+    import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import (
         CLIPImageProcessor,

@@ -17,6 +17,14 @@ from safetensors import safe_open
 from ..errors import UsageError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+SINGLE_FILE_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES  # a whole SD1.5 checkpoint in one file
+ADAPTER_FORMAT = "fmu-adapter/1"  # an fmu adapter file's `format` metadata (core/model/adapter.py)
+
+
+def is_single_file(base: str | Path) -> bool:
+    """Is the base model one checkpoint file (not a diffusers folder or a hub id)?"""
+    path = Path(str(base))
+    return path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES
 
 
 def looks_like_safetensors(path: Path) -> bool:
@@ -46,7 +54,7 @@ def read_state(path: str | Path) -> dict:
 
 def read_safetensors_metadata(path: Path) -> dict:
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:  # a header read: numpy, not torch
             return fh.metadata() or {}
     except Exception as exc:  # noqa: BLE001  SafetensorError is not exported under a stable name
         raise UsageError(f"{path} is not a readable safetensors file (corrupted or truncated?): "

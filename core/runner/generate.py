@@ -31,7 +31,14 @@ from .conditions import frame_label, parse_frame
 from .config import GenerateConfig
 from .distribute import pick_engine, rank_shard
 from .plan import KEY, Units, plan_table
-from .preflight import CheckedRun, check_devices, check_model_files, check_renderer, load_tokenizer
+from .preflight import (
+    CheckedRun,
+    check_devices,
+    check_model_files,
+    check_renderer,
+    load_tokenizer,
+    tokenizer_subfolder,
+)
 from .ranks import Ranks
 from .results import ResultStore
 from .writers import WRITERS, make_writer
@@ -169,8 +176,41 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     check_renderer(cfg)
     model_spec = resolve_model(cfg.preset, cfg.base_model, cfg.adapter)
     check_model_files(cfg, model_spec.base, model_spec.adapter)
-    tokenizer = load_tokenizer(cfg.base_config or model_spec.base)
+    source = cfg.base_config or model_spec.base
+    if _has_records(Path(cfg.out)):  # a re-run: the tokenizer (transformers) loads only if a row needs work
+        tokenizer_subfolder(source)
+        tokenizer = None
+    else:
+        tokenizer = load_tokenizer(source)
     return CheckedRun(cfg=cfg, manifest=manifest, model_spec=model_spec, devices=devices, tokenizer=tokenizer)
+
+
+def _has_records(out: Path) -> bool:
+    """Does OUT hold results of an earlier run (what a re-run may find finished)?"""
+    store = ResultStore(out)
+    return store.final.is_file() or (store.shards.is_dir() and any(store.shards.glob("*.parquet")))
+
+
+def _plan(checked: CheckedRun, tokenizer, store: ResultStore, held: set[str]):
+    """(validation, plan, defaults, rows still to generate, moved records) of the checked run.
+    Without a tokenizer the prompts' token count is not checked: a re-run whose every image is
+    finished (same prompts, so they passed it when they were made) answers from polars and the
+    results alone; `_generate` plans again with the tokenizer when anything is left to do."""
+    cfg, df, model_spec = checked.cfg, checked.manifest, checked.model_spec
+    # the limit applies to what the text encoder sees: the prompt with its prefix
+    tokens = {} if tokenizer is None else {
+        "count_tokens": lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
+        "token_limit": tokenizer.model_max_length}
+    validation = validate(df, Path(cfg.manifest).parent, **tokens)
+    defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
+                        s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
+                        width=model_spec.size, height=model_spec.size, eta=cfg.eta)
+    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
+        frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
+    # finished jobs drop out of their unit; a unit keeps the members it was planned with; what is
+    # finished is what the results say and the writer still holds
+    todo, moved = store.resume(plan, held)
+    return validation, plan, defaults, todo, moved
 
 
 def run_generate(cfg: GenerateConfig, progress=None, log=None, checked: CheckedRun | None = None) -> RunSummary:
@@ -222,24 +262,15 @@ class FailedSoFar:
 
 
 def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
-    cfg, df, model_spec, tokenizer = checked.cfg, checked.manifest, checked.model_spec, checked.tokenizer
+    cfg, df, model_spec = checked.cfg, checked.manifest, checked.model_spec
     out = Path(cfg.out)
     devices = ranks.local_devices(cfg.device, checked.devices)
-    base, adapter_path, default_size, model_identity = (model_spec.base, model_spec.adapter, model_spec.size,
-                                                        model_spec.identity)
-    # the limit applies to what the text encoder sees: the prompt with its prefix
-    validation = validate(df, Path(cfg.manifest).parent,
-                          count_tokens=lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
-                          token_limit=tokenizer.model_max_length)
-    defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
-                        s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
-                        width=default_size, height=default_size, eta=cfg.eta)
-    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
-        frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
-    store = ResultStore(out)
-    # finished jobs drop out of their unit; a unit keeps the members it was planned with; what is
-    # finished is what the results say and the writer still holds
-    todo, moved = store.resume(plan, make_writer(cfg.writer, out).done())
+    base, adapter_path, model_identity = model_spec.base, model_spec.adapter, model_spec.identity
+    store, held = ResultStore(out), make_writer(cfg.writer, out).done()
+    validation, plan, defaults, todo, moved = _plan(checked, checked.tokenizer, store, held)
+    if checked.tokenizer is None and (todo.height or moved or validation.errors_by_row()):
+        tokenizer = load_tokenizer(cfg.base_config or model_spec.base)  # work to do: the prompts' token counts
+        validation, plan, defaults, todo, moved = _plan(checked, tokenizer, store, held)
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
     units = units.subset(rank_shard(range(len(units)), ranks.rank, ranks.world))

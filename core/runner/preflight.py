@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..devices import device_type
 from ..errors import UsageError, first_line
 from ..faces import embedding_width
 from ..model.spec import ModelSpec
@@ -30,7 +31,7 @@ class CheckedRun:
     manifest: object       # the manifest as read (polars DataFrame), before validation
     model_spec: ModelSpec  # base, adapter, default image size, model identity for run.json
     devices: list[str]
-    tokenizer: object
+    tokenizer: object      # None on a re-run (OUT has results): loaded when a row needs work
 
 
 def check_model_files(cfg: GenerateConfig, base, adapter) -> None:
@@ -52,12 +53,14 @@ def check_model_files(cfg: GenerateConfig, base, adapter) -> None:
 
 
 def check_devices(cfg: GenerateConfig, devices: list[str]) -> None:
-    from ..model.load import resolve_dtype  # deferred: imports torch
+    # fp32 on the CPU has nothing to probe: torch need not load for it (a finished job's re-run)
+    if not (all(device_type(d) == "cpu" for d in devices) and {cfg.precision, cfg.vae_precision} <= {"auto", "fp32"}):
+        from ..model.load import resolve_dtype  # deferred: imports torch
 
-    for device in dict.fromkeys(devices):  # a precision a device cannot run: a usage error, not N failed workers
-        resolve_dtype(cfg.precision, device)
-        if cfg.vae_precision != "auto":
-            resolve_dtype(cfg.vae_precision, device)
+        for device in dict.fromkeys(devices):  # a precision a device cannot run: a usage error, not N failed workers
+            resolve_dtype(cfg.precision, device)
+            if cfg.vae_precision != "auto":
+                resolve_dtype(cfg.vae_precision, device)
     if cfg.offload and any(d == "cpu" for d in devices):
         raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or mps "
                          f"device, not {cfg.device}")
@@ -79,26 +82,32 @@ def load_tokenizer(source, what: str = "base model"):
     """The CLIP tokenizer of a base model (its `tokenizer/`) or of a tokenizer folder: what the
     prompt-length check counts with. A folder without tokenizer files is a UsageError (transformers
     would quietly build an empty tokenizer from it)."""
+    subfolder = tokenizer_subfolder(source, what)
     from transformers import CLIPTokenizer  # deferred: heavy
 
+    try:
+        return CLIPTokenizer.from_pretrained(str(source), subfolder=subfolder, local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{what} {source}: cannot read its CLIP tokenizer ({first_line(exc, 160)})") from None
+
+
+def tokenizer_subfolder(source, what: str = "base model") -> str:
+    """Where the tokenizer files of `source` are (`tokenizer` or the folder itself, ""), found without
+    loading a library (a hub id asks the local cache); a UsageError when there are none."""
     for subfolder in ("tokenizer", ""):
         if _has_tokenizer_files(source, subfolder):
-            try:
-                return CLIPTokenizer.from_pretrained(str(source), subfolder=subfolder, local_files_only=True)
-            except (OSError, ValueError, TypeError) as exc:
-                raise UsageError(f"{what} {source}: cannot read its CLIP tokenizer ({first_line(exc, 160)})") \
-                    from None
+            return subfolder
     raise UsageError(f"{what} {source}: no CLIP tokenizer there (vocab.json and merges.txt, or tokenizer.json, in "
                      "the folder or its tokenizer/; a hub id must be in the local cache)")
 
 
 def _has_tokenizer_files(source, subfolder: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache  # deferred: heavy
-
     names = ("vocab.json", "tokenizer.json")
     path = Path(str(source)).expanduser()
     if path.is_dir():
         return any((path / subfolder / name).is_file() for name in names)
+    from huggingface_hub import try_to_load_from_cache  # deferred: heavy; only a hub id needs it
+
     try:
         return any(isinstance(try_to_load_from_cache(str(source), f"{subfolder}/{name}".lstrip("/")), str)
                    for name in names)
