@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..images import atomic_write_bytes
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, POSE_BOUNDS, is_neutral
 from ..shading.light_presets import LightError, parse_light
-from .people import SEPARATOR, is_several, split_paths
+from .people_layout import SEPARATOR, is_several, split_paths
 from .read import read_manifest
 from .schema import ID_PATTERN
 
@@ -116,7 +116,7 @@ def _labels(axis: str, values: list) -> list[str]:
 
 def _rebase(value, source_dir: Path, out_dir: Path):
     """A manifest path relative to `source_dir` -> relative to `out_dir` (absolute stays absolute);
-    each person's path of a `|`-separated cell (people.py) likewise."""
+    each person's path of a `|`-separated cell (people_layout.py) likewise."""
     if value is None or not str(value).strip() or "://" in str(value)[:16] or is_neutral(str(value)):
         return value
     if is_several(value):

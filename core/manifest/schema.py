@@ -11,7 +11,7 @@ REQUIRED = ("reference", "prompt")
 # column -> (polars dtype, description). Documented for users in manifests/README.md.
 COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "reference": (pl.String, "reference photo, path relative to the manifest's folder; several people: "
-                             "up to 4 paths separated by `|`, left to right (people.py)"),
+                             "up to 4 paths separated by `|`, left to right (people_layout.py)"),
     "prompt": (pl.String, "text prompt"),
     "id": (pl.String, "row id used in output names; default: row<N>"),
     "negative_prompt": (pl.String, "negative prompt; default: the method's fixed negative prompt"),

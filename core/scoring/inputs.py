@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError, first_line
-from ..manifest.people import SEPARATOR, LayoutError, canonical_layout, split_paths
+from ..manifest.people_layout import SEPARATOR, LayoutError, canonical_layout, split_paths
 from ..manifest.read import read_manifest as read_generation_manifest
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, is_neutral
 
@@ -26,7 +26,7 @@ ROW_SCHEMA = {
     "gen_status": pl.Utf8, "gen_error": pl.Utf8,
     "frame_left": pl.Int64, "frame_top": pl.Int64, "frame_side": pl.Int64,
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.Utf8, "light": pl.Utf8,
-    # several people (core/manifest/people.py): `|`-joined paths above, the boxes, each person's frame
+    # several people (core/manifest/people_layout.py): `|`-joined paths above, the boxes, each person's frame
     "layout": pl.Utf8, "people_frames": pl.List(pl.List(pl.Int64)),
     # quality gating (generate --min-id-sim ...): attempts made, whether the kept one passed, why not
     "attempts": pl.Int64, "accepted": pl.Boolean, "rejection_reason": pl.Utf8,

@@ -19,7 +19,7 @@ import polars as pl
 from ..errors import ImageError
 from ..html_page import IMAGE_CHECK, jpeg_data_uri
 from ..images import load_rgb
-from ..manifest.people import split_paths
+from ..manifest.people_layout import split_paths
 from .control_grid import grid_layout, grids_html
 from .registry import columns, registered
 from .summary_table import metric_lines

@@ -10,7 +10,7 @@ import polars as pl
 
 from ..errors import ImageError
 from ..images import load_rgb
-from ..manifest.people import label, split_paths
+from ..manifest.people_layout import label, split_paths
 
 
 def decode_all(paths: list[str], workers: int) -> dict[str, np.ndarray | ImageError]:

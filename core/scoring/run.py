@@ -22,7 +22,7 @@ from ..devices import parse_device
 from ..errors import UsageError
 from ..faces.insightface_backend import find_pack
 from ..images import atomic_write_bytes
-from ..manifest.people import split_paths
+from ..manifest.people_layout import split_paths
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json
 from ..shading.controls import CONTROL_COLUMNS

@@ -1,17 +1,17 @@
 """Pose-RMSE and Light-RMSE: each output's 3D fit against its source's (target, else reference), or
-against the pose / light the row asked for; rows of several people per person (`..people`).
+against the pose / light the row asked for; rows of several people per person (`..person_scores`).
 Definitions: `..consistency`."""
 
 from __future__ import annotations
 
 from ...errors import ImageError, RowError
 from ...faces.matching import row_values
-from ...manifest.people import label, parse_layout, split_paths
+from ...manifest.people_layout import label, parse_layout, split_paths
 from ...shading.consistency import ConsistencyScorer
 from ...shading.controls import ControlRequest, requested_fit
 from ...shading.light_presets import LightError
 from ...shading.mesh import ReconstructorUnavailable
-from .. import people
+from .. import person_scores
 from ..consistency import rmse
 from ..inputs import FRAME_COLUMNS
 from ..plots import svg_histogram
@@ -69,7 +69,7 @@ def score_consistency(rows, opts, progress) -> dict:
                 continue
             n_requested += 1
         pose[i], light[i] = scorer.errors(out, src)
-    # several people: each person's box of the output against their own source (people.py)
+    # several people: each person's box of the output against their own source (person_scores.py)
     people_no_fit, people_requested = _people_consistency(rows, several, scorer, opts, task)
     n_no_fit += people_no_fit
     n_requested += people_requested
@@ -81,7 +81,7 @@ def score_consistency(rows, opts, progress) -> dict:
 
 def _people_consistency(rows, several: list[int], scorer, opts, task) -> tuple[int, int]:
     """Rows of several people: each person's box of the output against their own source
-    (people.py); fills the rows' pose / light columns. (rows without a fit, rows against a request)"""
+    (person_scores.py); fills the rows' pose / light columns. (rows without a fit, rows against a request)"""
     n_no_fit = n_requested = 0
     pose, light = rows.column("pose_error_deg"), rows.column("light_error")
     if several:
@@ -102,7 +102,7 @@ def _people_consistency(rows, several: list[int], scorer, opts, task) -> tuple[i
         frames = rows.df["people_frames"][i] if "people_frames" in rows.df.columns else None
         request = ControlRequest.from_record(rows.df.row(i, named=True))
         try:  # every person is rendered with the row's pose / light request: compared with it
-            per_pose[i], per_light[i], problems = people.output_consistency(
+            per_pose[i], per_light[i], problems = person_scores.output_consistency(
                 scorer, sources, frames.to_list() if frames is not None else None, boxes, rows.out[i],
                 None if request.empty else (lambda fit, request=request: requested_fit(fit, request)))
         except LightError as exc:

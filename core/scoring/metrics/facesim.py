@@ -1,13 +1,13 @@
 """FaceSim, per face backend: the output's face against the reference's (several people: faces
-matched to the references, `..people`). Definition, columns and counting: `..facesim`."""
+matched to the references, `..person_scores`). Definition, columns and counting: `..facesim`."""
 
 from __future__ import annotations
 
 from ...devices import face_device
 from ...faces import BACKENDS, get_backend
 from ...faces.matching import row_values
-from ...manifest.people import label, split_paths
-from .. import facesim, people
+from ...manifest.people_layout import label, split_paths
+from .. import facesim, person_scores
 from ..face_batch import face_embeddings
 from ..plots import svg_histogram
 from ..registry import Column, Metric, fmt, register
@@ -59,7 +59,7 @@ def score_facesim(rows, opts, progress, backend: str) -> dict:
 
 def _several_people(rows, several: list[int], face_backend, backend: str, idx: list[int], task,
                     strict_values: list, found: list) -> None:
-    """Rows of several people: faces matched to the references (people.py); the row's value is
+    """Rows of several people: faces matched to the references (person_scores.py); the row's value is
     their mean, `<col>_min` the worst. Appends to the strict values and found flags."""
     if not several:
         return
@@ -79,8 +79,8 @@ def _several_people(rows, several: list[int], face_backend, backend: str, idx: l
         if lost:
             rows.fail(i, f"{', '.join(lost)}: no_face ({backend})")
             continue
-        who, nfaces[i], matches[i] = people.output_identity(face_backend, [ref_faces[p].embedding for p in paths],
-                                                            rows.out[i])
+        who, nfaces[i], matches[i] = person_scores.output_identity(
+            face_backend, [ref_faces[p].embedding for p in paths], rows.out[i])
         row = row_values(who.values, [], [])
         per_person[i], values[i], worst[i] = who.values, row["id_similarity"], row["id_similarity_min"]
         if who.reason:
