@@ -20,7 +20,7 @@ from ..images import check_file_size, check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
 from . import people_layout
-from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR, row_ids
 
 ERROR, WARNING = "error", "warning"
 
@@ -287,11 +287,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
     for name in COLUMNS:
         typed[name], bad_cells[name] = _cast_column(df, name)
 
-    ids = typed["id"]
-    if ids.null_count():
-        ids = pl.select(pl.when(ids.is_null()).then(pl.format("row{}", index.cast(pl.String).str.zfill(6)))
-                        .otherwise(ids)).to_series()
-    ids = ids.alias("id")
+    ids = row_ids(typed["id"], n)
 
     def add(mask: pl.Series, column: str, kind: str, message: Callable[[int], str],
             level: str = ERROR) -> None:

@@ -18,6 +18,7 @@ import polars as pl
 from ..errors import UsageError, first_line
 from ..manifest.people_layout import SEPARATOR, LayoutError, canonical_layout, split_paths
 from ..manifest.read import read_manifest as read_generation_manifest
+from ..manifest.schema import row_ids
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, is_neutral
 
 ROW_SCHEMA = {
@@ -100,9 +101,7 @@ def read_manifest(path: Path) -> pl.DataFrame:
     """A generation manifest read as `fmu generate` reads it, with ids as generate names them
     (`row<N>` where the id is missing), all as text."""
     df = read_generation_manifest(Path(path), required=("reference",))
-    index = pl.int_range(pl.len()).cast(pl.String).str.zfill(6)
-    ids = pl.col("id").cast(pl.String) if "id" in df.columns else pl.lit(None, pl.String)
-    df = df.with_columns(id=pl.coalesce(ids, pl.format("row{}", index)))
+    df = df.with_columns(row_ids(df["id"] if "id" in df.columns else None, df.height))
     scalar = [c for c in df.columns if not df[c].dtype.is_nested()]
     return df.select(scalar).with_columns(pl.all().cast(pl.String))
 
