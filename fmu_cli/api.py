@@ -32,7 +32,7 @@ from fmu.core.model.settings import PROMPT_PREFIX, Settings, with_prefix
 from fmu.core.runner.conditions import ConditionProvider
 from fmu.core.runner.config import GenerateConfig
 from fmu.core.runner.generate import RunSummary, run_generate
-from fmu.core.scoring import METRICS, ScoreOptions, ScoreResult, check_options, score_images, score_run
+from fmu.core.scoring import ScoreOptions, ScoreResult, check_options, metric_names, score_images, score_run
 
 from .console import progress_bar
 
@@ -92,12 +92,12 @@ def score(run_dir: str | Path | None = None, *, images: str | Path | None = None
           manifest: str | Path | None = None, out: str | Path | None = None, metrics=None,
           verbose: bool = False, **options) -> ScoreResult:
     """Run `fmu score RUN_DIR` (or `--images DIR --manifest FILE`); `metrics`: names out of
-    `fmu.core.scoring.METRICS` (default: all); `options`: ScoreOptions' fields (face_backends,
+    `fmu.core.scoring.metric_names()` (default: all); `options`: ScoreOptions' fields (face_backends,
     clip_model, device, ...). Returns the result: `out_dir` (scores.parquet, summary.json) and
     `all_ok`."""
     if (run_dir is None) == (images is None) or (images is not None and manifest is None):
         raise TypeError("score() takes either run_dir, or images= with manifest=")
-    opts = ScoreOptions(metrics=list(metrics or METRICS), **options)
+    opts = ScoreOptions(metrics=tuple(metrics or metric_names()), **options)
     check_options(opts)
     with library_output(verbose):
         progress = progress_bar(transient=True) if verbose else None

@@ -90,7 +90,7 @@ for name, function in (("generate", generate_cmd.generate), ("validate", generat
                        ("train", train_cmd.train), ("finetune", train_cmd.finetune),
                        ("convert", convert_cmd.convert), ("doctor", doctor_cmd.doctor),
                        ("demo-inputs", demo_cmd.demo_inputs)):
-    app.command(name, cls=Command)(function)
+    app.command(name, cls=score_cmd.ScoreCommand if name == "score" else Command)(function)
 app.add_typer(weights_cmd.app, name="weights")
 
 

@@ -179,10 +179,9 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
-    from fmu.core.runner.generate import (  # deferred: heavy (torch); keeps the CLI start fast
-        check_generate,
-        run_generate,
-    )
+    # deferred: heavy (torch); keeps the CLI start fast
+    from fmu.core.runner.generate import run_generate
+    from fmu.core.runner.preflight import check_generate
 
     cfg = GenerateConfig(
         manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,

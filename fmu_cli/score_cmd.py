@@ -15,6 +15,7 @@ from fmu.core.faces import BACKENDS as FACE_BACKENDS
 from . import panels as P
 from .choices import Precision, comma_list
 from .console import console, err, progress_bar
+from .panels import Command
 
 
 def _face_backends() -> tuple[str, ...]:
@@ -22,12 +23,30 @@ def _face_backends() -> tuple[str, ...]:
 
 
 def _metrics() -> tuple[str, ...]:
-    from fmu.core.scoring import METRICS  # deferred: the scoring package pulls polars and its models' code
+    from fmu.core.scoring import metric_names  # deferred: the scoring package pulls polars and its models' code
 
-    return (*METRICS, "all")
+    return (*metric_names(), "all")
+
+
+def metrics_help() -> str:
+    """`--metrics`' help, from the metrics registry: every metric's name and help line."""
+    from fmu.core.scoring.registry import help_text  # deferred: the scoring package pulls polars
+
+    return help_text()
 
 
 BACKEND_LIST, METRIC_LIST = comma_list(_face_backends), comma_list(_metrics)
+
+
+class ScoreCommand(Command):
+    """`fmu score`: its `--metrics` help is read from the metrics registry when the help is shown
+    (the registry lives in the scoring package, which `fmu --help` does not import)."""
+
+    def format_help(self, ctx, formatter):
+        for param in self.params:
+            if param.name == "metrics":
+                param.help = metrics_help()
+        return super().format_help(ctx, formatter)
 
 
 def score(
@@ -59,7 +78,7 @@ def score(
     fid_weights: Path | None = typer.Option(None, help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid).",
                                             rich_help_panel=P.MODELS),
     metrics: Any = typer.Option("all", parser=METRIC_LIST, metavar="LIST",
-                                help="Comma list of facesim, clip, dino, lpips, fid, consistency, or all.",
+                                help="Comma list of metrics, or all (listed by `fmu score --help`).",
                                 rich_help_panel=P.OUTPUT),
     device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N | mps | "
                                "xpu | xpu:N | auto (one device: scoring is not split across devices).",
@@ -85,10 +104,10 @@ def score(
     (unreadable, missing reference, no face), 2 usage error.
     """
     # deferred: heavy (polars, scipy, the metrics); keeps the CLI start fast
-    from fmu.core.scoring import METRICS, ScoreOptions, check_options, score_images, score_run
+    from fmu.core.scoring import ScoreOptions, check_options, metric_names, score_images, score_run
 
     _check_sources(run_dir, images, manifest)
-    chosen = METRICS if "all" in metrics else metrics
+    chosen = metric_names() if "all" in metrics else metrics
     if weights is not None:
         clip_model, dino_model, lpips_weights, fid_weights, face_models = _from_weights(
             weights, clip_model, dino_model, lpips_weights, fid_weights, face_models)

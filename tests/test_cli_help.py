@@ -4,6 +4,7 @@ panels, flags show no `<bool>`, -h, --version, shell completion, one name for --
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -158,3 +159,8 @@ def test_python_dash_m_fmu_is_the_one_entry_point_for_every_command():
     bad = subprocess.run([sys.executable, "-m", "fmu", "no-such-command"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2
+    # no second entry for training: generate and train launch the same way, as README "Many machines" says
+    assert importlib.util.find_spec("fmu.train_entry") is None
+    section = (ROOT / "README.md").read_text().split("## Many machines", 1)[1].split("\n## ", 1)[0]
+    assert "torchrun --nproc_per_node 8 -m fmu generate m.csv" in section
+    assert "torchrun --nproc_per_node 8 -m fmu train --data data/" in section

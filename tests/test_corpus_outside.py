@@ -177,7 +177,7 @@ def test_a_100kB_cell_of_each_column_is_rejected_by_its_length_alone(tmp_path, p
     """The row's only problem is cell_too_long, and no parser downstream ever sees the cell
     (the light, people, path and number parsers are spied on). Timing: bench/cli_start.py."""
     seen = []
-    for module, name in ((V, "parse_light"), (V.people, "check_row"), (V.people, "check_paths"),
+    for module, name in ((V, "parse_light"), (V.people_layout, "check_row"), (V.people_layout, "check_paths"),
                          (V, "_check_path")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, real=real, **k: (seen.append(a), real(*a, **k))[1])

@@ -461,3 +461,23 @@ def test_readme_layout_and_core_docstring_name_every_package_and_utility():
     assert [d for d in sub if f"{d}/" not in core_doc] == []
     utility_list = next(line for line in core_doc.splitlines() if line.strip().startswith("errors,"))
     assert named(utilities, utility_list) == []
+
+
+def test_no_two_packages_call_a_module_people():
+    """The several-people modules say what each does (manifest cells and layout, the model's masked
+    identity, generate's row, score's per-person scores), not four `people.py`."""
+    modules = set(repo_sources())
+    assert not [m for m in modules if m.rsplit(".", 1)[-1] == "people"]
+    assert {"fmu.core.manifest.people_layout", "fmu.core.model.masked_identity", "fmu.core.runner.people_row",
+            "fmu.core.scoring.person_scores"} <= modules
+
+
+def test_generate_checks_live_in_preflight_only():
+    """core/runner/generate.py orchestrates; every option check (UsageError) is preflight.py's."""
+    tree = ast.parse((ROOT / "core" / "runner" / "generate.py").read_text())
+    raised = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Raise) and "UsageError" in ast.unparse(n)]
+    checks = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and "check" in n.name]
+    assert raised == [] and checks == []
+    preflight = {n.name for n in ast.parse((ROOT / "core" / "runner" / "preflight.py").read_text()).body
+                 if isinstance(n, ast.FunctionDef)}
+    assert {"check_generate", "check_devices", "check_model_files", "check_renderer"} <= preflight

@@ -5,6 +5,7 @@ command's usage errors end the same way."""
 import json
 from pathlib import Path
 
+import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -106,10 +107,18 @@ def test_help_lists_the_choices(command, choices):
 
 def test_score_help_names_every_metric_and_backend():
     from fmu.core.faces import BACKENDS
-    from fmu.core.scoring import METRICS
+    from fmu.core.scoring import registered
 
+    command = typer.main.get_command(app).commands["score"]
+    command.get_help(click.Context(command, info_name="score"))  # the help is built as `fmu score -h` shows it
+    # the help shown reads the metrics registry: every metric's name and help line
+    (metrics,) = [p for p in command.params if p.name == "metrics"]
+    names = [m.name for m in registered()]
+    assert names[:6] == ["facesim", "clip", "dino", "lpips", "fid", "consistency"]
+    assert metrics.help.startswith(f"Comma list of {', '.join(names)}, or all. facesim: ")
+    for m in registered():
+        assert f"{m.name}: {m.help}" in metrics.help
     params = _params("score")
-    assert params["metrics"].help == f"Comma list of {', '.join(METRICS)}, or all."
     assert params["face_backend"].help.startswith(f"Face backend(s) for FaceSim: {', '.join(BACKENDS)} or a")
 
 

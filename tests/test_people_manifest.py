@@ -1,4 +1,4 @@
-"""Several people in a manifest row (core/manifest/people.py): `reference` / `target` lists,
+"""Several people in a manifest row (core/manifest/people_layout.py): `reference` / `target` lists,
 `layout` boxes, and the per-row errors validation gives them."""
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from PIL import Image
 
 from fmu.core.boxes import pixel_box
 from fmu.core.manifest import validate
-from fmu.core.manifest.people import (
+from fmu.core.manifest.people_layout import (
     MAX_OVERLAP,
     LayoutError,
     auto_boxes,

@@ -1,12 +1,12 @@
-"""Several people in the model (core/model/people.py): each person's ID tokens act only inside
+"""Several people in the model (core/model/masked_identity.py): each person's ID tokens act only inside
 that person's box, in the IP-Adapter attention (diffusers' masks, LoRA on) and in the ShadingNet."""
 
 import numpy as np
 import pytest
 import torch
 
-from fmu.core.manifest.people import auto_boxes
-from fmu.core.model.people import PeopleBatch, PeopleInput, blend_weights, box_masks, ip_adapter_masks
+from fmu.core.manifest.people_layout import auto_boxes
+from fmu.core.model.masked_identity import PeopleBatch, PeopleInput, blend_weights, box_masks, ip_adapter_masks
 from fmu.core.model.pipeline import Request, Settings
 
 SIZE = 64

@@ -1,4 +1,4 @@
-"""Scores of images with several people (core/scoring/people.py): faces matched to references by
+"""Scores of images with several people (core/scoring/person_scores.py): faces matched to references by
 an optimal assignment, per-person identity, pose and light; `fmu generate` and `fmu score` agree."""
 
 import itertools
@@ -15,7 +15,7 @@ from fmu.core.faces.matching import assign, identity_scores
 from fmu.core.images import load_rgb, save_png
 from fmu.core.manifest.validate import Row
 from fmu.core.model.settings import Settings
-from fmu.core.runner import people as run_people
+from fmu.core.runner import people_row as run_people
 from fmu.core.runner.conditions import ConditionProvider
 from fmu.core.runner.plan import Job
 from fmu.core.scoring import ScoreOptions, score_run

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from fmu.core.images import load_rgb, save_png
-from fmu.core.scoring.report import render_report, svg_histogram, thumbnail_uri
+from fmu.core.scoring.plots import svg_histogram
+from fmu.core.scoring.report import render_report, thumbnail_uri
 from fmu.core.scoring.weights import MetricUnavailable, from_pretrained_local
 
 

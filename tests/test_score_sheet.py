@@ -10,7 +10,7 @@ from cli_run import invoke
 from PIL import Image
 
 from fmu.core.images import save_png
-from fmu.core.scoring.report import svg_histogram
+from fmu.core.scoring.plots import svg_histogram
 from fmu.core.scoring.sheet import CELL, GAP, LINE, TEXT_LINES, score_text
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -11,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fmu.core.images import save_png
-from fmu.core.scoring import ScoreOptions, score_images, score_run
+from fmu.core.scoring import ScoreOptions, metric, register, score_images, score_run
 
 
 def _row(k, image, reference, status="ok", error=None, rid="astro"):
@@ -132,52 +134,53 @@ def test_cli_exit_codes(run_dir, tmp_path, astronaut):
     assert runner.invoke(app, ["score", str(good), "--face-backend", "vgg"]).exit_code == 2
 
 
-def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir, monkeypatch):
+def test_interrupted_score_resumes_only_for_the_same_inputs(run_dir):
     """A score stopped after FaceSim keeps that metric's rows; the re-run computes only the rest,
     unless an image it read has changed since, which starts afresh."""
-    import os
-
-    import fmu.core.scoring.run as run_mod
-
     opts = lambda: ScoreOptions(metrics=("facesim", "consistency"), report=False)  # noqa: E731
     calls: list[str] = []
-    real_facesim = run_mod._score_facesim
+    facesim, consistency = metric("facesim"), metric("consistency")
 
-    def counting_facesim(*args):
+    def counting_facesim(*args, **kwargs):
         calls.append("facesim")
-        return real_facesim(*args)
+        return facesim.compute(*args, **kwargs)
 
     def interrupted(*args):
         raise KeyboardInterrupt  # what Ctrl-C in the middle of Pose/Light looks like
 
-    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
-    monkeypatch.setattr(run_mod, "_score_consistency", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        score_run(run_dir, opts())
-    state = json.loads((run_dir / ".score_state.json").read_text())
-    assert state["done"] == ["facesim_dlib"] and calls == ["facesim"]
-    monkeypatch.undo()
-    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
+    def use(facesim_fn, consistency_fn):  # the registry's public API: a metric replaced by name
+        register(replace(facesim, compute=facesim_fn), replace=True)
+        register(replace(consistency, compute=consistency_fn), replace=True)
 
-    resumed = score_run(run_dir, opts())
-    assert calls == ["facesim"] and resumed.summary["resumed_metrics"] == ["facesim_dlib"]
-    assert not (run_dir / ".score_state.json").exists()
-    fresh = score_run(run_dir, opts())  # nothing saved any more: everything computed
-    assert calls == ["facesim", "facesim"] and fresh.summary["resumed_metrics"] == []
-    assert resumed.scores.equals(fresh.scores, null_equal=True)
-    assert resumed.summary["metrics"] == fresh.summary["metrics"]
+    try:
+        use(counting_facesim, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            score_run(run_dir, opts())
+        state = json.loads((run_dir / ".score_state.json").read_text())
+        assert state["done"] == ["facesim_dlib"] and calls == ["facesim"]
+        use(counting_facesim, consistency.compute)
 
-    # a stale state: an output changed after it was saved
-    monkeypatch.setattr(run_mod, "_score_consistency", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        score_run(run_dir, opts())
-    monkeypatch.undo()
-    monkeypatch.setattr(run_mod, "_score_facesim", counting_facesim)
-    image = run_dir / "images" / "astro_0.png"
-    st = image.stat()
-    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    again = score_run(run_dir, opts())
-    assert calls == ["facesim"] * 4 and again.summary["resumed_metrics"] == []
+        resumed = score_run(run_dir, opts())
+        assert calls == ["facesim"] and resumed.summary["resumed_metrics"] == ["facesim_dlib"]
+        assert not (run_dir / ".score_state.json").exists()
+        fresh = score_run(run_dir, opts())  # nothing saved any more: everything computed
+        assert calls == ["facesim", "facesim"] and fresh.summary["resumed_metrics"] == []
+        assert resumed.scores.equals(fresh.scores, null_equal=True)
+        assert resumed.summary["metrics"] == fresh.summary["metrics"]
+
+        # a stale state: an output changed after it was saved
+        use(counting_facesim, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            score_run(run_dir, opts())
+        use(counting_facesim, consistency.compute)
+        image = run_dir / "images" / "astro_0.png"
+        st = image.stat()
+        os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        again = score_run(run_dir, opts())
+        assert calls == ["facesim"] * 4 and again.summary["resumed_metrics"] == []
+    finally:
+        register(facesim, replace=True)
+        register(consistency, replace=True)
 
 
 def test_images_form_reads_manifests_as_generate_does(tmp_path, astronaut):

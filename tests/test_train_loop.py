@@ -163,7 +163,7 @@ def test_two_processes_over_gloo(prepared, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "fmu.train_entry", "train", "--data", str(prepared.manifest), "--out", str(out),
+           "-m", "fmu", "train", "--data", str(prepared.manifest), "--out", str(out),
            "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2", "--lambda-id", "0"]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,5 +1,5 @@
-"""Who is whom in an image of several people, shared by `fmu generate` (core/runner/people.py) and
-`fmu score` (core/scoring/people.py), so both give the same numbers.
+"""Who is whom in an image of several people, shared by `fmu generate` (core/runner/people_row.py) and
+`fmu score` (core/scoring/person_scores.py), so both give the same numbers.
 
 Faces detected in the output are matched to the references by an optimal assignment on identity
 similarity (scipy's `linear_sum_assignment`, maximising the total): no two people share a face,
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..boxes import Box, pixel_box
-from ..manifest.people import label
+from ..manifest.people_layout import label
 
 
 def assign(similarity) -> list[int | None]:

@@ -24,9 +24,9 @@ from ..errors import UsageError
 from ..images import atomic_write_bytes
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, POSE_BOUNDS, is_neutral
 from ..shading.light_presets import LightError, parse_light
-from .people import SEPARATOR, is_several, split_paths
+from .people_layout import SEPARATOR, is_several, split_paths
 from .read import read_manifest
-from .schema import ID_PATTERN
+from .schema import ID_PATTERN, row_ids
 
 PATH_COLUMNS = ("reference", "target", "expression")
 ID_PARTS = {"yaw": "yaw", "pitch": "pitch", "roll": "roll", "expression": "expr", "light": "light"}
@@ -116,7 +116,7 @@ def _labels(axis: str, values: list) -> list[str]:
 
 def _rebase(value, source_dir: Path, out_dir: Path):
     """A manifest path relative to `source_dir` -> relative to `out_dir` (absolute stays absolute);
-    each person's path of a `|`-separated cell (people.py) likewise."""
+    each person's path of a `|`-separated cell (people_layout.py) likewise."""
     if value is None or not str(value).strip() or "://" in str(value)[:16] or is_neutral(str(value)):
         return value
     if is_several(value):
@@ -160,9 +160,7 @@ def expand_manifest(manifest: Path, axes: dict[str, list], out: Path, override: 
     if n > MAX_ROWS:
         raise UsageError(f"the grid would have {n:,} rows (over {MAX_ROWS:,}); check the ranges")
 
-    ids = (df["id"].cast(pl.String) if "id" in df.columns else pl.Series([None] * df.height, dtype=pl.String))
-    ids = [i if i and i.strip() else f"row{r:06d}" for r, i in enumerate(ids.to_list())]
-    df = df.with_columns(pl.Series("id", ids, dtype=pl.String))
+    df = df.with_columns(row_ids(df["id"] if "id" in df.columns else None, df.height))
     replaced = replaced_values(df, order)
     if replaced:
         said = "; ".join(f"{axis} in {len(rows)} row(s) (first: {rows[0]})" for axis, rows in replaced.items())

@@ -11,7 +11,7 @@ REQUIRED = ("reference", "prompt")
 # column -> (polars dtype, description). Documented for users in manifests/README.md.
 COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "reference": (pl.String, "reference photo, path relative to the manifest's folder; several people: "
-                             "up to 4 paths separated by `|`, left to right (people.py)"),
+                             "up to 4 paths separated by `|`, left to right (people_layout.py)"),
     "prompt": (pl.String, "text prompt"),
     "id": (pl.String, "row id used in output names; default: row<N>"),
     "negative_prompt": (pl.String, "negative prompt; default: the method's fixed negative prompt"),
@@ -62,3 +62,13 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 # a record the CSV reader could not read: this column of read_manifest's table says why (kind: line N: ...)
 READ_ERROR = "_read_error"
+
+
+def row_ids(ids: pl.Series | None, n: int) -> pl.Series:
+    """Each generation row's id, the one rule every reader uses (validate, expand, score's inputs):
+    the row's own id (as text, surrounding spaces dropped), or `row<N>` where it is missing or blank,
+    N the 0-based row number in 6 digits (`row000007`), so that outputs are named `row000007_<k>.png`."""
+    given = (pl.Series("id", [None] * n, dtype=pl.String) if ids is None else ids.cast(pl.String)).str.strip_chars()
+    number = pl.Series("row", range(n), dtype=pl.Int64).cast(pl.String).str.zfill(6)
+    present = given.str.len_chars().fill_null(0) > 0
+    return pl.select(pl.when(present).then(given).otherwise(pl.format("row{}", number))).to_series().alias("id")

@@ -19,8 +19,8 @@ from ..errors import ImageError
 from ..images import check_file_size, check_size
 from ..shading.controls import ControlRequest, is_neutral
 from ..shading.light_presets import LightError, parse_light
-from . import people
-from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR
+from . import people_layout
+from .schema import BOUNDS, COLUMNS, CONTROLS, ID_PATTERN, MAX_CELL_CHARS, OVERRIDES, READ_ERROR, row_ids
 
 ERROR, WARNING = "error", "warning"
 
@@ -51,12 +51,12 @@ class Row:
     target: Path | None = None
     overrides: dict | None = None
     controls: ControlRequest = field(default_factory=ControlRequest)  # pose, expression, light (None: as fitted)
-    layout: str | None = None        # several people (people.py): their boxes; None: one person
+    layout: str | None = None        # several people (people_layout.py): their boxes; None: one person
 
     @property
     def people(self) -> tuple[people.Person, ...]:
         """Each person's reference, target and box; () for an ordinary one-person row."""
-        return people.people_of(self.reference, self.target, self.layout)
+        return people_layout.people_of(self.reference, self.target, self.layout)
 
 
 # the usable-rows table: one row per usable manifest row, typed, paths resolved (a row of several
@@ -200,14 +200,15 @@ def _check_path(value: str, column: str, base_dir: Path, check_files: bool
 
 
 def _check_people(typed: dict, problems: list[Problem], ids: pl.Series) -> pl.Series:
-    """Rows naming several people or a layout (people.py): their problems, and the canonical
+    """Rows naming several people or a layout (people_layout.py): their problems, and the canonical
     layout of every row (null for one-person rows)."""
     refs, targets, layouts = typed["reference"], typed["target"], typed["layout"]
-    several = (refs.str.contains(people.SEPARATOR, literal=True) | targets.str.contains(people.SEPARATOR, literal=True)
+    sep = people_layout.SEPARATOR
+    several = (refs.str.contains(sep, literal=True) | targets.str.contains(sep, literal=True)
                | layouts.is_not_null()).fill_null(False)
     canonical: list[str | None] = [None] * len(refs)
     for i in several.arg_true().to_list():
-        canonical[i], found = people.check_row(refs[i], targets[i], layouts[i])
+        canonical[i], found = people_layout.check_row(refs[i], targets[i], layouts[i])
         problems.extend(Problem(i, ids[i], column, ERROR, kind, message) for column, kind, message in found)
     return pl.Series("layout", canonical, dtype=pl.String)
 
@@ -225,8 +226,8 @@ def _resolved_paths(typed: dict, problems: list[Problem], ids: pl.Series, base_d
             if column == "expression" and is_neutral(value):
                 mapping[value] = "neutral"
                 continue
-            if column != "expression" and people.is_several(value):  # several people: each path checked
-                path, failure = people.check_paths(value, column, partial(_check_path, column=column,
+            if column != "expression" and people_layout.is_several(value):  # several people: each path checked
+                path, failure = people_layout.check_paths(value, column, partial(_check_path, column=column,
                                                                          base_dir=base_dir, check_files=check_files))
             else:
                 path, failure = _check_path(value, column, base_dir, check_files)
@@ -286,11 +287,7 @@ def validate(df: pl.DataFrame, base_dir: Path, *, count_tokens: Callable[[str], 
     for name in COLUMNS:
         typed[name], bad_cells[name] = _cast_column(df, name)
 
-    ids = typed["id"]
-    if ids.null_count():
-        ids = pl.select(pl.when(ids.is_null()).then(pl.format("row{}", index.cast(pl.String).str.zfill(6)))
-                        .otherwise(ids)).to_series()
-    ids = ids.alias("id")
+    ids = row_ids(typed["id"], n)
 
     def add(mask: pl.Series, column: str, kind: str, message: Callable[[int], str],
             level: str = ERROR) -> None:

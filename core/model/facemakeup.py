@@ -264,7 +264,7 @@ class FaceMakeUp:
                         s_scale: float) -> dict:
         """UNet `added_cond_kwargs` for a batch: ID embeddings (B, D) and the face crops'
         penultimate CLIP states (B, seq, hidden); or (B, n, D) and (B, n, seq, hidden) for n people
-        (people.py). The projection reads the CLIP states from an attribute (diffusers' FaceID-Plus
+        (masked_identity.py). The projection reads the CLIP states from an attribute (diffusers' FaceID-Plus
         design), so they are set here."""
         proj = A.image_projection(self.unet)
         if id_embeddings.ndim == 2:  # one face image per sample; (B, n, D) + (B, n, seq, hidden): n people

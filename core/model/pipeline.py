@@ -16,7 +16,7 @@ import torch
 from diffusers import TCDScheduler
 
 from ..devices import ModelClock
-from .people import PeopleBatch, PeopleInput
+from .masked_identity import PeopleBatch, PeopleInput
 from .settings import TCD_ETA, Settings
 
 # the authors' demo (demo/demo_v5/web_demo.py) uses this negative prompt
@@ -32,7 +32,7 @@ class Request:
     seed: int
     negative_prompt: str | None = None
     condition: np.ndarray | None = None   # (H, W) uint8 shading render, or None
-    people: PeopleInput | None = None     # several people (people.py): their IDs, crops, boxes, renders
+    people: PeopleInput | None = None     # several people (masked_identity.py): their IDs, crops, boxes, renders
 
 
 class Timings:

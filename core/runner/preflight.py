@@ -11,16 +11,26 @@ the adapter expects (core/model/parts.py), read from configs and headers, before
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..devices import device_type
+from ..devices import device_type, parse_devices
 from ..errors import UsageError, first_line
 from ..faces import embedding_width
-from ..model.spec import ModelSpec
+from ..manifest import read_manifest
+from ..manifest.schema import BOUNDS
+from ..model.lora import check_lora_adapter
+from ..model.spec import ModelSpec, resolve_model
 from ..shading.reconstruct import mesh_model_problem
-from ..shading.render import resolve_backend
+from ..shading.render import BACKENDS, resolve_backend
+from ..weights.layout import ROLES, generate_options
+from .conditions import parse_frame
 from .config import GenerateConfig
+from .distribute import pick_engine
+from .ranks import Ranks
+from .results import ResultStore
+from .writers import WRITERS
 
 
 @dataclass
@@ -123,3 +133,106 @@ def _check_vae(vae) -> None:
     except (OSError, ValueError) as exc:
         raise UsageError(f"--vae {vae}: not a diffusers AutoencoderKL folder or a hub id in the local cache "
                          f"({first_line(exc, 160)})") from None
+
+
+def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
+    """Every option and every file or name it points at, checked before anything is
+    written: UsageError on the first problem. `cfg` itself is not changed. `log`: where a warning
+    line goes (the CLI prints it; None: dropped)."""
+    cfg = _resolved(cfg)
+    if cfg.lora is not None:
+        _check_lora(cfg, log)
+    # absolute, so results.parquet names each reference in a way that holds from any folder
+    # (`fmu score OUT` run elsewhere, resume from another working directory)
+    cfg = replace(cfg, manifest=Path(cfg.manifest).absolute())
+    manifest = read_manifest(cfg.manifest)
+    devices = parse_devices(cfg.device)
+    check_devices(cfg, devices)
+    # a bad --engine (or ray without Ray): one usage error before anything runs
+    pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
+    if cfg.writer not in WRITERS:
+        raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
+    if cfg.shard_size < 1:
+        raise UsageError(f"--shard-size {cfg.shard_size}: must be >= 1")
+    check_renderer(cfg)
+    model_spec = resolve_model(cfg.preset, cfg.base_model, cfg.adapter)
+    check_model_files(cfg, model_spec.base, model_spec.adapter)
+    source = cfg.base_config or model_spec.base
+    if has_records(Path(cfg.out)):  # a re-run: the tokenizer (transformers) loads only if a row needs work
+        tokenizer_subfolder(source)
+        tokenizer = None
+    else:
+        tokenizer = load_tokenizer(source)
+    return CheckedRun(cfg=cfg, manifest=manifest, model_spec=model_spec, devices=devices, tokenizer=tokenizer)
+
+
+def has_records(out: Path) -> bool:
+    """Does OUT hold results of an earlier run (what a re-run may find finished)?"""
+    store = ResultStore(out)
+    return store.final.is_file() or (store.shards.is_dir() and any(store.shards.glob("*.parquet")))
+
+
+def _resolved(cfg: GenerateConfig) -> GenerateConfig:
+    """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
+    Run-wide values get the checks the manifest's per-row values get (a bad one would fail
+    every row, or slip into the results unnoticed)."""
+    frame = parse_frame(cfg.frame)
+    if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
+        raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
+    if cfg.renderer not in BACKENDS:
+        raise UsageError(f"--renderer {cfg.renderer!r}: use one of {', '.join(BACKENDS)}")
+    values = {"seed": cfg.seed, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "id_scale": cfg.id_scale}
+    for name, value in values.items():
+        lo, hi = BOUNDS[name]
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be within [{lo}, {hi}]")
+    for name in ("s_scale", "shading_scale", "lora_scale", "speed_lora_scale"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
+        raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
+    if cfg.vae_decoder is not None:
+        from ..model.few_step import parse_decoder  # deferred: imports torch; option errors come first, fast
+
+        parse_decoder(cfg.vae_decoder)
+    _check_gate(cfg)
+    cfg = _with_weights(cfg)
+    backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
+    return replace(cfg, frame=frame, face_backend=backend)
+
+
+def _check_gate(cfg: GenerateConfig) -> None:
+    for name in ("min_id_sim", "max_pose_err", "max_light_err"):
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if cfg.max_tries < 1:
+        raise UsageError(f"--max-tries {cfg.max_tries}: must be >= 1")
+    if not cfg.gate.active and (cfg.max_tries > 1 or cfg.keep_rejected):
+        raise UsageError("--max-tries and --keep-rejected need a threshold: --min-id-sim, --max-pose-err or "
+                         "--max-light-err")
+
+
+def _check_lora(cfg: GenerateConfig, log) -> None:
+    """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
+    before anything runs, not a failed worker or silently different images."""
+    adapter = resolve_model(cfg.preset, cfg.base_model, cfg.adapter).adapter
+    warning = check_lora_adapter(Path(cfg.lora), adapter, force=cfg.force_lora)
+    if warning and log is not None:
+        log(warning)
+
+
+def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
+    """--weights DIR: the pulled files fill every model option the user left open (an explicit flag
+    wins); insightface's pack is needed only when insightface analyses the faces."""
+    if cfg.weights is None:
+        return cfg
+    need = [r for r in ROLES if getattr(cfg, r) is None]
+    if cfg.face_backend == "dlib" and "face_models" in need:
+        need.remove("face_models")
+    if "adapter" not in need and "adapter_lora" in need:  # a LoRA belongs to the adapter it came with
+        need.remove("adapter_lora")
+    found = generate_options(cfg.weights, need)
+    filled = {role: (str(path) if role in ("base_model", "vae", "image_encoder") else path)
+              for role, path in found.items() if role in need}
+    return replace(cfg, **filled, face_backend=cfg.face_backend or "insightface")

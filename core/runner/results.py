@@ -23,7 +23,7 @@ import polars as pl
 
 from ..digests import file_digest, file_stamp
 from ..errors import UsageError, first_line
-from ..manifest.people import SEPARATOR
+from ..manifest.people_layout import SEPARATOR
 from ..tables import write_table
 from .writers.files import FilesWriter
 
@@ -50,7 +50,7 @@ SCHEMA = {
     # the 3D controls as the manifest gave them (null: not asked for; paths resolved like reference's)
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.String, "light": pl.String,
     "expression_stamp": pl.String, "expression_sha256": pl.String,
-    # several people (core/runner/people.py): paths, stamps and digests above are `|`-joined per person;
+    # several people (core/runner/people_row.py): paths, stamps and digests above are `|`-joined per person;
     # the boxes, per-person values in reference order, the worst identity, each person's frame
     "layout": pl.String, "people_id_similarity": pl.List(pl.Float64), "id_similarity_min": pl.Float64,
     "people_pose_error_deg": pl.List(pl.Float64), "people_light_error": pl.List(pl.Float64),

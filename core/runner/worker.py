@@ -29,7 +29,7 @@ from ..model.facemakeup import FaceMakeUp
 from ..model.load import resolve_dtype
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
-from . import people
+from . import people_row
 from .conditions import ConditionProvider, frame_label
 from .gating import Attempt, attempt_seed
 from .gating import summary as gating_summary
@@ -102,7 +102,7 @@ class Worker:
                            "steps": job.settings.steps, "guidance_scale": job.settings.guidance_scale,
                            "id_scale": job.settings.id_scale, "width": job.settings.width,
                            "height": job.settings.height, "frame": self.frame, **asdict(job.row.controls)}
-            if job.row.people:  # several people (or one placed in a box): people.py
+            if job.row.people:  # several people (or one placed in a box): people_row.py
                 problem = self._controls_problem(job.row.controls, base_record)
                 if problem is not None:
                     records.append(_failed(base_record, problem))
@@ -110,10 +110,10 @@ class Worker:
                 # each person rendered like a one-person row, with the row's pose / expression / light
                 render = partial(self.conditions.get, request=job.row.controls) if self.conditions.enabled else None
                 try:
-                    made = people.prepare(job, base_record, self.cache, render, self.conditions.wants_landmarks,
+                    made = people_row.prepare(job, base_record, self.cache, render, self.conditions.wants_landmarks,
                                           self.cfg.multi_face, self.cfg.prefix)
                 except Exception as exc:  # noqa: BLE001  one person's bad input fails its row only
-                    reason = exc.reason if isinstance(exc, people.PersonFailed) else _reason(exc, "analysis_failed")
+                    reason = exc.reason if isinstance(exc, people_row.PersonFailed) else _reason(exc, "analysis_failed")
                     records.append(_failed(base_record, reason))
                     continue
                 requests.append(made.request)
@@ -199,8 +199,8 @@ class Worker:
 
     def _scores(self, job: Job, analysis, condition, image) -> dict:
         """An output's identity similarity and its pose / light errors against the condition."""
-        if job.row.people:  # faces matched to the people, pose and light per box: people.py
-            return people.scores(self.backend, self.conditions, job.row.people, analysis, condition,
+        if job.row.people:  # faces matched to the people, pose and light per box: people_row.py
+            return people_row.scores(self.backend, self.conditions, job.row.people, analysis, condition,
                                  image, self._no_condition())
         sim, reason = self.backend.id_similarity(analysis.embedding, image)
         # one person: the worst is the one

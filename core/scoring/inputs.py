@@ -16,8 +16,9 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UsageError, first_line
-from ..manifest.people import SEPARATOR, LayoutError, canonical_layout, split_paths
+from ..manifest.people_layout import SEPARATOR, LayoutError, canonical_layout, split_paths
 from ..manifest.read import read_manifest as read_generation_manifest
+from ..manifest.schema import row_ids
 from ..shading.controls import CONTROL_COLUMNS, POSE_ANGLES, is_neutral
 
 ROW_SCHEMA = {
@@ -26,7 +27,7 @@ ROW_SCHEMA = {
     "gen_status": pl.Utf8, "gen_error": pl.Utf8,
     "frame_left": pl.Int64, "frame_top": pl.Int64, "frame_side": pl.Int64,
     "yaw": pl.Float64, "pitch": pl.Float64, "roll": pl.Float64, "expression": pl.Utf8, "light": pl.Utf8,
-    # several people (core/manifest/people.py): `|`-joined paths above, the boxes, each person's frame
+    # several people (core/manifest/people_layout.py): `|`-joined paths above, the boxes, each person's frame
     "layout": pl.Utf8, "people_frames": pl.List(pl.List(pl.Int64)),
     # quality gating (generate --min-id-sim ...): attempts made, whether the kept one passed, why not
     "attempts": pl.Int64, "accepted": pl.Boolean, "rejection_reason": pl.Utf8,
@@ -100,9 +101,7 @@ def read_manifest(path: Path) -> pl.DataFrame:
     """A generation manifest read as `fmu generate` reads it, with ids as generate names them
     (`row<N>` where the id is missing), all as text."""
     df = read_generation_manifest(Path(path), required=("reference",))
-    index = pl.int_range(pl.len()).cast(pl.String).str.zfill(6)
-    ids = pl.col("id").cast(pl.String) if "id" in df.columns else pl.lit(None, pl.String)
-    df = df.with_columns(id=pl.coalesce(ids, pl.format("row{}", index)))
+    df = df.with_columns(row_ids(df["id"] if "id" in df.columns else None, df.height))
     scalar = [c for c in df.columns if not df[c].dtype.is_nested()]
     return df.select(scalar).with_columns(pl.all().cast(pl.String))
 

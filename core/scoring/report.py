@@ -19,66 +19,16 @@ import polars as pl
 from ..errors import ImageError
 from ..html_page import IMAGE_CHECK, jpeg_data_uri
 from ..images import load_rgb
-from ..manifest.people import split_paths
+from ..manifest.people_layout import split_paths
 from .control_grid import grid_layout, grids_html
+from .registry import columns, registered
 from .summary_table import metric_lines
 
 THUMB = 224
-SCORE_COLUMNS = (("facesim_arcface", "FaceSim ArcFace", 3), ("facesim_dlib", "FaceSim dlib", 3),
-                 ("clip_t", "CLIP-T", 1), ("clip_i", "CLIP-I", 3), ("dino", "DINO", 3),
-                 ("lpips", "LPIPS", 3), ("pose_error_deg", "pose err °", 1), ("light_error", "light err", 3))
 
 
 def thumbnail_uri(image: np.ndarray, size: int = THUMB) -> str:
     return jpeg_data_uri(image, size)
-
-
-def histogram_counts(values: list[float], lo: float, hi: float, bins: int) -> list[int]:
-    """Counts per equal-width bin over [lo, hi]; values outside are clamped into the end bins."""
-    counts = [0] * bins
-    for v in values:
-        j = int((v - lo) / (hi - lo) * bins) if hi > lo else 0
-        counts[min(bins - 1, max(0, j))] += 1
-    return counts
-
-
-def svg_histogram(values: list[float], title: str, lo: float | None = None, hi: float | None = None,
-                  bins: int = 20, left_out: tuple[str, int] | None = None, x_label: str | None = None) -> str:
-    """An inline SVG bar chart of `values`, both axes labelled (x: `x_label`, default `title`;
-    y: images, with the fullest bin's count at its top). `left_out` = (what, count) of outputs that
-    have no value (e.g. ("no face", 3)): said in a line under the axis, never drawn as a bar, since
-    a bar beside the bins would read as one more score range."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    lo = min(vals, default=0.0) if lo is None else lo
-    hi = max(vals, default=1.0) if hi is None else hi
-    if hi <= lo:
-        hi = lo + 1.0
-    counts = histogram_counts(vals, lo, hi, bins)
-    w, h, pad = 420, 160, 40
-    top = max(counts + [1])
-    bw = (w - 2 * pad) / bins
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 56}" role="img">',
-             f'<title>{html.escape(title)}</title>',
-             f'<text x="{pad}" y="14" font-size="13">{html.escape(title)} (n={len(vals)})</text>']
-    for j, c in enumerate(counts):
-        bh = (h - 30) * c / top
-        parts.append(f'<rect x="{pad + j * bw:.1f}" y="{h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
-                     f'height="{bh:.1f}" fill="#3b7dd8"><title>{c}</title></rect>')
-    parts.append(f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" stroke="#333"/>')
-    parts.append(f'<line x1="{pad}" y1="30" x2="{pad}" y2="{h}" stroke="#333"/>')
-    parts.append(f'<text x="{pad - 4}" y="34" font-size="10" text-anchor="end">{top}</text>')
-    parts.append(f'<text x="{pad - 4}" y="{h}" font-size="10" text-anchor="end">0</text>')
-    parts.append(f'<text x="12" y="{(h + 30) // 2}" font-size="11" text-anchor="middle" '
-                 f'transform="rotate(-90 12 {(h + 30) // 2})">images</text>')
-    parts.append(f'<text x="{pad}" y="{h + 14}" font-size="10">{lo:.3g}</text>')
-    parts.append(f'<text x="{w - pad}" y="{h + 14}" font-size="10" text-anchor="end">{hi:.3g}</text>')
-    parts.append(f'<text x="{w // 2}" y="{h + 28}" font-size="11" text-anchor="middle">'
-                 f'{html.escape(x_label or title)}</text>')
-    if left_out and left_out[1]:
-        parts.append(f'<text x="{pad}" y="{h + 46}" font-size="11" fill="#c60" class="left-out">not plotted: '
-                     f'{left_out[1]} with {html.escape(left_out[0])} (0 in the strict mean)</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _primary_facesim(scores: pl.DataFrame) -> str | None:
@@ -103,7 +53,7 @@ def _figure(uri: str | None, caption: str, cls: str = "") -> str:
 def _scores_caption(row: dict) -> str:
     bits = [f"<b>{html.escape(str(row['id']))}_{row['k']}</b> <span class='st {row['status']}'>"
             f"{html.escape(row['status'])}</span>"]
-    for col, label, digits in SCORE_COLUMNS:
+    for col, label, digits in score_columns():
         if row.get(col) is not None:
             bits.append(f"{label} {row[col]:.{digits}f}")
     bits += _people_lines(row)
@@ -118,9 +68,7 @@ def _scores_caption(row: dict) -> str:
 
 def _people_lines(row: dict) -> list[str]:
     """One line per person of a row of several people: their FaceSim, pose and light errors."""
-    columns = [(f"{c}_people", lab, d) for c, lab, d in SCORE_COLUMNS if c.startswith("facesim_")]
-    columns += [("people_pose_error_deg", "pose err °", 1), ("people_light_error", "light err", 3)]
-    present = [(row[c], lab, d) for c, lab, d in columns if row.get(c) is not None]
+    present = [(row[c], lab, d) for c, lab, d in score_columns(person=True) if row.get(c) is not None]
     lines = []
     for k in range(max((len(v) for v, _, _ in present), default=0)):
         parts = [f"{lab} {v[k]:.{d}f}" if k < len(v) and v[k] is not None else f"{lab} –" for v, lab, d in present]
@@ -128,18 +76,15 @@ def _people_lines(row: dict) -> list[str]:
     return lines
 
 
+def score_columns(person: bool = False) -> list[tuple[str, str, int]]:
+    """(column, label, digits) of the per-row columns a row's caption shows (`person`: those shown on
+    each person's line), as the metrics declared them (registry.Column)."""
+    return [(c.name, c.label, c.digits) for c in columns() if c.label is not None and c.person == person]
+
+
 def _plots(scores: pl.DataFrame, summary: dict) -> list[str]:
-    """The histograms: FaceSim of each backend, pose and lighting errors."""
-    plots = []
-    for col in ("facesim_arcface", "facesim_dlib"):
-        if col in scores.columns:
-            m = summary["metrics"].get(col, {})
-            lo, hi = (-1.0, 1.0) if col == "facesim_arcface" else (-0.2, 1.0)
-            plots.append(svg_histogram(scores[col].to_list(), f"{col} (detected faces)", lo, hi,
-                                       left_out=("no face", m.get("n_no_face", 0))))
-    for col, title in (("pose_error_deg", "pose error (deg)"), ("light_error", "lighting error")):
-        if col in scores.columns:
-            plots.append(svg_histogram(scores[col].to_list(), title, lo=0.0))
+    """The histograms each metric draws (FaceSim per backend, pose and lighting errors, ...)."""
+    plots = [svg for m in registered() if m.plots is not None for svg in m.plots(scores, summary)]
     if not plots:
         plots.append("<p>No per-image identity or consistency scores to plot.</p>")
     return plots

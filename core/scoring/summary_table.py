@@ -6,31 +6,19 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-
-def _fmt(x, digits=4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+from .registry import mean_lines, owner
 
 
 def metric_lines(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, value, n, note) per metric: shared by the terminal table and the HTML report."""
+    """(metric, value, n, note) per summary entry, as its metric formats it (registry.Metric.lines):
+    shared by the terminal table and the HTML report."""
     lines = []
     for name, m in summary["metrics"].items():
         if not m.get("available"):
             lines.append((name, "unavailable", "-", m.get("reason", "")))
-        elif name.startswith("facesim"):
-            lines.append((name, f"{_fmt(m['mean_strict'])} strict / {_fmt(m['mean_detected'])} detected-only",
-                          f"{m['n']} ({m['n_no_face']} no face)",
-                          f"match rate {_fmt(m.get('match_rate_strict'), 3)}; {m.get('scale', '')}"))
-        elif name == "fid":
-            lines.append((name, _fmt(m["value"], 2), f"{m['n_outputs']} vs {m['n_references']}", m["note"]))
-        elif name == "pose_light":
-            note = f"{m['n_no_fit']} rows without a 3D fit"
-            if m.get("n_against_request"):
-                note += f"; {m['n_against_request']} against the pose/light asked for"
-            lines.append(("pose_rmse_deg", _fmt(m["pose_rmse_deg"], 2), str(m["n"]), note))
-            lines.append(("light_rmse", _fmt(m["light_rmse"]), str(m["n"]), "RMSE of norm-normalised SH; " + note))
-        else:
-            lines.append((name, _fmt(m["mean"], 2 if name == "clip_t" else 4), str(m["n"]), m.get("scale", "")))
+            continue
+        metric = owner(name)
+        lines += metric.summary_lines(name, m) if metric is not None else mean_lines()(name, m)
     return lines
 
 

@@ -3,7 +3,7 @@
 Each render is made for its box (the person's own frame, cropped to the box's aspect and sized to
 it, by the same code a one-person condition uses); here they are placed on a black canvas of the
 output's size. The ShadingNet gets one canvas per person (only that person's face, background 0
-elsewhere: core/model/people.py runs one pass each); the composed condition (their pixelwise
+elsewhere: core/model/masked_identity.py runs one pass each); the composed condition (their pixelwise
 maximum, so faces in overlapping boxes both stay visible) is what a user sees in
 `conditions/<id>.png`.
 """

@@ -1,12 +1,12 @@
-"""`fmu generate` for a row of several people (core/manifest/people.py): per person the face
+"""`fmu generate` for a row of several people (core/manifest/people_layout.py): per person the face
 analysis and the condition, one request with everyone's identity, then per-person scores.
 
 Each person goes through what a one-person row does: the face cache (`reference[k]` / `target[k]`
 in the reasons, 1-based), the condition in their own frame (the reference's face frame, or the
 target's), rendered by the worker's `render` (ConditionProvider.get: the same cache and renderer,
 and whatever pose or light controls the row asks for) at their box's size and placed in the box
-(core/shading/compose.py). The model keeps each identity to its box (core/model/people.py).
-Scores: core/scoring/people.py.
+(core/shading/compose.py). The model keeps each identity to its box (core/model/masked_identity.py).
+Scores: core/scoring/person_scores.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ..digests import file_digest, file_stamp
 from ..errors import row_reason
 from ..faces.cache import FaceCache
 from ..faces.matching import box_crop, identity_scores, row_values
-from ..manifest.people import SEPARATOR, Person, label
-from ..model.people import PeopleInput
+from ..manifest.people_layout import SEPARATOR, Person, label
+from ..model.masked_identity import PeopleInput
 from ..model.pipeline import Request
 from ..model.settings import with_prefix
 from ..shading.compose import compose, place
@@ -109,7 +109,7 @@ def prepare(job, record: dict, cache: FaceCache, render: Callable | None, wants_
 def scores(backend, conditions, people: tuple[Person, ...], analyses: list, condition: PeopleCondition | None,
            image: np.ndarray, no_condition: str) -> dict:
     """The per-person values of one output (lists in reference order) and the row's values
-    from them (core/scoring/people.py); `no_condition`: why there is no 3D condition, if none."""
+    from them (core/scoring/person_scores.py); `no_condition`: why there is no 3D condition, if none."""
     found = identity_scores(backend, [a.embedding for a in analyses], [f.embedding for f in backend.detect(image)])
     values = {"people_id_similarity": found.values, "id_similarity_reason": found.reason}
     poses: list[float | None] = []

@@ -12,7 +12,7 @@ import numpy as np
 from ..boxes import Box, pixel_box
 from ..errors import RowError
 from ..faces.matching import PeopleIdentity, box_crop, identity_scores
-from ..manifest.people import label
+from ..manifest.people_layout import label
 
 
 def output_identity(backend, references: list[np.ndarray], output: np.ndarray) -> tuple[PeopleIdentity, int, bool]:
