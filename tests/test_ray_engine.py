@@ -130,14 +130,20 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline
 
 
 def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, inline, tmp_path, fmu_home):
-    out = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out), *ARGS,
-           "--engine", "ray", "--devices", "cpu,cpu", "--ray-cpus", "3", "--ray-address", cluster.address]
     env = {**os.environ, "FMU_HOME": str(fmu_home)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _first_shard(out)
-    proc.send_signal(signal.SIGINT)
-    log = proc.communicate(timeout=300)[0]
+    for attempt in range(3):
+        out = tmp_path / f"resume{attempt}"
+        cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out), *ARGS,
+               "--engine", "ray", "--devices", "cpu,cpu", "--ray-cpus", "3", "--ray-address", cluster.address]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _first_shard(out)
+        alive = proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        log = proc.communicate(timeout=300)[0]
+        if alive or proc.returncode != 0:
+            break
+        # on a loaded machine this test may see the first shard only after the run ended: the
+        # signal had nothing to stop, so try again (a run that was alive must answer it)
     assert proc.returncode == 130, log[-3000:]
     first = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "ok")
     assert 0 < first.height < 12, "the interrupt should land mid-run"
