@@ -88,8 +88,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         lora = write_speed_lora(base, Path(tmp) / "speed")
-        ddim = FaceMakeUp.from_pretrained(base, adapter, scheduler="ddim")
-        lcm = FaceMakeUp.from_pretrained(base, adapter, scheduler="lcm", speed_lora=lora)
+        ddim = FaceMakeUp.from_pretrained(base, adapter)
+        lcm = FaceMakeUp.from_pretrained(base, adapter)
+        lcm.set_scheduler("lcm")
+        lcm.load_speed_lora(lora)
     reqs = make_requests(args.batch, size, ddim.cfg.id_embed_dim)
     runs = {"ddim-50": (ddim, Settings(steps=50, guidance_scale=7.5, width=size, height=size)),
             "lcm-4": (lcm, Settings(steps=4, guidance_scale=1.5, width=size, height=size)),

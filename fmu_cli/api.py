@@ -3,7 +3,8 @@
     import fmu
     summary = fmu.generate("manifest.csv", out="runs/a", steps=30)   # what `fmu generate` does
     result = fmu.score("runs/a", metrics=["facesim"])                  # what `fmu score` does
-    model = fmu.FaceMakeUp.from_pretrained(preset="tiny")
+    model = fmu.FaceMakeUp.from_pretrained(preset="tiny")              # loads; features are calls:
+    model.set_scheduler("dpm++")                                       # enable_vae_tiling(), ...
     image = model("photo.jpg", "a portrait", seed=1)                   # one PIL image
 
 Quiet by default: no library progress bars, no warnings a caller cannot act on; `verbose=True`
@@ -126,6 +127,19 @@ class FaceMakeUp(_Model):
         model.size = SPECS[preset][1] if preset is not None else 512
         model.set_face_backend("dlib")
         return model
+
+    # the feature calls that load or build library objects, as quiet as loading
+    def set_scheduler(self, name: str) -> None:
+        with library_output(self.verbose):
+            super().set_scheduler(name)
+
+    def load_speed_lora(self, source: str | Path, scale: float = 1.0, *, offline: bool = True) -> None:
+        with library_output(self.verbose):
+            super().load_speed_lora(source, scale, offline=offline)
+
+    def set_vae_decoder(self, spec: str | None, **kwargs) -> None:
+        with library_output(self.verbose):
+            super().set_vae_decoder(spec, **kwargs)
 
     def set_face_backend(self, name: str, models_dir: str | Path | None = None, device: str = "cpu") -> None:
         """The face analysis of references: dlib (offline) or insightface (`models_dir`: its pack)."""

@@ -70,6 +70,18 @@ def _requests(n=2, condition=True):
             for i in range(n)]
 
 
+def _loaded(preset, scheduler=None, speed_lora=None, speed_lora_scale=1.0, vae_decoder=None):
+    """The tiny model with its features switched on by their calls, in the worker's order."""
+    model = FaceMakeUp.from_pretrained(*preset)
+    if scheduler is not None:
+        model.set_scheduler(scheduler)
+    if speed_lora is not None:
+        model.load_speed_lora(speed_lora, speed_lora_scale)
+    if vae_decoder is not None:
+        model.set_vae_decoder(vae_decoder)
+    return model
+
+
 def _with_identity_lora_weights(model):
     """The preset's identity LoRA starts at B = 0 (no effect): give it weight so tests see it."""
     g = torch.Generator().manual_seed(3)
@@ -84,7 +96,7 @@ def _with_identity_lora_weights(model):
 def test_both_formats_load_the_files_weights_as_the_speed_adapter(speed_loras, tiny_preset, fmt):
     from peft.utils import get_peft_model_state_dict
 
-    model = FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=speed_loras[fmt], speed_lora_scale=0.7)
+    model = _loaded(tiny_preset, speed_lora=speed_loras[fmt], speed_lora_scale=0.7)
     assert L.adapter_names(model.pipe) == [L.ID_ADAPTER, L.SPEED_ADAPTER]
     loaded = get_peft_model_state_dict(model.unet, adapter_name=L.SPEED_ADAPTER)
     assert loaded.keys() == speed_loras["state"].keys() and len(loaded) > 50
@@ -115,7 +127,7 @@ def test_the_speed_lora_acts_as_its_merge_into_the_unet(speed_loras, tiny_preset
     """With weight s, the model predicts what a plain model predicts with W + s·(alpha/r)·B·A merged
     into every target layer (linear and convolution) of its UNet."""
     scale = 0.6
-    model = FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=speed_loras["kohya"], speed_lora_scale=scale)
+    model = _loaded(tiny_preset, speed_lora=speed_loras["kohya"], speed_lora_scale=scale)
     merged = FaceMakeUp.from_pretrained(*tiny_preset)
     modules = {k.rsplit(".lora_", 1)[0] for k in speed_loras["state"]}
     with torch.no_grad():
@@ -131,8 +143,7 @@ def test_the_speed_lora_acts_as_its_merge_into_the_unet(speed_loras, tiny_preset
 
 def test_both_loras_are_active_and_each_weight_changes_the_image(speed_loras, tiny_preset):
     """Must-show: LCM, 4 steps, speed LoRA + identity LoRA; changing either weight changes the output."""
-    model = _with_identity_lora_weights(FaceMakeUp.from_pretrained(*tiny_preset, scheduler="lcm",
-                                                                   speed_lora=speed_loras["kohya"]))
+    model = _with_identity_lora_weights(_loaded(tiny_preset, "lcm", speed_loras["kohya"]))
     reqs = _requests()
     both = Settings(steps=4, guidance_scale=1.5, width=SIZE, height=SIZE)
     base = model.generate(reqs, both)
@@ -153,9 +164,9 @@ def test_identity_off_keeps_the_speed_lora_and_reproduces_diffusers_with_it(spee
 
     from fmu.core.model.load import make_scheduler
 
-    base, adapter = tiny_preset
-    model = _with_identity_lora_weights(FaceMakeUp.from_pretrained(
-        base, adapter, scheduler="lcm", speed_lora=speed_loras["diffusers"], speed_lora_scale=0.8))
+    base = tiny_preset[0]
+    model = _with_identity_lora_weights(_loaded(
+        tiny_preset, "lcm", speed_loras["diffusers"], speed_lora_scale=0.8))
     reqs = _requests(condition=False)
     settings = Settings(steps=4, guidance_scale=1.5, id_scale=0.0, width=SIZE, height=SIZE)
     ours = model.generate(reqs, settings)
@@ -202,8 +213,8 @@ def test_tcd_uses_eta_0_3_by_default_and_reproduces_diffusers(tiny_preset):
 
     from fmu.core.model.load import make_scheduler
 
-    base, adapter = tiny_preset
-    model = FaceMakeUp.from_pretrained(base, adapter, scheduler="tcd")
+    base = tiny_preset[0]
+    model = _loaded(tiny_preset, "tcd")
     reqs = _requests(n=1, condition=False)
     settings = Settings(steps=4, guidance_scale=1.5, id_scale=0.0, width=SIZE, height=SIZE)
     default = model.generate(reqs, settings)[0]
@@ -253,7 +264,7 @@ def tiny_decoder(tmp_path_factory):
 def test_tiny_vae_decoder_decodes_the_final_latents(tiny_preset, tiny_decoder):
     from diffusers import AutoencoderTiny
 
-    model = FaceMakeUp.from_pretrained(*tiny_preset, vae_decoder=f"tiny:{tiny_decoder / 'taesd'}")
+    model = _loaded(tiny_preset, vae_decoder=f"tiny:{tiny_decoder / 'taesd'}")
     assert isinstance(model.decoder, AutoencoderTiny)
     seen, decode = [], model.decoder.decode
     model.decoder.decode = lambda latents, *a, **k: seen.append(latents.clone()) or decode(latents, *a, **k)
@@ -268,20 +279,22 @@ def test_tiny_vae_decoder_decodes_the_final_latents(tiny_preset, tiny_decoder):
 
 
 def test_bad_few_step_inputs_are_usage_errors(tiny_preset, tiny_decoder, tmp_path):
+    model = FaceMakeUp.from_pretrained(*tiny_preset)
     with pytest.raises(UsageError, match="use tiny:<folder or hub id>"):
-        FaceMakeUp.from_pretrained(*tiny_preset, vae_decoder=str(tiny_decoder / "taesd"))
+        model.set_vae_decoder(str(tiny_decoder / "taesd"))
     with pytest.raises(UsageError, match="16-channel latents"):
-        FaceMakeUp.from_pretrained(*tiny_preset, vae_decoder=f"tiny:{tiny_decoder / 'taesd16'}")
+        model.set_vae_decoder(f"tiny:{tiny_decoder / 'taesd16'}")
     with pytest.raises(UsageError, match="cannot load tiny VAE decoder"):
-        FaceMakeUp.from_pretrained(*tiny_preset, vae_decoder=f"tiny:{tmp_path / 'none'}")
+        model.set_vae_decoder(f"tiny:{tmp_path / 'none'}")
+    assert model.decoder is None                  # a refused decoder leaves the VAE decoding
     with pytest.raises(UsageError, match="no such file"):
-        FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=str(tmp_path / "missing.safetensors"))
+        model.load_speed_lora(str(tmp_path / "missing.safetensors"))
     from safetensors.torch import save_file
 
     save_file({"lora_unet_nothing_here.lora_down.weight": torch.zeros(2, 8),
                "lora_unet_nothing_here.lora_up.weight": torch.zeros(8, 2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(UsageError, match="speed LoRA"):
-        FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=str(tmp_path / "foreign.safetensors"))
+        model.load_speed_lora(str(tmp_path / "foreign.safetensors"))
 
 
 def test_generate_lcm_with_a_speed_lora_in_4_steps(speed_loras, tiny_preset, tmp_path):
@@ -306,22 +319,30 @@ def test_generate_lcm_with_a_speed_lora_in_4_steps(speed_loras, tiny_preset, tmp
     assert bad.exit_code == 2 and "--eta 2.0: must be within [0, 1]" in bad.output
 
 
-def test_feature_calls_on_a_loaded_model_give_the_images_of_the_loading_keywords(speed_loras, tiny_preset):
-    """diffusers' pattern: set_scheduler, load_speed_lora and enable_vae_tiling on a plainly loaded
-    model make the same images as from_pretrained's keywords (which are those calls)."""
-    keywords = FaceMakeUp.from_pretrained(*tiny_preset, scheduler="lcm", speed_lora=speed_loras["kohya"],
-                                          speed_lora_scale=0.7, vae_tiling=True)
+def test_generate_switches_the_features_on_by_their_calls(speed_loras, tiny_preset, tmp_path):
+    """diffusers' pattern: from_pretrained loads, the features are calls. The worker's model for
+    --scheduler lcm --speed-lora --vae-tiling is the one those calls make on a plain model."""
+    from fmu.core.runner.config import GenerateConfig
+    from fmu.core.runner.worker import load_model
+
+    with pytest.raises(TypeError, match="speed_lora"):  # no feature keywords left on the loader
+        FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=speed_loras["kohya"])
+    cfg = GenerateConfig(manifest=tmp_path / "m.csv", out=tmp_path / "out", scheduler="lcm",
+                         speed_lora=speed_loras["kohya"], speed_lora_scale=0.7, vae_tiling=True)
+    worker = load_model(cfg, "cpu", *tiny_preset)
     calls = FaceMakeUp.from_pretrained(*tiny_preset)
     calls.set_scheduler("lcm")
     calls.load_speed_lora(speed_loras["kohya"], 0.7)
     calls.enable_vae_tiling()
-    assert type(calls.pipe.scheduler).__name__ == type(keywords.pipe.scheduler).__name__ == "LCMScheduler"
-    assert calls.pipe.vae.use_tiling and keywords.pipe.vae.use_tiling
-    assert calls.lora_scales == keywords.lora_scales == {L.SPEED_ADAPTER: 0.7}
+    assert type(calls.pipe.scheduler).__name__ == type(worker.pipe.scheduler).__name__ == "LCMScheduler"
+    assert calls.pipe.vae.use_tiling and worker.pipe.vae.use_tiling and not worker.pipe.vae.use_slicing
+    assert calls.lora_scales == worker.lora_scales == {L.SPEED_ADAPTER: 0.7}
     reqs, settings = _requests(), Settings(steps=4, guidance_scale=1.5, width=SIZE, height=SIZE)
     made = calls.generate(reqs, settings)
-    assert all(np.array_equal(a, b) for a, b in zip(made, keywords.generate(reqs, settings), strict=True))
-    plain = FaceMakeUp.from_pretrained(*tiny_preset, scheduler="lcm").generate(reqs, settings)
+    assert all(np.array_equal(a, b) for a, b in zip(made, worker.generate(reqs, settings), strict=True))
+    plain = _loaded(tiny_preset, "lcm").generate(reqs, settings)
     assert any(not np.array_equal(a, b) for a, b in zip(made, plain))  # the LoRA the calls loaded acts
     with pytest.raises(UsageError, match="offload"):  # the CPU has nothing to offload to
         calls.enable_model_cpu_offload()
+    with pytest.raises(UsageError, match="not cpu"):
+        calls.enable_model_cpu_offload("cpu")

@@ -166,7 +166,8 @@ def test_scheduler_choice_reproduces_the_diffusers_pipeline(tiny_preset, name, c
     from diffusers import StableDiffusionPipeline
 
     base, adapter = tiny_preset
-    model = FaceMakeUp.from_pretrained(base, adapter, scheduler=name)
+    model = FaceMakeUp.from_pretrained(base, adapter)
+    model.set_scheduler(name)
     assert type(model.pipe.scheduler).__name__ == cls
     pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
@@ -188,7 +189,10 @@ def test_vae_override_replaces_the_vae(tiny_preset, tmp_path):
     with torch.no_grad():
         vae.decoder.conv_out.bias.add_(0.5)
     vae.save_pretrained(tmp_path / "vae")
-    model = FaceMakeUp.from_pretrained(base, adapter, vae=tmp_path / "vae", vae_slicing=True, vae_tiling=True)
+    model = FaceMakeUp.from_pretrained(base, adapter, vae=tmp_path / "vae")
+    assert not (model.pipe.vae.use_slicing or model.pipe.vae.use_tiling)
+    model.enable_vae_slicing()
+    model.enable_vae_tiling()
     assert torch.equal(model.pipe.vae.decoder.conv_out.bias, vae.decoder.conv_out.bias)
     assert model.pipe.vae.use_slicing and model.pipe.vae.use_tiling
     with pytest.raises(UsageError, match="cannot load VAE"):
@@ -208,7 +212,7 @@ def test_precision_and_device_rules():
 def test_offload_is_refused_on_cpu(tiny_preset):
     base, adapter = tiny_preset
     with pytest.raises(UsageError, match="needs a cuda, xpu or mps device, not cpu"):
-        FaceMakeUp.from_pretrained(base, adapter, offload=True)
+        FaceMakeUp.from_pretrained(base, adapter).enable_model_cpu_offload()
 
 
 def test_a_base_model_path_that_does_not_exist_is_named_as_such(tmp_path):

@@ -9,10 +9,12 @@ ShadingNet), loaded and saved the diffusers way.
   (training from scratch, the presets).
 - `load_lora_weights` / `save_lora_weights`: finetune LoRA files (lora.py). `lora_weights` says
   which weight each LoRA has in a batch.
-- Features as calls, diffusers' pattern: `set_scheduler`, `enable_vae_slicing`, `enable_vae_tiling`,
-  `load_speed_lora` (a few-step LoRA, few_step.py), `set_vae_decoder`, `enable_model_cpu_offload`,
-  `compile`. `from_pretrained`'s keywords (scheduler, speed_lora, vae_tiling, offload, ...) are
-  these calls, made in loading order.
+- Features as calls after `from_pretrained`, diffusers' pattern, in this order: `set_scheduler`,
+  `enable_vae_slicing`, `enable_vae_tiling`, `load_speed_lora` (a few-step LoRA, few_step.py;
+  before the offload hooks, which wrap the modules it adds to), `enable_model_cpu_offload`,
+  `set_vae_decoder` (after the offload: it puts the decoder on the model's device, which the offload
+  sets for a model loaded on the CPU), `compile` (last: it compiles the modules as they are then).
+  `fmu generate` (runner/worker.py) makes them in this order.
 
 Besides, the forward pieces the sampling loop (pipeline.py) and the trainer share: the identity
 inputs of the UNet, the 4 ID tokens, one ε prediction with the ShadingNet's residuals.
@@ -65,33 +67,25 @@ class FaceMakeUp:
 
     @classmethod
     def from_pretrained(cls, base: str | Path, adapter: str | Path | None, *, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, offline: bool = True, shading: bool = True,
-                        fresh_shading: bool = False, image_encoder: str | Path | None = None,
-                        lora: str | Path | None = None, vae: str | Path | None = None,
-                        scheduler: str = "ddim", base_config: str | Path | None = None,
-                        vae_slicing: bool = False, vae_tiling: bool = False, compile: bool = False,
-                        offload: bool = False, vae_dtype: torch.dtype | None = None,
-                        speed_lora: str | Path | None = None, speed_lora_scale: float = 1.0,
-                        vae_decoder: str | None = None) -> FaceMakeUp:
+                        dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None,
+                        offline: bool = True, shading: bool = True, fresh_shading: bool = False,
+                        image_encoder: str | Path | None = None, lora: str | Path | None = None,
+                        vae: str | Path | None = None, base_config: str | Path | None = None) -> FaceMakeUp:
         """The model from a base (`load.load_base`: diffusers folder, hub id in the local cache,
         single file + `base_config`) and `adapter`: any checkpoint `convert.load_adapter_any`
         reads; `lora`: a separate LoRA file for IP-Adapter checkpoints (h94's *_lora.safetensors).
+        Only what decides what loads is a keyword; the features are calls afterwards (see the
+        module's docstring for their order).
 
         `shading`: load the adapter's ShadingNet; `fresh_shading`: when it has none, start an
-        untrained one (training). `offload`: diffusers' model CPU offload (accelerate hooks move
-        each model to the accelerator when it runs); the ShadingNet gets its own hook and stays
-        there once used. `compile`: `torch.compile` of the UNet and ShadingNet in place.
-        `dtype`: every component's (`vae_dtype`: the VAE's, when it differs). `speed_lora`: a
-        few-step LoRA (LCM / TCD / Hyper-SD), adapter `fmu_speed` with weight `speed_lora_scale`;
-        `vae_decoder`: `tiny:<folder or hub id>`, an AutoencoderTiny that decodes instead of the VAE."""
+        untrained one (training). `dtype`: every component's (`vae_dtype`: the VAE's, when it
+        differs); the model is on `device` (for CPU offload load on "cpu" and name the
+        accelerator in `enable_model_cpu_offload(device)`: nothing lands there before the hooks)."""
         dev = torch.device(device)
-        if offload:
-            _check_offload_device(dev)
         if adapter is None:
             raise UsageError("an adapter checkpoint is required (--adapter)")
-        decoder_source = few_step.parse_decoder(vae_decoder)  # a bad spelling fails before any loading
-        pipe = load_base(base, dev, dtype, offline, image_encoder, vae=vae, scheduler=scheduler,
-                         base_config=base_config, move=not offload, vae_dtype=vae_dtype)
+        pipe = load_base(base, dev, dtype, offline, image_encoder, vae=vae, base_config=base_config,
+                         vae_dtype=vae_dtype)
         unet = pipe.unet
         try:
             tensors, meta = load_adapter_any(Path(adapter), dict(unet.config), lora)
@@ -112,27 +106,9 @@ class FaceMakeUp:
             raise UsageError(f"adapter {adapter} does not fit base model {base}: {first_line(exc, None)}") from None
         digest = file_digest(adapter) if Path(adapter).is_file() else None
         model = cls(pipe=pipe, cfg=cfg, shading_net=shading_net, device=dev, dtype=dtype, adapter_sha256=digest)
-        # the keywords are the feature calls below, in the order loading needs (LoRAs before the
-        # move to the device, the move before a compile)
-        if vae_slicing:
-            model.enable_vae_slicing()
-        if vae_tiling:
-            model.enable_vae_tiling()
-        if speed_lora is not None:
-            model.load_speed_lora(speed_lora, speed_lora_scale, offline=offline)
-        unet.to(dtype=dtype).eval()
+        unet.to(dev, dtype).eval()
         if shading_net is not None:
-            shading_net.to(dtype=dtype).eval()
-        if offload:
-            model.enable_model_cpu_offload()
-        else:
-            unet.to(dev)
-            if shading_net is not None:
-                shading_net.to(dev)
-        if decoder_source is not None:
-            model.set_vae_decoder(vae_decoder, dtype=vae_dtype or dtype, offline=offline)
-        if compile:
-            model.compile()
+            shading_net.to(dev, dtype).eval()
         model.set_lora_weights(model.lora_weights(identity_on=True))
         return model
 
@@ -209,16 +185,20 @@ class FaceMakeUp:
         self.lora_scales[L.SPEED_ADAPTER] = float(scale)
         # peft keeps a new adapter in fp32 under a half-precision model
         self.pipe.text_encoder.to(dtype=self.dtype)
-        self.unet.to(dtype=self.dtype)
+        self.unet.to(dtype=self.dtype).eval()  # its new layers (dropout) as the rest: inference
         self.set_lora_weights(self.lora_weights(identity_on=True))
 
-    def enable_model_cpu_offload(self) -> None:
-        """diffusers' model CPU offload: accelerate hooks move each model to the accelerator when it
-        runs; the ShadingNet gets its own hook and stays there once used."""
+    def enable_model_cpu_offload(self, device: str | torch.device | None = None) -> None:
+        """diffusers' model CPU offload: accelerate hooks move each model to the accelerator
+        (`device`, default the model's) when it runs; the ShadingNet gets its own hook and stays
+        there once used. A model loaded on "cpu" becomes a model of `device`."""
         from accelerate import cpu_offload_with_hook  # deferred: only offloading runs need it
 
-        _check_offload_device(self.device)
-        self.pipe.enable_model_cpu_offload(device=self.device)
+        dev = self.device if device is None else torch.device(device)
+        _check_offload_device(dev)
+        if dev != self.device:
+            self.device, self.timings = dev, Timings(dev)
+        self.pipe.enable_model_cpu_offload(device=dev)
         if self.shading_net is not None:
             cpu_offload_with_hook(self.shading_net, self.device)
 

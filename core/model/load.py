@@ -5,7 +5,8 @@ Base models: a diffusers folder, a hub id (the local Hugging Face cache only unl
 layout) read by diffusers' `from_single_file` with its component configs taken from
 `base_config` (a diffusers folder such as the tiny preset's base or any SD1.5 folder, or a hub
 id in the cache). Optional: a separate VAE (`vae=`, e.g. stabilityai/sd-vae-ft-mse, the
-authors' choice), the scheduler, VAE slicing/tiling, the CLIP image encoder.
+authors' choice), the scheduler (DDIM unless named; `FaceMakeUp.set_scheduler` changes it later),
+the CLIP image encoder. VAE slicing / tiling and the rest are the model's feature calls (facemakeup.py).
 """
 
 from __future__ import annotations
@@ -118,7 +119,6 @@ def _from_single_file(base: Path, dtype, offline: bool, base_config):
 def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offline: bool = True,
               image_encoder: str | Path | None = None, *, vae: str | Path | None = None,
               scheduler: str = "ddim", base_config: str | Path | None = None,
-              vae_slicing: bool = False, vae_tiling: bool = False, move: bool = True,
               vae_dtype: torch.dtype | None = None):
     """A StableDiffusionPipeline (components only) with a CLIP image encoder attached; every
     component in `dtype` except the VAE when `vae_dtype` says otherwise (fp32 for a VAE that
@@ -165,9 +165,5 @@ def load_base(base: str | Path, device: torch.device, dtype: torch.dtype, offlin
         pipe.vae.to(dtype=vae_dtype)
     if pipe.feature_extractor is None:
         pipe.feature_extractor = CLIPImageProcessor(size=224, crop_size=224)
-    if vae_slicing:
-        pipe.vae.enable_slicing()
-    if vae_tiling:
-        pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device) if move else pipe
+    return pipe.to(device)

@@ -55,6 +55,31 @@ class Prepared:
     seconds: float
 
 
+def load_model(cfg, device: str, base, adapter) -> FaceMakeUp:
+    """The model of a generate run: loaded, then its features switched on by their calls, in the
+    order facemakeup.py gives (a speed LoRA before the offload hooks, compile last)."""
+    vae_dtype = None if cfg.vae_precision == "auto" else resolve_dtype(cfg.vae_precision, device)
+    # offloaded: loaded on the CPU, the accelerator gets each model only when it runs
+    model = FaceMakeUp.from_pretrained(
+        base, adapter, device="cpu" if cfg.offload else device, dtype=resolve_dtype(cfg.precision, device),
+        vae_dtype=vae_dtype, shading=cfg.shading, image_encoder=cfg.image_encoder, lora=cfg.adapter_lora,
+        vae=cfg.vae, base_config=cfg.base_config)
+    model.set_scheduler(cfg.scheduler)
+    if cfg.vae_slicing:
+        model.enable_vae_slicing()
+    if cfg.vae_tiling:
+        model.enable_vae_tiling()
+    if cfg.speed_lora is not None:
+        model.load_speed_lora(cfg.speed_lora, cfg.speed_lora_scale)
+    if cfg.offload:
+        model.enable_model_cpu_offload(device)
+    if cfg.vae_decoder is not None:
+        model.set_vae_decoder(cfg.vae_decoder)
+    if cfg.compile:
+        model.compile()
+    return model
+
+
 class Worker:
     def __init__(self, cfg, device: str, model_spec):
         base, adapter = model_spec.base, model_spec.adapter
@@ -71,13 +96,7 @@ class Worker:
         # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
         self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
         cache_root = Path(cfg.cache_dir or self.out / ".cache")
-        vae_dtype = None if cfg.vae_precision == "auto" else resolve_dtype(cfg.vae_precision, device)
-        self.model = FaceMakeUp.from_pretrained(
-            base, adapter, device=device, dtype=resolve_dtype(cfg.precision, device), shading=cfg.shading,
-            image_encoder=cfg.image_encoder, lora=cfg.adapter_lora, vae=cfg.vae, scheduler=cfg.scheduler,
-            base_config=cfg.base_config, vae_slicing=cfg.vae_slicing, vae_tiling=cfg.vae_tiling,
-            compile=cfg.compile, offload=cfg.offload, vae_dtype=vae_dtype, speed_lora=cfg.speed_lora,
-            speed_lora_scale=cfg.speed_lora_scale, vae_decoder=cfg.vae_decoder)
+        self.model = load_model(cfg, device, base, adapter)
         # the CLIP face image in the style the adapter was trained with, unless the user says
         self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop,
                                pick="largest" if cfg.multi_face == "largest" else "best")
