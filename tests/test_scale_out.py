@@ -90,6 +90,28 @@ def test_torchrun_two_processes_share_the_work(manifest, single, tmp_path, fmu_h
     assert sorted(s["rank"] for s in info["timings"]["ranks"]) == [0, 1]
 
 
+def test_torchrun_ranks_write_one_webdataset(manifest, single, tmp_path, fmu_home):
+    """A dataset writer under torchrun: each rank writes its own shards; together they hold every
+    row once, with the single process's pixels."""
+    wds = pytest.importorskip("webdataset")
+    out = tmp_path / "ranks-wds"
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fmu.app", "generate", str(manifest),
+           "--out", str(out), *ARGS, "--writer", "webdataset", "--shard-size", "4"]
+    proc = subprocess.run(cmd, env=_env(fmu_home), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = pl.read_parquet(out / "results.parquet")
+    assert df.height == 12 and set(df["status"]) == {"ok"} and {w.split(":")[0] for w in df["worker"]} == {
+        "rank0", "rank1"}
+    shards = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    samples = {s["__key__"]: s for s in wds.WebDataset(shards, shardshuffle=False).decode("rgb8")}
+    assert sorted(samples) == sorted(i.split("#")[1] for i in df["image"])
+    expected = _images(single)
+    for row in df.iter_rows(named=True):
+        np.testing.assert_array_equal(samples[row["image"].split("#")[1]]["png"],
+                                      expected[f"{row['id']}_{row['k']}.png"])
+
+
 def _is_worker(child: psutil.Process) -> bool:
     """A spawned worker process; a child that exits while it is looked at (a short-lived helper the
     libraries start, now a zombie or gone) is not one."""
