@@ -25,7 +25,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from fmu.core.runner.config import GenerateConfig  # noqa: E402
 from fmu.core.runner.generate import run_generate  # noqa: E402
 
-SETTINGS = {"steps": 3, "batch_size": 2, "shading": False, "threads": 1}  # 1: two actors beside other jobs do not oversubscribe the cores
+# one torch thread per actor: two actors beside other jobs do not oversubscribe the cores
+SETTINGS = {"steps": 3, "batch_size": 2, "shading": False, "threads": 1}
 ARGS = ["--steps", "3", "--batch-size", "2", "--no-shading", "--threads", "1"]
 RAY = {"engine": "ray", "device": "cpu,cpu", "ray_cpus": 3}
 
