@@ -63,8 +63,6 @@ TRAIN_SCHEMA = {"id": pl.String, "image": pl.String, "caption": pl.String, "mask
                 "width": pl.Int64, "height": pl.Int64, "num_faces": pl.Int64}
 
 
-
-
 @dataclass
 class PrepareConfig:
     source: Path                    # a folder of images or a training manifest (CSV/Parquet)
