@@ -133,6 +133,10 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline
     assert ok == 12, df.filter(pl.col("status") != "ok")["error"].to_list()
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, tmp_path, fmu_home):
     """Ctrl-C mid-run: exit 130, the finished rows kept; the re-run redoes only the others. One image
     per unit and more steps than the other tests, so most units are still to run when the first
@@ -143,7 +147,10 @@ def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, 
         out = tmp_path / f"resume{attempt}"
         cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out), *args,
                "--engine", "ray", "--devices", "cpu,cpu", "--ray-cpus", "3", "--ray-address", cluster.address]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # SIGINT as a terminal gives it: a child inherits an ignored SIGINT (something earlier in a full
+        # pytest run leaves it so) and Python then keeps ignoring it, as for a `nohup ... &` job
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_default_sigint)
         seen = _first_shard(out, proc=proc)
         alive = proc.poll() is None
         proc.send_signal(signal.SIGINT)
