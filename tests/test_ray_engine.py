@@ -134,6 +134,7 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline
 
 
 def _default_sigint():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -147,8 +148,8 @@ def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, 
         out = tmp_path / f"resume{attempt}"
         cmd = [sys.executable, "-m", "fmu.app", "generate", str(manifest), "--out", str(out), *args,
                "--engine", "ray", "--devices", "cpu,cpu", "--ray-cpus", "3", "--ray-address", cluster.address]
-        # SIGINT as a terminal gives it: a child inherits an ignored SIGINT (something earlier in a full
-        # pytest run leaves it so) and Python then keeps ignoring it, as for a `nohup ... &` job
+        # SIGINT as a terminal gives it: a child inherits an ignored or blocked SIGINT (something earlier
+        # in a full pytest run leaves it so) and Python then keeps ignoring it, as for a `nohup ... &` job
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=_default_sigint)
         seen = _first_shard(out, proc=proc)
