@@ -217,6 +217,11 @@ def run_prepare(cfg: PrepareConfig, progress=None) -> PrepareSummary:
         return _prepare(cfg, rows, (engine, parser), captioner, progress, start)
 
 
+def engine_name(cfg: PrepareConfig) -> str:
+    """`--engine`, or by default inline for one worker and processes for several."""
+    return cfg.engine or ("processes" if cfg.workers > 1 else "inline")
+
+
 def _pick_engine(cfg: PrepareConfig):
     """The engine (core.runner.distribute) for `--engine` (default: inline for one worker, processes
     for several); a usage error before any row is read. torchrun ranks share out generate's units,
@@ -224,7 +229,7 @@ def _pick_engine(cfg: PrepareConfig):
     if cfg.engine == "torchrun":
         raise UsageError("--engine torchrun: fmu prepare runs on this machine's processes or on a Ray cluster; "
                          "use --engine processes or --engine ray")
-    return pick_engine(cfg.engine or ("processes" if cfg.workers > 1 else "inline"), ["cpu"] * cfg.workers,
+    return pick_engine(engine_name(cfg), ["cpu"] * cfg.workers,
                        world=1, ray_address=cfg.ray_address, ray_cpus=cfg.ray_cpus)
 
 
@@ -254,7 +259,7 @@ def _prepare(cfg: PrepareConfig, rows: list[dict], run_with: tuple, captioner, p
                               "status_counts": dict(zip(counts["status"], counts["len"])),
                               **phrase_counts},
                      timings={"wall_seconds": summary.seconds, "workers": cfg.workers,
-                              "engine": cfg.engine or ("processes" if cfg.workers > 1 else "inline"), **counters},
+                              "engine": engine_name(cfg), **counters},
                      made=ok)
     return summary
 
