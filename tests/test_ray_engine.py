@@ -33,6 +33,10 @@ RAY = {"engine": "ray", "device": "cpu,cpu", "ray_cpus": 3}
 
 @pytest.fixture(scope="module")
 def cluster():
+    # Ray starts its workers at niceness 15: beside busy processes (a loaded CI machine) the actors got
+    # 1-5 % of a core and these tests crawled; the raylets read this at start and pass it on
+    saved = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
     # an explicit address: ray.init without one may join a dead cluster /tmp/ray remembers
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     c.add_node(num_cpus=4)
@@ -40,6 +44,10 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
+    if saved is None:
+        os.environ.pop("RAY_worker_niceness")
+    else:
+        os.environ["RAY_worker_niceness"] = saved
 
 
 @pytest.fixture(scope="module")
