@@ -170,6 +170,9 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "rss_mb": int(hwm) / 1024
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+NICENESS = "RAY_worker_niceness"  # Ray's spelling (RayConfig worker_niceness)
+
+
 def engines(manifest: Path, work: Path, preset: str, steps: int, batch: int) -> int:
     """inline (1 worker), processes and ray (2 workers each, 1 thread each) on one manifest; ray on
     a 2-node local cluster (4 logical CPUs per node, 3 per actor: one actor per node)."""
@@ -191,6 +194,8 @@ def engines(manifest: Path, work: Path, preset: str, steps: int, batch: int) -> 
         print(f"{name:<10} {r['images'] / r['wall']:.3f} img/s  wall {r['wall']:.1f}s  efficiency "
               f"{r['model_seconds'] / r['wall']:.3f} (denoiser {r['model_seconds']:.1f}s)")
     print(f"ray wall / processes wall: {runs['ray']['wall'] / runs['processes']['wall']:.2f}  (goal <= 1.10)")
+    # the cluster's raylets read it at start: Ray runs its workers at niceness 15 unless told otherwise
+    print(f"ray actors' niceness: {os.environ.get(NICENESS, '15 (Ray default; set ' + NICENESS + '=0 to match)')}")
     assert all(r["failed"] == 0 and r["images"] == runs["inline"]["images"] for r in runs.values()), runs
     return 0
 

@@ -24,6 +24,7 @@ from ..errors import first_line
 
 # what the actors need from the driver's environment (model home, offline switches)
 PASSED_ENV = ("FMU_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TORCH_HOME")
+WORKER_NICENESS = "RAY_worker_niceness"  # Ray's spelling: its RayConfig entry worker_niceness
 LOCAL_CPUS = 4  # a local instance's logical CPUs at least: Ray Data's read stage needs CPUs beside the actors
 
 
@@ -69,8 +70,20 @@ def _connect(address: str | None) -> bool:
     if address is None:
         address = "auto" if os.environ.get("RAY_ADDRESS") else "local"
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    extra = {"num_cpus": max(LOCAL_CPUS, os.cpu_count() or 1)} if address == "local" else {}
-    ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, **extra)
+    if address != "local":
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        return True
+    # A local instance is this run's own: its actors run at this process's priority, as the processes
+    # engine's workers do. Ray starts workers at niceness 15 (its raylets read RAY_worker_niceness when
+    # they start), which on a small busy machine left the actors a few % of a core (bench/generate_scale.py).
+    saved = os.environ.get(WORKER_NICENESS)
+    os.environ.setdefault(WORKER_NICENESS, "0")
+    try:
+        ray.init(address="local", runtime_env={"env_vars": env}, log_to_driver=False,
+                 num_cpus=max(LOCAL_CPUS, os.cpu_count() or 1))
+    finally:
+        if saved is None:
+            os.environ.pop(WORKER_NICENESS, None)
     return True
 
 
