@@ -36,6 +36,7 @@ from fmu.core.runner.generate import RunSummary, run_generate
 from fmu.core.scoring import ScoreOptions, ScoreResult, check_options, metric_names, score_images, score_run
 
 from .console import progress_bar
+from .score_cmd import score_engine
 
 _LIBRARIES = ("diffusers", "transformers", "accelerate", "peft", "huggingface_hub")
 
@@ -100,13 +101,14 @@ def score(run_dir: str | Path | None = None, *, images: str | Path | None = None
         raise TypeError("score() takes either run_dir, or images= with manifest=")
     opts = ScoreOptions(metrics=tuple(metrics or metric_names()), **options)
     check_options(opts)
+    engine = score_engine(opts)
     with library_output(verbose):
         progress = progress_bar(transient=True) if verbose else None
         if run_dir is not None:
             return score_run(Path(run_dir), opts, backend_from_run="face_backends" not in options,
-                             progress=progress)
+                             progress=progress, engine=engine)
         return score_images(Path(images), Path(manifest), None if out is None else Path(out), opts,
-                            progress=progress)
+                            progress=progress, engine=engine)
 
 
 class FaceMakeUp(_Model):

@@ -8,13 +8,15 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from fmu.core.devices import parse_device
+from fmu.core.devices import parse_device, parse_devices
 from fmu.core.errors import UsageError
 from fmu.core.faces import BACKENDS as FACE_BACKENDS
+from fmu.core.runner.distribute import pick_merging_engine
 
 from . import panels as P
-from .choices import Precision, comma_list
+from .choices import Precision, chosen, comma_list
 from .console import console, err, progress_bar
+from .engine_options import MergingEngineOpt, RayAddressOpt, RayCpusOpt
 from .panels import Command
 
 
@@ -81,8 +83,11 @@ def score(
                                 help="Comma list of metrics, or all (listed by `fmu score --help`).",
                                 rich_help_panel=P.OUTPUT),
     device: str = typer.Option("cpu", "--devices", help="Where the metric models run: cpu | cuda | cuda:N | mps | "
-                               "xpu | xpu:N | auto (one device: scoring is not split across devices).",
-                               rich_help_panel=P.DEVICES),
+                               "xpu | xpu:N | auto; with --engine processes or ray a list such as cuda:0,cuda:1 or "
+                               "cpu,cpu (one worker per entry).", rich_help_panel=P.DEVICES),
+    engine: MergingEngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    ray_cpus: RayCpusOpt = 1.0,
     precision: Precision = typer.Option("fp32", help="Precision of the CLIP and DINO models (bf16 / fp16 run on "
                                         "CPU too; auto: fp16 on a GPU). LPIPS and FID always run in fp32, the "
                                         "precision their published values come from.", rich_help_panel=P.DEVICES),
@@ -104,31 +109,50 @@ def score(
     (unreadable, missing reference, no face), 2 usage error.
     """
     # deferred: heavy (polars, scipy, the metrics); keeps the CLI start fast
-    from fmu.core.scoring import ScoreOptions, check_options, metric_names, score_images, score_run
+    from fmu.core.scoring import ScoreOptions, check_options, metric_names
 
     _check_sources(run_dir, images, manifest)
-    chosen = metric_names() if "all" in metrics else metrics
+    names = metric_names() if "all" in metrics else metrics
     if weights is not None:
         clip_model, dino_model, lpips_weights, fid_weights, face_models = _from_weights(
             weights, clip_model, dino_model, lpips_weights, fid_weights, face_models)
     opts = ScoreOptions(face_backends=list(face_backend or ["dlib"]), face_models=face_models, det_size=det_size,
                         clip_model=clip_model, dino_model=dino_model, lpips_weights=lpips_weights,
-                        fid_weights=fid_weights, metrics=chosen, device=device, precision=precision.value,
-                        workers=workers, batch_size=batch_size, report=not no_report, sheet=sheet)
+                        fid_weights=fid_weights, metrics=names, device=device, precision=precision.value,
+                        workers=workers, batch_size=batch_size, report=not no_report, sheet=sheet,
+                        engine=chosen(engine) or "inline", ray_address=ray_address, ray_cpus=ray_cpus)
     check_options(opts)  # every path given exists, before anything is read or written
-    parse_device(device)  # one device torch can use, before anything is written
-    if run_dir is not None:
-        # the bar shows while the metrics run and is cleared before the summary table
-        result = score_run(run_dir, opts, console=console, backend_from_run=face_backend is None,
-                           progress=progress_bar(transient=True))
-        if out is not None:
-            err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
-    else:
-        result = score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True))
+    result = _score(opts, run_dir, images, manifest, out, backend_from_run=face_backend is None)
     console.print(f"-> {result.out_dir / 'scores.parquet'}, summary.json"
                   + (", report.html" if not no_report else "") + (", sheet.png" if sheet else ""))
     if not result.all_ok:
         raise typer.Exit(1)
+
+
+def _score(opts, run_dir: Path | None, images: Path | None, manifest: Path | None, out: Path | None,
+           backend_from_run: bool):
+    """The run folder's score, or the images'; the bar shows while the metrics run and is cleared
+    before the summary table."""
+    from fmu.core.scoring import score_images, score_run  # deferred: heavy, as in `score`
+
+    run_on = score_engine(opts)  # devices torch can use and an engine here, before anything is written
+    if run_dir is None:
+        return score_images(images, manifest, out, opts, console=console, progress=progress_bar(transient=True),
+                            engine=run_on)
+    if out is not None:
+        err.print("[yellow]note:[/] --out is ignored for a run folder: scores live next to results.parquet")
+    return score_run(run_dir, opts, console=console, backend_from_run=backend_from_run,
+                     progress=progress_bar(transient=True), engine=run_on)
+
+
+def score_engine(opts):
+    """The engine `opts.engine` names, for `opts.device`'s devices (None: inline, in this process on
+    one device). Usage errors: a device torch cannot use, several devices inline, torchrun."""
+    if opts.engine == "inline":
+        parse_device(opts.device)
+        return None
+    return pick_merging_engine(opts.engine, "fmu score", parse_devices(opts.device), ray_address=opts.ray_address,
+                               ray_cpus=opts.ray_cpus)
 
 
 def _check_sources(run_dir: Path | None, images: Path | None, manifest: Path | None) -> None:

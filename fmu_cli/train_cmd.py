@@ -20,7 +20,6 @@ from fmu.training.config import TrainConfig as T
 
 from . import panels as P
 from .choices import (
-    Engine,
     FaceBackend,
     FaceCrop,
     MaskMode,
@@ -31,6 +30,7 @@ from .choices import (
     chosen,
 )
 from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
+from .engine_options import MergingEngineOpt, RayAddressOpt, RayCpusOpt
 
 
 def prepare(
@@ -54,13 +54,9 @@ def prepare(
                                       rich_help_panel=P.FACES),
     workers: int = typer.Option(1, min=1, help="Worker processes or Ray actors (each loads its own face models).",
                                 rich_help_panel=P.SPEED),
-    engine: Engine | None = typer.Option(None, help="inline | processes | ray (default: inline for one worker, "
-                                         "processes for several). ray: the rows on a Ray cluster's actors; DATA must "
-                                         "be one shared path on every node.", rich_help_panel=P.SPEED),
-    ray_address: str | None = typer.Option(None, help="--engine ray: the cluster (default: auto when RAY_ADDRESS "
-                                           "is set, else a new local instance).", rich_help_panel=P.SPEED),
-    ray_cpus: float = typer.Option(1.0, min=0.01, help="--engine ray: CPUs each actor reserves.",
-                                   rich_help_panel=P.SPEED),
+    engine: MergingEngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    ray_cpus: RayCpusOpt = 1.0,
     masks: MaskMode = typer.Option("auto", help="auto: mask the caption's region phrases with --parser (a given "
                               "mask wins for its phrase) | given: only the manifest's masks.", rich_help_panel=P.DATA),
     parser: str = typer.Option("mesh", help="Face parser for auto masks: mesh (offline, mediapipe landmarks) | "

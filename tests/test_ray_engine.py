@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -29,14 +30,15 @@ from fmu.core.runner.generate import run_generate  # noqa: E402
 SETTINGS = {"steps": 3, "batch_size": 2, "shading": False, "threads": 1}
 ARGS = ["--steps", "3", "--batch-size", "2", "--no-shading", "--threads", "1"]
 RAY = {"engine": "ray", "device": "cpu,cpu", "ray_cpus": 3}
+NICENESS = "RAY_worker_niceness"  # Ray's spelling: its RayConfig entry worker_niceness (default 15)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     # Ray starts its workers at niceness 15: beside busy processes (a loaded CI machine) the actors got
     # 1-5 % of a core and these tests crawled; the raylets read this at start and pass it on
-    saved = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
+    saved = os.environ.get(NICENESS)
+    os.environ[NICENESS] = "0"
     # an explicit address: ray.init without one may join a dead cluster /tmp/ray remembers
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     c.add_node(num_cpus=4)
@@ -45,9 +47,9 @@ def cluster():
     ray.shutdown()
     c.shutdown()
     if saved is None:
-        os.environ.pop("RAY_worker_niceness")
+        os.environ.pop(NICENESS)
     else:
-        os.environ["RAY_worker_niceness"] = saved
+        os.environ[NICENESS] = saved
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +240,24 @@ def test_prepare_on_ray_gives_the_inline_engines_data(cluster, photos, tmp_path)
     assert sorted(report["id"]) == ["astronaut", "broken", "chelsea", "t1", "tom_hanks"]
     timings = json.loads((tmp_path / "ray" / "run.json").read_text())["timings"]
     assert timings["engine"] == "ray" and timings["units"] == 5 and 1 <= timings["engine_workers"] <= 2
+
+
+def test_score_on_ray_gives_the_one_process_scores(cluster, photos, tmp_path):
+    """`fmu score --engine ray`: the rows' units on the cluster's actors, merged; the same rows,
+    values and summary as the one-process score."""
+    from score_inputs import assert_same_scores, make_score_run  # tests/score_inputs.py
+
+    from fmu.core.runner.distribute import pick_merging_engine
+    from fmu.core.scoring import ScoreOptions, score_run
+
+    src = make_score_run(tmp_path / "src", photos)
+    run = shutil.copytree(src, tmp_path / "ray")
+    shutil.copytree(src, tmp_path / "here")
+    opts = ScoreOptions(face_backends=["dlib"], metrics=("facesim", "consistency"), report=False, workers=1)
+    here = score_run(tmp_path / "here", opts, backend_from_run=False)
+    engine = pick_merging_engine("ray", "fmu score", ["cpu", "cpu"], ray_cpus=3)
+    on_ray = score_run(run, replace(opts, device="cpu,cpu", engine="ray"), backend_from_run=False, engine=engine)
+    assert_same_scores(on_ray, here, columns=("facesim_dlib", "pose_error_deg", "light_error"))
+    assert here.summary["metrics"]["facesim_dlib"]["n_detected"] == 10
+    timings = on_ray.summary["timings"]
+    assert timings["engine"] == "ray" and 1 <= timings["engine_workers"] <= 2 and timings["units"] > 2

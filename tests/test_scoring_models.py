@@ -3,8 +3,6 @@ models of the same architectures, against independent computations."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -21,37 +19,6 @@ def _images(n, size, seed=0):
     base = rng.integers(0, 256, (1, size, size, 3))
     # correlated images so similarities are not all ~0
     return [np.clip(base + rng.integers(-60, 60, (size, size, 3)), 0, 255).astype(np.uint8)[0] for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from fmu.core.scoring.clip_score import _image_processor_class
-
-    d = tmp_path_factory.mktemp("clip")
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [" ", ","]
-    vocab = {}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).eval().save_pretrained(d)
-    _image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
 
 
 def test_clip_t_and_clip_i_equal_clipmodel_logits(tiny_clip):

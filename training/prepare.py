@@ -34,7 +34,7 @@ from fmu.core.manifest.schema import READ_ERROR
 from fmu.core.out_lock import locked_output, remove_stale_temp_files
 from fmu.core.regions import get_parser
 from fmu.core.run_record import write_run_record
-from fmu.core.runner.distribute import inline_distributor, pick_engine
+from fmu.core.runner.distribute import inline_distributor, pick_merging_engine
 from fmu.core.shading.render import resolve_backend
 from fmu.core.tables import write_table
 
@@ -224,13 +224,10 @@ def engine_name(cfg: PrepareConfig) -> str:
 
 def _pick_engine(cfg: PrepareConfig):
     """The engine (core.runner.distribute) for `--engine` (default: inline for one worker, processes
-    for several); a usage error before any row is read. torchrun ranks share out generate's units,
-    not prepare's: one prepare run merges every row, so it runs on processes or Ray."""
-    if cfg.engine == "torchrun":
-        raise UsageError("--engine torchrun: fmu prepare runs on this machine's processes or on a Ray cluster; "
-                         "use --engine processes or --engine ray")
-    return pick_engine(engine_name(cfg), ["cpu"] * cfg.workers,
-                       world=1, ray_address=cfg.ray_address, ray_cpus=cfg.ray_cpus)
+    for several); a usage error before any row is read (torchrun among them: one prepare run merges
+    every row)."""
+    return pick_merging_engine(engine_name(cfg), "fmu prepare", ["cpu"] * cfg.workers,
+                               ray_address=cfg.ray_address, ray_cpus=cfg.ray_cpus)
 
 
 def _prepare(cfg: PrepareConfig, rows: list[dict], run_with: tuple, captioner, progress,

@@ -44,6 +44,17 @@ def pick_engine(name: str | None, devices: list[str], world: int, ray_address: s
             "torchrun": torchrun_distributor}[name]
 
 
+def pick_merging_engine(name: str, command: str, devices: list[str], ray_address: str | None = None,
+                        ray_cpus: float = 1.0) -> Callable:
+    """The engine for a command that merges every row's result in one process at the end (`fmu
+    prepare`, `fmu score`): inline, processes or ray. torchrun ranks each finish their own share,
+    which such a command cannot merge: a usage error."""
+    if name == "torchrun":
+        raise UsageError(f"--engine torchrun: {command} runs on this machine's processes or on a Ray cluster; "
+                         "use --engine processes or --engine ray")
+    return pick_engine(name, devices, world=1, ray_address=ray_address, ray_cpus=ray_cpus)
+
+
 def rank_shard(indices, rank: int, world: int) -> list:
     """This rank's share of the unit indices: every world-th, starting at its rank."""
     return list(indices)[rank::world]

@@ -22,6 +22,11 @@ class ScoreOptions:
     # of the embedding models (CLIP, DINO); LPIPS and FID keep the fp32 their published values come from
     precision: str = "fp32"
     workers: int = 2
+    # how the row metrics are spread (units.py): inline = this process; processes / ray = one worker per
+    # `device` entry (a comma list), picked by the caller from core/runner/distribute.py
+    engine: str = "inline"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
     batch_size: int = 16
     report: bool = True
     sheet: bool = False                   # sheet.png, a contact sheet (sheet.py)

@@ -8,6 +8,11 @@ A metric's `compute(rows, opts, progress, **variant)` fills its columns through 
 (a `rows.ScoreRows`), fails rows through `rows.fail(i, reason)`, and returns its summary entries
 `{summary key: stats}`; raising `MetricUnavailable` (or anything else) marks those entries
 unavailable with the reason, and the other metrics still run.
+
+On an engine (`fmu score --engine processes|ray`, `engine.py`) a metric of scope "row" runs on each
+unit of rows in a worker, and `merge(key, parts, rows)` makes one summary entry of the units' entries
+(`rows`: every row's merged columns); a metric of scope "set" (FID: one number over all outputs)
+runs once in the driver over every row.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+
+from .rows import mean_of
 
 Line = tuple[str, str, str, str]   # (metric, value, n, note): one line of the summary table / report
 
@@ -52,7 +59,9 @@ class Metric:
     steps, (step name, summary keys, keyword arguments of `compute`) each (FaceSim: one per face
     backend), else one step named after the metric filling every key; `check(opts)`: raises a
     UsageError before any work (a precision the device cannot run); `plots(scores, summary)`: inline
-    SVGs for the report's Distributions; `order`: place in lists (built-ins 10..60)."""
+    SVGs for the report's Distributions; `order`: place in lists (built-ins 10..60); `scope`: row (a
+    value per row, computable on a part of the rows) or set (one value over all rows); `merge(key,
+    parts, rows)`: one summary entry from the entries of the units (default `merge_means`)."""
 
     name: str
     help: str
@@ -64,6 +73,8 @@ class Metric:
     check: Callable[..., None] | None = None
     plots: Callable[..., list[str]] | None = None
     order: int = 100
+    scope: str = "row"
+    merge: Callable[[str, list[dict], object], dict] | None = None
 
     def steps(self, opts) -> list[Step]:
         if self.variants is None:
@@ -72,6 +83,19 @@ class Metric:
 
     def summary_lines(self, key: str, stats: dict) -> list[Line]:
         return (self.lines or mean_lines())(key, stats)
+
+    def merged(self, key: str, parts: list[dict], rows) -> dict:
+        """Summary entry `key` over every unit: unavailable only when no unit had it (the first
+        reason), else the metric's merge of the available entries, noting units that lacked it."""
+        ok = [p for p in parts if p.get("available")]
+        if not ok:
+            return parts[0] if parts else {"available": False, "reason": "no unit ran this metric"}
+        entry = {"available": True, **(self.merge or merge_means)(key, ok, rows)}
+        lacking = [p for p in parts if not p.get("available")]
+        if lacking:
+            entry["units_unavailable"] = len(lacking)
+            entry["unavailable_reason"] = lacking[0].get("reason")
+        return entry
 
 
 _METRICS: dict[str, Metric] = {}
@@ -129,6 +153,32 @@ def fmt(x: float | None, digits: int = 4) -> str:
 def mean_lines(digits: int = 4) -> Callable[[str, dict], list[Line]]:
     """The usual line: the entry's mean, its count and its scale."""
     return lambda key, m: [(key, fmt(m["mean"], digits), str(m["n"]), m.get("scale", ""))]
+
+
+def summed_counts(parts: list[dict]) -> dict:
+    """The first entry's fields with every count (`n`, `n_*`) summed over the entries."""
+    out = dict(parts[0])
+    for name, value in parts[0].items():
+        if (name == "n" or name.startswith("n_")) and isinstance(value, int):
+            out[name] = sum(p.get(name) or 0 for p in parts)
+    return out
+
+
+def weighted_mean(parts: list[dict], field: str, weight: str = "n") -> float | None:
+    """The mean of the entries' `field`, each weighted by its `weight` count (None: no entry has one)."""
+    pairs = [(p[field], p.get(weight) or 0) for p in parts if p.get(field) is not None]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
+
+
+def merge_means(key: str, parts: list[dict], rows) -> dict:
+    """The usual merge: counts summed, and `mean` the mean of the merged per-row column named `key`
+    when there is one (else the units' means weighted by their `n`)."""
+    out = summed_counts(parts)
+    if "mean" in out:
+        column = rows.values.get(key)
+        out["mean"] = mean_of(column) if column is not None else weighted_mean(parts, "mean")
+    return out
 
 
 def _load_builtins() -> None:

@@ -20,8 +20,8 @@ from ..images import atomic_write_bytes
 
 STATE_NAME = ".score_state.json"
 _PATH_COLUMNS = ("image_path", "reference_path", "target_path")
-# options that cannot change a value: how much parallelism, whether a report is drawn
-_NEUTRAL_OPTIONS = ("workers", "report")
+# options that cannot change a value: how much parallelism, where the engine runs, whether a report is drawn
+_NEUTRAL_OPTIONS = ("workers", "report", "engine", "ray_address", "ray_cpus")
 
 
 def _stat(path: str | None) -> list | None:

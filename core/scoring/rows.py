@@ -25,6 +25,13 @@ def decode_all(paths: list[str], workers: int) -> dict[str, np.ndarray | ImageEr
         return dict(zip(paths, pool.map(one, paths)))
 
 
+def image_paths(rows_df: pl.DataFrame) -> list[str]:
+    """Every output and reference path the rows name (a row of several people names one reference
+    per person, `|`-separated), sorted, each once."""
+    return sorted({p for col in ("image_path", "reference_path") for v in rows_df[col] if v
+                   for p in split_paths(v) if p})
+
+
 def mean_of(values: list) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None

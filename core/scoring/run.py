@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 
-from ..devices import parse_device
+from ..devices import parse_device, parse_devices
 from ..errors import UsageError
 from ..faces.insightface_backend import find_pack
 from ..images import atomic_write_bytes
-from ..manifest.people_layout import split_paths
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json
 from ..shading.controls import CONTROL_COLUMNS
@@ -30,12 +30,14 @@ from ..tables import write_table
 from .inputs import GATE_COLUMNS, gating_counts, rows_from_images, rows_from_run
 from .lpips import find_weights
 from .options import ScoreOptions
-from .registry import Step, columns, registered
+from .registry import columns, registered
 from .report import render_report
 from .resume import ScoreState, fingerprint
-from .rows import ScoreRows, decode_all
+from .rows import ScoreRows, decode_all, image_paths
 from .sheet import write_sheet
+from .steps import attempt, no_progress
 from .summary_table import print_summary
+from .units import apply, clear_units, run_units
 from .weights import MetricUnavailable, check_given_file, check_given_model
 
 # scores.parquet's type of each kind of per-row column (registry.Column.kind)
@@ -75,79 +77,89 @@ class ScoreResult:
         return self.summary["n_ok"] == self.summary["n_requested"]
 
 
-def _null_progress(label, total):
-    return lambda n=1: None
-
-
 def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None = None,
-               console=None, progress=None) -> ScoreResult:
+               console=None, progress=None, engine: Callable | None = None) -> ScoreResult:
     """Score prepared rows (see `inputs`) and write scores.parquet, summary.json, report.html.
-    `progress`: a rich Progress shown while the metrics run (None: no bar)."""
+    `progress`: a rich Progress shown while the metrics run (None: no bar). `engine`: an engine of
+    core/runner/distribute.py (`opts.engine` names it) running the row metrics over units of rows on
+    `opts.device`'s devices (None: every metric in this process, one device)."""
     opts = opts or ScoreOptions()
     # checked before any work: a device or precision torch cannot run here is a usage error
-    opts = replace(opts, device=parse_device(opts.device))
+    devices = parse_devices(opts.device) if engine is not None else [parse_device(opts.device)]
+    opts = replace(opts, device=devices[0] if engine is None else ",".join(devices))
     chosen = [m for m in registered() if m.name in opts.metrics]
     for metric in chosen:
         if metric.check is not None:
-            metric.check(opts)
+            metric.check(replace(opts, device=devices[0]))
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     progress_ctx, progress = _make_progress(progress)
     with progress_ctx:
-        t = time.perf_counter()
-        # a row of several people names one reference per person, `|`-separated
-        paths = sorted({p for col in ("image_path", "reference_path") for v in rows_df[col] if v
-                        for p in split_paths(v) if p})
-        decode_task = progress("decode", 1)
-        decoded = decode_all(paths, opts.workers)
-        decode_task(1)
-        timings["decode_s"] = time.perf_counter() - t
-        rows = ScoreRows(rows_df, decoded)
-        # a score killed part-way resumes after its last finished metric
-        state = ScoreState.load(out_dir, fingerprint(rows_df, opts))
-        state.restore(rows)
-        metrics: dict[str, dict] = dict(state.metrics)
-        timings.update({k: v for k, v in state.timings.items() if k != "decode_s"})
-        steps = [step for metric in chosen for step in metric.steps(opts)]
-        resumed = [step.name for step in steps if step.name in state.done]
-        for step in steps:
-            if step.name not in state.done:
-                metrics.update(_attempt(step, rows, opts, progress, timings))
-                state.save(step.name, metrics, timings, rows)
-
+        if engine is None:
+            rows, decoded, metrics, timings, resumed = _score_here(rows_df, out_dir, opts, chosen, progress)
+        else:
+            rows, decoded, metrics, timings, resumed = _score_on_engine(rows_df, out_dir, opts, chosen, engine,
+                                                                         devices, progress)
     scores = _scores_frame(rows)
     summary = _summary(rows, metrics, timings, time.perf_counter() - started)
     summary["resumed_metrics"] = resumed
     _write_outputs(out_dir, scores, summary, rows, decoded, opts)
-    state.clear()
+    ScoreState(out_dir, "").clear()
+    clear_units(out_dir)
     if console is not None:
         print_summary(console, summary)
     return ScoreResult(scores, summary, out_dir)
 
 
-def _attempt(step: Step, rows: ScoreRows, opts: ScoreOptions, progress, timings: dict) -> dict[str, dict]:
-    """The summary entries of one step: its stats marked available, or every key it fills marked
-    unavailable with the reason (a missing model, a broken weights file: that metric's problem, not
-    the run's)."""
-    t0 = time.perf_counter()
-    try:
-        result = step.run(rows, opts, progress)
-    except MetricUnavailable as exc:
-        reason = str(exc)
-    except Exception as exc:  # noqa: BLE001  a broken model file is this metric's problem, not the run's
-        reason = f"failed: {type(exc).__name__}: {exc}"[:300]
-    else:
-        return {key: {"available": True, **stats} for key, stats in result.items()}
-    finally:
-        timings[f"{step.name}_s"] = round(time.perf_counter() - t0, 3)
-    return {key: {"available": False, "reason": reason} for key in step.keys}
+def _score_here(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions, chosen: list, progress) -> tuple:
+    """Every chosen metric in this process, metric by metric; a score killed part-way resumes after
+    its last finished metric."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    decode_task = progress("decode", 1)
+    decoded = decode_all(image_paths(rows_df), opts.workers)
+    decode_task(1)
+    timings["decode_s"] = time.perf_counter() - t
+    rows = ScoreRows(rows_df, decoded)
+    state = ScoreState.load(out_dir, fingerprint(rows_df, opts))
+    state.restore(rows)
+    metrics: dict[str, dict] = dict(state.metrics)
+    timings.update({k: v for k, v in state.timings.items() if k != "decode_s"})
+    steps = [step for metric in chosen for step in metric.steps(opts)]
+    resumed = [step.name for step in steps if step.name in state.done]
+    for step in steps:
+        if step.name not in state.done:
+            metrics.update(attempt(step, rows, opts, progress, timings))
+            state.save(step.name, metrics, timings, rows)
+    return rows, decoded, metrics, timings, resumed
+
+
+def _score_on_engine(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions, chosen: list, engine: Callable,
+                     devices: list[str], progress) -> tuple:
+    """The row metrics on the engine's workers, unit by unit (units.py; a re-run reuses finished
+    units); then, here, the set metrics (FID) over every row. Images are decoded here only when a
+    set metric, the report or the sheet needs them."""
+    merged = run_units(rows_df, out_dir, opts, fingerprint(rows_df, opts), engine, devices, progress)
+    timings = {**merged.timings, "engine": opts.engine, **merged.counters}
+    set_steps = [step for metric in chosen if metric.scope == "set" for step in metric.steps(opts)]
+    decoded = {}
+    if set_steps or opts.report or opts.sheet:
+        t = time.perf_counter()
+        decoded = decode_all(image_paths(rows_df), opts.workers)
+        timings["decode_s"] = round(time.perf_counter() - t, 3)
+    rows = ScoreRows(rows_df, decoded)
+    metrics = apply(merged, rows)
+    here = replace(opts, device=devices[0])
+    for step in set_steps:
+        metrics.update(attempt(step, rows, here, progress, timings))
+    resumed = ["units"] if merged.counters["units_resumed"] else []
+    return rows, decoded, metrics, timings, resumed
 
 
 def _make_progress(prog):
     """A task factory over the caller's bar; the bar shows while the metrics run (entered here)."""
     if prog is None:
-        return contextlib.nullcontext(), _null_progress
+        return contextlib.nullcontext(), no_progress
 
     def new_task(label, total):
         task_id = prog.add_task(label, total=total)
@@ -204,7 +216,7 @@ def _write_outputs(out_dir: Path, scores: pl.DataFrame, summary: dict, rows: Sco
 
 
 def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
-              backend_from_run: bool = True, progress=None) -> ScoreResult:
+              backend_from_run: bool = True, progress=None, engine: Callable | None = None) -> ScoreResult:
     """Score `RUN_DIR/results.parquet`. Without explicit backends, the run's own face backend
     (run.json) is used, so a run generated with ArcFace is scored with ArcFace."""
     opts = opts or ScoreOptions()
@@ -216,11 +228,12 @@ def score_run(run_dir: Path, opts: ScoreOptions | None = None, console=None,
     rows = rows_from_run(run_dir)
     with locked_output(run_dir, "score"):  # not while a generate (or another score) writes there
         remove_stale_temp_files(run_dir)
-        return score_rows(rows, Path(run_dir), opts, console, progress)
+        return score_rows(rows, Path(run_dir), opts, console, progress, engine)
 
 
 def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
-                 opts: ScoreOptions | None = None, console=None, progress=None) -> ScoreResult:
+                 opts: ScoreOptions | None = None, console=None, progress=None,
+                 engine: Callable | None = None) -> ScoreResult:
     """Score a folder of `<id>_<k>.png` / `<id>.png` images paired by a manifest; outputs go to
     `out_dir` (default: the images folder)."""
     if out_dir is None:
@@ -230,4 +243,4 @@ def score_images(images_dir: Path, manifest: Path, out_dir: Path | None = None,
     rows = rows_from_images(images_dir, manifest)
     with locked_output(out_dir, "score"):
         remove_stale_temp_files(out_dir)
-        return score_rows(rows, Path(out_dir), opts, console, progress)
+        return score_rows(rows, Path(out_dir), opts, console, progress, engine)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..clip_score import ClipScorer, clip_i, clip_t
+from ..loaded import model
 from ..registry import Column, Metric, mean_lines, register
 from ..rows import mean_of, model_dtype
 
 
 def score_clip(rows, opts, progress) -> dict:
-    scorer = ClipScorer(opts.clip_model, opts.device, opts.batch_size, model_dtype(opts))
+    scorer = model(ClipScorer, opts.clip_model, opts.device, opts.batch_size, model_dtype(opts))
     idx = rows.with_output()
     pair = [i for i in idx if rows.ref[i] is not None]
     keys, ref_images = rows.unique_refs(pair)

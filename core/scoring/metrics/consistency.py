@@ -14,15 +14,16 @@ from ...shading.mesh import ReconstructorUnavailable
 from .. import person_scores
 from ..consistency import rmse
 from ..inputs import FRAME_COLUMNS
+from ..loaded import model
 from ..plots import svg_histogram
-from ..registry import Column, Metric, fmt, register
+from ..registry import Column, Metric, fmt, register, summed_counts
 from ..rows import decode_all
 from ..weights import MetricUnavailable
 
 
 def score_consistency(rows, opts, progress) -> dict:
     try:
-        scorer = ConsistencyScorer()
+        scorer = model(ConsistencyScorer)
     except ReconstructorUnavailable as exc:
         raise MetricUnavailable(str(exc)) from None
     idx = rows.with_pair()
@@ -117,6 +118,12 @@ def _people_consistency(rows, several: list[int], scorer, opts, task) -> tuple[i
     return n_no_fit, n_requested
 
 
+def merge(key: str, parts: list[dict], rows) -> dict:
+    """The units' entries as one: counts summed, the RMSEs over every row's merged errors."""
+    return {**summed_counts(parts), "pose_rmse_deg": rmse(rows.values.get("pose_error_deg", [])),
+            "light_rmse": rmse(rows.values.get("light_error", []))}
+
+
 def lines(key: str, m: dict) -> list:
     note = f"{m['n_no_fit']} rows without a 3D fit"
     if m.get("n_against_request"):
@@ -133,6 +140,7 @@ def plots(scores, summary: dict) -> list[str]:
 
 register(Metric(
     name="consistency", order=60, compute=score_consistency, keys=("pose_light",), lines=lines, plots=plots,
+    merge=merge,
     help="Pose-RMSE (degrees) and Light-RMSE of the output's 3D face fit against its source or the request",
     columns=(Column("pose_error_deg", label="pose err °", digits=1), Column("light_error", label="light err"),
              Column("people_pose_error_deg", "floats", label="pose err °", digits=1, person=True),

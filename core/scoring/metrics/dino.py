@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..dino import DinoScorer, dino_similarity
+from ..loaded import model
 from ..registry import Column, Metric, register
 from ..rows import mean_of, model_dtype
 
 
 def score_dino(rows, opts, progress) -> dict:
-    scorer = DinoScorer(opts.dino_model, opts.device, opts.batch_size, model_dtype(opts))
+    scorer = model(DinoScorer, opts.dino_model, opts.device, opts.batch_size, model_dtype(opts))
     idx = rows.with_pair()
     keys, ref_images = rows.unique_refs(idx)
     task = progress("DINO", len(idx) + len(keys))

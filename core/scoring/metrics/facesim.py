@@ -9,15 +9,16 @@ from ...faces.matching import row_values
 from ...manifest.people_layout import label, split_paths
 from .. import facesim, person_scores
 from ..face_batch import face_embeddings
+from ..loaded import model
 from ..plots import svg_histogram
-from ..registry import Column, Metric, fmt, register
+from ..registry import Column, Metric, fmt, register, summed_counts, weighted_mean
 from ..weights import MetricUnavailable
 
 
 def score_facesim(rows, opts, progress, backend: str) -> dict:
     col = facesim.column_for(backend)
     try:
-        face_backend = get_backend(backend, device=face_device(opts.device), models_dir=opts.face_models,
+        face_backend = model(get_backend, backend, device=face_device(opts.device), models_dir=opts.face_models,
                                    det_size=opts.det_size)
     except Exception as exc:  # noqa: BLE001  missing pack, missing onnx files, ...: the metric is unavailable
         raise MetricUnavailable(f"face backend {backend!r}: {exc}") from None
@@ -89,6 +90,15 @@ def _several_people(rows, several: list[int], face_backend, backend: str, idx: l
         found.append(who.reason is None)
 
 
+def merge(key: str, parts: list[dict], rows) -> dict:
+    """The units' entries as one: counts summed, each mean weighted by the count it is over."""
+    out = summed_counts(parts)
+    out.update(mean_strict=weighted_mean(parts, "mean_strict"),
+               mean_detected=weighted_mean(parts, "mean_detected", "n_detected"),
+               match_rate_strict=weighted_mean(parts, "match_rate_strict"))
+    return out
+
+
 def lines(key: str, m: dict) -> list:
     return [(key, f"{fmt(m['mean_strict'])} strict / {fmt(m['mean_detected'])} detected-only",
              f"{m['n']} ({m['n_no_face']} no face)",
@@ -120,5 +130,5 @@ def _columns() -> tuple[Column, ...]:
 register(Metric(
     name="facesim", order=10, compute=score_facesim,
     help="identity similarity of the output's face to the reference's, per face backend (--face-backend)",
-    keys=tuple(facesim.column_for(b) for b in BACKENDS), columns=_columns(), lines=lines, plots=plots,
+    keys=tuple(facesim.column_for(b) for b in BACKENDS), columns=_columns(), lines=lines, plots=plots, merge=merge,
     variants=lambda opts: [(f"facesim_{b}", (facesim.column_for(b),), {"backend": b}) for b in opts.face_backends]))

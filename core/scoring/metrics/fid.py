@@ -22,5 +22,5 @@ def lines(key: str, m: dict) -> list:
 
 
 register(Metric(
-    name="fid", order=50, compute=score_fid, keys=("fid",), lines=lines,
+    name="fid", order=50, compute=score_fid, keys=("fid",), lines=lines, scope="set",
     help="Frechet Inception Distance of the outputs to the references (one number per run), --fid-weights"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..loaded import model
 from ..lpips import LpipsScorer
 from ..registry import Column, Metric, register
 from ..rows import mean_of
 
 
 def score_lpips(rows, opts, progress) -> dict:
-    scorer = LpipsScorer(opts.lpips_weights, opts.device, max(1, opts.batch_size // 2))
+    scorer = model(LpipsScorer, opts.lpips_weights, opts.device, max(1, opts.batch_size // 2))
     idx = rows.with_pair()
     task = progress("LPIPS", len(idx))
     vals = scorer.distances([rows.ref[i] for i in idx], [rows.out[i] for i in idx])
