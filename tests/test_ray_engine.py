@@ -35,8 +35,8 @@ RAY = {"engine": "ray", "device": "cpu,cpu", "ray_cpus": 3}
 def cluster():
     # Ray starts its workers at niceness 15: beside busy processes (a loaded CI machine) the actors got
     # 1-5 % of a core and these tests crawled; the raylets read this at start and pass it on
-    saved = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
+    saved = os.environ.get("RAY_worker_niceness")  # noqa: SIM112  Ray reads this exact (lower-case) name
+    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112  Ray reads this exact (lower-case) name
     # an explicit address: ray.init without one may join a dead cluster /tmp/ray remembers
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     c.add_node(num_cpus=4)
@@ -47,7 +47,7 @@ def cluster():
     if saved is None:
         os.environ.pop("RAY_worker_niceness")
     else:
-        os.environ["RAY_worker_niceness"] = saved
+        os.environ["RAY_worker_niceness"] = saved  # noqa: SIM112  Ray reads this exact (lower-case) name
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def manifest(tmp_path_factory, photos):
 @pytest.fixture(scope="module")
 def inline(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("inline")
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, engine="inline", **SETTINGS))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, engine="inline", **SETTINGS))
     assert summary.exit_code == 0 and summary.ok == 12
     return out
 
@@ -100,7 +100,7 @@ def _recorded_once(out):
 
 def test_ray_images_are_byte_identical_to_inline(cluster, manifest, inline, tmp_path):
     out = tmp_path / "ray"
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     assert summary.exit_code == 0 and summary.ok == 12
     assert _bytes(out) == _bytes(inline) and len(_bytes(out)) == 12
     assert _recorded_once(out)["worker"].n_unique() == 2, "both actors (one per node) should have taken units"
@@ -115,7 +115,7 @@ def _run_in_thread(cfg):
 
 def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline, tmp_path):
     out = tmp_path / "kill"
-    thread, result = _run_in_thread(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    thread, result = _run_in_thread(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     worker = _first_shard(out)  # rank0:cpu:pid<N>
     os.kill(int(worker.rsplit("pid", 1)[1]), signal.SIGKILL)
     thread.join(timeout=600)
@@ -127,7 +127,7 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline
 
     out = tmp_path / "node"
     worker_node = next(iter(cluster.worker_nodes))
-    thread, result = _run_in_thread(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    thread, result = _run_in_thread(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     _first_shard(out)
     cluster.remove_node(worker_node)
     thread.join(timeout=600)
@@ -174,8 +174,8 @@ def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, 
     kept = {r: (out / r).stat().st_mtime_ns for r in first["image"]}
 
     started = time.time()
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, steps=12, batch_size=1, shading=False,
-                                          threads=1, engine="ray", device="cpu,cpu", ray_cpus=3))
+    summary = run_generate(GenerateConfig.from_options(manifest, out=out, steps=12, batch_size=1, shading=False,
+                                                       threads=1, engine="ray", device="cpu,cpu", ray_cpus=3))
     assert summary.exit_code == 0 and summary.ok == 12 and summary.skipped == first.height
     df = _recorded_once(out)
     redone = set(df.filter(pl.col("finished_at") >= started)["id"])
@@ -189,7 +189,7 @@ def test_ray_writes_webdataset_shards_with_inlines_pixels(cluster, manifest, inl
     with the inline engine's pixels (the writer stage is the same one the local engines call)."""
     wds = pytest.importorskip("webdataset")
     out = tmp_path / "ray-wds"
-    cfg = GenerateConfig(manifest=manifest, out=out, writer="webdataset", shard_size=4, **SETTINGS, **RAY)
+    cfg = GenerateConfig.from_options(manifest=manifest, out=out, writer="webdataset", shard_size=4, **SETTINGS, **RAY)
     summary = run_generate(cfg)
     assert summary.exit_code == 0 and summary.ok == 12
     df = _recorded_once(out)
@@ -207,7 +207,7 @@ def test_ray_writes_an_imagefolder_dataset_with_inlines_pixels(cluster, manifest
     """`--writer hf` under Ray: `datasets` loads every row once, with the inline engine's pixels."""
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "ray-hf"
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, writer="hf", **SETTINGS, **RAY))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, writer="hf", **SETTINGS, **RAY))
     assert summary.exit_code == 0 and summary.ok == 12
     _recorded_once(out)
     ds = datasets.load_dataset("imagefolder", data_dir=str(out / "dataset"), split="train")
