@@ -90,10 +90,11 @@ def write_manifest(folder: Path, refs: list[str], prompts: int) -> Path:
 
 def fmu_run(manifest: Path, out: Path, preset: str, steps: int, batch: int, devices: str = "cpu",
             threads: int | None = None, **engine) -> dict:
-    from fmu.core.runner.generate import GenerateConfig, run_generate
+    from fmu.core.runner.config import GenerateConfig
+    from fmu.core.runner.generate import run_generate
 
-    cfg = GenerateConfig(manifest=manifest, out=out, preset=preset, steps=steps, batch_size=batch,
-                         device=devices, threads=threads, **engine)
+    cfg = GenerateConfig.from_options(manifest, out=out, preset=preset, steps=steps, batch_size=batch,
+                                      device=devices, threads=threads, **engine)
     start = time.perf_counter()
     summary = run_generate(cfg)
     wall = time.perf_counter() - start

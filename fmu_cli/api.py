@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from fmu.core.model.pipeline import Request
 from fmu.core.model.presets import SPECS, ensure_preset
 from fmu.core.model.settings import PROMPT_PREFIX, Settings, with_prefix
 from fmu.core.runner.conditions import ConditionProvider
-from fmu.core.runner.config import GenerateConfig
+from fmu.core.runner.config import OPTION_GROUP, GenerateConfig
 from fmu.core.runner.generate import RunSummary, run_generate
 from fmu.core.scoring import ScoreOptions, ScoreResult, check_options, metric_names, score_images, score_run
 
@@ -73,19 +72,17 @@ def library_output(verbose: bool):
                 transformers_logging.enable_progress_bar()
 
 
-_GENERATE_OPTIONS = {f.name for f in fields(GenerateConfig)} - {"manifest", "out"}
-
-
 def generate(manifest: str | Path, out: str | Path = "runs/latest", *, verbose: bool = False,
              **options) -> RunSummary:
-    """Run `fmu generate MANIFEST --out OUT`; `options`: GenerateConfig's fields (the command's
-    flags with `_` for `-`: steps=30, device="cuda", batch_size=8, ...). Returns the run summary
-    (ok, failed, skipped, seconds, exit_code); results.parquet and run.json are in `out`."""
-    unknown = sorted(set(options) - _GENERATE_OPTIONS)
+    """Run `fmu generate MANIFEST --out OUT`; `options`: the run's options by their flat names (the
+    command's flags with `_` for `-`: steps=30, device="cuda", batch_size=8, ...; each belongs to
+    one of GenerateConfig's groups). Returns the run summary (ok, failed, skipped, seconds,
+    exit_code); results.parquet and run.json are in `out`."""
+    unknown = sorted(set(options) - set(OPTION_GROUP))
     if unknown:
         raise TypeError(f"generate() got unknown options {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(_GENERATE_OPTIONS))}")
-    cfg = GenerateConfig(manifest=Path(manifest), out=Path(out), **options)
+                        f"known: {', '.join(sorted(OPTION_GROUP))}")
+    cfg = GenerateConfig.from_options(Path(manifest), out=Path(out), **options)
     with library_output(verbose), (progress_bar() if verbose else nullcontext()) as progress:
         return run_generate(cfg, progress=progress)
 

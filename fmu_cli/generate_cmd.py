@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -16,7 +17,15 @@ from rich.table import Table
 from fmu.core.errors import Interrupted
 from fmu.core.out_lock import lock_first
 from fmu.core.runner.config import DEFAULTS as D
-from fmu.core.runner.config import GenerateConfig
+from fmu.core.runner.config import (
+    EngineOptions,
+    GenerateConfig,
+    LoadOptions,
+    OutputOptions,
+    SamplingOptions,
+    SourceOptions,
+)
+from fmu.core.runner.gating import Gate
 
 from . import panels as P
 from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
@@ -179,23 +188,11 @@ def generate(
     Exit code: 0 all rows ok, 1 some rows failed, 2 usage error; 130 / 143 stopped by Ctrl-C /
     SIGTERM (finished images are kept and recorded; re-run to finish).
     """
+    cfg = run_config(**{name: value for name, value in locals().items() if name != "progress_interval"})
     # deferred: heavy (torch); keeps the CLI start fast
     from fmu.core.runner.generate import run_generate
     from fmu.core.runner.preflight import check_generate
 
-    cfg = GenerateConfig(
-        manifest=manifest, out=out, preset=preset, weights=weights, base_model=base_model, adapter=adapter,
-        image_encoder=image_encoder, face_backend=chosen(face_backend), face_models=face_models,
-        multi_face=chosen(multi_face), face_crop=chosen(face_crop), device=devices.strip(), batch_size=batch_size,
-        seed=seed, steps=steps, guidance_scale=guidance_scale, id_scale=id_scale, s_scale=s_scale,
-        shading_scale=shading_scale, shading=not no_shading, frame=chosen(frame), frame_scale=frame_scale,
-        save_conditions=save_conditions, renderer=chosen(renderer), cache_dir=cache_dir, threads=threads, lora=lora,
-        lora_scale=lora_scale, force_lora=force_lora, adapter_lora=adapter_lora, vae=vae, scheduler=chosen(scheduler),
-        base_config=base_config, precision=chosen(precision), vae_slicing=vae_slicing, vae_tiling=vae_tiling,
-        compile=compile, offload=offload, vae_precision=chosen(vae_precision), speed_lora=speed_lora,
-        speed_lora_scale=speed_lora_scale, vae_decoder=vae_decoder, eta=eta, engine=chosen(engine),
-        ray_address=ray_address, ray_cpus=ray_cpus, writer=writer, shard_size=shard_size, min_id_sim=min_id_sim,
-        max_pose_err=max_pose_err, max_light_err=max_light_err, max_tries=max_tries, keep_rejected=keep_rejected)
     def warn(line: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
@@ -224,6 +221,31 @@ def generate(
             table.add_row(shown(rid), str(k), shown(reason))
         console.print(table)
     raise typer.Exit(summary.exit_code)
+
+
+def run_config(manifest: Path, out: Path, **flag) -> GenerateConfig:
+    """The run's option groups from the command's flags (by the flags' names: `devices`,
+    `no_shading`; a closed choice turned into its plain value)."""
+    f = SimpleNamespace(**flag)
+    return GenerateConfig(
+        manifest=manifest, out=out,
+        source=SourceOptions(face_backend=chosen(f.face_backend), face_models=f.face_models,
+                             multi_face=chosen(f.multi_face), face_crop=chosen(f.face_crop), frame=chosen(f.frame),
+                             frame_scale=f.frame_scale, renderer=chosen(f.renderer), cache_dir=f.cache_dir),
+        load=LoadOptions(preset=f.preset, base_model=f.base_model, weights=f.weights, adapter=f.adapter,
+                         image_encoder=f.image_encoder, adapter_lora=f.adapter_lora, lora=f.lora,
+                         lora_scale=f.lora_scale, force_lora=f.force_lora, vae=f.vae, base_config=f.base_config,
+                         precision=chosen(f.precision), vae_precision=chosen(f.vae_precision), speed_lora=f.speed_lora,
+                         speed_lora_scale=f.speed_lora_scale, vae_decoder=f.vae_decoder, scheduler=chosen(f.scheduler),
+                         vae_slicing=f.vae_slicing, vae_tiling=f.vae_tiling, compile=f.compile, offload=f.offload,
+                         shading=not f.no_shading),
+        sampling=SamplingOptions(seed=f.seed, steps=f.steps, guidance_scale=f.guidance_scale, id_scale=f.id_scale,
+                                 s_scale=f.s_scale, shading_scale=f.shading_scale, eta=f.eta),
+        output=OutputOptions(writer=f.writer, shard_size=f.shard_size, save_conditions=f.save_conditions),
+        engine=EngineOptions(device=f.devices.strip(), engine=chosen(f.engine), ray_address=f.ray_address,
+                             ray_cpus=f.ray_cpus, threads=f.threads, batch_size=f.batch_size),
+        gate=Gate(min_id_sim=f.min_id_sim, max_pose_err=f.max_pose_err, max_light_err=f.max_light_err,
+                  max_tries=f.max_tries, keep_rejected=f.keep_rejected))
 
 
 @contextmanager

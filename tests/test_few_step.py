@@ -327,9 +327,9 @@ def test_generate_switches_the_features_on_by_their_calls(speed_loras, tiny_pres
 
     with pytest.raises(TypeError, match="speed_lora"):  # no feature keywords left on the loader
         FaceMakeUp.from_pretrained(*tiny_preset, speed_lora=speed_loras["kohya"])
-    cfg = GenerateConfig(manifest=tmp_path / "m.csv", out=tmp_path / "out", scheduler="lcm",
-                         speed_lora=speed_loras["kohya"], speed_lora_scale=0.7, vae_tiling=True)
-    worker = load_model(cfg, "cpu", *tiny_preset)
+    cfg = GenerateConfig.from_options(manifest=tmp_path / "m.csv", out=tmp_path / "out", scheduler="lcm",
+                                      speed_lora=speed_loras["kohya"], speed_lora_scale=0.7, vae_tiling=True)
+    worker = load_model(cfg.load, "cpu", *tiny_preset)
     calls = FaceMakeUp.from_pretrained(*tiny_preset)
     calls.set_scheduler("lcm")
     calls.load_speed_lora(speed_loras["kohya"], 0.7)

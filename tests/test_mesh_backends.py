@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from fmu.core.errors import NoFaceError, UsageError
+from fmu.core.runner.config import SourceOptions
 from fmu.core.shading.reconstruct import (
     FACE_LANDMARKER_ENV,
     MediapipeReconstructor,
@@ -106,11 +107,10 @@ def test_generate_refuses_up_front_when_the_tasks_model_is_missing(tmp_path, mon
 
     monkeypatch.setattr(reconstruct_module, "mesh_api", lambda: "tasks")
     monkeypatch.setenv(FACE_LANDMARKER_ENV, str(tmp_path / "face_landmarker.task"))
-    cfg = SimpleNamespace(shading=True, renderer="cpu")
+    source = SourceOptions(renderer="cpu")
     with pytest.raises(UsageError, match=r"shading channel: .*`fmu weights pull --set authors --only face-landmarker`"):
-        preflight.check_renderer(cfg)
-    cfg.shading = False
-    preflight.check_renderer(cfg)   # no shading channel, no mesh needed
+        preflight.check_renderer(source, shading=True)
+    preflight.check_renderer(source, shading=False)   # no shading channel, no mesh needed
 
 
 def test_tasks_api_runs_on_a_bundle_from_the_wheel(wheel_bundle, photos):

@@ -2,7 +2,10 @@
 built from the core's own tuple (listed in --help, refused by Typer with exit 2), and every
 command's usage errors end the same way."""
 
+import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
 
 import click
@@ -11,7 +14,18 @@ import typer
 from typer.testing import CliRunner
 
 from fmu.app import app
-from fmu.core.runner.config import DEFAULTS, GenerateConfig
+from fmu.core.runner.config import (
+    DEFAULT_OUT,
+    DEFAULTS,
+    GROUPS,
+    OPTION_GROUP,
+    EngineOptions,
+    GenerateConfig,
+    LoadOptions,
+    SamplingOptions,
+    SourceOptions,
+)
+from fmu.core.runner.gating import Gate
 
 
 def _params(command: str) -> dict:
@@ -39,8 +53,10 @@ def test_image_defaults_are_the_authors_demo():
     """DESIGN.md §3: 50 DDIM steps, CFG 7.5, id_scale 0.5, s_scale 0.7, ControlNet scale 0.5,
     prefix "best quality"; the face frame is 5x the landmark box."""
     cfg = GenerateConfig(manifest=Path("m.csv"))
-    assert (cfg.steps, cfg.guidance_scale, cfg.id_scale, cfg.s_scale, cfg.shading_scale) == (50, 7.5, 0.5, 0.7, 0.5)
-    assert (cfg.scheduler, cfg.prefix, cfg.frame_scale) == ("ddim", "best quality", 5.0)
+    sampling = cfg.sampling
+    assert (sampling.steps, sampling.guidance_scale, sampling.id_scale, sampling.s_scale,
+            sampling.shading_scale) == (50, 7.5, 0.5, 0.7, 0.5)
+    assert (cfg.load.scheduler, cfg.source.prefix, cfg.source.frame_scale) == ("ddim", "best quality", 5.0)
 
 
 def test_choices_are_the_cores_own_tuples():
@@ -146,13 +162,16 @@ def test_run_generate_leaves_the_config_it_was_given(tmp_path, tiny_preset):
     from fmu.core.runner.generate import run_generate
 
     (tmp_path / "m.csv").write_text("id,reference,prompt\na,missing.png,a photo\n")
-    cfg = GenerateConfig(manifest=tmp_path / "m.csv", out=tmp_path / "out", frame="center", steps=2)
-    given = json.dumps(vars(cfg), default=str)
+    cfg = GenerateConfig.from_options(tmp_path / "m.csv", out=tmp_path / "out", frame="center", steps=2)
+    given = json.dumps(cfg.flat(), default=str)
     summary = run_generate(cfg)
     assert (summary.total, summary.failed) == (1, 1)  # the row's reference is missing
-    assert json.dumps(vars(cfg), default=str) == given
+    assert json.dumps(cfg.flat(), default=str) == given and cfg.source.frame == "center"
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())
     assert recorded["config"]["frame"] == "centre" and recorded["config"]["face_backend"] == "dlib"
+    # recorded flat, by the options' own names (what `fmu score` and a re-run read)
+    assert set(recorded["config"]) == set(cfg.flat()) == {"manifest", "out", *OPTION_GROUP}
+    assert recorded["config"]["steps"] == 2 and recorded["config"]["out"] == str(tmp_path / "out")
 
 
 def test_the_progress_bar_shows_time_left():
@@ -163,3 +182,81 @@ def test_the_progress_bar_shows_time_left():
     bar = progress_bar()
     assert any(isinstance(column, TimeRemainingColumn) for column in bar.columns)
     assert progress_bar(transient=True).live.transient
+
+
+def test_every_option_lives_in_a_group():
+    """GenerateConfig holds the manifest, the output folder and one object per group: no loose
+    option a consumer could read past its group."""
+    config_fields = {f.name: f for f in dataclasses.fields(GenerateConfig)}
+    assert set(config_fields) == {"manifest", "out", "source", "load", "sampling", "output", "engine", "gate"}
+    cfg = GenerateConfig(manifest=Path("m.csv"))
+    for group, cls in GROUPS.items():
+        assert type(getattr(cfg, group)) is cls, group
+    assert (GROUPS["load"], GROUPS["sampling"], GROUPS["source"], GROUPS["engine"], GROUPS["gate"]) == (
+        LoadOptions, SamplingOptions, SourceOptions, EngineOptions, Gate)
+    # each flat option name is exactly one group's field
+    names = [f.name for cls in GROUPS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names)) == len(OPTION_GROUP) == 52
+    assert set(vars(DEFAULTS)) == {*OPTION_GROUP, "out"} and DEFAULTS.out == DEFAULT_OUT
+
+
+def test_from_options_puts_each_flat_option_in_its_group():
+    defaults = GenerateConfig(manifest=Path("m.csv"))
+    for name, group in OPTION_GROUP.items():
+        marker = object()
+        cfg = GenerateConfig.from_options("m.csv", **{name: marker})
+        assert getattr(getattr(cfg, group), name) is marker, name
+        assert cfg.flat()[name] is marker
+        for other in GROUPS:  # nothing else moved
+            if other != group:
+                assert getattr(cfg, other) == getattr(defaults, other), (name, other)
+    cfg = GenerateConfig.from_options("m.csv", out="runs/x", steps=3, device="cuda:1", writer="hf", max_tries=2,
+                                      renderer="cpu", vae_tiling=True)
+    assert (cfg.manifest, cfg.out) == (Path("m.csv"), Path("runs/x"))
+    assert (cfg.sampling.steps, cfg.engine.device, cfg.output.writer, cfg.gate.max_tries) == (3, "cuda:1", "hf", 2)
+    assert (cfg.source.renderer, cfg.load.vae_tiling) == ("cpu", True)
+    with pytest.raises(TypeError, match="unknown generate options bogus, stepz"):
+        GenerateConfig.from_options("m.csv", stepz=3, bogus=1)
+
+
+def test_the_command_line_builds_the_same_groups(tmp_path, monkeypatch):
+    """`fmu generate`'s flags, left at their defaults, make the config `from_options` makes;
+    each flag lands in its group."""
+    from fmu.core.errors import UsageError
+    from fmu.core.runner import preflight
+
+    seen = []
+
+    def stop(cfg, log=None):  # the config the command built, before anything runs
+        seen.append(cfg)
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(preflight, "check_generate", stop)
+    out = tmp_path / "out"
+    for extra in ([], ["--no-shading", "--devices", " cpu,cpu ", "--steps", "7", "--min-id-sim", "0.3",
+                       "--multi-face", "largest", "--writer", "hf", "--vae-tiling"]):
+        result = CliRunner().invoke(app, ["generate", "m.csv", "--out", str(out), *extra])
+        assert result.exit_code == 2 and "stopped by the test" in result.output, result.output
+    assert seen[0] == GenerateConfig.from_options(Path("m.csv"), out=out)
+    assert seen[1] == GenerateConfig.from_options(Path("m.csv"), out=out, shading=False, device="cpu,cpu", steps=7,
+                                                  min_id_sim=0.3, multi_face="largest", writer="hf", vae_tiling=True)
+    assert (seen[1].load.shading, seen[1].engine.device, seen[1].gate) == (False, "cpu,cpu", Gate(min_id_sim=0.3))
+
+
+def test_consumers_take_their_group_whole():
+    """The model loader takes the load options, the checks take the groups they check, the
+    worker the config whose groups it hands on: never a field list."""
+    from fmu.core.runner import preflight, worker
+
+    def hints(function):
+        return typing.get_type_hints(function)
+
+    assert list(inspect.signature(worker.load_model).parameters)[:2] == ["load", "device"]
+    assert hints(worker.load_model)["load"] is LoadOptions
+    assert hints(worker.Worker.__init__)["cfg"] is GenerateConfig
+    assert hints(preflight.check_model_files)["load"] is LoadOptions
+    assert hints(preflight.check_model_files)["source"] is SourceOptions
+    assert hints(preflight.check_devices)["load"] is LoadOptions
+    assert hints(preflight.check_renderer)["source"] is SourceOptions
+    settings = SamplingOptions(steps=9, shading_scale=0.4).settings(64, shading=False)
+    assert (settings.steps, settings.width, settings.shading_scale) == (9, 64, 0.0)

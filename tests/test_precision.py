@@ -46,7 +46,7 @@ def _demo_run(inputs: Path, out: Path, precision: str, steps: int):
     from fmu.core.runner.config import GenerateConfig
     from fmu.core.runner.generate import run_generate
 
-    cfg = GenerateConfig(manifest=inputs / "manifest.csv", out=out, steps=steps, precision=precision, threads=2)
+    cfg = GenerateConfig.from_options(inputs / "manifest.csv", out=out, steps=steps, precision=precision, threads=2)
     summary = run_generate(cfg)
     results = pl.read_parquet(out / "results.parquet").sort("id", "k")
     images = {name: np.asarray(Image.open(out / name)).astype(np.float64) for name in results["image"]}

@@ -68,7 +68,7 @@ def manifest(tmp_path_factory, photos):
 @pytest.fixture(scope="module")
 def inline(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("inline")
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, engine="inline", **SETTINGS))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, engine="inline", **SETTINGS))
     assert summary.exit_code == 0 and summary.ok == 12
     return out
 
@@ -102,7 +102,7 @@ def _recorded_once(out):
 
 def test_ray_images_are_byte_identical_to_inline(cluster, manifest, inline, tmp_path):
     out = tmp_path / "ray"
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     assert summary.exit_code == 0 and summary.ok == 12
     assert _bytes(out) == _bytes(inline) and len(_bytes(out)) == 12
     assert _recorded_once(out)["worker"].n_unique() == 2, "both actors (one per node) should have taken units"
@@ -117,7 +117,7 @@ def _run_in_thread(cfg):
 
 def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline, tmp_path):
     out = tmp_path / "kill"
-    thread, result = _run_in_thread(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    thread, result = _run_in_thread(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     worker = _first_shard(out)  # rank0:cpu:pid<N>
     os.kill(int(worker.rsplit("pid", 1)[1]), signal.SIGKILL)
     thread.join(timeout=600)
@@ -129,7 +129,7 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, manifest, inline
 
     out = tmp_path / "node"
     worker_node = next(iter(cluster.worker_nodes))
-    thread, result = _run_in_thread(GenerateConfig(manifest=manifest, out=out, **SETTINGS, **RAY))
+    thread, result = _run_in_thread(GenerateConfig.from_options(manifest=manifest, out=out, **SETTINGS, **RAY))
     _first_shard(out)
     cluster.remove_node(worker_node)
     thread.join(timeout=600)
@@ -176,8 +176,8 @@ def test_rerun_after_interrupted_ray_run_redoes_only_missing(cluster, manifest, 
     kept = {r: (out / r).stat().st_mtime_ns for r in first["image"]}
 
     started = time.time()
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, steps=12, batch_size=1, shading=False,
-                                          threads=1, engine="ray", device="cpu,cpu", ray_cpus=3))
+    summary = run_generate(GenerateConfig.from_options(manifest, out=out, steps=12, batch_size=1, shading=False,
+                                                       threads=1, engine="ray", device="cpu,cpu", ray_cpus=3))
     assert summary.exit_code == 0 and summary.ok == 12 and summary.skipped == first.height
     df = _recorded_once(out)
     redone = set(df.filter(pl.col("finished_at") >= started)["id"])
@@ -191,7 +191,7 @@ def test_ray_writes_webdataset_shards_with_inlines_pixels(cluster, manifest, inl
     with the inline engine's pixels (the writer stage is the same one the local engines call)."""
     wds = pytest.importorskip("webdataset")
     out = tmp_path / "ray-wds"
-    cfg = GenerateConfig(manifest=manifest, out=out, writer="webdataset", shard_size=4, **SETTINGS, **RAY)
+    cfg = GenerateConfig.from_options(manifest=manifest, out=out, writer="webdataset", shard_size=4, **SETTINGS, **RAY)
     summary = run_generate(cfg)
     assert summary.exit_code == 0 and summary.ok == 12
     df = _recorded_once(out)
@@ -209,7 +209,7 @@ def test_ray_writes_an_imagefolder_dataset_with_inlines_pixels(cluster, manifest
     """`--writer hf` under Ray: `datasets` loads every row once, with the inline engine's pixels."""
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "ray-hf"
-    summary = run_generate(GenerateConfig(manifest=manifest, out=out, writer="hf", **SETTINGS, **RAY))
+    summary = run_generate(GenerateConfig.from_options(manifest=manifest, out=out, writer="hf", **SETTINGS, **RAY))
     assert summary.exit_code == 0 and summary.ok == 12
     _recorded_once(out)
     ds = datasets.load_dataset("imagefolder", data_dir=str(out / "dataset"), split="train")

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from ..manifest import validate
-from ..model.settings import Settings, with_prefix
+from ..model.settings import with_prefix
 from ..model.spec import ModelSpec
 from ..out_lock import locked_output, remove_stale_temp_files
 from ..run_record import read_run_json, write_run_json
@@ -82,14 +82,12 @@ def _plan(checked: CheckedRun, tokenizer, store: ResultStore, held: set[str]):
     cfg, df, model_spec = checked.cfg, checked.manifest, checked.model_spec
     # the limit applies to what the text encoder sees: the prompt with its prefix
     tokens = {} if tokenizer is None else {
-        "count_tokens": lambda s: len(tokenizer(with_prefix(s, cfg.prefix)).input_ids),
+        "count_tokens": lambda s: len(tokenizer(with_prefix(s, cfg.source.prefix)).input_ids),
         "token_limit": tokenizer.model_max_length}
     validation = validate(df, Path(cfg.manifest).parent, **tokens)
-    defaults = Settings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, id_scale=cfg.id_scale,
-                        s_scale=cfg.s_scale, shading_scale=cfg.shading_scale if cfg.shading else 0.0,
-                        width=model_spec.size, height=model_spec.size, eta=cfg.eta)
-    plan = plan_table(validation.table, defaults, cfg.seed, cfg.batch_size).with_columns(
-        frame=pl.lit(frame_label(cfg.frame, cfg.frame_scale, cfg.shading)))
+    defaults = cfg.sampling.settings(model_spec.size, cfg.load.shading)
+    plan = plan_table(validation.table, defaults, cfg.sampling.seed, cfg.engine.batch_size).with_columns(
+        frame=pl.lit(frame_label(cfg.source.frame, cfg.source.frame_scale, cfg.load.shading)))
     # finished jobs drop out of their unit; a unit keeps the members it was planned with; what is
     # finished is what the results say and the writer still holds
     todo, moved = store.resume(plan, held)
@@ -147,12 +145,12 @@ class FailedSoFar:
 def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: float) -> RunSummary:
     cfg, df, model_spec = checked.cfg, checked.manifest, checked.model_spec
     out = Path(cfg.out)
-    devices = ranks.local_devices(cfg.device, checked.devices)
+    devices = ranks.local_devices(cfg.engine.device, checked.devices)
     base, adapter_path, model_identity = model_spec.base, model_spec.adapter, model_spec.identity
-    store, held = ResultStore(out), make_writer(cfg.writer, out).done()
+    store, held = ResultStore(out), make_writer(cfg.output.writer, out).done()
     validation, plan, defaults, todo, moved = _plan(checked, checked.tokenizer, store, held)
     if checked.tokenizer is None and (todo.height or moved or validation.errors_by_row()):
-        tokenizer = load_tokenizer(cfg.base_config or model_spec.base)  # work to do: the prompts' token counts
+        tokenizer = load_tokenizer(cfg.load.base_config or model_spec.base)  # work to do: the prompts' token counts
         validation, plan, defaults, todo, moved = _plan(checked, tokenizer, store, held)
     already_done = plan.height - todo.height
     units = Units(todo, defaults)
@@ -172,7 +170,8 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
         if progress:
             progress.update(task, advance=units.size(uid), detail=f"{failed_so_far.count()} failed")
 
-    distributor = pick_engine(cfg.engine, devices, ranks.world, cfg.ray_address, cfg.ray_cpus)
+    engine = cfg.engine
+    distributor = pick_engine(engine.engine, devices, ranks.world, engine.ray_address, engine.ray_cpus)
     stats = {"analyses": 0, "model_seconds": 0.0, "workers": 0}
     interrupted = 0
     if len(units):
@@ -202,12 +201,12 @@ def _generate(checked: CheckedRun, ranks, progress, start: float, started_at: fl
     # loaded just to name it: the record says so
     identities = [s.pop("face_identity", None) for s in all_stats]
     earlier = read_run_json(out).get("face_identity")
-    if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.face_backend):
+    if not (isinstance(earlier, dict) and earlier.get("backend") == cfg.source.face_backend):
         earlier = None
     face_identity = next((i for i in identities if i), None) or earlier
     if face_identity is None:
-        face_identity = {"backend": cfg.face_backend, "loaded": False}
-    write_run_json(out, cfg=asdict(cfg), model_identity=model_identity, base=base, adapter=adapter_path,
+        face_identity = {"backend": cfg.source.face_backend, "loaded": False}
+    write_run_json(out, cfg=cfg.flat(), model_identity=model_identity, base=base, adapter=adapter_path,
                    face_identity=face_identity, summary=asdict(summary),
                    timings={"wall_seconds": summary.seconds, "ranks": all_stats, "devices": devices,
                             "world_size": ranks.world},

@@ -12,7 +12,7 @@ the adapter expects (core/model/parts.py), read from configs and headers, before
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..devices import device_type, parse_devices
@@ -26,8 +26,9 @@ from ..shading.reconstruct import mesh_model_problem
 from ..shading.render import BACKENDS, resolve_backend
 from ..weights.layout import ROLES, generate_options
 from .conditions import parse_frame
-from .config import GenerateConfig
+from .config import GenerateConfig, LoadOptions, SamplingOptions, SourceOptions
 from .distribute import pick_engine
+from .gating import Gate
 from .ranks import Ranks
 from .results import ResultStore
 from .writers import WRITERS
@@ -44,45 +45,46 @@ class CheckedRun:
     tokenizer: object      # None on a re-run (OUT has results): loaded when a row needs work
 
 
-def check_model_files(cfg: GenerateConfig, base, adapter) -> None:
-    """Base, adapter, LoRA files, VAE and image encoder usable, and their widths in agreement."""
+def check_model_files(load: LoadOptions, source: SourceOptions, base, adapter) -> None:
+    """Base, adapter, LoRA files, VAE and image encoder usable, and their widths in agreement
+    (`source`: the face backend whose embedding the adapter takes)."""
     # deferred: diffusers (config classes); the options are checked before any model library loads
     from ..model.parts import adapter_widths, check_widths, image_encoder_width, unet_config_of
 
-    unet = unet_config_of(base, cfg.base_config)
+    unet = unet_config_of(base, load.base_config)
     widths = adapter_widths(adapter)
-    if cfg.adapter_lora is not None and not Path(cfg.adapter_lora).is_file():
-        raise UsageError(f"--adapter-lora {cfg.adapter_lora}: no such file")
-    if cfg.vae is not None:
-        _check_vae(cfg.vae)
-    encoder = cfg.image_encoder or f"{cfg.base_config or base}/image_encoder"
+    if load.adapter_lora is not None and not Path(load.adapter_lora).is_file():
+        raise UsageError(f"--adapter-lora {load.adapter_lora}: no such file")
+    if load.vae is not None:
+        _check_vae(load.vae)
+    encoder = load.image_encoder or f"{load.base_config or base}/image_encoder"
     check_widths(adapter, widths,
-                 face=(cfg.face_backend, embedding_width(cfg.face_backend, cfg.face_models)),
-                 clip=(encoder, image_encoder_width(base, cfg.base_config, cfg.image_encoder)),
+                 face=(source.face_backend, embedding_width(source.face_backend, source.face_models)),
+                 clip=(encoder, image_encoder_width(base, load.base_config, load.image_encoder)),
                  cross=(base, int(unet.get("cross_attention_dim", 0))))
 
 
-def check_devices(cfg: GenerateConfig, devices: list[str]) -> None:
+def check_devices(load: LoadOptions, devices: list[str]) -> None:
     # fp32 on the CPU has nothing to probe: torch need not load for it (a finished job's re-run)
-    if not (all(device_type(d) == "cpu" for d in devices) and {cfg.precision, cfg.vae_precision} <= {"auto", "fp32"}):
+    if not (all(device_type(d) == "cpu" for d in devices) and {load.precision, load.vae_precision} <= {"auto", "fp32"}):
         from ..model.load import resolve_dtype  # deferred: imports torch
 
         for device in dict.fromkeys(devices):  # a precision a device cannot run: a usage error, not N failed workers
-            resolve_dtype(cfg.precision, device)
-            if cfg.vae_precision != "auto":
-                resolve_dtype(cfg.vae_precision, device)
-    if cfg.offload and any(d == "cpu" for d in devices):
+            resolve_dtype(load.precision, device)
+            if load.vae_precision != "auto":
+                resolve_dtype(load.vae_precision, device)
+    if load.offload and any(d == "cpu" for d in devices):
         raise UsageError(f"--offload moves models between CPU and an accelerator; it needs a cuda, xpu or mps "
-                         f"device, not {cfg.device}")
+                         f"device, not {','.join(devices)}")
 
 
-def check_renderer(cfg: GenerateConfig) -> None:
-    if not cfg.shading:
+def check_renderer(source: SourceOptions, shading: bool) -> None:
+    if not shading:
         return
     try:
-        resolve_backend(cfg.renderer)
+        resolve_backend(source.renderer)
     except (RuntimeError, ValueError) as exc:  # pytorch3d asked for and not installed
-        raise UsageError(f"--renderer {cfg.renderer}: {first_line(exc)}") from None
+        raise UsageError(f"--renderer {source.renderer}: {first_line(exc)}") from None
     problem = mesh_model_problem()   # Python 3.13+ without face_landmarker.task: every row would fail
     if problem:
         raise UsageError(f"the shading channel: {problem}")
@@ -140,24 +142,25 @@ def check_generate(cfg: GenerateConfig, log=None) -> CheckedRun:
     written: UsageError on the first problem. `cfg` itself is not changed. `log`: where a warning
     line goes (the CLI prints it; None: dropped)."""
     cfg = _resolved(cfg)
-    if cfg.lora is not None:
-        _check_lora(cfg, log)
+    if cfg.load.lora is not None:
+        _check_lora(cfg.load, log)
     # absolute, so results.parquet names each reference in a way that holds from any folder
     # (`fmu score OUT` run elsewhere, resume from another working directory)
-    cfg = replace(cfg, manifest=Path(cfg.manifest).absolute())
+    cfg = cfg.with_options(manifest=Path(cfg.manifest).absolute())
     manifest = read_manifest(cfg.manifest)
-    devices = parse_devices(cfg.device)
-    check_devices(cfg, devices)
+    devices = parse_devices(cfg.engine.device)
+    check_devices(cfg.load, devices)
     # a bad --engine (or ray without Ray): one usage error before anything runs
-    pick_engine(cfg.engine, devices, Ranks.from_env().world, cfg.ray_address, cfg.ray_cpus)
-    if cfg.writer not in WRITERS:
-        raise UsageError(f"--writer {cfg.writer!r}: use one of {', '.join(WRITERS)}")
-    if cfg.shard_size < 1:
-        raise UsageError(f"--shard-size {cfg.shard_size}: must be >= 1")
-    check_renderer(cfg)
-    model_spec = resolve_model(cfg.preset, cfg.base_model, cfg.adapter)
-    check_model_files(cfg, model_spec.base, model_spec.adapter)
-    source = cfg.base_config or model_spec.base
+    engine = cfg.engine
+    pick_engine(engine.engine, devices, Ranks.from_env().world, engine.ray_address, engine.ray_cpus)
+    if cfg.output.writer not in WRITERS:
+        raise UsageError(f"--writer {cfg.output.writer!r}: use one of {', '.join(WRITERS)}")
+    if cfg.output.shard_size < 1:
+        raise UsageError(f"--shard-size {cfg.output.shard_size}: must be >= 1")
+    check_renderer(cfg.source, cfg.load.shading)
+    model_spec = resolve_model(cfg.load.preset, cfg.load.base_model, cfg.load.adapter)
+    check_model_files(cfg.load, cfg.source, model_spec.base, model_spec.adapter)
+    source = cfg.load.base_config or model_spec.base
     if has_records(Path(cfg.out)):  # a re-run: the tokenizer (transformers) loads only if a row needs work
         tokenizer_subfolder(source)
         tokenizer = None
@@ -176,63 +179,75 @@ def _resolved(cfg: GenerateConfig) -> GenerateConfig:
     """A checked copy of `cfg` with what the user left open decided; `cfg` itself is not changed.
     Run-wide values get the checks the manifest's per-row values get (a bad one would fail
     every row, or slip into the results unnoticed)."""
-    frame = parse_frame(cfg.frame)
-    if not (math.isfinite(cfg.frame_scale) and cfg.frame_scale > 0):
-        raise UsageError(f"--frame-scale {cfg.frame_scale}: must be > 0")
-    if cfg.renderer not in BACKENDS:
-        raise UsageError(f"--renderer {cfg.renderer!r}: use one of {', '.join(BACKENDS)}")
-    values = {"seed": cfg.seed, "steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "id_scale": cfg.id_scale}
+    source, load, sampling = cfg.source, cfg.load, cfg.sampling
+    frame = parse_frame(source.frame)
+    if not (math.isfinite(source.frame_scale) and source.frame_scale > 0):
+        raise UsageError(f"--frame-scale {source.frame_scale}: must be > 0")
+    if source.renderer not in BACKENDS:
+        raise UsageError(f"--renderer {source.renderer!r}: use one of {', '.join(BACKENDS)}")
+    _check_sampling(sampling)
+    for name in ("lora_scale", "speed_lora_scale"):
+        if not math.isfinite(getattr(load, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
+    if load.vae_decoder is not None:
+        from ..model.few_step import parse_decoder  # deferred: imports torch; option errors come first, fast
+
+        parse_decoder(load.vae_decoder)
+    _check_gate(cfg.gate)
+    cfg = _with_weights(cfg)
+    backend = cfg.source.face_backend or ("dlib" if load.preset and not load.base_model else "insightface")
+    return cfg.with_options(frame=frame, face_backend=backend)
+
+
+def _check_sampling(sampling: SamplingOptions) -> None:
+    """The run-wide image settings: within the bounds a manifest row's own values must keep."""
+    values = {"seed": sampling.seed, "steps": sampling.steps, "guidance_scale": sampling.guidance_scale,
+              "id_scale": sampling.id_scale}
     for name, value in values.items():
         lo, hi = BOUNDS[name]
         if value is not None and not (math.isfinite(value) and lo <= value <= hi):
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be within [{lo}, {hi}]")
-    for name in ("s_scale", "shading_scale", "lora_scale", "speed_lora_scale"):
-        if not math.isfinite(getattr(cfg, name)):
+    for name in ("s_scale", "shading_scale"):
+        if not math.isfinite(getattr(sampling, name)):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
-    if cfg.eta is not None and not (0.0 <= cfg.eta <= 1.0):
-        raise UsageError(f"--eta {cfg.eta}: must be within [0, 1]")
-    if cfg.vae_decoder is not None:
-        from ..model.few_step import parse_decoder  # deferred: imports torch; option errors come first, fast
-
-        parse_decoder(cfg.vae_decoder)
-    _check_gate(cfg)
-    cfg = _with_weights(cfg)
-    backend = cfg.face_backend or ("dlib" if cfg.preset and not cfg.base_model else "insightface")
-    return replace(cfg, frame=frame, face_backend=backend)
+    if sampling.eta is not None and not (0.0 <= sampling.eta <= 1.0):
+        raise UsageError(f"--eta {sampling.eta}: must be within [0, 1]")
 
 
-def _check_gate(cfg: GenerateConfig) -> None:
+def _check_gate(gate: Gate) -> None:
     for name in ("min_id_sim", "max_pose_err", "max_light_err"):
-        value = getattr(cfg, name)
+        value = getattr(gate, name)
         if value is not None and not math.isfinite(value):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
-    if cfg.max_tries < 1:
-        raise UsageError(f"--max-tries {cfg.max_tries}: must be >= 1")
-    if not cfg.gate.active and (cfg.max_tries > 1 or cfg.keep_rejected):
+    if gate.max_tries < 1:
+        raise UsageError(f"--max-tries {gate.max_tries}: must be >= 1")
+    if not gate.active and (gate.max_tries > 1 or gate.keep_rejected):
         raise UsageError("--max-tries and --keep-rejected need a threshold: --min-id-sim, --max-pose-err or "
                          "--max-light-err")
 
 
-def _check_lora(cfg: GenerateConfig, log) -> None:
+def _check_lora(load: LoadOptions, log) -> None:
     """--lora is read here: a bad file, or a LoRA trained on another adapter, is one usage error
     before anything runs, not a failed worker or silently different images."""
-    adapter = resolve_model(cfg.preset, cfg.base_model, cfg.adapter).adapter
-    warning = check_lora_adapter(Path(cfg.lora), adapter, force=cfg.force_lora)
+    adapter = resolve_model(load.preset, load.base_model, load.adapter).adapter
+    warning = check_lora_adapter(Path(load.lora), adapter, force=load.force_lora)
     if warning and log is not None:
         log(warning)
 
 
 def _with_weights(cfg: GenerateConfig) -> GenerateConfig:
     """--weights DIR: the pulled files fill every model option the user left open (an explicit flag
-    wins); insightface's pack is needed only when insightface analyses the faces."""
-    if cfg.weights is None:
+    wins); insightface's pack is needed only when insightface analyses the faces. The roles are
+    flat option names (weights/layout.py): `face_models` is a source option, the rest load options."""
+    if cfg.load.weights is None:
         return cfg
-    need = [r for r in ROLES if getattr(cfg, r) is None]
-    if cfg.face_backend == "dlib" and "face_models" in need:
+    flat = cfg.flat()
+    need = [r for r in ROLES if flat[r] is None]
+    if cfg.source.face_backend == "dlib" and "face_models" in need:
         need.remove("face_models")
     if "adapter" not in need and "adapter_lora" in need:  # a LoRA belongs to the adapter it came with
         need.remove("adapter_lora")
-    found = generate_options(cfg.weights, need)
+    found = generate_options(cfg.load.weights, need)
     filled = {role: (str(path) if role in ("base_model", "vae", "image_encoder") else path)
               for role, path in found.items() if role in need}
-    return replace(cfg, **filled, face_backend=cfg.face_backend or "insightface")
+    return cfg.with_options(**filled, face_backend=cfg.source.face_backend or "insightface")

@@ -31,6 +31,7 @@ from ..model.pipeline import Request
 from ..model.settings import with_prefix
 from . import people_row
 from .conditions import ConditionProvider, frame_label
+from .config import GenerateConfig, LoadOptions, SourceOptions
 from .gating import Attempt, attempt_seed
 from .gating import summary as gating_summary
 from .plan import Job
@@ -55,59 +56,67 @@ class Prepared:
     seconds: float
 
 
-def load_model(cfg, device: str, base, adapter) -> FaceMakeUp:
+def load_model(load: LoadOptions, device: str, base, adapter) -> FaceMakeUp:
     """The model of a generate run: loaded, then its features switched on by their calls, in the
     order facemakeup.py gives (a speed LoRA before the offload hooks, compile last)."""
-    vae_dtype = None if cfg.vae_precision == "auto" else resolve_dtype(cfg.vae_precision, device)
+    vae_dtype = None if load.vae_precision == "auto" else resolve_dtype(load.vae_precision, device)
     # offloaded: loaded on the CPU, the accelerator gets each model only when it runs
     model = FaceMakeUp.from_pretrained(
-        base, adapter, device="cpu" if cfg.offload else device, dtype=resolve_dtype(cfg.precision, device),
-        vae_dtype=vae_dtype, shading=cfg.shading, image_encoder=cfg.image_encoder, lora=cfg.adapter_lora,
-        vae=cfg.vae, base_config=cfg.base_config)
-    model.set_scheduler(cfg.scheduler)
-    if cfg.vae_slicing:
+        base, adapter, device="cpu" if load.offload else device, dtype=resolve_dtype(load.precision, device),
+        vae_dtype=vae_dtype, shading=load.shading, image_encoder=load.image_encoder, lora=load.adapter_lora,
+        vae=load.vae, base_config=load.base_config)
+    model.set_scheduler(load.scheduler)
+    if load.vae_slicing:
         model.enable_vae_slicing()
-    if cfg.vae_tiling:
+    if load.vae_tiling:
         model.enable_vae_tiling()
-    if cfg.speed_lora is not None:
-        model.load_speed_lora(cfg.speed_lora, cfg.speed_lora_scale)
-    if cfg.offload:
+    if load.speed_lora is not None:
+        model.load_speed_lora(load.speed_lora, load.speed_lora_scale)
+    if load.offload:
         model.enable_model_cpu_offload(device)
-    if cfg.vae_decoder is not None:
-        model.set_vae_decoder(cfg.vae_decoder)
-    if cfg.compile:
+    if load.vae_decoder is not None:
+        model.set_vae_decoder(load.vae_decoder)
+    if load.compile:
         model.compile()
     return model
 
 
 class Worker:
-    def __init__(self, cfg, device: str, model_spec):
+    """`cfg`'s groups go whole to what uses them: `load` to `load_model`, `output` to the writer,
+    `source` to the face analysis and the shading conditions, `gate` to best-of-N."""
+
+    def __init__(self, cfg: GenerateConfig, device: str, model_spec):
         base, adapter = model_spec.base, model_spec.adapter
-        if cfg.threads:
+        if cfg.engine.threads:
             # CPU float results depend on the intra-op thread count (reduction order): pin it to
             # make images bit-identical across process layouts (torchrun sets 1 by default)
-            torch.set_num_threads(cfg.threads)
-        self.cfg, self.device = cfg, device
+            torch.set_num_threads(cfg.engine.threads)
+        self.source, self.output, self.gate_options = cfg.source, cfg.output, cfg.gate
+        self.shading, self.device = cfg.load.shading, device
         # who made each image: rank (under a launcher), device and process
         self.name = f"rank{os.environ.get('RANK', '0')}:{device}:pid{os.getpid()}"
         self.out = Path(cfg.out)
         self.store = ResultStore(self.out)
-        self.writer = make_writer(cfg.writer, self.out, shard_size=cfg.shard_size)
-        # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
-        self.backend = get_backend(cfg.face_backend, device=face_device(device), models_dir=cfg.face_models)
-        cache_root = Path(cfg.cache_dir or self.out / ".cache")
-        self.model = load_model(cfg, device, base, adapter)
-        # the CLIP face image in the style the adapter was trained with, unless the user says
-        self.cache = FaceCache(cache_root, self.backend, crop=cfg.face_crop or self.model.cfg.face_crop,
-                               pick="largest" if cfg.multi_face == "largest" else "best")
-        if cfg.lora is not None:
-            self.model.load_lora_weights(cfg.lora, scale=cfg.lora_scale)
-        self.conditions = ConditionProvider(cache_root, cfg.renderer,
-                                            enabled=cfg.shading and self.model.shading_net is not None,
-                                            frame_scale=cfg.frame_scale if cfg.frame == "face" else None)
-        self.frame = frame_label(cfg.frame, cfg.frame_scale, cfg.shading)
+        self.writer = make_writer(cfg.output.writer, self.out, shard_size=cfg.output.shard_size)
+        self.model = load_model(cfg.load, device, base, adapter)
+        if cfg.load.lora is not None:
+            self.model.load_lora_weights(cfg.load.lora, scale=cfg.load.lora_scale)
+        self._open_sources(cfg.source, device)
         self._unsaved: list[tuple[object, list[dict]]] = []  # (unit_id, records) whose shard failed
         _exit_with_parent()
+
+    def _open_sources(self, source: SourceOptions, device: str) -> None:
+        """The face analysis (cached) and the shading conditions of the references."""
+        # onnxruntime's face models: the same GPU under CUDA, the CPU beside an MPS / XPU device
+        self.backend = get_backend(source.face_backend, device=face_device(device), models_dir=source.face_models)
+        cache_root = Path(source.cache_dir or self.out / ".cache")
+        # the CLIP face image in the style the adapter was trained with, unless the user says
+        self.cache = FaceCache(cache_root, self.backend, crop=source.face_crop or self.model.cfg.face_crop,
+                               pick="largest" if source.multi_face == "largest" else "best")
+        self.conditions = ConditionProvider(cache_root, source.renderer,
+                                            enabled=self.shading and self.model.shading_net is not None,
+                                            frame_scale=source.frame_scale if source.frame == "face" else None)
+        self.frame = frame_label(source.frame, source.frame_scale, self.shading)
 
     # -- stages -------------------------------------------------------------------------
     def prepare(self, jobs: list[Job]) -> Prepared:
@@ -130,7 +139,7 @@ class Worker:
                 render = partial(self.conditions.get, request=job.row.controls) if self.conditions.enabled else None
                 try:
                     made = people_row.prepare(job, base_record, self.cache, render, self.conditions.wants_landmarks,
-                                          self.cfg.multi_face, self.cfg.prefix)
+                                          self.source.multi_face, self.source.prefix)
                 except Exception as exc:  # noqa: BLE001  one person's bad input fails its row only
                     reason = exc.reason if isinstance(exc, people_row.PersonFailed) else _reason(exc, "analysis_failed")
                     records.append(_failed(base_record, reason))
@@ -139,7 +148,7 @@ class Worker:
                 live.append((job, base_record, made.analyses, made.condition))
                 continue
             try:
-                analysis = self.cache.analyse_file(job.row.reference, self.cfg.multi_face)
+                analysis = self.cache.analyse_file(job.row.reference, self.source.multi_face)
                 _record_source(base_record, "reference", job.row.reference)
             except Exception as exc:  # noqa: BLE001  one bad reference (or cache write) fails its row only
                 records.append(_failed(base_record, f"reference {_reason(exc, 'analysis_failed')}"))
@@ -165,7 +174,7 @@ class Worker:
                 where = "target" if job.row.target else "reference"
                 records.append(_failed(base_record, f"{where} shading {_reason(exc, 'shading_failed')}"))
                 continue
-            requests.append(Request(prompt=with_prefix(job.row.prompt, self.cfg.prefix),
+            requests.append(Request(prompt=with_prefix(job.row.prompt, self.source.prefix),
                                     id_embedding=analysis.embedding, face_crop=analysis.crop,
                                     seed=job.seed, negative_prompt=job.row.negative_prompt,
                                     condition=condition.condition if condition is not None else None))
@@ -202,7 +211,7 @@ class Worker:
             target = self.out / job.image_name
             try:  # disk full / permission denied: this row fails with the reason, the run goes on
                 record["image"] = self.writer.write(record, image)
-                if condition is not None and self.cfg.save_conditions:
+                if condition is not None and self.output.save_conditions:
                     name = f"conditions/{job.row.id}.png"
                     target = self.out / name
                     if not target.exists():
@@ -233,7 +242,7 @@ class Worker:
     def gate(self, prep: Prepared, images) -> list[Gated]:
         """Best-of-N (gating.py): score each image; those that miss a threshold are made again with
         their next seed, all of the unit's misses in one batch, up to --max-tries attempts."""
-        gate = self.cfg.gate
+        gate = self.gate_options
         tries = []
         for i, (job, _, analysis, condition) in enumerate(prep.live):
             scores = self._scores(job, analysis, condition, images[i])
@@ -282,7 +291,7 @@ class Worker:
         return None
 
     def _no_condition(self) -> str:
-        return "--no-shading" if not self.cfg.shading else "the adapter has no ShadingNet"
+        return "--no-shading" if not self.shading else "the adapter has no ShadingNet"
 
     def save(self, unit_id, records: list[dict], on_done=None, strict: bool = False) -> None:
         """Append the unit's shard together with any earlier one that could not be written, then
@@ -353,7 +362,7 @@ class Worker:
                 # gating scores here, after the previous unit's scoring ended: the face and pose
                 # models are not shared between threads
                 gated = None
-                if error is None and images is not None and self.cfg.gate.active:
+                if error is None and images is not None and self.gate_options.active:
                     try:
                         gated = self.gate(prep, images)
                     except Exception as exc:  # noqa: BLE001  a failed retry batch fails its rows, never the run
