@@ -1,5 +1,5 @@
 """Row ids come from one function (core/manifest/schema.py `row_ids`): generate's validation, `fmu
-expand` and `fmu score --images --manifest` name the same rows the same way."""
+expand`, `fmu score --images --manifest` and `fmu prepare` (its manifests) name the same rows the same way."""
 
 from __future__ import annotations
 
@@ -28,3 +28,19 @@ def test_validate_expand_and_score_name_rows_alike(tmp_path):
     assert read_for_scoring(manifest)["id"].to_list() == want
     expanded = expand_manifest(manifest, {"yaw": [0.0, 10.0]}, tmp_path / "grid.csv")
     assert [i.rsplit("_", 1)[0] for i in expanded["id"].to_list()] == [w for w in want for _ in (0, 1)]
+
+
+def test_a_fallback_fills_blank_ids_before_the_row_number():
+    ids = pl.Series(["a", None, "  ", " b ", None], dtype=pl.String)
+    stems = pl.Series(["p", "q", " r ", "s", None], dtype=pl.String)
+    assert row_ids(ids, 5, fallback=stems).to_list() == ["a", "q", "r", "b", "row000004"]
+
+
+def test_prepare_names_manifest_rows_by_the_same_rule(tmp_path):
+    """A training manifest's ids: its own (trimmed, 0 kept as "0"), else the image's file stem, else
+    the row number, as `row_ids` says."""
+    from fmu.training.prepare import source_rows
+
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("id,image,caption\n a ,x/p.png,one\n,x/q.png,two\n0,s.png,three\n   ,x/t.png,four\n")
+    assert [r["id"] for r in source_rows(manifest)] == ["a", "q", "0", "t"]

@@ -30,7 +30,7 @@ import polars as pl
 
 from fmu.core.errors import UsageError, first_line
 from fmu.core.faces import embedding_width
-from fmu.core.manifest.schema import READ_ERROR
+from fmu.core.manifest.schema import READ_ERROR, row_ids
 from fmu.core.out_lock import locked_output, remove_stale_temp_files
 from fmu.core.regions import get_parser
 from fmu.core.run_record import write_run_record
@@ -112,10 +112,12 @@ def source_rows(source: Path) -> list[dict]:
         return rows
     df = read_training_manifest(source)
     root = source.parent.resolve()
+    stems = pl.Series([Path(str(v)).stem if v is not None else None for v in df["image"]], dtype=pl.String)
+    ids = row_ids(df["id"] if "id" in df.columns else None, df.height, fallback=stems)
     rows = []
     for i, row in enumerate(df.iter_rows(named=True)):
         image = Path(str(row["image"]))
-        rows.append({"id": str(row.get("id") or image.stem or i),
+        rows.append({"id": ids[i],
                      "image": str(image if image.is_absolute() else root / image),
                      "caption": row.get("caption") or DEFAULT_CAPTION,
                      "caption_source": "manifest" if row.get("caption") else "default",

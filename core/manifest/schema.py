@@ -64,11 +64,18 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 READ_ERROR = "_read_error"
 
 
-def row_ids(ids: pl.Series | None, n: int) -> pl.Series:
-    """Each generation row's id, the one rule every reader uses (validate, expand, score's inputs):
-    the row's own id (as text, surrounding spaces dropped), or `row<N>` where it is missing or blank,
-    N the 0-based row number in 6 digits (`row000007`), so that outputs are named `row000007_<k>.png`."""
-    given = (pl.Series("id", [None] * n, dtype=pl.String) if ids is None else ids.cast(pl.String)).str.strip_chars()
+def row_ids(ids: pl.Series | None, n: int, fallback: pl.Series | None = None) -> pl.Series:
+    """Each row's id, the one rule every reader uses (validate, expand, score's inputs, prepare): the
+    row's own id (as text, surrounding spaces dropped), else where it is missing or blank the row's
+    `fallback` (prepare: the image's file stem), else `row<N>`, N the 0-based row number in 6 digits
+    (`row000007`), so that outputs are named `row000007_<k>.png`."""
+    def text(series: pl.Series | None) -> pl.Series:
+        blank = pl.Series("id", [None] * n, dtype=pl.String)
+        return (blank if series is None else series.cast(pl.String)).str.strip_chars()
+
+    given, other = text(ids), text(fallback)
     number = pl.Series("row", range(n), dtype=pl.Int64).cast(pl.String).str.zfill(6)
     present = given.str.len_chars().fill_null(0) > 0
-    return pl.select(pl.when(present).then(given).otherwise(pl.format("row{}", number))).to_series().alias("id")
+    has_other = other.str.len_chars().fill_null(0) > 0
+    return pl.select(pl.when(present).then(given).when(has_other).then(other)
+                     .otherwise(pl.format("row{}", number))).to_series().alias("id")
