@@ -30,6 +30,7 @@ from fmu.core.runner.gating import Gate
 from . import panels as P
 from .choices import Engine, FaceBackend, FaceCrop, Frame, MultiFace, Precision, Renderer, Scheduler, chosen
 from .console import PROGRESS_INTERVAL, console, err, error, progress_bar, shown
+from .engine_options import RayAddressOpt, RayCpusOpt
 
 # the options of `fmu generate`, Annotated so that the command itself reads as a few lines of
 # names and defaults (the defaults: core/runner/config.py)
@@ -97,12 +98,6 @@ DevicesOpt = Annotated[str, typer.Option(
 EngineOpt = Annotated[Engine | None, typer.Option(
     help="inline | processes | torchrun | ray (default: inline for one device, processes for several, torchrun "
          'under a launcher). ray: the units on a Ray cluster\'s actors (pip install "fmu[ray]").',
-    rich_help_panel=P.DEVICES)]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    help="--engine ray: the cluster (default: auto when RAY_ADDRESS is set, else a new local instance).",
-    rich_help_panel=P.DEVICES)]
-RayCpusOpt = Annotated[float, typer.Option(
-    min=0.01, help="--engine ray on CPU nodes: CPUs each actor reserves (leave some for Ray Data's own tasks).",
     rich_help_panel=P.DEVICES)]
 # max: 100000 threads ran the process out of threads (a traceback), not a usage error
 ThreadsOpt = Annotated[int | None, typer.Option(
