@@ -126,6 +126,51 @@ def test_sigterm_while_a_batch_loads_stops_between_items_and_saves(data, tmp_pat
     assert (out / "adapter.safetensors").is_file()
 
 
+def logged_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 400) -> None:
+    """Returns once `step` is in OUT/losses.jsonl (the event: that step is done); fails when `proc`
+    ends first."""
+    deadline = time.time() + timeout
+    log = out / "losses.jsonl"
+    while not (log.is_file() and any(json.loads(line)["step"] == step for line in log.read_text().splitlines()
+                                     if line.strip().endswith("}"))):
+        assert proc.poll() is None, f"ended before step {step}: {proc.communicate()[1][-3000:]}"
+        assert time.time() < deadline, f"step {step} never finished"
+        time.sleep(0.05)
+
+
+def test_sigterm_while_dataloader_workers_hold_a_batch_leaves_the_wait_and_saves(data, tmp_path):
+    """--workers 1: a DataLoader worker process loads the items, where the signal does not reach. Its
+    second batch never arrives (the FIFO is never written); SIGTERM once step 1 is done must still stop
+    the run and save step 1 (before, the loop waited for that batch for ever)."""
+    from fmu.training.data import DataOrder
+
+    seeds = [s for s in range(1, 80) if DataOrder(4, 2, s).epoch_batches(0)[1][0] != 0]
+    seed = seeds[1]  # not the other FIFO test's seed: each test makes its own FIFO
+    manifest, fifo = slow_item_manifest(data, seed)
+    out = tmp_path / "run"
+    cmd = fmu("train", "--data", manifest, "--out", out, "--max-steps", 4, "--batch-size", 2, "--lambda-id", 0,
+              "--seed", seed, "--checkpoint-every", 0, "--workers", 1)
+    proc = subprocess.Popen(cmd, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fd = None
+    try:
+        fd = open_when_read(fifo, proc)  # the worker is on batch 2's first item (kept open: no EOF for it)
+        logged_step(out, 1, proc)        # step 1 is done: the loop waits for batch 2
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if fd is not None:
+            os.close(fd)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    info = json.loads((out / "run.json").read_text())["summary"]
+    assert info["status"] == "interrupted" and info["signal"] == "SIGTERM" and info["steps"] == 1
+    checkpoint = out / "checkpoints" / "checkpoint-00000001"
+    assert json.loads((checkpoint / "rank_0.json").read_text())["position"] == 1  # resume loads batch 2 again
+    assert pl.read_parquet(out / "losses.parquet")["step"].to_list() == [1]
+
+
 # -- a crafted checkpoint -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

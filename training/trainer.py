@@ -45,7 +45,7 @@ from .data import DataOrder, LoadingStopped, TrainingSet, collate, data_digest, 
 from .id_encoder import IdEncoder
 from .objective import Denoiser, Frozen, compute_losses
 from .preflight import check_training
-from .stopping import StopRequest
+from .stopping import StoppedWaiting, StopRequest
 from .trainable import build_model, save_trained_weights, select_trainable, weights_name
 
 LOSSES_FILE = "losses.parquet"  # one row per logged step (generate's records are results.parquet)
@@ -125,13 +125,20 @@ def _build(cfg: TrainConfig, accelerator, weight_dtype) -> tuple:
     return model, params, size, store, denoiser, optimizer, lr_scheduler
 
 
-def _next_batch(batches, dataset: TrainingSet, stop: StopRequest, world: int) -> dict | None:
-    """The next micro-batch, or None when a stop signal came while it was being built: the items
-    are asked between each other (a slow batch does not hold the signal). One process with the
-    items loaded in it only: several ranks must agree on where to stop (`_stop_signal`, at a step
-    boundary), and DataLoader workers (--workers) load in processes the signal does not reach."""
-    if world == 1:
-        dataset.stop_requested = lambda: bool(stop.signum)
+def _next_batch(batches, dataset: TrainingSet, stop: StopRequest, world: int, workers: int) -> dict | None:
+    """The next micro-batch, or None when a stop signal came while it was being built (a slow batch
+    does not hold the signal): items loaded in this process are asked between each other; items
+    DataLoader workers (--workers) load, in processes the signal does not reach, are left at once.
+    One process only: several ranks must agree on where to stop (`_stop_signal`, at a step boundary)."""
+    if world > 1:
+        return next(batches)
+    if workers:
+        try:
+            with stop.wait_for_data():
+                return next(batches)
+        except StoppedWaiting:
+            return None
+    dataset.stop_requested = lambda: bool(stop.signum)
     try:
         return next(batches)
     except LoadingStopped:
@@ -328,7 +335,7 @@ def _train(cfg: TrainConfig, progress, log, stop: StopRequest, held: ExitStack) 
             step_position = position
             if interrupted := _stop_signal(stop, accelerator):
                 break  # at a step boundary: every rank stops here
-        batch = _next_batch(batches, dataset, stop, world)
+        batch = _next_batch(batches, dataset, stop, world, cfg.workers)
         if batch is None:  # a stop while it was being built: a step not finished is redone on resume
             interrupted, position = stop.signum, step_position
             break
