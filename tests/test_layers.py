@@ -463,6 +463,14 @@ def test_readme_layout_and_core_docstring_name_every_package_and_utility():
     assert named(utilities, utility_list) == []
 
 
+def test_readme_layout_names_every_module():
+    """Each product module's file name appears, as a word, in README's Layout block."""
+    block = layout_block((ROOT / "README.md").read_text(encoding="utf-8"))
+    files = [f for folder in PACKAGES for f in (ROOT / folder).rglob("*.py") if f.stem != "__init__"]
+    assert len(files) > 100
+    assert [str(f.relative_to(ROOT)) for f in files if not re.search(rf"\b{re.escape(f.stem)}\b", block)] == []
+
+
 def test_no_two_packages_call_a_module_people():
     """The several-people modules say what each does (manifest cells and layout, the model's masked
     identity, generate's row, score's per-person scores), not four `people.py`."""
