@@ -6,6 +6,7 @@ finished fails its rows and no other."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -164,3 +165,19 @@ def test_cli_engine_choices(run_dir, tmp_path):
     res = runner.invoke(app, ["score", str(here), "--devices", "cpu,cpu"])
     assert res.exit_code == 2 and "runs on one device" in res.output
     assert not (here / "scores.parquet").exists()
+
+
+def test_cli_scores_on_the_processes_engine(run_dir, inline, tmp_path):
+    """`fmu score RUN --engine processes --devices cpu,cpu`: the command's own wiring (engine picked by
+    name, devices parsed as a list), FaceSim like the one-process score, exit 1 for the failed rows."""
+    here = copy_run(run_dir, tmp_path)
+    res = CliRunner().invoke(app, ["score", str(here), "--engine", "processes", "--devices", "cpu,cpu",
+                                   "--metrics", "facesim", "--face-backend", "dlib", "--no-report", "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    got = pl.read_parquet(here / "scores.parquet").sort("id")
+    want = inline.scores.sort("id")
+    assert got["status"].to_list() == want["status"].to_list()
+    np.testing.assert_allclose(got["facesim_dlib"].fill_null(-9).to_numpy(),
+                               want["facesim_dlib"].fill_null(-9).to_numpy(), atol=1e-6)
+    summary = json.loads((here / "summary.json").read_text())
+    assert summary["timings"]["engine"] == "processes" and summary["timings"]["engine_workers"] == 2
