@@ -77,33 +77,6 @@ def weighted_model(tiny_preset):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny random CLIP (model, tokenizer, image processor) saved as a folder: what --clip-model reads."""
-    import json
+    from tiny_models import write_tiny_clip  # tests/tiny_models.py
 
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from fmu.core.scoring.clip_score import _image_processor_class
-
-    d = tmp_path_factory.mktemp("clip")
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [" ", ","]
-    vocab = {}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).eval().save_pretrained(d)
-    _image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"))

@@ -23,38 +23,10 @@ from fmu.core.weights.sets import CLIP_L14, DINO, INCEPTION, LPIPS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn
+from tiny_models import write_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 ALEX = [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3), (256, 256, 3)]
-
-
-def _tiny_clip(d: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPTokenizerFast
-
-    from fmu.core.scoring.clip_score import _image_processor_class
-
-    d.mkdir(parents=True)
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [" ", ","]
-    vocab = {}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77).save_pretrained(d)
-    CLIPTokenizerFast.from_pretrained(d).save_pretrained(d)   # tokenizer.json, as the real repo has
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).eval().save_pretrained(d)
-    _image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
 
 
 def _tiny_dino(d: Path) -> None:
@@ -95,7 +67,7 @@ def _state_files(tmp: Path) -> dict[str, bytes]:
 def pulled(tmp_path_factory):
     """A folder that already holds an h94 set's VAE, then `--set scoring` pulled into it."""
     tmp = tmp_path_factory.mktemp("scoring")
-    _tiny_clip(tmp / "clip")
+    write_tiny_clip(tmp / "clip", fast_tokenizer=True)
     _tiny_dino(tmp / "dino")
     files = _state_files(tmp)
     folder = tmp / "w"
