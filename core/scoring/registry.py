@@ -9,7 +9,7 @@ A metric's `compute(rows, opts, progress, **variant)` fills its columns through 
 `{summary key: stats}`; raising `MetricUnavailable` (or anything else) marks those entries
 unavailable with the reason, and the other metrics still run.
 
-On an engine (`fmu score --engine processes|ray`, `engine.py`) a metric of scope "row" runs on each
+On an engine (`fmu score --engine processes|ray`, `units.py`) a metric of scope "row" runs on each
 unit of rows in a worker, and `merge(key, parts, rows)` makes one summary entry of the units' entries
 (`rows`: every row's merged columns); a metric of scope "set" (FID: one number over all outputs)
 runs once in the driver over every row.
