@@ -30,7 +30,7 @@ from fmu.core.model.pipeline import Request
 from fmu.core.model.presets import SPECS, ensure_preset
 from fmu.core.model.settings import PROMPT_PREFIX, Settings, with_prefix
 from fmu.core.runner.conditions import ConditionProvider
-from fmu.core.runner.config import OPTION_GROUP, GenerateConfig
+from fmu.core.runner.config import GenerateConfig
 from fmu.core.runner.generate import RunSummary, run_generate
 from fmu.core.scoring import ScoreOptions, ScoreResult, check_options, metric_names, score_images, score_run
 
@@ -78,11 +78,7 @@ def generate(manifest: str | Path, out: str | Path = "runs/latest", *, verbose: 
     command's flags with `_` for `-`: steps=30, device="cuda", batch_size=8, ...; each belongs to
     one of GenerateConfig's groups). Returns the run summary (ok, failed, skipped, seconds,
     exit_code); results.parquet and run.json are in `out`."""
-    unknown = sorted(set(options) - set(OPTION_GROUP))
-    if unknown:
-        raise TypeError(f"generate() got unknown options {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(OPTION_GROUP))}")
-    cfg = GenerateConfig.from_options(Path(manifest), out=Path(out), **options)
+    cfg = GenerateConfig.from_options(Path(manifest), out=Path(out), **options)  # TypeError names unknown ones
     with library_output(verbose), (progress_bar() if verbose else nullcontext()) as progress:
         return run_generate(cfg, progress=progress)
 
