@@ -87,5 +87,7 @@ class ScoreState:
         rows.status, rows.errors = self.rows["status"], self.rows["errors"]
         rows.values = self.rows["values"]
 
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+
+def clear_state(out_dir: Path) -> None:
+    """Remove the state once the final tables are written."""
+    (Path(out_dir) / STATE_NAME).unlink(missing_ok=True)

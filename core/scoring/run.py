@@ -32,7 +32,7 @@ from .lpips import find_weights
 from .options import ScoreOptions
 from .registry import columns, registered
 from .report import render_report
-from .resume import ScoreState, fingerprint
+from .resume import ScoreState, clear_state, fingerprint
 from .rows import ScoreRows, decode_all, image_paths
 from .sheet import write_sheet
 from .steps import attempt, no_progress
@@ -104,7 +104,7 @@ def score_rows(rows_df: pl.DataFrame, out_dir: Path, opts: ScoreOptions | None =
     summary = _summary(rows, metrics, timings, time.perf_counter() - started)
     summary["resumed_metrics"] = resumed
     _write_outputs(out_dir, scores, summary, rows, decoded, opts)
-    ScoreState(out_dir, "").clear()
+    clear_state(out_dir)
     clear_units(out_dir)
     if console is not None:
         print_summary(console, summary)

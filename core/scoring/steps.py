@@ -17,7 +17,7 @@ def no_progress(label, total):
 def attempt(step: Step, rows, opts, progress, timings: dict) -> dict[str, dict]:
     """The summary entries of one step: its stats marked available, or every key it fills marked
     unavailable with the reason (a missing model, a broken weights file: that metric's problem, not
-    the run's). Adds the step's seconds to `timings`."""
+    the run's). Records the step's seconds in `timings`."""
     t0 = time.perf_counter()
     try:
         result = step.run(rows, opts, progress)
@@ -28,5 +28,5 @@ def attempt(step: Step, rows, opts, progress, timings: dict) -> dict[str, dict]:
     else:
         return {key: {"available": True, **stats} for key, stats in result.items()}
     finally:
-        timings[f"{step.name}_s"] = round(timings.get(f"{step.name}_s", 0.0) + time.perf_counter() - t0, 3)
+        timings[f"{step.name}_s"] = round(time.perf_counter() - t0, 3)
     return {key: {"available": False, "reason": reason} for key in step.keys}
